@@ -1,0 +1,1 @@
+"""jobqueue: an asyncio job queue with an atomic Redis engine."""

@@ -1,0 +1,119 @@
+"""The exception tree of `jobqueue` and the error types that failures are classified into.
+
+    JobQueueError
+     ├─ ConfigError (also ValueError)          a bad option; the message names the value
+     ├─ InvalidJobError (also ValueError)      bad job id, name, data, delay or priority
+     │   └─ PayloadTooLargeError               data or result over the size limit
+     ├─ JobNotFoundError (also KeyError)       no such job
+     ├─ LeaseLostError                         the worker no longer holds the job (fencing)
+     ├─ QueueStateError                        an operation the queue's state refuses
+     ├─ UnsafeRedisError                       a replica, or an eviction policy that loses jobs
+     ├─ JobFailedError                         raised by waiting on a job that failed
+     ├─ UnrecoverableError                     raised by a handler: fail now, no retry
+     └─ RetryAfter                             raised by a handler: retry after N seconds
+
+Errors raised by the scripts are small integer codes; `jobqueue.scripts` maps each to one of
+these classes, so nothing parses error strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "ConfigError",
+    "ErrorType",
+    "InvalidJobError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobQueueError",
+    "LeaseLostError",
+    "PayloadTooLargeError",
+    "QueueStateError",
+    "RetryAfter",
+    "UnrecoverableError",
+    "UnsafeRedisError",
+]
+
+
+class ErrorType(StrEnum):
+    """What kind of failure ended an attempt; decides whether and when it is retried."""
+
+    RATE_LIMIT = "RATE_LIMIT"
+    NETWORK_ERROR = "NETWORK_ERROR"
+    JUDGE_REJECTION = "JUDGE_REJECTION"
+    API_ERROR = "API_ERROR"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNKNOWN = "UNKNOWN"
+    CANCELLED = "CANCELLED"
+    STALLED = "STALLED"
+
+
+class JobQueueError(Exception):
+    """Root of every error raised by `jobqueue`."""
+
+
+class ConfigError(JobQueueError, ValueError):
+    """An option has a bad value; the message names the option and the value."""
+
+
+class InvalidJobError(JobQueueError, ValueError):
+    """A job's id, name, data, delay or priority is not acceptable; nothing was written."""
+
+
+class PayloadTooLargeError(InvalidJobError):
+    """The job's data (or a handler's result) is larger than the configured limit."""
+
+
+class JobNotFoundError(JobQueueError, KeyError):
+    """No job with this id exists in the queue."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class LeaseLostError(JobQueueError):
+    """The worker's lease on the job expired or was taken over; its write was refused."""
+
+
+class QueueStateError(JobQueueError):
+    """The queue's current state refuses this operation (e.g. obliterate with active jobs)."""
+
+
+class UnsafeRedisError(JobQueueError):
+    """The Redis server is configured in a way that can lose jobs (replica, eviction)."""
+
+
+class JobFailedError(JobQueueError):
+    """Raised when waiting on a job that ended in `failed`."""
+
+    def __init__(self, job_id: str, message: str, error_type: str | None) -> None:
+        super().__init__(f"job {job_id} failed ({error_type or 'UNKNOWN'}): {message}")
+        self.job_id = job_id
+        self.error_message = message
+        self.error_type = error_type
+
+
+class UnrecoverableError(JobQueueError):
+    """Raised by a handler to fail the job at once, whatever attempts remain."""
+
+    def __init__(self, message: str = "", *, error_type: ErrorType = ErrorType.UNKNOWN) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class RetryAfter(JobQueueError):
+    """Raised by a handler to retry the job after exactly `seconds` (no exponential backoff).
+
+    It spends an attempt like any failure, unless `error_type` is `RATE_LIMIT`, which defers
+    the job without spending one and holds the whole queue for `seconds`.
+    """
+
+    def __init__(
+        self, seconds: float, message: str = "", *, error_type: ErrorType = ErrorType.UNKNOWN
+    ) -> None:
+        if seconds < 0:
+            raise ConfigError(f"RetryAfter seconds must be >= 0, got {seconds!r}")
+        super().__init__(message or f"retry after {seconds:g}s")
+        self.retry_after = float(seconds)
+        self.error_type = error_type

@@ -1,0 +1,139 @@
+"""The only place where Redis key names are built.
+
+Every key of a queue lives under `<prefix>:{<queue>}:` so that all of them hash to one Redis
+Cluster slot and one Lua script may touch them all. A job is two keys at most: `j:<id>`, a
+string holding the JSON envelope written at enqueue (kept lean so a waiting job costs a few
+hundred bytes), and `s:<id>`, a small hash of its run state created when it is first taken.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+__all__ = ["QUEUE_NAME_RE", "QueueKeys", "validate_prefix", "validate_queue_name"]
+
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,49}$")
+
+
+def validate_queue_name(name: str) -> str:
+    """Return `name` if it can be a queue name, else raise `ConfigError` naming it."""
+    if not isinstance(name, str) or not QUEUE_NAME_RE.match(name):
+        raise ConfigError(
+            f"queue name {name!r} is invalid: use 1-100 letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return `prefix` if it can be a key prefix, else raise `ConfigError` naming it."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"prefix {prefix!r} is invalid: use 1-50 letters, digits, '_', '.', '-'"
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue."""
+
+    prefix: str
+    queue: str
+
+    @property
+    def base(self) -> str:
+        """`<prefix>:{<queue>}:`, the start of every key of this queue."""
+        return f"{self.prefix}:{{{self.queue}}}:"
+
+    def job(self, job_id: str) -> str:
+        """String key with the job's JSON envelope (name, data, options)."""
+        return f"{self.base}j:{job_id}"
+
+    def state(self, job_id: str) -> str:
+        """Hash with the job's run state (attempts, token, progress, result, error...)."""
+        return f"{self.base}s:{job_id}"
+
+    def logs(self, job_id: str) -> str:
+        """List of the job's log lines (bounded)."""
+        return f"{self.base}l:{job_id}"
+
+    @property
+    def id_counter(self) -> str:
+        return self.base + "id"
+
+    @property
+    def wait(self) -> str:
+        """List of ids of priority 0, FIFO."""
+        return self.base + "wait"
+
+    @property
+    def prio(self) -> str:
+        """Zset of ids with a non-zero priority; score orders by priority then FIFO."""
+        return self.base + "prio"
+
+    @property
+    def delayed(self) -> str:
+        """Zset of delayed ids; score = due time in ms (Redis clock) * 1024 + sequence."""
+        return self.base + "delayed"
+
+    @property
+    def active(self) -> str:
+        """Zset of running ids; score = lease deadline in ms (Redis clock)."""
+        return self.base + "active"
+
+    @property
+    def completed(self) -> str:
+        """Zset of completed ids; score = finish time in ms."""
+        return self.base + "completed"
+
+    @property
+    def failed(self) -> str:
+        """Zset of failed ids; score = finish time in ms."""
+        return self.base + "failed"
+
+    @property
+    def limiter(self) -> str:
+        """Hash {t: tokens, ts: ms}: the shared token bucket."""
+        return self.base + "limiter"
+
+    @property
+    def limited(self) -> str:
+        """String with a PX expiry: no job starts until it expires (Retry-After)."""
+        return self.base + "limited"
+
+    @property
+    def meta(self) -> str:
+        """Hash: paused flag and the queue's published configuration."""
+        return self.base + "meta"
+
+    @property
+    def marker(self) -> str:
+        """Zset with one member: poked to wake a worker blocked in BZPOPMIN."""
+        return self.base + "marker"
+
+    @property
+    def events(self) -> str:
+        """Stream of every state change, appended by the script that makes it."""
+        return self.base + "events"
+
+    @property
+    def stall_lock(self) -> str:
+        """String with PX: held by the one worker running the stall check."""
+        return self.base + "stallcheck"
+
+    @property
+    def cancels(self) -> str:
+        """Hash id -> reason of active jobs asked to cancel."""
+        return self.base + "cancel"
+
+    @property
+    def workers(self) -> str:
+        """Prefix of the per-worker heartbeat keys (`workers:<name>`)."""
+        return self.base + "workers:"
+
+    def worker(self, name: str) -> str:
+        return f"{self.base}workers:{name}"

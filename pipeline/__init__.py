@@ -1,0 +1,1 @@
+"""The AI stock-analysis pipeline built on jobqueue."""

@@ -1,0 +1,83 @@
+"""Shared fixtures: real Redis and PostgreSQL, isolated per test by key prefix or database."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import postgres_server, redis_server, unique  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        os.environ.setdefault("JQ_TEST_REDIS_URL_RESOLVED", url)
+        yield url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHDB)."""
+    p = unique("jqt")
+    yield p
+    import redis as syncredis
+
+    client = syncredis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A temporary database created for this test run and dropped at its end."""
+    import asyncio
+
+    import asyncpg
+
+    name = unique("jq_test_")
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, _ = postgres_admin_url.rpartition("/")
+    query = ""
+    if "?" in postgres_admin_url.rpartition("/")[2]:
+        query = "?" + postgres_admin_url.rpartition("?")[2]
+    yield f"{base}/{name}{query}"
+    asyncio.run(drop())

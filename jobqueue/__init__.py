@@ -1,1 +1,62 @@
-"""jobqueue: an asyncio job queue with an atomic Redis engine."""
+"""jobqueue: an asyncio job queue whose every state change is one atomic Redis Lua script.
+
+    queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
+    await queue.add("send", {"to": "a@example.com"})
+    await Worker(queue, handler, concurrency=10).run()
+"""
+
+from .config import QueueConfig, RateLimit
+from .errors import (
+    ConfigError,
+    ErrorType,
+    InvalidJobError,
+    JobFailedError,
+    JobNotFoundError,
+    JobQueueError,
+    LeaseLostError,
+    PayloadTooLargeError,
+    QueueStateError,
+    RetryAfter,
+    UnrecoverableError,
+    UnsafeRedisError,
+)
+from .job import Job, JobState
+from .keys import QueueKeys
+from .queue import Queue
+from .retry import (
+    Classification,
+    backoff_delay,
+    classify_error,
+    register_error_rule,
+    unregister_error_rule,
+    with_retry,
+)
+from .worker import Worker
+
+__all__ = [
+    "Classification",
+    "ConfigError",
+    "ErrorType",
+    "InvalidJobError",
+    "Job",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobQueueError",
+    "JobState",
+    "LeaseLostError",
+    "PayloadTooLargeError",
+    "Queue",
+    "QueueConfig",
+    "QueueKeys",
+    "QueueStateError",
+    "RateLimit",
+    "RetryAfter",
+    "UnrecoverableError",
+    "UnsafeRedisError",
+    "Worker",
+    "backoff_delay",
+    "classify_error",
+    "register_error_rule",
+    "unregister_error_rule",
+    "with_retry",
+]

@@ -76,6 +76,11 @@ class QueueKeys:
         return self.base + "prio"
 
     @property
+    def priorities(self) -> str:
+        """Hash id -> priority of jobs with a non-zero priority (kept across retries)."""
+        return self.base + "pri"
+
+    @property
     def delayed(self) -> str:
         """Zset of delayed ids; score = due time in ms (Redis clock) * 1024 + sequence."""
         return self.base + "delayed"

@@ -1,0 +1,164 @@
+"""Queue configuration: frozen, keyword-only, validated with errors that name the bad value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from types import MappingProxyType
+
+from .errors import ConfigError, ErrorType
+from .keys import validate_queue_name
+
+__all__ = ["RateLimit", "QueueConfig"]
+
+MAX_PRIORITY = 2**20
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: int, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `max` job starts per `per` seconds, across all workers (a token bucket).
+
+    The bucket holds up to `max` tokens and refills continuously at `max / per` per second,
+    on the Redis clock.
+    """
+
+    max: int
+    per: float
+
+    def __post_init__(self) -> None:
+        _count("RateLimit.max", self.max, minimum=1)
+        _positive("RateLimit.per", self.per)
+
+
+def _retention(name: str, value: tuple[int | None, float | None]) -> tuple[int, int]:
+    """(count, age seconds) -> (count or -1, age ms or -1); None keeps everything."""
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ConfigError(f"{name} must be a (count, age_seconds) tuple, got {value!r}")
+    count, age = value
+    c = -1 if count is None else _count(f"{name} count", count, minimum=0)
+    a = -1 if age is None else int(_positive(f"{name} age", age, allow_zero=True) * 1000)
+    return c, a
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Everything the engine needs to know about a queue. Durations are in seconds.
+
+    Args:
+        name: the queue name (letters, digits, `_`, `.`, `-`).
+        concurrency: cap on active jobs of this queue across ALL worker processes
+            (None = no global cap; each worker still has its own `concurrency`).
+        timeout: seconds per attempt; the handler is cancelled past it (a retryable
+            NETWORK_ERROR). None = no timeout.
+        attempts: total attempts per job (1 = no automatic retry).
+        backoff: base delay of errors without a specific one in `retry_delays`.
+        retry_delays: base delay per `ErrorType`, overriding the defaults
+            (RATE_LIMIT 60 when no Retry-After, NETWORK_ERROR 10, JUDGE_REJECTION 5,
+            UNKNOWN = `backoff`). Retries back off as `delay * 2 ** (attempt - 1)`.
+        max_backoff: cap on any retry delay.
+        jitter: fraction of the delay added at random (0 = off); it only ever adds.
+        rate_limit: `RateLimit(max=, per=)` shared by all workers, or None.
+        lease: seconds a worker holds a job without renewing; renewed every lease/3.
+        stall_interval: seconds between stall checks (default lease / 2).
+        max_stalls: times a job may lose its lease (worker died) before it fails.
+        max_deferrals: times a job may be deferred by RATE_LIMIT before it fails.
+        keep_completed: (count, age seconds) of completed jobs kept; None = unbounded.
+        keep_failed: (count, age seconds) of failed jobs kept.
+        events_maxlen: approximate cap of the event stream (0 = no events).
+        drain_delay: longest an idle worker blocks in Redis before it checks again.
+        max_payload: largest job data (and result), in bytes of JSON.
+    """
+
+    name: str
+    _: KW_ONLY
+    concurrency: int | None = None
+    timeout: float | None = None
+    attempts: int = 3
+    backoff: float = 5.0
+    retry_delays: Mapping[ErrorType, float] | None = None
+    max_backoff: float = 3600.0
+    jitter: float = 0.0
+    rate_limit: RateLimit | None = None
+    lease: float = 30.0
+    stall_interval: float | None = None
+    max_stalls: int = 1
+    max_deferrals: int = 100
+    keep_completed: tuple[int | None, float | None] = (100, 86400.0)
+    keep_failed: tuple[int | None, float | None] = (200, 604800.0)
+    events_maxlen: int = 10_000
+    drain_delay: float = 5.0
+    max_payload: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.name)
+        if self.concurrency is not None:
+            _count("concurrency", self.concurrency, minimum=1)
+        if self.timeout is not None:
+            _positive("timeout", self.timeout)
+        _count("attempts", self.attempts, minimum=1)
+        _positive("backoff", self.backoff, allow_zero=True)
+        _positive("max_backoff", self.max_backoff, allow_zero=True)
+        if not 0.0 <= _positive("jitter", self.jitter, allow_zero=True) <= 1.0:
+            raise ConfigError(f"jitter must be within [0, 1], got {self.jitter!r}")
+        if self.retry_delays is not None:
+            delays: dict[ErrorType, float] = {}
+            for key, value in self.retry_delays.items():
+                try:
+                    etype = ErrorType(key)
+                except ValueError:
+                    raise ConfigError(f"retry_delays has an unknown error type {key!r}") from None
+                delays[etype] = _positive(f"retry_delays[{key}]", value, allow_zero=True)
+            object.__setattr__(self, "retry_delays", MappingProxyType(delays))
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise ConfigError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
+        _positive("lease", self.lease)
+        if self.lease < 0.05:
+            raise ConfigError(f"lease must be >= 0.05 s, got {self.lease!r}")
+        if self.stall_interval is not None:
+            _positive("stall_interval", self.stall_interval)
+        _count("max_stalls", self.max_stalls, minimum=0)
+        _count("max_deferrals", self.max_deferrals, minimum=0)
+        _retention("keep_completed", self.keep_completed)
+        _retention("keep_failed", self.keep_failed)
+        _count("events_maxlen", self.events_maxlen, minimum=0)
+        _positive("drain_delay", self.drain_delay)
+        _count("max_payload", self.max_payload, minimum=16)
+
+    @property
+    def effective_retry_delays(self) -> dict[ErrorType, float]:
+        """Base delay per error type after applying `backoff` and `retry_delays`."""
+        delays = {
+            ErrorType.RATE_LIMIT: 60.0,
+            ErrorType.NETWORK_ERROR: 10.0,
+            ErrorType.JUDGE_REJECTION: 5.0,
+            ErrorType.UNKNOWN: self.backoff,
+        }
+        if self.retry_delays:
+            delays.update(self.retry_delays)
+        return delays
+
+    @property
+    def stall_check_every(self) -> float:
+        """Seconds between stall checks."""
+        return self.stall_interval if self.stall_interval is not None else self.lease / 2
+
+    @property
+    def retention_ms(self) -> tuple[int, int, int, int]:
+        """(completed count, completed age ms, failed count, failed age ms), -1 = unbounded."""
+        return (*_retention("keep_completed", self.keep_completed),
+                *_retention("keep_failed", self.keep_failed))

@@ -1,0 +1,87 @@
+"""Redis connections: made from a URL or a given client, checked for safe settings, and
+described without ever showing a password."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from .errors import UnsafeRedisError
+
+__all__ = ["check_server", "connect", "describe_client", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+_USERINFO_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I)
+
+
+def redact_url(url: str) -> str:
+    """`redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe_client(client: Redis) -> str:
+    """A password-free description of where a client connects."""
+    kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    auth = ":***@" if kwargs.get("password") else ""
+    return f"redis://{auth}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def connect(url: str, **options: Any) -> Redis:
+    """A client for `url` (bytes replies, hiredis when installed)."""
+    options.setdefault("health_check_interval", 30)
+    return Redis.from_url(url, **options)
+
+
+async def check_server(client: Redis, *, allow_eviction: bool = False) -> dict[str, str]:
+    """Refuse servers that can lose jobs; warn about missing persistence.
+
+    Reads `INFO` (allowed on managed Redis that blocks CONFIG): a replica is refused, so is an
+    eviction policy other than `noeviction` unless `allow_eviction`; persistence off is a
+    warning. Returns the fields read.
+    """
+    info: dict[str, Any] = await client.info("server")
+    info.update(await client.info("replication"))
+    info.update(await client.info("memory"))
+    info.update(await client.info("persistence"))
+    where = describe_client(client)
+    if str(info.get("role", "master")) in {"slave", "replica"}:
+        raise UnsafeRedisError(f"{where} is a read-only replica; point the queue at the primary")
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        if not allow_eviction:
+            raise UnsafeRedisError(
+                f"{where} has maxmemory-policy {policy!r}: Redis may evict jobs. "
+                "Set it to 'noeviction' (or pass allow_eviction=True to accept the risk)"
+            )
+        log.warning("redis %s evicts keys (maxmemory-policy %s): jobs can be lost", where, policy)
+    aof = str(info.get("aof_enabled", "0")) == "1"
+    rdb = int(info.get("rdb_changes_since_last_save", 0) or 0) >= 0 and bool(
+        info.get("rdb_last_save_time")
+    )
+    if not aof:
+        log.warning(
+            "redis %s has no append-only file: a restart can lose recent jobs (rdb=%s)",
+            where,
+            "on" if rdb else "off",
+        )
+    version = str(info.get("redis_version", "0"))
+    if int(version.split(".")[0] or 0) < 7:
+        log.warning("redis %s is version %s; 7.0 or newer is expected", where, version)
+    return {k: str(v) for k, v in info.items() if k in {"redis_version", "role", "maxmemory_policy"}}

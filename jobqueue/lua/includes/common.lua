@@ -1,0 +1,81 @@
+-- Shared helpers, included at the top of every script by the loader.
+-- Time always comes from the Redis server (TIME) so that clock skew between workers cannot
+-- break delays, leases or rate limits.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Append one event to the queue's stream, capped by approximate length (0 = events off).
+local function emit(events_key, maxlen, ...)
+  if tonumber(maxlen) > 0 then
+    redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', ...)
+  end
+end
+
+-- Wake one worker blocked in BZPOPMIN on the marker (a single member keeps it bounded).
+local function poke(marker_key)
+  redis.call('ZADD', marker_key, 0, '0')
+end
+
+-- Score of a delayed job: due time in ms, then a sequence so equal due times stay FIFO.
+-- 2^43 ms (year 2248) * 1024 stays exact in a double.
+local function delayed_score(due, seq)
+  return due * 1024 + (seq % 1024)
+end
+
+-- Score in the priority zset: higher priority first, FIFO within a priority.
+local function prio_score(priority, seq)
+  return -priority * 4294967296 + (seq % 4294967296)
+end
+
+-- Make a job ready to run: the plain FIFO list for priority 0, the zset otherwise.
+local function push_ready(wait_key, prio_key, pri_key, counter_key, id, front)
+  local priority = tonumber(redis.call('HGET', pri_key, id) or '0')
+  if priority == 0 then
+    if front then
+      redis.call('LPUSH', wait_key, id)
+    else
+      redis.call('RPUSH', wait_key, id)
+    end
+  else
+    local seq = redis.call('INCR', counter_key)
+    if front then seq = 0 end
+    redis.call('ZADD', prio_key, prio_score(priority, seq), id)
+  end
+end
+
+-- Delete every key of a job.
+local function delete_job(base, pri_key, id)
+  redis.call('DEL', base .. 'j:' .. id, base .. 's:' .. id, base .. 'l:' .. id)
+  redis.call('HDEL', pri_key, id)
+end
+
+-- Keep at most `count` entries and none older than `age_ms` in a finished-jobs zset.
+-- Bounded work per call; the rest is trimmed by later calls.
+local function trim_finished(base, pri_key, set_key, count, age_ms, now)
+  count = tonumber(count)
+  age_ms = tonumber(age_ms)
+  local removed = 0
+  if count >= 0 then
+    local excess = redis.call('ZCARD', set_key) - count
+    if excess > 0 then
+      if excess > 100 then excess = 100 end
+      local old = redis.call('ZPOPMIN', set_key, excess)
+      for i = 1, #old, 2 do
+        delete_job(base, pri_key, old[i])
+        removed = removed + 1
+      end
+    end
+  end
+  if age_ms >= 0 then
+    local old = redis.call('ZRANGEBYSCORE', set_key, '-inf', now - age_ms, 'LIMIT', 0, 100)
+    for i = 1, #old do
+      redis.call('ZREM', set_key, old[i])
+      delete_job(base, pri_key, old[i])
+      removed = removed + 1
+    end
+  end
+  return removed
+end

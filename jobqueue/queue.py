@@ -1,0 +1,306 @@
+"""The producer side of a queue: add jobs, read them, count them, pause and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .config import MAX_PRIORITY, QueueConfig
+from .connection import check_server, connect, describe_client
+from .errors import ConfigError, InvalidJobError, LeaseLostError
+from .job import Job, JobState, decode_envelope, dumps
+from .keys import QueueKeys, validate_prefix
+from .scripts import Scripts, queue_key_list, raise_for_code
+
+__all__ = ["JobSpec", "Queue"]
+
+log = logging.getLogger(__name__)
+
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_checked_servers: set[str] = set()
+
+JobSpec = Mapping[str, Any]
+"""One job for `Queue.add_bulk`: keys `name`, `data`, and optionally `job_id`, `delay`,
+`priority`, `attempts` (the keyword arguments of `Queue.add`)."""
+
+
+def _validate_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) or job_id.isdigit():
+        raise InvalidJobError(
+            f"job_id {job_id!r} is invalid: use 1-200 letters, digits, '_', '.', ':', '-', "
+            "not only digits (those are the queue's own ids)"
+        )
+    return job_id
+
+
+def _validate_name(name: str) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
+        raise InvalidJobError(f"job name {name!r} is invalid: 1-200 printable characters")
+    return name
+
+
+class Queue:
+    """A named queue in Redis.
+
+    Args:
+        config_or_name: a `QueueConfig`, or just the queue name (default settings).
+        redis: a Redis URL, or a `redis.asyncio.Redis` client (bytes replies) to share.
+        prefix: first part of every key (`<prefix>:{<queue>}:...`).
+        allow_eviction: accept a server whose maxmemory-policy may evict jobs.
+    """
+
+    def __init__(
+        self,
+        config_or_name: QueueConfig | str,
+        *,
+        redis: str | Redis = "redis://127.0.0.1:6379/0",
+        prefix: str = "jq",
+        allow_eviction: bool = False,
+    ) -> None:
+        self.config = (
+            config_or_name
+            if isinstance(config_or_name, QueueConfig)
+            else QueueConfig(config_or_name)
+        )
+        self.prefix = validate_prefix(prefix)
+        self.keys = QueueKeys(self.prefix, self.config.name)
+        self._key_list = queue_key_list(self.keys)
+        self._add_keys = [
+            self.keys.id_counter,
+            self.keys.wait,
+            self.keys.prio,
+            self.keys.delayed,
+            self.keys.marker,
+            self.keys.events,
+            self.keys.priorities,
+        ]
+        if isinstance(redis, str):
+            self.redis = connect(redis)
+            self._owns_client = True
+        elif isinstance(redis, Redis):
+            self.redis = redis
+            self._owns_client = False
+        else:
+            raise ConfigError(f"redis must be a URL or a redis.asyncio.Redis, got {redis!r}")
+        self.scripts = Scripts(self.redis)
+        self._allow_eviction = allow_eviction
+        self._base = self.keys.base
+
+    @property
+    def name(self) -> str:
+        """The queue name."""
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} prefix={self.prefix!r} redis={describe_client(self.redis)}>"
+
+    async def connect(self) -> None:
+        """Check the server once per process (replica, eviction policy, persistence)."""
+        where = describe_client(self.redis)
+        if where not in _checked_servers:
+            await check_server(self.redis, allow_eviction=self._allow_eviction)
+            _checked_servers.add(where)
+
+    async def close(self) -> None:
+        """Close the connection pool if this queue made it."""
+        if self._owns_client:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def _encode(
+        self,
+        name: str,
+        data: Any,
+        job_id: str | None,
+        delay: float,
+        priority: int,
+        attempts: int | None,
+    ) -> list[Any]:
+        _validate_name(name)
+        if job_id is not None:
+            _validate_job_id(job_id)
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise InvalidJobError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not (
+            -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        ):
+            raise InvalidJobError(
+                f"priority must be an int within +-{MAX_PRIORITY}, got {priority!r}"
+            )
+        env = '{"n":' + dumps(name, limit=1000, what="job name") + ',"d":'
+        env += dumps(data, limit=self.config.max_payload, what="job data")
+        if attempts is not None:
+            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+                raise InvalidJobError(f"attempts must be an int >= 1, got {attempts!r}")
+            env += f',"at":{attempts}'
+        if priority:
+            env += f',"p":{priority}'
+        env += "}"
+        return [job_id or "", name, env, int(delay * 1000), priority]
+
+    async def add(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        job_id: str | None = None,
+        delay: float = 0.0,
+        priority: int = 0,
+        attempts: int | None = None,
+    ) -> Job:
+        """Add one job. Adding an existing `job_id` enqueues nothing and returns that job.
+
+        Args:
+            name: what the job is (handlers may dispatch on it).
+            data: any JSON value (validated, at most `max_payload` bytes).
+            job_id: your own id, for deduplication; default: the queue's counter.
+            delay: seconds before the job may start.
+            priority: higher is taken first; equal priorities keep FIFO.
+            attempts: total attempts for this job (default: the queue's).
+
+        Raises:
+            InvalidJobError: a bad name, id, data, delay, priority or attempts (nothing written).
+        """
+        return (await self._add_many([self._encode(name, data, job_id, delay, priority, attempts)]))[0]
+
+    async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
+        """Add many jobs in one round trip (one atomic script call).
+
+        Each item is a mapping with the keyword arguments of `add` (`name`, `data`, `job_id`,
+        `delay`, `priority`, `attempts`) or a `(name, data)` pair. All are validated before
+        anything is written.
+        """
+        encoded = []
+        for spec in jobs:
+            if isinstance(spec, tuple):
+                name, data = spec
+                encoded.append(self._encode(name, data, None, 0.0, 0, None))
+            else:
+                unknown = set(spec) - {"name", "data", "job_id", "delay", "priority", "attempts"}
+                if unknown or "name" not in spec:
+                    raise InvalidJobError(f"bad job spec {dict(spec)!r}: unknown keys {unknown}")
+                encoded.append(
+                    self._encode(
+                        spec["name"],
+                        spec.get("data"),
+                        spec.get("job_id"),
+                        spec.get("delay", 0.0),
+                        spec.get("priority", 0),
+                        spec.get("attempts"),
+                    )
+                )
+        if not encoded:
+            return []
+        return await self._add_many(encoded)
+
+    async def _add_many(self, encoded: Sequence[list[Any]]) -> list[Job]:
+        args: list[Any] = [self._base, self.config.events_maxlen, len(encoded)]
+        for item in encoded:
+            args.extend(item)
+        reply = await self.scripts.run("add", self._add_keys, args)
+        jobs: list[Job] = []
+        for i, item in enumerate(encoded):
+            job_id = reply[2 * i]
+            job_id = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+            if int(reply[2 * i + 1]) == 1:
+                env = decode_envelope(item[2])
+                state = JobState.DELAYED if item[3] > 0 else JobState.WAITING
+                jobs.append(Job(self, job_id, env, state=state))
+            else:
+                existing = await self.get_job(job_id)
+                if existing is None:  # removed between the two calls: report it as given
+                    existing = Job(self, job_id, decode_envelope(item[2]))
+                jobs.append(existing)
+        return jobs
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        reply = await self.scripts.run("getjob", self._key_list, [self._base, job_id])
+        if not reply:
+            return None
+        env_raw, state, flat = reply
+        run_state = {
+            (flat[i].decode() if isinstance(flat[i], bytes) else flat[i]): flat[i + 1]
+            for i in range(0, len(flat), 2)
+        }
+        state = state.decode() if isinstance(state, bytes) else state
+        return Job(self, job_id, decode_envelope(env_raw), state=state, run_state=run_state)
+
+    async def get_job_state(self, job_id: str) -> JobState | None:
+        """The current state of a job, or None when it does not exist."""
+        job = await self.get_job(job_id)
+        return job.state if job else None
+
+    async def get_job_counts(self) -> dict[str, int]:
+        """Jobs per state: waiting, active, delayed, completed, failed, paused.
+
+        `paused` counts the jobs held back because the queue is paused (they are not in
+        `waiting`).
+        """
+        r = await self.scripts.run("counts", self._key_list, [])
+        names = ("waiting", "active", "delayed", "completed", "failed", "paused")
+        return {name: int(r[i]) for i, name in enumerate(names)}
+
+    async def get_job_ids(self, state: JobState | str, *, limit: int = 100) -> list[str]:
+        """Ids of up to `limit` jobs in a state (oldest first for finished ones)."""
+        st = JobState(state)
+        k = self.keys
+        if st in (JobState.WAITING, JobState.PAUSED):
+            raw = list(await self.redis.zrange(k.prio, 0, limit - 1))
+            raw += await self.redis.lrange(k.wait, 0, max(0, limit - len(raw)) - 1)
+        else:
+            key = {
+                JobState.DELAYED: k.delayed,
+                JobState.ACTIVE: k.active,
+                JobState.COMPLETED: k.completed,
+                JobState.FAILED: k.failed,
+            }[st]
+            raw = await self.redis.zrange(key, 0, limit - 1)
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in raw[:limit]]
+
+    # -- control --------------------------------------------------------------------------
+
+    async def pause(self) -> bool:
+        """Stop every worker from starting jobs (running ones finish). True if it changed."""
+        return bool(
+            await self.scripts.run("pause", self._key_list, [self.config.events_maxlen, "1"])
+        )
+
+    async def resume(self) -> bool:
+        """Let workers start jobs again. True if it changed."""
+        return bool(
+            await self.scripts.run("pause", self._key_list, [self.config.events_maxlen, "0"])
+        )
+
+    async def is_paused(self) -> bool:
+        """Whether the queue is paused."""
+        return bool(await self.redis.hexists(self.keys.meta, "paused"))
+
+    async def _update_progress(self, job_id: str, token: str, progress: int) -> None:
+        code = await self.scripts.run(
+            "progress",
+            [self.keys.active, self.keys.events],
+            [self._base, self.config.events_maxlen, job_id, token, progress],
+        )
+        if int(code) == -2:
+            raise LeaseLostError(f"lease lost on job {job_id}: progress not recorded")
+        raise_for_code(int(code), job_id)

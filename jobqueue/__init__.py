@@ -1,8 +1,8 @@
 """jobqueue: an asyncio job queue whose every state change is one atomic Redis Lua script.
 
-    queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
-    await queue.add("send", {"to": "a@example.com"})
-    await Worker(queue, handler, concurrency=10).run()
+queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
+await queue.add("send", {"to": "a@example.com"})
+await Worker(queue, handler, concurrency=10).run()
 """
 
 from .config import QueueConfig, RateLimit

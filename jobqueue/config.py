@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
 from .errors import ConfigError, ErrorType
 from .keys import validate_queue_name
 
-__all__ = ["RateLimit", "QueueConfig"]
+__all__ = ["QueueConfig", "RateLimit"]
 
 MAX_PRIORITY = 2**20
 
@@ -82,6 +82,8 @@ class QueueConfig:
         events_maxlen: approximate cap of the event stream (0 = no events).
         drain_delay: longest an idle worker blocks in Redis before it checks again.
         max_payload: largest job data (and result), in bytes of JSON.
+        heartbeat_interval: seconds between a worker's heartbeats; its heartbeat key
+            expires after 3 intervals without one (so a dead worker disappears).
     """
 
     name: str
@@ -103,6 +105,7 @@ class QueueConfig:
     events_maxlen: int = 10_000
     drain_delay: float = 5.0
     max_payload: int = 1_048_576
+    heartbeat_interval: float = 5.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.name)
@@ -138,6 +141,11 @@ class QueueConfig:
         _count("events_maxlen", self.events_maxlen, minimum=0)
         _positive("drain_delay", self.drain_delay)
         _count("max_payload", self.max_payload, minimum=16)
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        if self.heartbeat_interval < 0.05:
+            raise ConfigError(
+                f"heartbeat_interval must be >= 0.05 s, got {self.heartbeat_interval!r}"
+            )
 
     @property
     def effective_retry_delays(self) -> dict[ErrorType, float]:
@@ -160,5 +168,7 @@ class QueueConfig:
     @property
     def retention_ms(self) -> tuple[int, int, int, int]:
         """(completed count, completed age ms, failed count, failed age ms), -1 = unbounded."""
-        return (*_retention("keep_completed", self.keep_completed),
-                *_retention("keep_failed", self.keep_failed))
+        return (
+            *_retention("keep_completed", self.keep_completed),
+            *_retention("keep_failed", self.keep_failed),
+        )

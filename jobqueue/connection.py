@@ -16,7 +16,9 @@ __all__ = ["check_server", "connect", "describe_client", "redact_url"]
 
 log = logging.getLogger(__name__)
 
-_USERINFO_RE = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I)
+_USERINFO_RE = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I
+)
 
 
 def redact_url(url: str) -> str:
@@ -40,7 +42,8 @@ def describe_client(client: Redis) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     auth = ":***@" if kwargs.get("password") else ""
-    return f"redis://{auth}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    return f"redis://{auth}{host}:{port}/{db}"
 
 
 def connect(url: str, **options: Any) -> Redis:
@@ -71,17 +74,11 @@ async def check_server(client: Redis, *, allow_eviction: bool = False) -> dict[s
                 "Set it to 'noeviction' (or pass allow_eviction=True to accept the risk)"
             )
         log.warning("redis %s evicts keys (maxmemory-policy %s): jobs can be lost", where, policy)
-    aof = str(info.get("aof_enabled", "0")) == "1"
-    rdb = int(info.get("rdb_changes_since_last_save", 0) or 0) >= 0 and bool(
-        info.get("rdb_last_save_time")
-    )
-    if not aof:
-        log.warning(
-            "redis %s has no append-only file: a restart can lose recent jobs (rdb=%s)",
-            where,
-            "on" if rdb else "off",
-        )
+    if str(info.get("aof_enabled", "0")) != "1":
+        log.warning("redis %s has no append-only file: a restart can lose recent jobs", where)
     version = str(info.get("redis_version", "0"))
     if int(version.split(".")[0] or 0) < 7:
         log.warning("redis %s is version %s; 7.0 or newer is expected", where, version)
-    return {k: str(v) for k, v in info.items() if k in {"redis_version", "role", "maxmemory_policy"}}
+    return {
+        k: str(v) for k, v in info.items() if k in {"redis_version", "role", "maxmemory_policy"}
+    }

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["QUEUE_NAME_RE", "QueueKeys", "validate_prefix", "validate_queue_name"]
+__all__ = [
+    "QUEUE_NAME_RE",
+    "QueueKeys",
+    "queue_from_key",
+    "queue_scan_patterns",
+    "validate_prefix",
+    "validate_queue_name",
+]
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,49}$")
@@ -31,10 +38,38 @@ def validate_queue_name(name: str) -> str:
 def validate_prefix(prefix: str) -> str:
     """Return `prefix` if it can be a key prefix, else raise `ConfigError` naming it."""
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise ConfigError(
-            f"prefix {prefix!r} is invalid: use 1-50 letters, digits, '_', '.', '-'"
-        )
+        raise ConfigError(f"prefix {prefix!r} is invalid: use 1-50 letters, digits, '_', '.', '-'")
     return prefix
+
+
+# Keys that every queue in use has: `meta` (written when a worker starts or the queue is
+# paused) and `id` (the counter, written by the first add).
+_MARKER_SUFFIXES = ("meta", "id")
+
+
+def queue_scan_patterns(prefix: str) -> list[str]:
+    """SCAN MATCH patterns that find the queues under `prefix` (one key per queue each).
+
+    Args:
+        prefix: the key prefix (validated).
+
+    Returns:
+        Patterns like `jq:{*}:meta`; queue names cannot hold glob characters.
+    """
+    validate_prefix(prefix)
+    return [f"{prefix}:{{*}}:{suffix}" for suffix in _MARKER_SUFFIXES]
+
+
+def queue_from_key(prefix: str, key: str) -> str | None:
+    """The queue name in a key matched by `queue_scan_patterns`, or None if it is not one."""
+    head = f"{prefix}:{{"
+    for suffix in _MARKER_SUFFIXES:
+        tail = f"}}:{suffix}"
+        if key.startswith(head) and key.endswith(tail):
+            name = key[len(head) : -len(tail)]
+            if QUEUE_NAME_RE.match(name):
+                return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +171,25 @@ class QueueKeys:
         return self.base + "cancel"
 
     @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which cancel requests of active jobs are published."""
+        return self.base + "cancel-ch"
+
+    @property
     def workers(self) -> str:
         """Prefix of the per-worker heartbeat keys (`workers:<name>`)."""
         return self.base + "workers:"
 
+    @property
+    def worker_set(self) -> str:
+        """Zset of the names of the queue's workers; score = last heartbeat in ms."""
+        return self.base + "workerset"
+
     def worker(self, name: str) -> str:
+        """Hash of one worker's heartbeat (expires when the worker stops beating)."""
         return f"{self.base}workers:{name}"
+
+    @property
+    def all_keys_pattern(self) -> str:
+        """SCAN MATCH pattern of every key of this queue."""
+        return self.base + "*"

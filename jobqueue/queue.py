@@ -138,8 +138,10 @@ class Queue:
             or delay < 0
         ):
             raise InvalidJobError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-        if isinstance(priority, bool) or not isinstance(priority, int) or not (
-            -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not (-MAX_PRIORITY <= priority <= MAX_PRIORITY)
         ):
             raise InvalidJobError(
                 f"priority must be an int within +-{MAX_PRIORITY}, got {priority!r}"
@@ -178,7 +180,9 @@ class Queue:
         Raises:
             InvalidJobError: a bad name, id, data, delay, priority or attempts (nothing written).
         """
-        return (await self._add_many([self._encode(name, data, job_id, delay, priority, attempts)]))[0]
+        return (
+            await self._add_many([self._encode(name, data, job_id, delay, priority, attempts)])
+        )[0]
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
         """Add many jobs in one round trip (one atomic script call).
@@ -243,7 +247,12 @@ class Queue:
             for i in range(0, len(flat), 2)
         }
         state = state.decode() if isinstance(state, bytes) else state
-        return Job(self, job_id, decode_envelope(env_raw), state=state, run_state=run_state)
+        try:
+            env = decode_envelope(env_raw)
+        except InvalidJobError:
+            # a corrupt job is still shown (and can be removed), not an error for the reader
+            env = {"n": "", "d": None}
+        return Job(self, job_id, env, state=state, run_state=run_state)
 
     async def get_job_state(self, job_id: str) -> JobState | None:
         """The current state of a job, or None when it does not exist."""
@@ -264,6 +273,7 @@ class Queue:
         """Ids of up to `limit` jobs in a state (oldest first for finished ones)."""
         st = JobState(state)
         k = self.keys
+        raw: list[Any]
         if st in (JobState.WAITING, JobState.PAUSED):
             raw = list(await self.redis.zrange(k.prio, 0, limit - 1))
             raw += await self.redis.lrange(k.wait, 0, max(0, limit - len(raw)) - 1)
@@ -274,7 +284,7 @@ class Queue:
                 JobState.COMPLETED: k.completed,
                 JobState.FAILED: k.failed,
             }[st]
-            raw = await self.redis.zrange(key, 0, limit - 1)
+            raw = list(await self.redis.zrange(key, 0, limit - 1))
         return [x.decode() if isinstance(x, bytes) else str(x) for x in raw[:limit]]
 
     # -- control --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import math
 import random
 import re
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,10 @@ __all__ = [
 
 T = TypeVar("T")
 _Match: TypeAlias = type[BaseException] | Callable[[BaseException], bool]
+# Mapping keys are invariant: each form is listed so that a dict[ErrorType, float] is accepted.
+_RetryDelays: TypeAlias = (
+    Mapping[ErrorType, float] | Mapping[str, float] | Mapping[ErrorType | str, float]
+)
 _Verdict: TypeAlias = tuple[ErrorType, bool, float, bool]  # type, retryable, delay, exact
 _E = ErrorType
 
@@ -75,6 +80,8 @@ _NETWORK_NAME: Final = re.compile(
 _NETWORK_ERRNOS: Final = frozenset(
     (errno.ECONNABORTED, errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ETIMEDOUT)
 ) | {errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETRESET, errno.ENETUNREACH}
+_FINITE: Final = sys.float_info.max
+_SECONDS: Final = "a finite number of seconds >= 0"
 _RATE_LIMIT_TEXT: Final = re.compile(r"rate[ _-]?limit", re.IGNORECASE)
 
 _URL_USERINFO: Final = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^\s/?#]*)@")
@@ -172,7 +179,7 @@ def register_error_rule(
         raise ConfigError(f"match must be an exception class or a predicate, got {match!r}")
     if retryable is not None and not isinstance(retryable, bool):
         raise ConfigError(f"retryable must be a bool or None, got {retryable!r}")
-    checked = None if delay is None else _check_delay(delay, "delay")
+    checked = None if delay is None else _check(delay, "delay", _SECONDS)
     rule = _Rule(match, _error_type(error_type, "error_type"), retryable, checked)
     _rules = (*_rules, rule)
     return lambda: _remove(lambda r: r is rule)
@@ -184,7 +191,7 @@ def unregister_error_rule(match: _Match) -> bool:
 
 
 def classify_error(
-    exc: BaseException, *, retry_delays: Mapping[ErrorType | str, float] | None = None
+    exc: BaseException, *, retry_delays: _RetryDelays | None = None
 ) -> Classification:
     """Decide the type of a failure, whether to retry it and the base delay.
 
@@ -224,7 +231,7 @@ def backoff_delay(
     Raises:
         ConfigError: An argument is out of range.
     """
-    _check_count(attempt, "attempt")
+    _check(attempt, "attempt", "an int >= 1", count=True)
     _check_backoff(max_delay, jitter)
     base = max(classification.delay, 0.0)
     if classification.exact:
@@ -243,7 +250,7 @@ async def with_retry(
     max_attempts: int = 3,
     on_retry: Callable[[Exception, int, float], object] | None = None,
     context: str = "",
-    retry_delays: Mapping[ErrorType | str, float] | None = None,
+    retry_delays: _RetryDelays | None = None,
     max_delay: float = 3600.0,
     jitter: float = 0.0,
 ) -> T:
@@ -264,7 +271,7 @@ async def with_retry(
         ConfigError: An argument is out of range.
         Exception: The last failure, unchanged.
     """
-    _check_count(max_attempts, "max_attempts")
+    _check(max_attempts, "max_attempts", "an int >= 1", count=True)
     _check_backoff(max_delay, jitter)
     delays = _delays(retry_delays)
     label = context or getattr(fn, "__qualname__", repr(fn))
@@ -283,7 +290,7 @@ async def with_retry(
             )
             if on_retry is not None and inspect.isawaitable(r := on_retry(exc, attempt, delay)):
                 await r
-        # Slept outside `except` so the handled exception is not kept alive meanwhile.
+        # Slept outside `except`, so a cancellation while waiting is not chained to the failure.
         await asyncio.sleep(delay)
         attempt += 1
 
@@ -305,28 +312,26 @@ def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_count(value: object, what: str) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ConfigError(f"{what} must be an int >= 1, got {value!r}")
-
-
-def _check_delay(value: object, what: str) -> float:
-    if not (_number(value) and 0 <= value < math.inf):
-        raise ConfigError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+def _check(
+    value: object, what: str, expected: str, high: float = _FINITE, *, count: bool = False
+) -> float:
+    low = 1 if count else 0
+    if not (_number(value) and low <= value <= high) or (count and not isinstance(value, int)):
+        raise ConfigError(f"{what} must be {expected}, got {value!r}")
     return float(value)
 
 
 def _check_backoff(max_delay: float, jitter: float) -> None:
-    if not (_number(max_delay) and max_delay >= 0):
-        raise ConfigError(f"max_delay must be a number >= 0, got {max_delay!r}")
-    if not (_number(jitter) and 0 <= jitter <= 1):
-        raise ConfigError(f"jitter must be a fraction in [0, 1], got {jitter!r}")
+    _check(max_delay, "max_delay", "a number of seconds >= 0", math.inf)
+    _check(jitter, "jitter", "a fraction in [0, 1]", 1)
 
 
-def _delays(overrides: Mapping[ErrorType | str, float] | None) -> dict[ErrorType, float]:
+def _delays(overrides: _RetryDelays | None) -> dict[ErrorType, float]:
     merged = dict(DEFAULT_RETRY_DELAYS)
     for key, value in (overrides or {}).items():
-        merged[_error_type(key, "retry_delays key")] = _check_delay(value, f"retry_delays[{key!r}]")
+        merged[_error_type(key, "retry_delays key")] = _check(
+            value, f"retry_delays[{key!r}]", _SECONDS
+        )
     return merged
 
 
@@ -370,7 +375,9 @@ def _builtin_type(exc: Exception) -> ErrorType | None:
         return _E.API_ERROR
     status = _status(exc)
     if status is not None and status >= 400:
-        if status == 429 and _is_spend_limit(exc):
+        code, body = _attr(exc, "error_code"), _attr(exc, "body")
+        texts = (code if isinstance(code, str) else "", _text(body) if body else "", _text(exc))
+        if status == 429 and any(c in t for c in _SPEND_LIMIT_CODES for t in texts):
             return _E.API_ERROR
         # Other 4xx say the request itself is wrong, so sending it again cannot help.
         return _STATUS_TYPES.get(status, _E.NETWORK_ERROR if status >= 500 else _E.VALIDATION_ERROR)
@@ -431,12 +438,6 @@ def _status(exc: BaseException) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
-
-
-def _is_spend_limit(exc: BaseException) -> bool:
-    code, body = _attr(exc, "error_code"), _attr(exc, "body")
-    texts = (code if isinstance(code, str) else "", _text(body) if body else "", _text(exc))
-    return any(c in t for c in _SPEND_LIMIT_CODES for t in texts)
 
 
 def _body_type(exc: BaseException) -> str | None:

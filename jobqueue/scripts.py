@@ -38,6 +38,8 @@ CODE_ERRORS: dict[int, tuple[type[JobQueueError], str]] = {
     -2: (LeaseLostError, "the lease on this job was lost"),
     -3: (QueueStateError, "the job is not in a state that allows this"),
     -4: (QueueStateError, "the queue has active jobs"),
+    -5: (QueueStateError, "the job is active (running); cancel it instead"),
+    -6: (QueueStateError, "the job has not failed"),
 }
 
 

@@ -79,7 +79,9 @@ class Worker:
             raise ConfigError(f"shutdown_grace must be >= 0, got {shutdown_grace!r}")
         first, most = reconnect_backoff
         if not 0 < first <= most:
-            raise ConfigError(f"reconnect_backoff must be 0 < first <= max, got {reconnect_backoff!r}")
+            raise ConfigError(
+                f"reconnect_backoff must be 0 < first <= max, got {reconnect_backoff!r}"
+            )
         self.queue = queue
         self.config = queue.config
         self._handler = handler
@@ -145,7 +147,9 @@ class Worker:
             pool_kwargs["socket_timeout"] = self.config.drain_delay + 10.0
             pool = self.queue.redis.connection_pool
             self._blocker = Redis(
-                connection_pool=ConnectionPool(connection_class=pool.connection_class, **pool_kwargs)
+                connection_pool=ConnectionPool(
+                    connection_class=pool.connection_class, **pool_kwargs
+                )
             )
             helpers = [
                 loop.create_task(self._renew_loop(), name=f"jq-renew-{self.name}"),
@@ -189,7 +193,7 @@ class Worker:
 
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -417,10 +421,10 @@ class Worker:
         except InvalidJobError as exc:
             outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
         except Exception as exc:
+            error: BaseException = exc
             if cm is not None and cm.expired():
-                msg = f"job timed out after {timeout:g}s"
-                exc = TimeoutError(msg)
-            outcome = self._failure_outcome(job, exc)
+                error = TimeoutError(f"job timed out after {timeout:g}s")
+            outcome = self._failure_outcome(job, error)
         finally:
             self._running.pop(job.id, None)
             self._lost.discard(job.id)
@@ -524,7 +528,7 @@ class Worker:
 
     async def _stall_loop(self) -> None:
         every = self.config.stall_check_every
-        kc, kca, kf, kfa = self.config.retention_ms
+        _, _, kf, kfa = self.config.retention_ms
         while True:
             try:
                 reply = await self.queue.scripts.run(

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import postgres_server, redis_server, unique  # noqa: E402
+from servers import postgres_server, redis_server, unique
 
 
 @pytest.fixture(scope="session")

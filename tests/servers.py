@@ -50,8 +50,9 @@ def valkey_binary() -> str:
 class RedisProcess:
     """A real Redis-protocol server we own: can be stopped, restarted and reconfigured."""
 
-    def __init__(self, binary: str | None = None, *, port: int | None = None,
-                 extra: list[str] | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, *, port: int | None = None, extra: list[str] | None = None
+    ) -> None:
         self.binary = binary or valkey_binary()
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="jq-redis-")
@@ -63,9 +64,22 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-                *self.extra]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            *self.extra,
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port("127.0.0.1", self.port)
         return self

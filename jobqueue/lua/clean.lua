@@ -1,0 +1,60 @@
+#!lua
+--[[ clean: remove jobs of one state older than a grace period. Finished jobs are aged by their
+finish time, waiting and delayed ones by their creation time.
+KEYS: the full queue key set (includes/queue_keys.lua)
+ARGV: 1 base, 2 events maxlen, 3 state ('completed', 'failed', 'waiting' or 'delayed'),
+      4 grace ms, 5 limit (most jobs removed), 6 scan cap (most waiting/delayed ids examined)
+Returns: the removed ids (one `removed` event each).
+]]
+--@include common.lua
+--@include queue_keys.lua
+--@include jobs.lua
+
+local base, maxlen, state = ARGV[1], ARGV[2], ARGV[3]
+local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = now_ms()
+local cutoff = now - tonumber(ARGV[4])
+local out = {}
+
+local function drop(id)
+  forget_job(K, base, maxlen, id, state, 'cleaned', now)
+  out[#out + 1] = id
+end
+
+local function clean_zset(key)
+  local ids = redis.call('ZRANGE', key, 0, cap - 1)
+  for i = 1, #ids do
+    if #out >= limit then return end
+    if created_ms(base, ids[i]) <= cutoff then
+      redis.call('ZREM', key, ids[i])
+      drop(ids[i])
+    end
+  end
+end
+
+if state == 'completed' or state == 'failed' then
+  local key = K.completed
+  if state == 'failed' then key = K.failed end
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', cutoff, 'LIMIT', 0, limit)
+  for i = 1, #ids do
+    redis.call('ZREM', key, ids[i])
+    drop(ids[i])
+  end
+elseif state == 'delayed' then
+  clean_zset(K.delayed)
+elseif state == 'waiting' then
+  clean_zset(K.prio)
+  -- list entries are marked by index, then removed in one LREM (no LREM per id)
+  local ids = redis.call('LRANGE', K.wait, 0, cap - 1)
+  local marked = 0
+  for i = 1, #ids do
+    if #out >= limit then break end
+    if created_ms(base, ids[i]) <= cutoff then
+      redis.call('LSET', K.wait, i - 1, '!removed')
+      marked = marked + 1
+      drop(ids[i])
+    end
+  end
+  if marked > 0 then redis.call('LREM', K.wait, marked, '!removed') end
+end
+return out

@@ -1,0 +1,39 @@
+-- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean).
+-- Needs common.lua and the queue key table K (queue_keys.lua) included before it.
+
+-- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'delayed' or 'waiting'.
+local function job_state(K, base, id)
+  if redis.call('EXISTS', base .. 'j:' .. id) == 0 then return nil end
+  if redis.call('ZSCORE', K.active, id) then return 'active' end
+  local s = redis.call('HGET', base .. 's:' .. id, 's')
+  if s == 'completed' or s == 'failed' then return s end
+  if redis.call('ZSCORE', K.delayed, id) then return 'delayed' end
+  return 'waiting'
+end
+
+-- Take a (not active) job out of the set or list that holds it in state `prev`.
+local function detach_job(K, id, prev)
+  if prev == 'waiting' then
+    if redis.call('ZREM', K.prio, id) == 0 then redis.call('LREM', K.wait, 1, id) end
+  elseif prev == 'delayed' then
+    redis.call('ZREM', K.delayed, id)
+  elseif prev == 'completed' then
+    redis.call('ZREM', K.completed, id)
+  elseif prev == 'failed' then
+    redis.call('ZREM', K.failed, id)
+  end
+end
+
+-- Delete a detached job's keys (envelope, state, log) and announce it.
+local function forget_job(K, base, maxlen, id, prev, reason, now)
+  redis.call('HDEL', K.cancels, id)
+  delete_job(base, K.pri, id)
+  emit(K.events, maxlen, 'ev', 'removed', 'id', id, 'prev', prev, 'reason', reason, 'ts', now)
+end
+
+-- Creation time (ms) of a job from its envelope; 0 when the envelope is gone.
+local function created_ms(base, id)
+  local env = redis.call('GET', base .. 'j:' .. id)
+  if not env then return 0 end
+  return tonumber(string.match(env, '"ts":(%d+)}$') or '0')
+end

@@ -1,0 +1,358 @@
+"""Lua contract tests: each script's effect, codes and fencing, on Redis 7 and on Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from jobqueue import InvalidJobError, JobState, PayloadTooLargeError, Queue
+from jobqueue.scripts import raise_for_code
+
+pytestmark = pytest.mark.integration
+
+
+async def take(
+    q: Queue, n: int, worker: str = "w1", lease_ms: int = 30_000
+) -> tuple[int, list[tuple[str, str, int]]]:
+    cfg = q.config
+    rate = cfg.rate_limit
+    reply = await q.scripts.run(
+        "take",
+        q._key_list,
+        [
+            q.keys.base,
+            cfg.events_maxlen,
+            n,
+            worker,
+            lease_ms,
+            cfg.concurrency or 0,
+            rate.max if rate else 0,
+            int(rate.per * 1000) if rate else 0,
+        ],
+    )
+    jobs = [
+        (reply[i].decode(), reply[i + 2].decode(), int(reply[i + 3]))
+        for i in range(1, len(reply), 4)
+    ]
+    return int(reply[0]), jobs
+
+
+async def finish(
+    q: Queue, outcomes: list[tuple[Any, ...]], n: int = 0, worker: str = "w1"
+) -> list[int]:
+    kc, kca, kf, kfa = q.config.retention_ms
+    args: list[Any] = [
+        q.keys.base,
+        q.config.events_maxlen,
+        n,
+        worker,
+        30_000,
+        q.config.concurrency or 0,
+        0,
+        0,
+        kc,
+        kca,
+        kf,
+        kfa,
+        len(outcomes),
+    ]
+    for o in outcomes:
+        args.extend(o)
+    codes, _ = await q.scripts.run("finish", q._key_list, args)
+    return [int(c) for c in codes]
+
+
+async def recover(q: Queue, max_stalls: int = 1, lock_ms: int = 1) -> list[int]:
+    reply = await q.scripts.run(
+        "recover",
+        q._key_list,
+        [q.keys.base, q.config.events_maxlen, max_stalls, lock_ms, 100, "me", -1, -1],
+    )
+    return [int(x) for x in reply]
+
+
+async def events(q: Queue) -> list[dict[str, str]]:
+    entries = await q.redis.xrange(q.keys.events)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def test_add_get_and_counts(make_queue: Any) -> None:
+    q = make_queue()
+    job = await q.add("greet", {"who": "world"})
+    assert job.state == JobState.WAITING
+    got = await q.get_job(job.id)
+    assert got is not None and got.data == {"who": "world"} and got.name == "greet"
+    assert got.created_at is not None
+    assert await q.get_job("nope") is None
+    counts = await q.get_job_counts()
+    assert counts == {
+        "waiting": 1,
+        "active": 0,
+        "delayed": 0,
+        "completed": 0,
+        "failed": 0,
+        "paused": 0,
+    }
+
+
+async def test_dedup_by_job_id(make_queue: Any) -> None:
+    q = make_queue()
+    first = await q.add("x", {"v": 1}, job_id="order-1")
+    again = await q.add("x", {"v": 2}, job_id="order-1")
+    assert first.id == again.id == "order-1"
+    assert again.data == {"v": 1}
+    bulk = await q.add_bulk([{"name": "x", "data": {"v": 3}, "job_id": "order-1"}])
+    assert bulk[0].data == {"v": 1}
+    assert (await q.get_job_counts())["waiting"] == 1
+
+
+async def test_priority_order_and_fifo(make_queue: Any) -> None:
+    q = make_queue()
+    specs = [("a", 0), ("b", 5), ("c", -1), ("d", 5), ("e", 10), ("f", 0)]
+    for name, prio in specs:
+        await q.add(name, None, job_id=f"id-{name}", priority=prio)
+    _, jobs = await take(q, 10)
+    assert [j[0] for j in jobs] == ["id-e", "id-b", "id-d", "id-a", "id-f", "id-c"]
+
+
+async def test_delayed_job_waits_then_runs(make_queue: Any) -> None:
+    q = make_queue()
+    job = await q.add("later", None, delay=0.3)
+    assert await q.get_job_state(job.id) == JobState.DELAYED
+    hint, jobs = await take(q, 1)
+    assert jobs == [] and 0 < hint <= 300
+    await asyncio.sleep(hint / 1000 + 0.02)
+    _, jobs = await take(q, 1)
+    assert [j[0] for j in jobs] == [job.id]
+
+
+async def test_lost_lease_is_fenced(make_queue: Any) -> None:
+    q = make_queue()
+    job = await q.add("x", None)
+    _, [(jid, tok1, attempt)] = await take(q, 1, "w1", lease_ms=50)
+    assert attempt == 1
+    await asyncio.sleep(0.08)
+    assert await recover(q) == [1, 0]
+    assert await q.get_job_state(job.id) == JobState.WAITING
+    _, [(_, tok2, attempt2)] = await take(q, 1, "w2")
+    assert tok2 != tok1 and attempt2 == 1  # a stall does not spend an attempt
+    # the late worker can neither complete, renew nor report progress
+    assert await finish(q, [(jid, tok1, "c", "1", "", 0, 0)]) == [-2]
+    lost, _ = await q.scripts.run("renew", q._key_list, [q.keys.base, 1000, 1, jid, tok1])
+    assert [x.decode() for x in lost] == [jid]
+    with pytest.raises(Exception, match="lease"):
+        await q._update_progress(jid, tok1, 50)
+    assert await finish(q, [(jid, tok2, "c", '"ok"', "", 0, 0)]) == [1]
+    done = await q.get_job(jid)
+    assert done is not None and done.state == JobState.COMPLETED and done.result == "ok"
+
+
+async def test_stalled_too_often_fails(make_queue: Any) -> None:
+    q = make_queue()
+    job = await q.add("x", None)
+    for _ in range(2):
+        await take(q, 1, lease_ms=1)
+        await asyncio.sleep(0.01)
+        await recover(q, max_stalls=1)
+    got = await q.get_job(job.id)
+    assert got is not None and got.state == JobState.FAILED and got.error_type == "STALLED"
+
+
+async def test_stall_check_runs_once_per_interval(make_queue: Any) -> None:
+    q = make_queue()
+    assert (await recover(q, lock_ms=10_000))[0] >= 0
+    assert await recover(q, lock_ms=10_000) == [-1]
+
+
+async def test_retry_then_final_failure(make_queue: Any) -> None:
+    q = make_queue()
+    job = await q.add("x", None, attempts=2)
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "f", "boom", "UNKNOWN", 40, 2)]) == [2]
+    got = await q.get_job(jid)
+    assert got is not None and got.state == JobState.DELAYED and got.attempts_made == 1
+    assert got.error_message == "boom"
+    hint, jobs = await take(q, 1)
+    assert jobs == [] and 0 < hint <= 40
+    await asyncio.sleep(hint / 1000 + 0.01)
+    _, [(_, tok, attempt)] = await take(q, 1)
+    assert attempt == 2
+    assert await finish(q, [(jid, tok, "f", "boom again", "NETWORK_ERROR", 40, 2)]) == [1]
+    got = await q.get_job(job.id)
+    assert got is not None and got.state == JobState.FAILED and got.attempts_made == 2
+    assert got.error_type == "NETWORK_ERROR"
+    assert [e["ev"] for e in await events(q) if e.get("id") == jid] == [
+        "added",
+        "active",
+        "retrying",
+        "active",
+        "failed",
+    ]
+
+
+async def test_not_retryable_fails_at_once(make_queue: Any) -> None:
+    q = make_queue()
+    await q.add("x", None, job_id="j1", attempts=5)
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "f", "bad input", "VALIDATION_ERROR", -1, 5)]) == [1]
+    got = await q.get_job("j1")
+    assert got is not None and got.state == JobState.FAILED and got.attempts_made == 1
+
+
+async def test_rate_limit_deferral_spends_no_attempt_and_holds_queue(make_queue: Any) -> None:
+    q = make_queue()
+    await q.add("x", None, job_id="j1")
+    await q.add("x", None, job_id="j2")
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 300, 1)]) == [2]
+    got = await q.get_job(jid)
+    assert got is not None and got.state == JobState.DELAYED and got.attempts_made == 0
+    hint, jobs = await take(q, 5)  # j2 is ready, but the whole queue is held
+    assert jobs == [] and 200 < hint <= 300
+    await q.redis.delete(q.keys.limited)
+    _, jobs = await take(q, 5)
+    assert [j[0] for j in jobs] == ["j2"]
+    # past the cap on deferrals the job fails
+    await asyncio.sleep(0.31)
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 10, 1)]) == [1]
+    got = await q.get_job(jid)
+    assert got is not None and got.state == JobState.FAILED and got.error_type == "RATE_LIMIT"
+
+
+async def test_hand_back_goes_to_front(make_queue: Any) -> None:
+    q = make_queue()
+    await q.add("x", None, job_id="first")
+    await q.add("x", None, job_id="second")
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "h", "", "", 0, 0)]) == [2]
+    _, jobs = await take(q, 2)
+    assert [j[0] for j in jobs] == ["first", "second"]
+    assert jobs[0][2] == 1  # handing back spends no attempt
+
+
+async def test_global_concurrency_cap(make_queue: Any) -> None:
+    q = make_queue(concurrency=2)
+    await q.add_bulk([("x", i) for i in range(5)])
+    _, a = await take(q, 5, "w1")
+    hint, b = await take(q, 5, "w2")
+    assert len(a) == 2 and b == [] and hint == 0
+    assert await finish(q, [(a[0][0], a[0][1], "c", "null", "", 0, 0)]) == [1]
+    _, b = await take(q, 5, "w2")
+    assert len(b) == 1
+
+
+async def test_token_bucket(make_queue: Any) -> None:
+    from jobqueue import RateLimit
+
+    q = make_queue(rate_limit=RateLimit(max=3, per=1.0))
+    await q.add_bulk([("x", i) for i in range(10)])
+    _, jobs = await take(q, 10)
+    assert len(jobs) == 3
+    hint, jobs = await take(q, 10)
+    assert jobs == [] and 0 < hint <= 334
+    await asyncio.sleep(hint / 1000 + 0.01)
+    _, jobs = await take(q, 10)
+    assert len(jobs) == 1
+
+
+async def test_pause_and_resume(make_queue: Any) -> None:
+    q = make_queue()
+    await q.add_bulk([("x", i) for i in range(3)])
+    assert await q.pause() is True
+    assert await q.pause() is False
+    counts = await q.get_job_counts()
+    assert counts["waiting"] == 0 and counts["paused"] == 3
+    _, jobs = await take(q, 3)
+    assert jobs == []
+    assert await q.resume() is True
+    _, jobs = await take(q, 3)
+    assert len(jobs) == 3
+
+
+async def test_retention_by_count(make_queue: Any) -> None:
+    q = make_queue(keep_completed=(2, None))
+    await q.add_bulk([{"name": "x", "job_id": f"j{i}"} for i in range(5)])
+    _, jobs = await take(q, 5)
+    for jid, tok, _ in jobs:
+        await finish(q, [(jid, tok, "c", "null", "", 0, 0)])
+    assert (await q.get_job_counts())["completed"] == 2
+    assert await q.get_job("j0") is None
+    assert not await q.redis.exists(q.keys.job("j0"), q.keys.state("j0"))
+    assert await q.get_job("j4") is not None
+
+
+async def test_retention_by_age(make_queue: Any) -> None:
+    q = make_queue(keep_failed=(None, 0.05))
+    await q.add_bulk([{"name": "x", "job_id": f"j{i}"} for i in range(2)])
+    _, jobs = await take(q, 2)
+    await finish(q, [(jobs[0][0], jobs[0][1], "f", "e", "UNKNOWN", -1, 1)])
+    await asyncio.sleep(0.1)
+    await finish(q, [(jobs[1][0], jobs[1][1], "f", "e", "UNKNOWN", -1, 1)])
+    assert await q.get_job("j0") is None
+    assert (await q.get_job_counts())["failed"] == 1
+
+
+async def test_progress_is_fenced_and_recorded(make_queue: Any) -> None:
+    q = make_queue()
+    await q.add("x", None, job_id="p1")
+    _, [(jid, tok, _)] = await take(q, 1)
+    await q._update_progress(jid, tok, 40)
+    got = await q.get_job(jid)
+    assert got is not None and got.progress == 40 and got.state == JobState.ACTIVE
+    assert (await events(q))[-1] == {
+        "ev": "progress",
+        "id": "p1",
+        "p": "40",
+        "ts": (await events(q))[-1]["ts"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"job_id": "bad id"}, InvalidJobError),
+        ({"job_id": "123"}, InvalidJobError),
+        ({"job_id": "x" * 201}, InvalidJobError),
+        ({"delay": -1}, InvalidJobError),
+        ({"delay": float("nan")}, InvalidJobError),
+        ({"priority": 2**21}, InvalidJobError),
+        ({"attempts": 0}, InvalidJobError),
+    ],
+)
+async def test_bad_options_write_nothing(
+    make_queue: Any, kwargs: dict[str, Any], error: type
+) -> None:
+    q = make_queue()
+    with pytest.raises(error):
+        await q.add("x", {"ok": 1}, **kwargs)
+    assert await q.redis.keys(q.keys.base + "*") == []
+
+
+@pytest.mark.parametrize("data", [float("nan"), {1, 2}, object(), {"x": float("inf")}])
+async def test_bad_data_writes_nothing(make_queue: Any, data: Any) -> None:
+    q = make_queue()
+    with pytest.raises(InvalidJobError):
+        await q.add("x", data)
+    with pytest.raises(InvalidJobError):
+        await q.add_bulk([("ok", 1), ("x", data)])
+    assert await q.redis.keys(q.keys.base + "*") == []
+
+
+async def test_payload_limit(make_queue: Any) -> None:
+    q = make_queue(max_payload=100)
+    await q.add("x", "a" * 98)  # 100 bytes of JSON with the quotes: at the limit
+    with pytest.raises(PayloadTooLargeError):
+        await q.add("x", "a" * 99)
+
+
+def test_code_table() -> None:
+    from jobqueue import JobNotFoundError, LeaseLostError
+
+    raise_for_code(0)
+    with pytest.raises(LeaseLostError):
+        raise_for_code(-2)
+    with pytest.raises(JobNotFoundError):
+        raise_for_code(-1)

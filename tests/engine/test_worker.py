@@ -1,0 +1,258 @@
+"""The worker in-process: retries and their delays, classification, timeouts, bad jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pydantic
+import pytest
+from helpers import wait_for
+
+from jobqueue import (
+    ErrorType,
+    Job,
+    JobState,
+    Queue,
+    QueueConfig,
+    RetryAfter,
+    UnrecoverableError,
+    Worker,
+)
+
+pytestmark = pytest.mark.integration
+
+FAST = {"NETWORK_ERROR": 0.02, "UNKNOWN": 0.02, "RATE_LIMIT": 0.05, "JUDGE_REJECTION": 0.02}
+
+
+@pytest.fixture
+async def running(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Awaitable[Queue]]]:
+    workers: list[tuple[Worker, asyncio.Task[None]]] = []
+    queues: list[Queue] = []
+
+    async def start(handler: Any, *, concurrency: int = 1, **options: Any) -> Queue:
+        options.setdefault("retry_delays", FAST)
+        options.setdefault("drain_delay", 0.5)
+        q = Queue(QueueConfig("wq", **options), redis=redis_url, prefix=prefix)
+        queues.append(q)
+        w = Worker(q, handler, concurrency=concurrency, handle_signals=False, shutdown_grace=1)
+        workers.append((w, asyncio.create_task(w.run())))
+        return q
+
+    yield start
+    for w, task in workers:
+        await w.close()
+        await task
+    for q in queues:
+        await q.close()
+
+
+async def finished(q: Queue, job_id: str, timeout: float = 10.0) -> Job:
+    async def done() -> bool:
+        return await q.get_job_state(job_id) in (JobState.COMPLETED, JobState.FAILED)
+
+    await wait_for(done, timeout=timeout, what=f"job {job_id} to finish")
+    job = await q.get_job(job_id)
+    assert job is not None
+    return job
+
+
+async def test_success_and_result(running: Any) -> None:
+    async def handler(job: Job) -> Any:
+        await job.update_progress(50)
+        return {"echo": job.data}
+
+    q = await running(handler)
+    job = await q.add("echo", {"a": [1, 2]})
+    done = await finished(q, job.id)
+    assert done.state == JobState.COMPLETED
+    assert done.result == {"echo": {"a": [1, 2]}}
+    assert done.progress == 50 and done.attempts_made == 1
+    assert done.started_at is not None and done.finished_at is not None
+
+
+async def test_retries_back_off_exponentially(running: Any) -> None:
+    starts: list[float] = []
+
+    async def handler(job: Job) -> str:
+        starts.append(time.monotonic())
+        if job.attempt < 3:
+            raise ConnectionResetError("peer reset")
+        return "ok"
+
+    q = await running(handler, attempts=3, retry_delays={"NETWORK_ERROR": 0.1})
+    job = await q.add("x", None)
+    done = await finished(q, job.id)
+    assert done.state == JobState.COMPLETED and done.attempts_made == 3
+    assert done.error_type == "NETWORK_ERROR"  # the last failure stays visible
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # delay * 2 ** (attempt - 1), never less
+
+
+async def test_gives_up_after_attempts(running: Any) -> None:
+    calls = 0
+
+    async def handler(job: Job) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("always")
+
+    q = await running(handler, attempts=2)
+    job = await q.add("x", None)
+    done = await finished(q, job.id)
+    assert done.state == JobState.FAILED and done.attempts_made == 2 and calls == 2
+    assert done.error_type == ErrorType.UNKNOWN and "always" in (done.error_message or "")
+
+
+@pytest.mark.parametrize(
+    ("exc", "etype"),
+    [
+        (UnrecoverableError("no"), ErrorType.UNKNOWN),
+        (UnrecoverableError("auth", error_type=ErrorType.API_ERROR), ErrorType.API_ERROR),
+        (None, ErrorType.VALIDATION_ERROR),  # a pydantic ValidationError of the input
+    ],
+)
+async def test_not_retried(running: Any, exc: Exception | None, etype: ErrorType) -> None:
+    class Model(pydantic.BaseModel):
+        n: int
+
+    calls = 0
+
+    async def handler(job: Job) -> None:
+        nonlocal calls
+        calls += 1
+        if exc is None:
+            Model.model_validate(job.data)
+        raise exc  # type: ignore[misc]
+
+    q = await running(handler, attempts=5)
+    job = await q.add("x", {"n": "not a number"})
+    done = await finished(q, job.id)
+    assert done.state == JobState.FAILED and calls == 1 and done.error_type == etype
+
+
+async def test_timeout_cancels_and_retries(running: Any) -> None:
+    cancelled = 0
+
+    async def handler(job: Job) -> None:
+        nonlocal cancelled
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+
+    q = await running(handler, timeout=0.1, attempts=2)
+    job = await q.add("x", None)
+    done = await finished(q, job.id)
+    assert done.state == JobState.FAILED and done.attempts_made == 2 and cancelled == 2
+    assert done.error_type == ErrorType.NETWORK_ERROR
+    assert "timed out" in (done.error_message or "")
+
+
+async def test_rate_limit_defers_without_attempt(running: Any) -> None:
+    calls = 0
+
+    async def handler(job: Job) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RetryAfter(0.2, "429 from the API", error_type=ErrorType.RATE_LIMIT)
+        return "ok"
+
+    q = await running(handler, attempts=1)
+    job = await q.add("x", None)
+    done = await finished(q, job.id)
+    assert done.state == JobState.COMPLETED and calls == 2
+    assert done.attempts_made == 1  # the deferral spent no attempt (attempts=1 still ran twice)
+
+
+async def test_unknown_name_and_unserializable_result(running: Any) -> None:
+    async def ok(job: Job) -> Any:
+        return {1, 2} if job.data == "set" else "fine"
+
+    q = await running({"known": ok})
+    unknown = await q.add("mystery", None)
+    bad = await q.add("known", "set")
+    good = await q.add("known", None)
+    assert (await finished(q, unknown.id)).error_type == ErrorType.VALIDATION_ERROR
+    bad_done = await finished(q, bad.id)
+    assert bad_done.state == JobState.FAILED and "JSON" in (bad_done.error_message or "")
+    assert (await finished(q, good.id)).result == "fine"
+
+
+async def test_corrupt_job_fails_and_worker_keeps_going(running: Any) -> None:
+    async def handler(job: Job) -> str:
+        return "ok"
+
+    q = await running(handler)
+    await q.pause()
+    bad = await q.add("x", None)
+    await q.redis.set(q.keys.job(bad.id), b"\x80not json")
+    good = await q.add("x", None)
+    await q.resume()
+    assert (await finished(q, bad.id)).state == JobState.FAILED
+    assert (await finished(q, good.id)).state == JobState.COMPLETED
+
+
+async def test_concurrency_and_batching(running: Any) -> None:
+    active = 0
+    peak = 0
+
+    async def handler(job: Job) -> int:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        return int(job.data)
+
+    q = await running(handler, concurrency=8)
+    await q.add_bulk([("x", i) for i in range(300)])
+
+    async def all_done() -> bool:
+        return (
+            (await q.get_job_counts())["completed"] >= 100
+            and active == 0
+            and (await q.get_job_counts())["waiting"] == 0
+        )
+
+    await wait_for(all_done, what="300 jobs")
+    assert 1 < peak <= 8
+
+
+async def test_idle_worker_wakes_for_new_and_delayed_jobs(running: Any) -> None:
+    seen: list[str] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.id)
+
+    q = await running(handler, drain_delay=5.0)
+    await asyncio.sleep(0.1)  # let it block in Redis
+    now = await q.add("x", None)
+    await finished(q, now.id, timeout=2.0)  # well under drain_delay: woken, not polled
+    later = await q.add("x", None, delay=0.3)
+    await finished(q, later.id, timeout=2.0)
+    assert seen == [now.id, later.id]
+
+
+async def test_graceful_close_hands_back(redis_url: str, prefix: str) -> None:
+    started = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    q = Queue(QueueConfig("hb"), redis=redis_url, prefix=prefix)
+    w = Worker(q, handler, handle_signals=False, shutdown_grace=0.1)
+    task = asyncio.create_task(w.run())
+    job = await q.add("x", None)
+    await asyncio.wait_for(started.wait(), 5)
+    await w.close()
+    await task
+    got = await q.get_job(job.id)
+    assert got is not None and got.state == JobState.WAITING and got.attempts_made == 0
+    await q.close()

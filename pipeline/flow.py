@@ -1,0 +1,219 @@
+"""Starting and moving runs: `enqueue()`, `start_sector_research()`, `approve_subsector()`.
+
+Every job id is derived from what the job works on, so enqueueing twice (a retried handler,
+a double click on "approve") enqueues once. `related_id` of every job of a run is the run's
+`sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel, ValidationError
+
+from jobqueue import InvalidJobError, Job
+from pipeline.models import PAYLOAD_MODELS
+from pipeline.runtime import Runtime, get_runtime
+from pipeline.status import create_job_status
+
+__all__ = [
+    "PayloadError",
+    "approve_subsector",
+    "default_job_id",
+    "enqueue",
+    "enqueue_many",
+    "start_sector_research",
+    "validate_payload",
+]
+
+log = logging.getLogger(__name__)
+
+
+class PayloadError(InvalidJobError):
+    """The payload does not fit its job type; nothing was written."""
+
+    def __init__(self, job_type: str, detail: str) -> None:
+        super().__init__(f"invalid {job_type} payload: {detail}")
+        self.job_type = job_type
+
+
+def validate_payload(job_type: str, payload: Mapping[str, Any] | BaseModel) -> BaseModel:
+    """The payload as its job type's model, or `PayloadError` naming the bad fields."""
+    model = PAYLOAD_MODELS.get(job_type)
+    if model is None:
+        raise PayloadError(job_type, f"unknown job type; expected one of {sorted(PAYLOAD_MODELS)}")
+    if isinstance(payload, model):
+        return payload
+    try:
+        data = payload.model_dump() if isinstance(payload, BaseModel) else payload
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        raise PayloadError(job_type, problems) from None
+
+
+def default_job_id(job_type: str, payload: BaseModel) -> str:
+    """The deduplicating job id of a payload."""
+    p = payload.model_dump()
+    match job_type:
+        case "sector-research":
+            return f"sector-research:{p['sector_analysis_id']}"
+        case "stock-ranking":
+            return f"stock-ranking:{p['sub_sector_id']}"
+        case "stock-analysis":
+            return f"stock-analysis:{p['stock_id']}:{p['attempt']}"
+        case _:
+            return f"{job_type}:{p['stock_analysis_id']}"
+
+
+async def _related_id(rt: Runtime, job_type: str, payload: BaseModel) -> str | None:
+    p = payload.model_dump()
+    queries = {
+        "sector-research": None,
+        "stock-ranking": "SELECT sector_analysis_id FROM sub_sector WHERE id = $1",
+        "stock-analysis": "SELECT ss.sector_analysis_id FROM stock s "
+        "JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE s.id = $1",
+    }
+    if job_type == "sector-research":
+        return str(p["sector_analysis_id"])
+    sql = queries.get(job_type) or (
+        "SELECT ss.sector_analysis_id FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
+        "JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE a.id = $1"
+    )
+    key = next(iter(p.values()))
+    try:
+        value = await rt.pool.fetchval(sql, key)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not look up the run of a %s job: %s", job_type, type(exc).__name__)
+        return None
+    return str(value) if value is not None else None
+
+
+async def enqueue(
+    job_type: str,
+    payload: Mapping[str, Any] | BaseModel,
+    *,
+    job_id: str | None = None,
+    delay: float = 0.0,
+    runtime: Runtime | None = None,
+) -> Job:
+    """Validate `payload` for `job_type`, add the job to its queue, create its status row.
+
+    Args:
+        job_type: one of the five stages (`sector-research`, ...).
+        payload: the stage's payload (a mapping or its pydantic model).
+        job_id: overrides the deduplicating default id.
+        delay: seconds before the job may start.
+        runtime: the runtime to use (default: the process's, from the environment).
+
+    Returns:
+        The job (the existing one when this job id was enqueued before).
+
+    Raises:
+        PayloadError: the payload does not fit the job type (nothing is written).
+    """
+    return (await enqueue_many([(job_type, payload)], job_ids=[job_id], delay=delay,
+                               runtime=runtime))[0]
+
+
+async def enqueue_many(
+    items: Sequence[tuple[str, Mapping[str, Any] | BaseModel]],
+    *,
+    job_ids: Sequence[str | None] | None = None,
+    delay: float = 0.0,
+    runtime: Runtime | None = None,
+) -> list[Job]:
+    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue."""
+    rt = runtime or await get_runtime()
+    validated = [(t, validate_payload(t, p)) for t, p in items]
+    ids = list(job_ids) if job_ids else [None] * len(validated)
+    by_queue: dict[str, list[int]] = {}
+    for i, (t, _) in enumerate(validated):
+        by_queue.setdefault(t, []).append(i)
+    jobs: list[Job | None] = [None] * len(validated)
+    for job_type, indexes in by_queue.items():
+        specs = [
+            {
+                "name": job_type,
+                "data": validated[i][1].model_dump(mode="json"),
+                "job_id": ids[i] or default_job_id(job_type, validated[i][1]),
+                "delay": delay,
+            }
+            for i in indexes
+        ]
+        added = await rt.queues[job_type].add_bulk(specs)
+        for i, job in zip(indexes, added, strict=True):
+            jobs[i] = job
+    # The queue is the truth: its job exists now. The status row is best effort here; if
+    # PostgreSQL is down, the mirror creates it from the `added` event once it is back.
+    for (job_type, payload), job in zip(validated, jobs, strict=True):
+        assert job is not None
+        try:
+            related = await _related_id(rt, job_type, payload)
+            async with rt.pool.acquire() as conn:
+                await create_job_status(job.id, job_type, related, queue=job_type, conn=conn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("status row of %s not written (%s): the mirror will create it",
+                        job.id, type(exc).__name__)
+    return [j for j in jobs if j is not None]
+
+
+async def start_sector_research(
+    sector_name: str, user_id: str, *, runtime: Runtime | None = None
+) -> UUID:
+    """Create a `sector_analysis` row and enqueue its research; returns the run's id."""
+    from pipeline.models import SectorResearchPayload
+
+    rt = runtime or await get_runtime()
+    # validate before writing anything
+    probe = validate_payload(
+        "sector-research",
+        {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector_name},
+    )
+    assert isinstance(probe, SectorResearchPayload)
+    run_id: UUID = await rt.pool.fetchval(
+        "INSERT INTO sector_analysis (user_id, sector_name) VALUES ($1, $2) RETURNING id",
+        probe.user_id,
+        probe.sector_name,
+    )
+    await enqueue(
+        "sector-research",
+        {"sector_analysis_id": run_id, "user_id": probe.user_id, "sector_name": probe.sector_name},
+        runtime=rt,
+    )
+    return run_id
+
+
+async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | None = None) -> Job:
+    """Approve a sub-sector and enqueue its stock ranking (approving twice enqueues once).
+
+    Raises:
+        PayloadError: no such sub-sector, or it is not awaiting approval any more and was
+            never approved (e.g. failed).
+    """
+    rt = runtime or await get_runtime()
+    sid = UUID(str(sub_sector_id))
+    async with rt.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT status, sector_analysis_id FROM sub_sector WHERE id = $1 FOR UPDATE", sid
+        )
+        if row is None:
+            raise PayloadError("stock-ranking", f"no sub-sector {sid}")
+        if row["status"] == "awaiting_approval":
+            await conn.execute(
+                "UPDATE sub_sector SET status = 'approved', approved_at = now() WHERE id = $1", sid
+            )
+            await conn.execute(
+                "UPDATE sector_analysis SET status = 'in_progress' WHERE id = $1 "
+                "AND status = 'awaiting_approval'",
+                row["sector_analysis_id"],
+            )
+        elif row["status"] == "failed":
+            raise PayloadError("stock-ranking", f"sub-sector {sid} failed; it cannot be approved")
+    return await enqueue("stock-ranking", {"sub_sector_id": sid}, runtime=rt)

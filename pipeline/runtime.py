@@ -1,0 +1,120 @@
+"""The pipeline's runtime: one Redis client, the five queues, the PostgreSQL pool, the model.
+
+A web API process uses it only to enqueue; the workers process uses all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+from redis.asyncio import Redis
+
+from jobqueue import Queue
+from jobqueue.connection import connect
+from pipeline import db
+from pipeline.ai import LLM, make_llm
+from pipeline.offline_fixtures import register_offline_fixtures
+from pipeline.settings import JOB_TYPES, Settings, get_settings
+
+__all__ = ["Runtime", "close_runtime", "get_runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a stage or `enqueue()` needs, made once per process."""
+
+    settings: Settings
+    redis: Redis
+    pool: asyncpg.Pool
+    queues: dict[str, Queue] = field(default_factory=dict)
+    _llm: LLM | None = None
+
+    @classmethod
+    async def create(
+        cls,
+        settings: Settings | None = None,
+        *,
+        redis: Redis | None = None,
+        pool: asyncpg.Pool | None = None,
+    ) -> Runtime:
+        """Connect to Redis and PostgreSQL as the settings say (or use the given ones)."""
+        settings = settings or get_settings()
+        if redis is None:
+            if not settings.redis_url:
+                raise RuntimeError("no Redis URL: set REDIS_URL")
+            redis = connect(settings.redis_url)
+        if pool is None:
+            if not settings.database_url:
+                raise RuntimeError("no database URL: set DATABASE_URL")
+            pool = await db.create_pool(settings.database_url)
+        rt = cls(settings=settings, redis=redis, pool=pool)
+        for job_type in JOB_TYPES:
+            rt.queues[job_type] = Queue(
+                settings.queue_config(job_type), redis=redis, prefix=settings.prefix
+            )
+        return rt
+
+    @property
+    def llm(self) -> LLM:
+        """The model client, made on first use (offline unless ANTHROPIC_API_KEY is set)."""
+        if self._llm is None:
+            s = self.settings
+            register_offline_fixtures()
+            key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
+            self._llm = make_llm(
+                api_key=key,
+                mode=s.llm_mode,
+                base_url=s.anthropic_base_url,
+                models=s.models,  # type: ignore[arg-type]
+                latency=s.offline_latency,
+            )
+        return self._llm
+
+    def use_llm(self, llm: LLM) -> None:
+        """Use this model client (tests, or an application's own)."""
+        register_offline_fixtures()
+        self._llm = llm
+
+    async def close(self) -> None:
+        """Close the connections this runtime made."""
+        closer = getattr(self._llm, "aclose", None)
+        if closer is not None:
+            await closer()
+        await self.redis.aclose()
+        await self.pool.close()
+
+
+_runtime: Runtime | None = None
+_lock: asyncio.Lock | None = None
+
+
+async def get_runtime() -> Runtime:
+    """The process-wide runtime, made on first use from the environment."""
+    global _runtime, _lock
+    if _runtime is not None:
+        return _runtime
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _runtime is None:
+            _runtime = await Runtime.create()
+        return _runtime
+
+
+def set_runtime(rt: Runtime | None) -> None:
+    """Make `rt` the process-wide runtime (tests, or an application that builds its own)."""
+    global _runtime
+    _runtime = rt
+
+
+async def close_runtime() -> None:
+    """Close the process-wide runtime, if any."""
+    global _runtime
+    rt, _runtime = _runtime, None
+    if rt is not None:
+        await rt.close()

@@ -1,0 +1,155 @@
+"""Settings of the pipeline, from the environment (pydantic-settings).
+
+Every value has a default that runs offline; see the README's table of environment variables.
+Per-queue settings can be overridden one field at a time, e.g.
+`PIPELINE_QUEUES__STOCK_ANALYSIS__CONCURRENCY=8`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobqueue import QueueConfig, RateLimit
+
+__all__ = ["JOB_TYPES", "JobType", "QueueOverride", "QueueSettings", "Settings", "get_settings"]
+
+JobType = Literal[
+    "sector-research", "stock-ranking", "stock-analysis", "judge-review", "format-insights"
+]
+JOB_TYPES: tuple[JobType, ...] = (
+    "sector-research",
+    "stock-ranking",
+    "stock-analysis",
+    "judge-review",
+    "format-insights",
+)
+
+
+class QueueSettings(BaseModel):
+    """One stage's queue: global concurrency, timeout per attempt, attempts, rate limit."""
+
+    concurrency: int = Field(ge=1)
+    timeout: float = Field(gt=0)
+    attempts: int = Field(ge=1)
+    rate_max: int = Field(ge=1)
+    rate_per: float = Field(default=60.0, gt=0)
+    worker_concurrency: int | None = Field(default=None, ge=1)
+
+
+class QueueOverride(BaseModel):
+    """Overrides of some fields of a stage's `QueueSettings` (from the environment)."""
+
+    concurrency: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    attempts: int | None = Field(default=None, ge=1)
+    rate_max: int | None = Field(default=None, ge=1)
+    rate_per: float | None = Field(default=None, gt=0)
+    worker_concurrency: int | None = Field(default=None, ge=1)
+
+
+def _seed_queues() -> dict[str, QueueSettings]:
+    # from the seed: concurrency / timeout / attempts / rate limit per minute
+    return {
+        "sector_research": QueueSettings(concurrency=2, timeout=900, attempts=2, rate_max=5),
+        "stock_ranking": QueueSettings(concurrency=3, timeout=300, attempts=3, rate_max=5),
+        "stock_analysis": QueueSettings(concurrency=5, timeout=900, attempts=1, rate_max=10),
+        "judge_review": QueueSettings(concurrency=10, timeout=300, attempts=3, rate_max=20),
+        "format_insights": QueueSettings(concurrency=10, timeout=180, attempts=3, rate_max=20),
+    }
+
+
+class Settings(BaseSettings):
+    """All settings. Env prefix `PIPELINE_`, plus `REDIS_URL`, `DATABASE_URL`,
+    `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` as they are commonly named."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "PIPELINE_REDIS_URL")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "PIPELINE_DATABASE_URL")
+    )
+    prefix: str = "jq"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "PIPELINE_ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "PIPELINE_ANTHROPIC_BASE_URL"),
+    )
+    llm_mode: Literal["offline", "anthropic"] | None = None
+    offline_latency: float = Field(default=0.0, ge=0)
+    model_research: str = "claude-opus-5-5"
+    model_ranking: str = "claude-sonnet-5-5"
+    model_analysis: str = "claude-opus-5-5"
+    model_judge: str = "claude-sonnet-5-5"
+    model_format: str = "claude-haiku-5-5"
+    queues: dict[str, QueueOverride] = Field(default_factory=dict)
+    max_rejections: int = Field(default=3, ge=1)
+    rejection_delay: float = Field(default=5.0, ge=0)
+    stocks_to_analyze: int = Field(default=5, ge=1, le=10)
+    retry_scale: float = Field(default=1.0, gt=0, description="multiplies every retry delay")
+    lease: float = Field(default=30.0, gt=0)
+    stall_interval: float | None = Field(default=None, gt=0)
+    drain_delay: float = Field(default=5.0, gt=0)
+    shutdown_grace: float = Field(default=25.0, ge=0)
+    mirror: bool = True
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "INFO"
+
+    def queue_settings(self, job_type: str) -> QueueSettings:
+        """The settings of one stage's queue (defaults merged with overrides)."""
+        key = job_type.replace("-", "_")
+        seed = _seed_queues()[key]
+        override = self.queues.get(key)
+        if override is None:
+            return seed
+        return seed.model_copy(update=override.model_dump(exclude_none=True))
+
+    def queue_config(self, job_type: str) -> QueueConfig:
+        """The engine's `QueueConfig` for one stage."""
+        qs = self.queue_settings(job_type)
+        scale = self.retry_scale
+        return QueueConfig(
+            job_type,
+            concurrency=qs.concurrency,
+            timeout=qs.timeout,
+            attempts=qs.attempts,
+            rate_limit=RateLimit(max=qs.rate_max, per=qs.rate_per),
+            backoff=5.0 * scale,
+            retry_delays={
+                "RATE_LIMIT": 60.0 * scale,  # used only when the API sent no Retry-After
+                "NETWORK_ERROR": 10.0 * scale,
+                "JUDGE_REJECTION": 5.0 * scale,
+                "UNKNOWN": 5.0 * scale,
+            },
+            max_backoff=600.0 * scale,
+            lease=self.lease,
+            stall_interval=self.stall_interval,
+            drain_delay=self.drain_delay,
+        )
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Model id per AI tier."""
+        return {
+            "research": self.model_research,
+            "ranking": self.model_ranking,
+            "analysis": self.model_analysis,
+            "judge": self.model_judge,
+            "format": self.model_format,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,165 @@
+"""What every stage shares: the handler wrapper (validation, logs, final-failure hook),
+model-usage accounting, and the fan-in that completes a sub-sector exactly once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+from pydantic import BaseModel
+
+from jobqueue import ErrorType, Job, classify_error
+from pipeline.ai import LLMResult
+from pipeline.runtime import Runtime
+
+__all__ = ["Stage", "complete_subsector_if_done", "make_handler", "record_usage"]
+
+log = structlog.get_logger("pipeline")
+
+RunFn = Callable[[Runtime, Job, Any], Awaitable[dict[str, Any]]]
+FailFn = Callable[[Runtime, Job, Any, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its job type, payload model and the two functions it runs."""
+
+    job_type: str
+    payload: type[BaseModel]
+    run: RunFn
+    on_final_failure: FailFn | None = None
+
+
+def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[str, Any]]]:
+    """The engine handler of a stage: validates the payload, logs `→ ✓ ✗`, and runs the
+    stage's final-failure hook when the job will not be retried (so a run never hangs on a
+    stock that can no longer finish)."""
+
+    async def handler(job: Job) -> dict[str, Any]:
+        payload = stage.payload.model_validate(job.data)
+        bound = log.bind(stage=stage.job_type, job_id=job.id, attempt=job.attempt)
+        bound.info(f"→ {stage.job_type} started")
+        t0 = time.monotonic()
+        try:
+            result = await stage.run(rt, job, payload)
+        except BaseException as exc:
+            c = classify_error(exc)
+            final = not c.retryable or (
+                c.error_type != ErrorType.RATE_LIMIT and job.attempt >= job.max_attempts
+            )
+            bound.warning(
+                f"✗ {stage.job_type} failed",
+                error_type=str(c.error_type),
+                error=c.message,
+                final=final,
+            )
+            if final and stage.on_final_failure is not None and c.error_type != ErrorType.CANCELLED:
+                await stage.on_final_failure(rt, job, payload, f"{c.error_type}: {c.message}")
+            raise
+        bound.info(f"✓ {stage.job_type} done", seconds=round(time.monotonic() - t0, 3))
+        return result
+
+    return handler
+
+
+async def record_usage(
+    conn: asyncpg.Connection,
+    job: Job,
+    stage: str,
+    results: list[LLMResult],
+    related_id: Any,
+) -> tuple[int, int, float]:
+    """Store each model call's tokens and cost for this job attempt; returns the totals."""
+    total_in = total_out = 0
+    cost = 0.0
+    for i, r in enumerate(results):
+        u = r.usage
+        await conn.execute(
+            """
+            INSERT INTO llm_usage (job_id, attempt, call_index, stage, model, related_id,
+                input_tokens, output_tokens, cache_creation_input_tokens,
+                cache_read_input_tokens, web_search_requests, cost_usd)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (job_id, attempt, call_index) DO UPDATE SET
+                input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+                cost_usd = excluded.cost_usd
+            """,
+            job.id,
+            job.attempt,
+            i,
+            stage,
+            r.model,
+            str(related_id) if related_id is not None else None,
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_write_tokens,
+            u.cache_read_tokens,
+            u.web_searches,
+            r.cost_usd,
+        )
+        total_in += u.input_tokens
+        total_out += u.output_tokens
+        cost += r.cost_usd
+    return total_in, total_out, cost
+
+
+async def complete_subsector_if_done(
+    conn: asyncpg.Connection, sub_sector_id: Any, stocks_to_analyze: int
+) -> bool:
+    """Inside the caller's transaction (after it finished its stock): mark the sub-sector
+    completed when all its analysed stocks are finished. Returns True for the one caller that
+    marked it.
+
+    The row lock on the sub-sector serialises finishers: whoever takes it last sees every
+    other finisher's committed stock, so exactly one of two simultaneous finishers marks it.
+    """
+    status = await conn.fetchval(
+        "SELECT status FROM sub_sector WHERE id = $1 FOR UPDATE", sub_sector_id
+    )
+    if status is None or status == "completed":
+        return False
+    pending = await conn.fetchval(
+        "SELECT count(*) FROM stock WHERE sub_sector_id = $1 AND rank <= $2 "
+        "AND status NOT IN ('completed', 'failed')",
+        sub_sector_id,
+        stocks_to_analyze,
+    )
+    if pending:
+        return False
+    run_id = await conn.fetchval(
+        "UPDATE sub_sector SET status = 'completed', completed_at = now() WHERE id = $1 "
+        "RETURNING sector_analysis_id",
+        sub_sector_id,
+    )
+    await conn.execute(
+        "UPDATE sector_analysis SET status = 'completed', completed_at = now() WHERE id = $1",
+        run_id,
+    )
+    log.info("✓ sub-sector completed", sub_sector_id=str(sub_sector_id))
+    return True
+
+
+async def fail_stock(
+    rt: Runtime, stock_id: Any, reasons: list[str], *, conn: asyncpg.Connection | None = None
+) -> bool:
+    """Mark a stock permanently failed with its reasons, then run the fan-in."""
+
+    async def apply(c: asyncpg.Connection) -> bool:
+        sub = await c.fetchval(
+            "UPDATE stock SET status = 'failed', final_reasons = $2::jsonb, "
+            "completed_at = now() WHERE id = $1 AND status <> 'completed' RETURNING sub_sector_id",
+            stock_id,
+            reasons,
+        )
+        if sub is None:
+            return False
+        return await complete_subsector_if_done(c, sub, rt.settings.stocks_to_analyze)
+
+    if conn is not None:
+        return await apply(conn)
+    async with rt.pool.acquire() as c, c.transaction():
+        return await apply(c)

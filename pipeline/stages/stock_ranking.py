@@ -1,0 +1,79 @@
+"""Stage 3, `stock-ranking`: rank ten stocks of an approved sub-sector, then fan out the
+analysis of the top five."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobqueue import Job, UnrecoverableError
+from pipeline.flow import enqueue_many
+from pipeline.models import StockRanking, StockRankingPayload
+from pipeline.prompts import ranking_prompt
+from pipeline.runtime import Runtime
+from pipeline.stages.base import Stage, record_usage
+
+__all__ = ["STAGE"]
+
+
+async def run(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
+    await job.update_progress(0)
+    row = await rt.pool.fetchrow(
+        "SELECT ss.name, ss.thesis, ss.sector_analysis_id, sa.sector_name FROM sub_sector ss "
+        "JOIN sector_analysis sa ON sa.id = ss.sector_analysis_id WHERE ss.id = $1",
+        p.sub_sector_id,
+    )
+    if row is None:
+        raise UnrecoverableError(f"no sub-sector {p.sub_sector_id}")
+    await rt.pool.execute(
+        "UPDATE sub_sector SET status = 'ranking' WHERE id = $1 AND status = 'approved'",
+        p.sub_sector_id,
+    )
+    await job.update_progress(10)
+    system, prompt = ranking_prompt(row["sector_name"], row["name"], row["thesis"] or "")
+    ranking, result = await rt.llm.structured(
+        tier="ranking", system=system, prompt=prompt, schema=StockRanking, seed_key=row["name"]
+    )
+    await job.update_progress(70)
+    top = rt.settings.stocks_to_analyze
+    stock_ids = []
+    async with rt.pool.acquire() as conn, conn.transaction():
+        for s in ranking.stocks:
+            stock_id = await conn.fetchval(
+                """
+                INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (sub_sector_id, ticker) DO UPDATE SET rank = excluded.rank,
+                    name = excluded.name, rationale = excluded.rationale
+                RETURNING id
+                """,
+                p.sub_sector_id,
+                s.ticker,
+                s.name,
+                s.rank,
+                s.rationale,
+                "analyzing" if s.rank <= top else "ranked",
+            )
+            if s.rank <= top:
+                stock_ids.append(stock_id)
+        await conn.execute(
+            "UPDATE sub_sector SET status = 'analyzing' WHERE id = $1 "
+            "AND status IN ('approved', 'ranking')",
+            p.sub_sector_id,
+        )
+        await record_usage(conn, job, "stock-ranking", [result], row["sector_analysis_id"])
+    await job.update_progress(90)
+    # fan-out: deduplicated job ids, so a retried ranking enqueues nothing twice
+    await enqueue_many([("stock-analysis", {"stock_id": sid}) for sid in stock_ids], runtime=rt)
+    await job.update_progress(100)
+    return {"stock_ids": [str(s) for s in stock_ids]}
+
+
+async def on_final_failure(rt: Runtime, job: Job, p: StockRankingPayload, error: str) -> None:
+    await rt.pool.execute(
+        "UPDATE sub_sector SET status = 'failed', error_message = $2 WHERE id = $1",
+        p.sub_sector_id,
+        error[:2000],
+    )
+
+
+STAGE = Stage("stock-ranking", StockRankingPayload, run, on_final_failure)

@@ -1,0 +1,75 @@
+"""Pipeline fixtures: a runtime on the test Redis (own prefix) and a migrated test database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from jobqueue.connection import connect
+from pipeline import db
+from pipeline.runtime import Runtime, set_runtime
+from pipeline.settings import Settings
+from pipeline.workers import Workers
+
+
+def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "prefix": prefix,
+        "llm_mode": "offline",
+        "rejection_delay": 0.05,
+        "retry_scale": 0.002,
+        "lease": 2.0,
+        "stall_interval": 0.2,
+        "drain_delay": 0.3,
+        "shutdown_grace": 1.0,
+    }
+    values.update(extra)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def runtime(redis_url: str, database_url: str, prefix: str) -> AsyncIterator[Runtime]:
+    settings = fast_settings(redis_url, database_url, prefix)
+    pool = await db.create_pool(database_url)
+    await db.migrate(pool)
+    rt = await Runtime.create(settings, redis=connect(redis_url), pool=pool)
+    db.set_pool(pool)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+    db.set_pool(None)
+    await rt.close()
+
+
+@pytest.fixture
+async def workers(runtime: Runtime) -> AsyncIterator[Callable[..., Awaitable[Workers]]]:
+    started: list[tuple[Workers, asyncio.Task[None]]] = []
+
+    async def start(**options: Any) -> Workers:
+        w = Workers(runtime, **options)
+        started.append((w, asyncio.create_task(w.run())))
+        return w
+
+    yield start
+    for w, task in started:
+        await w.close()
+        await asyncio.wait_for(task, 20)
+
+
+async def wait_row(pool: asyncpg.Pool, sql: str, *args: Any, timeout: float = 30.0) -> Any:
+    """Re-run `sql` until it returns a truthy value (a state reached), or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await pool.fetchval(sql, *args)
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {sql} {args}")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,282 @@
+"""`AnthropicLLM`: the `LLM` protocol over the real Anthropic Messages API (SDK 2.x).
+
+One shared `AsyncAnthropic` client with the SDK's own retries turned off (`max_retries=0`), so
+the job queue alone decides when to retry; every failure is re-raised as an `LLMError`
+(see `pipeline.ai.errors`). Long calls stream (`messages.stream` + `get_final_message`), which
+the SDK requires for large `max_tokens`; structured output uses `messages.parse`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import anthropic
+from pydantic import BaseModel
+
+from jobqueue.errors import ErrorType
+from pipeline.ai.base import (
+    DEFAULT_EFFORTS,
+    DEFAULT_MODELS,
+    Effort,
+    LLMError,
+    LLMResult,
+    Tier,
+    Usage,
+    cost_usd,
+)
+from pipeline.ai.errors import classify_sdk_error
+
+__all__ = ["MAX_PAUSE_CONTINUATIONS", "WEB_SEARCH_TOOL", "AnthropicLLM", "usage_from_sdk"]
+
+log = logging.getLogger("pipeline.ai")
+
+T = TypeVar("T", bound=BaseModel)
+
+WEB_SEARCH_TOOL: dict[str, Any] = {
+    "type": "web_search_20250305",
+    "name": "web_search",
+    "max_uses": 5,
+}
+"""The server-side web search tool sent when `complete(web_search=True)`."""
+
+MAX_PAUSE_CONTINUATIONS = 3
+"""How many times a `pause_turn` reply is sent back to let the model continue."""
+
+
+def usage_from_sdk(usage: Any) -> Usage:
+    """Convert the SDK's `message.usage` into our `Usage`.
+
+    Args:
+        usage: An `anthropic.types.Usage` (or anything with the same attributes).
+
+    Returns:
+        The token, cache, search and thinking counts, missing ones as 0.
+    """
+    server_tools = getattr(usage, "server_tool_use", None)
+    details = getattr(usage, "output_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(usage, "input_tokens", None) or 0,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+        web_searches=getattr(server_tools, "web_search_requests", None) or 0,
+        thinking_tokens=getattr(details, "thinking_tokens", None) or 0,
+    )
+
+
+def _text_of(content: Any) -> str:
+    """Join every `text` block; thinking and tool blocks may come first, so never `content[0]`."""
+    return "".join(block.text for block in content if getattr(block, "type", None) == "text")
+
+
+class AnthropicLLM:
+    """The real model, via one shared `anthropic.AsyncAnthropic` client.
+
+    Args:
+        api_key: The Anthropic API key (never logged or put in error messages).
+        base_url: API base URL; defaults to `$ANTHROPIC_BASE_URL`, then the SDK default.
+        models: Model id per tier; missing tiers fall back to `DEFAULT_MODELS`.
+        efforts: Default effort per tier; missing tiers fall back to `DEFAULT_EFFORTS`.
+        timeout: Per-request read timeout in seconds (connect timeout is 10 s).
+        max_concurrency: Most calls in flight at once from this instance.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        models: Mapping[Tier, str] | None = None,
+        efforts: Mapping[Tier, Effort | None] | None = None,
+        timeout: float = 900.0,
+        max_concurrency: int = 8,
+    ) -> None:
+        if not api_key:
+            raise ValueError("AnthropicLLM needs an API key")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        self.models: dict[Tier, str] = {**DEFAULT_MODELS, **dict(models or {})}
+        self.efforts: dict[Tier, Effort | None] = {**DEFAULT_EFFORTS, **dict(efforts or {})}
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self.client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=anthropic.Timeout(timeout, connect=10.0),
+        )
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"AnthropicLLM(base_url={str(self.client.base_url)!r}, models={self.models!r})"
+
+    def model_for(self, tier: Tier) -> str:
+        """Return the model id configured for `tier`.
+
+        Args:
+            tier: A pipeline stage.
+
+        Returns:
+            The model id.
+        """
+        try:
+            return self.models[tier]
+        except KeyError:
+            raise ValueError(f"unknown tier {tier!r}") from None
+
+    def _output_config(self, tier: Tier, effort: Effort | None) -> dict[str, Any] | None:
+        chosen = effort if effort is not None else self.efforts.get(tier)
+        return {"effort": chosen} if chosen else None
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP client."""
+        await self.client.close()
+
+    async def __aenter__(self) -> AnthropicLLM:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def complete(
+        self,
+        *,
+        tier: Tier,
+        system: str,
+        prompt: str,
+        max_tokens: int = 16000,
+        effort: Effort | None = None,
+        web_search: bool = False,
+        seed_key: str = "",
+    ) -> LLMResult:
+        """Stream a free-text reply, continuing `pause_turn` replies up to 3 times.
+
+        Args:
+            tier: Which stage is calling; selects the model and default effort.
+            system: The system prompt.
+            prompt: The user message.
+            max_tokens: Output budget per request (thinking included).
+            effort: Overrides the tier's default effort.
+            web_search: Offer the server-side web search tool.
+            seed_key: Ignored (only the offline model uses it).
+
+        Returns:
+            The joined `text` blocks of every turn, summed usage and cost.
+
+        Raises:
+            LLMError: On any SDK failure.
+        """
+        del seed_key
+        model = self.model_for(tier)
+        kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "system": system}
+        output_config = self._output_config(tier, effort)
+        if output_config:
+            kwargs["output_config"] = output_config
+        if web_search:
+            kwargs["tools"] = [dict(WEB_SEARCH_TOOL)]
+        user = {"role": "user", "content": prompt}
+        assistant_blocks: list[Any] = []
+        texts: list[str] = []
+        usage = Usage()
+        stop_reason: str | None = None
+        request_id: str | None = None
+        served_by = model
+        async with self._semaphore:
+            try:
+                for _turn in range(1 + MAX_PAUSE_CONTINUATIONS):
+                    messages: list[Any] = [user]
+                    if assistant_blocks:
+                        messages.append({"role": "assistant", "content": list(assistant_blocks)})
+                    async with self.client.messages.stream(messages=messages, **kwargs) as stream:
+                        message = await stream.get_final_message()
+                        request_id = stream.request_id or request_id
+                    texts.append(_text_of(message.content))
+                    usage = usage + usage_from_sdk(message.usage)
+                    stop_reason = message.stop_reason
+                    served_by = message.model or model
+                    if stop_reason != "pause_turn":
+                        break
+                    assistant_blocks.extend(message.content)
+            except Exception as exc:
+                raise classify_sdk_error(exc) from exc
+        if stop_reason == "pause_turn":
+            log.warning("model %s still paused after %d continuations", served_by, len(texts) - 1)
+        return LLMResult(
+            text="".join(texts),
+            model=served_by,
+            usage=usage,
+            cost_usd=cost_usd(served_by, usage),
+            stop_reason=stop_reason,
+            request_id=request_id,
+        )
+
+    async def structured(
+        self,
+        *,
+        tier: Tier,
+        system: str,
+        prompt: str,
+        schema: type[T],
+        max_tokens: int = 8000,
+        effort: Effort | None = None,
+        seed_key: str = "",
+    ) -> tuple[T, LLMResult]:
+        """Ask for JSON matching `schema` via `messages.parse(output_format=schema)`.
+
+        Args:
+            tier: Which stage is calling; selects the model and default effort.
+            system: The system prompt.
+            prompt: The user message.
+            schema: The pydantic model the reply must validate against.
+            max_tokens: Output budget (thinking included).
+            effort: Overrides the tier's default effort.
+            seed_key: Ignored (only the offline model uses it).
+
+        Returns:
+            The parsed instance and the result (its `text` is the raw JSON).
+
+        Raises:
+            LLMError: On any SDK failure; bad JSON is `UNKNOWN` and retryable, a refusal is
+                `VALIDATION_ERROR` and not retryable.
+        """
+        del seed_key
+        model = self.model_for(tier)
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "system": system,
+            "messages": [{"role": "user", "content": prompt}],
+            "output_format": schema,
+        }
+        output_config = self._output_config(tier, effort)
+        if output_config:
+            kwargs["output_config"] = output_config
+        async with self._semaphore:
+            try:
+                message = await self.client.messages.parse(**kwargs)
+            except Exception as exc:
+                raise classify_sdk_error(exc) from exc
+        served_by = message.model or model
+        usage = usage_from_sdk(message.usage)
+        request_id = getattr(message, "_request_id", None)
+        parsed = message.parsed_output
+        if not isinstance(parsed, schema):
+            refused = message.stop_reason == "refusal"
+            raise LLMError(
+                f"{served_by} returned no {schema.__name__} (stop_reason={message.stop_reason})",
+                error_type=ErrorType.VALIDATION_ERROR if refused else ErrorType.UNKNOWN,
+                retryable=not refused,
+                request_id=request_id,
+            )
+        result = LLMResult(
+            text=_text_of(message.content),
+            model=served_by,
+            usage=usage,
+            cost_usd=cost_usd(served_by, usage),
+            stop_reason=message.stop_reason,
+            request_id=request_id,
+        )
+        return parsed, result

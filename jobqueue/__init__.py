@@ -20,9 +20,13 @@ from .errors import (
     UnrecoverableError,
     UnsafeRedisError,
 )
+from .events import Event, QueueEvents
+from .health import WorkerInfo
 from .job import Job, JobState
 from .keys import QueueKeys
+from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
+from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
     Classification,
     backoff_delay,
@@ -34,9 +38,11 @@ from .retry import (
 from .worker import Worker
 
 __all__ = [
+    "CancelOutcome",
     "Classification",
     "ConfigError",
     "ErrorType",
+    "Event",
     "InvalidJobError",
     "Job",
     "JobFailedError",
@@ -47,15 +53,20 @@ __all__ = [
     "PayloadTooLargeError",
     "Queue",
     "QueueConfig",
+    "QueueEvents",
     "QueueKeys",
+    "QueueLimits",
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",
+    "WorkerInfo",
     "backoff_delay",
     "classify_error",
+    "cleanup_old_jobs",
+    "discover_queues",
     "register_error_rule",
     "unregister_error_rule",
     "with_retry",

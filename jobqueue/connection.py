@@ -15,6 +15,7 @@ from .errors import UnsafeRedisError
 __all__ = ["check_server", "connect", "describe_client", "redact_url"]
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 _USERINFO_RE = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I
@@ -74,7 +75,8 @@ async def check_server(client: Redis, *, allow_eviction: bool = False) -> dict[s
                 "Set it to 'noeviction' (or pass allow_eviction=True to accept the risk)"
             )
         log.warning("redis %s evicts keys (maxmemory-policy %s): jobs can be lost", where, policy)
-    if str(info.get("aof_enabled", "0")) != "1":
+    if str(info.get("aof_enabled", "0")) != "1" and where not in _warned:
+        _warned.add(where)  # once per server and process, not once per queue
         log.warning("redis %s has no append-only file: a restart can lose recent jobs", where)
     version = str(info.get("redis_version", "0"))
     if int(version.split(".")[0] or 0) < 7:

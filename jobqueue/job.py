@@ -165,3 +165,54 @@ class Job:
     async def get_state(self) -> JobState | None:
         """The job's current state, read from Redis (None once it was removed)."""
         return await self._queue.get_job_state(self.id)
+
+    async def log(self, line: str) -> int:
+        """Append a line to the job's log (kept with the job: the newest 1000 lines, each cut
+        to 4 KB). Returns the number of lines.
+
+        Raises:
+            JobNotFoundError: the job no longer exists.
+        """
+        return await self._queue.add_job_log(self.id, line)
+
+    async def get_logs(self, start: int = 0, end: int = -1) -> list[str]:
+        """Lines `start..end` of the job's log (inclusive), oldest first."""
+        return await self._queue.get_job_logs(self.id, start, end)
+
+    async def retry(self) -> None:
+        """Move this failed job back to waiting, attempts reset to 0 (its error is kept).
+
+        Raises:
+            JobNotFoundError: the job no longer exists.
+            QueueStateError: the job has not failed.
+        """
+        await self._queue.retry_job(self.id)
+        self.state = JobState.WAITING
+        self.attempts_made = 0
+
+    async def cancel(self, reason: str = "cancelled") -> str:
+        """Cancel this job (see `Queue.cancel`): "removed", "signalled", "finished" or
+        "not_found"."""
+        return await self._queue.cancel(self.id, reason)
+
+    async def remove(self) -> bool:
+        """Delete this job if it is not running (see `Queue.remove`)."""
+        return await self._queue.remove(self.id)
+
+    async def wait_until_finished(self, timeout: float | None = None) -> Any:
+        """Wait for the job to end, without polling (blocking reads of the event stream).
+
+        Args:
+            timeout: seconds to wait at most (None = no limit).
+
+        Returns:
+            The handler's result once the job completed.
+
+        Raises:
+            JobFailedError: the job failed (for good: retries are waited for).
+            JobNotFoundError: the job does not exist or was removed.
+            TimeoutError: `timeout` passed first.
+        """
+        from .events import wait_for_job
+
+        return await wait_for_job(self._queue, self.id, timeout)

@@ -15,6 +15,7 @@ from .connection import check_server, connect, describe_client
 from .errors import ConfigError, InvalidJobError, LeaseLostError
 from .job import Job, JobState, decode_envelope, dumps
 from .keys import QueueKeys, validate_prefix
+from .queue_ops import QueueOpsMixin
 from .scripts import Scripts, queue_key_list, raise_for_code
 
 __all__ = ["JobSpec", "Queue"]
@@ -44,7 +45,7 @@ def _validate_name(name: str) -> str:
     return name
 
 
-class Queue:
+class Queue(QueueOpsMixin):
     """A named queue in Redis.
 
     Args:

@@ -21,6 +21,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import health
 from .errors import ConfigError, ErrorType, InvalidJobError
 from .job import Job, JobState, decode_envelope, dumps
 from .queue import Queue
@@ -154,6 +155,8 @@ class Worker:
             helpers = [
                 loop.create_task(self._renew_loop(), name=f"jq-renew-{self.name}"),
                 loop.create_task(self._stall_loop(), name=f"jq-stall-{self.name}"),
+                loop.create_task(health.heartbeat_loop(self), name=f"jq-beat-{self.name}"),
+                loop.create_task(health.cancel_listener(self), name=f"jq-cancel-{self.name}"),
             ]
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
@@ -459,7 +462,9 @@ class Worker:
         if not c.retryable:
             return (job.id, token, "f", msg, c.error_type.value, -1, 1)
         if c.error_type == ErrorType.RATE_LIMIT:
-            delay = backoff_delay(c, 1, max_delay=self.config.max_backoff)
+            # the server's Retry-After is honoured as sent (max_backoff caps our own guesses;
+            # retrying earlier than told only earns another 429), within a day
+            delay = backoff_delay(c, 1, max_delay=86400.0)
             return (
                 job.id,
                 token,

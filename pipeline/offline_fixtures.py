@@ -86,8 +86,16 @@ def _insights(prompt: str, seed_key: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def register_offline_fixtures() -> None:
-    """Teach the offline model the pipeline's four answer schemas."""
+_registered = False
+
+
+def register_offline_fixtures(*, force: bool = False) -> None:
+    """Teach the offline model the pipeline's four answer schemas (once per process, so a
+    test's own fixture stays in place until it registers these again with `force`)."""
+    global _registered
+    if _registered and not force:
+        return
+    _registered = True
     register_fixture(SubSectorList, _sub_sectors)
     register_fixture(StockRanking, _ranking)
     register_fixture(Verdict, _verdict)

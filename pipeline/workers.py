@@ -11,9 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 from collections.abc import Sequence
 
 from jobqueue import JobState, Worker
@@ -61,9 +59,9 @@ class Workers:
                 list(queues),
                 prefix=rt.settings.prefix,
                 pool=rt.pool,
-                consumer=f"mirror-{socket.gethostname()}-{os.getpid()}",
                 reconcile=self._reconcile,
                 block_ms=500,
+                claim_idle_ms=int(rt.settings.mirror_claim_idle * 1000),
             )
             if use_mirror
             else None

@@ -75,9 +75,7 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(create())
-    base, _, _ = postgres_admin_url.rpartition("/")
-    query = ""
-    if "?" in postgres_admin_url.rpartition("/")[2]:
-        query = "?" + postgres_admin_url.rpartition("?")[2]
-    yield f"{base}/{name}{query}"
+    from urllib.parse import urlsplit
+
+    yield urlsplit(postgres_admin_url)._replace(path=f"/{name}").geturl()
     asyncio.run(drop())

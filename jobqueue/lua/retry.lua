@@ -4,7 +4,8 @@ KEYS: the full queue key set (includes/queue_keys.lua)
 ARGV: 1 base, 2 events maxlen, 3 most jobs when no ids are given, 4 only jobs failed at or
       before this time in ms (-1 = any), 5 count m of ids, then m ids
 Returns: {retried, code1, ..., codem}: per given id 1 (retried, event `retrying`), -1 (no such
-job) or -6 (not failed). With m = 0 the oldest failed jobs are retried and no codes follow.
+job) or -6 (not failed). With m = 0 the oldest failed jobs are retried and the reply is
+{retried, examined}: examined < ARGV 3 means no more jobs are left to retry.
 ]]
 --@include common.lua
 --@include queue_keys.lua
@@ -41,6 +42,7 @@ else
   local upto = '+inf'
   if tonumber(ARGV[4]) >= 0 then upto = ARGV[4] end
   local ids = redis.call('ZRANGEBYSCORE', K.failed, '-inf', upto, 'LIMIT', 0, tonumber(ARGV[3]))
+  out[2] = #ids
   for i = 1, #ids do
     if redis.call('EXISTS', base .. 'j:' .. ids[i]) == 1 then
       retry_one(ids[i])

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import pytest
 
 from jobqueue.connection import connect
@@ -60,16 +59,3 @@ async def workers(runtime: Runtime) -> AsyncIterator[Callable[..., Awaitable[Wor
     for w, task in started:
         await w.close()
         await asyncio.wait_for(task, 20)
-
-
-async def wait_row(pool: asyncpg.Pool, sql: str, *args: Any, timeout: float = 30.0) -> Any:
-    """Re-run `sql` until it returns a truthy value (a state reached), or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await pool.fetchval(sql, *args)
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {sql} {args}")
-        await asyncio.sleep(0.02)

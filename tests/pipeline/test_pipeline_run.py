@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import wait_row
+from pipeline_helpers import wait_row
 
 from pipeline.ai import offline_should_reject
 from pipeline.flow import approve_subsector, start_sector_research

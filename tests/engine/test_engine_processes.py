@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import WorkerProcess, read_log, wait_for
+from engine_helpers import WorkerProcess, read_log, wait_for
 from servers import RedisProcess
 
 from jobqueue import JobState, Queue, QueueConfig

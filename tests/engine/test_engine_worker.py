@@ -10,7 +10,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from helpers import wait_for
+from engine_helpers import wait_for
 
 from jobqueue import (
     ErrorType,

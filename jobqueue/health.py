@@ -1,0 +1,258 @@
+"""Worker health: the heartbeat that registers a live worker, and the cancel listener that
+stops a cancelled job's handler wherever it runs.
+
+Heartbeat: every `QueueConfig.heartbeat_interval` seconds the worker writes its hash
+`<base>workers:<name>` (expiring after 3 intervals, so a dead worker disappears) and its name
+in the zset `<base>workerset` (score = ms of the beat). A clean shutdown deletes both.
+
+Cancel listener: one pub/sub subscription per worker on `<base>cancel-ch`, where `cancel.lua`
+publishes `{"id": ..., "reason": ...}` for active jobs. After every (re)subscription the
+`cancels` hash is read again for the running jobs, so a request published while the
+subscription was down is not lost (the lease renewal reports it too, later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["WorkerInfo", "cancel_listener", "heartbeat_loop"]
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker, as its last heartbeat described it.
+
+    Attributes:
+        name: the worker's name (`host:pid:random` by default).
+        host, pid: where it runs.
+        queues: the queues it works on.
+        concurrency: jobs it runs at the same time at most.
+        started_at: when it started (its own clock, UTC).
+        completed, failed: jobs it finished so far, by outcome.
+        running: jobs running at the last heartbeat.
+        last_take_at: when it last took jobs (or reported outcomes); None if never.
+        last_heartbeat: when it last beat.
+        heartbeat_interval: seconds between its heartbeats.
+    """
+
+    name: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: datetime
+    completed: int
+    failed: int
+    running: int
+    last_take_at: datetime | None
+    last_heartbeat: datetime
+    heartbeat_interval: float
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> WorkerInfo:
+        """Build from the heartbeat hash (bytes or str keys and values)."""
+        h = {_s(k): _s(v) for k, v in raw.items()}
+
+        def num(key: str) -> int:
+            try:
+                return int(float(h.get(key) or 0))
+            except ValueError:
+                return 0
+
+        try:
+            queues = tuple(str(q) for q in json.loads(h.get("queues") or "[]"))
+        except ValueError:
+            queues = ()
+        last_take = num("last_take")
+        return cls(
+            name=h.get("name", ""),
+            host=h.get("host", ""),
+            pid=num("pid"),
+            queues=queues,
+            concurrency=num("concurrency"),
+            started_at=_dt(num("started")),
+            completed=num("completed"),
+            failed=num("failed"),
+            running=num("running"),
+            last_take_at=_dt(last_take) if last_take else None,
+            last_heartbeat=_dt(num("beat")),
+            heartbeat_interval=float(h.get("interval") or 0),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO 8601 strings)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+# -- heartbeat -------------------------------------------------------------------------------
+
+
+async def _beat(worker: Worker, started_ms: int) -> None:
+    queue = worker.queue
+    keys = queue.keys
+    every = worker.config.heartbeat_interval
+    ttl_ms = max(1, int(every * 3000))
+    now_ms = int(time.time() * 1000)
+    fields: dict[Any, Any] = {
+        "name": worker.name,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": json.dumps([queue.name]),
+        "concurrency": worker.concurrency,
+        "started": started_ms,
+        "completed": worker.completed,
+        "failed": worker.failed,
+        "running": worker.running,
+        "last_take": int(worker.last_take * 1000),
+        "beat": now_ms,
+        "interval": every,
+    }
+    async with queue.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.worker(worker.name), mapping=fields)
+        pipe.pexpire(keys.worker(worker.name), ttl_ms)
+        pipe.zadd(keys.worker_set, {worker.name: now_ms})
+        # names of workers that died long ago (get_workers prunes the recent ones)
+        pipe.zremrangebyscore(keys.worker_set, "-inf", now_ms - max(3_600_000, 10 * ttl_ms))
+        await pipe.execute()
+
+
+async def _unregister(worker: Worker) -> None:
+    keys = worker.queue.keys
+    async with worker.queue.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.worker(worker.name))
+        pipe.zrem(keys.worker_set, worker.name)
+        await pipe.execute()
+
+
+async def heartbeat_loop(worker: Worker) -> None:
+    """Publish the queue's limits in `meta`, then beat until cancelled; then unregister.
+
+    Runs as a task of `Worker.run()`. Redis errors are logged and retried at the next beat.
+    """
+    every = worker.config.heartbeat_interval
+    started_ms = int(time.time() * 1000)
+    published = False
+    try:
+        while True:
+            try:
+                if not published:
+                    await worker.queue.publish_config()
+                    published = True
+                await _beat(worker, started_ms)
+            except _TRANSIENT as exc:
+                log.debug("worker %s: heartbeat failed: %s", worker.name, type(exc).__name__)
+            await asyncio.sleep(every)
+    finally:
+        # a clean stop removes the worker at once instead of after the expiry
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await _unregister(worker)
+
+
+# -- cancel listener -------------------------------------------------------------------------
+
+
+def _listener_client(redis: Redis) -> Redis:
+    """A client of its own for the subscription, without silent retries: a lost connection
+    surfaces here, so that we resubscribe and re-read the cancels hash ourselves."""
+    pool = redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+async def _recheck(worker: Worker) -> None:
+    ids = list(worker._running)
+    if not ids:
+        return
+    reasons = await worker.queue.redis.hmget(worker.queue.keys.cancels, ids)
+    for job_id, reason in zip(ids, reasons, strict=True):
+        if reason is not None:
+            worker._cancel_running(job_id, _s(reason))
+
+
+def _dispatch(worker: Worker, data: Any) -> None:
+    try:
+        msg = json.loads(data)
+        job_id, reason = str(msg["id"]), str(msg.get("reason") or "cancelled")
+    except (ValueError, KeyError, TypeError):
+        log.debug("worker %s: ignored a malformed cancel message", worker.name)
+        return
+    worker._cancel_running(job_id, reason)
+
+
+async def cancel_listener(worker: Worker) -> None:
+    """Subscribe to the queue's cancel channel and cancel the running jobs named on it.
+
+    Runs as a task of `Worker.run()` until cancelled; resubscribes with backoff after a
+    connection error (`Worker`'s `reconnect_backoff`).
+    """
+    channel = worker.queue.keys.cancel_channel
+    first, most = worker._backoff_first, worker._backoff_max
+    failures = 0
+    while True:
+        client = _listener_client(worker.queue.redis)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(channel)
+            await _recheck(worker)
+            if failures:
+                log.info("worker %s: cancel channel subscribed again", worker.name)
+            failures = 0
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is not None and msg.get("type") == "message":
+                    _dispatch(worker, msg["data"])
+        except _TRANSIENT as exc:
+            failures += 1
+            delay = min(most, first * 2 ** (failures - 1))
+            log.warning(
+                "worker %s: cancel channel lost (%s); subscribing again in %.2fs",
+                worker.name,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()

@@ -1,0 +1,445 @@
+"""Queue operations beyond adding and reading jobs, mixed into `Queue`: remove, cancel, drain,
+clean, obliterate, retry, job logs, workers, limits and events.
+
+Each change of job state is one Lua script (`lua/remove.lua`, `cancel.lua`, `drain.lua`,
+`clean.lua`, `retry.lua`, `obliterate.lua`) that also appends its events to the queue's stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from redis.asyncio import Redis
+
+from .config import QueueConfig
+from .errors import ConfigError, JobNotFoundError
+from .events import QueueEvents
+from .health import WorkerInfo
+from .job import JobState
+from .keys import QueueKeys
+from .scripts import Scripts, raise_for_code
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = [
+    "MAX_LOG_LINES",
+    "MAX_LOG_LINE_BYTES",
+    "CancelOutcome",
+    "QueueLimits",
+    "QueueOpsMixin",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_LOG_LINES = 1000
+"""Log lines kept per job (the oldest are dropped)."""
+MAX_LOG_LINE_BYTES = 4096
+"""Longest log line kept, in bytes of UTF-8 (longer ones are cut and end with `...`)."""
+
+CancelOutcome = Literal["removed", "signalled", "not_found", "finished"]
+_CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
+    0: "not_found",
+    1: "removed",
+    2: "signalled",
+    3: "finished",
+}
+_CLEAN_STATES = frozenset({"completed", "failed", "waiting", "delayed"})
+_BATCH = 1000
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(_s(value)) if value not in (None, b"", "") else default
+    except ValueError:
+        return default
+
+
+def _truncate(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
+    raw = line.encode()
+    if len(raw) <= limit:
+        return line
+    return raw[: limit - 3].decode(errors="ignore") + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Concurrency and rate limit of a queue, and how much of them is in use.
+
+    Attributes:
+        active: jobs running now.
+        concurrency: the cap on active jobs across all workers (None = no cap).
+        rate_max: job starts allowed per `rate_per` seconds (None = no rate limit).
+        rate_per: the rate limit's period in seconds.
+        tokens: starts available now in the shared token bucket (None = no rate limit).
+        limited_ms: ms during which no job starts because of a Retry-After (0 = none).
+        published: whether the values come from a worker (`meta`) rather than this process.
+    """
+
+    active: int
+    concurrency: int | None
+    rate_max: int | None
+    rate_per: float | None
+    tokens: float | None
+    limited_ms: int
+    published: bool
+
+
+class QueueOpsMixin:
+    """Operations of `Queue` that remove, cancel, retry and inspect jobs and workers."""
+
+    # provided by Queue
+    redis: Redis
+    keys: QueueKeys
+    config: QueueConfig
+    scripts: Scripts
+    prefix: str
+    _key_list: list[str]
+    _base: str
+
+    if TYPE_CHECKING:
+
+        @property
+        def name(self) -> str: ...
+
+        async def get_job(self, job_id: str) -> Job | None: ...
+
+    # -- removing -------------------------------------------------------------------------
+
+    async def remove(self, job_id: str) -> bool:
+        """Delete a job that is not running (with its state and log); emits `removed`.
+
+        Args:
+            job_id: the job's id.
+
+        Returns:
+            True when it was removed, False when there was no such job.
+
+        Raises:
+            QueueStateError: the job is active (cancel it instead).
+        """
+        code = int(
+            await self.scripts.run(
+                "remove", self._key_list, [self._base, self.config.events_maxlen, job_id]
+            )
+        )
+        raise_for_code(code, f"job {job_id} of queue {self.name}")
+        return code == 1
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome:
+        """Cancel a job wherever it is.
+
+        A waiting or delayed job is removed. An active job is signalled: its worker (in any
+        process) cancels the handler at once (pub/sub) or at its next lease renewal, and the
+        job ends `failed` with error type `CANCELLED`, without retry.
+
+        Args:
+            job_id: the job's id.
+            reason: recorded as the job's error message.
+
+        Returns:
+            "removed", "signalled", "finished" (it had already ended: nothing changed) or
+            "not_found".
+        """
+        code = int(
+            await self.scripts.run(
+                "cancel",
+                self._key_list,
+                [
+                    self._base,
+                    self.config.events_maxlen,
+                    job_id,
+                    reason or "cancelled",
+                    self.keys.cancel_channel,
+                ],
+            )
+        )
+        raise_for_code(code, f"job {job_id}")
+        outcome = _CANCEL_OUTCOMES[code]
+        log.info("queue %s: cancel of job %s: %s", self.name, job_id, outcome)
+        return outcome
+
+    async def drain(self) -> int:
+        """Remove every waiting (also prioritized or paused) and delayed job.
+
+        Active and finished jobs are kept. Runs in batches of 1000 (each one atomic).
+
+        Returns:
+            The number of jobs removed.
+        """
+        total = 0
+        while True:
+            removed, left = await self.scripts.run(
+                "drain", self._key_list, [self._base, self.config.events_maxlen, _BATCH]
+            )
+            total += int(removed)
+            if int(removed) == 0 or int(left) == 0:
+                break
+        if total:
+            log.info("queue %s drained: %d job(s) removed", self.name, total)
+        return total
+
+    async def clean(self, state: JobState | str, grace: float, limit: int = 1000) -> list[str]:
+        """Remove jobs of one state older than `grace` seconds.
+
+        Finished jobs are aged by their finish time, waiting and delayed jobs by their
+        creation time (at most `10 * limit` of those are examined per call).
+
+        Args:
+            state: "completed", "failed", "waiting" or "delayed".
+            grace: minimum age in seconds of the jobs removed (0 = all).
+            limit: most jobs removed by this call.
+
+        Returns:
+            The ids of the removed jobs.
+
+        Raises:
+            ConfigError: a bad state, grace or limit.
+        """
+        st = str(JobState(state)) if isinstance(state, JobState) else str(state)
+        if st not in _CLEAN_STATES:
+            raise ConfigError(f"clean state must be one of {sorted(_CLEAN_STATES)}, got {state!r}")
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not (math.isfinite(grace) and grace >= 0)
+        ):
+            raise ConfigError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit must be an int >= 1, got {limit!r}")
+        scan_cap = min(max(limit * 10, 1000), 100_000)
+        raw = await self.scripts.run(
+            "clean",
+            self._key_list,
+            [self._base, self.config.events_maxlen, st, int(grace * 1000), limit, scan_cap],
+        )
+        ids = [_s(x) for x in raw]
+        if ids:
+            log.info("queue %s: cleaned %d %s job(s)", self.name, len(ids), st)
+        return ids
+
+    async def obliterate(self, force: bool = False) -> int:
+        """Delete every key of the queue: jobs, logs, events, settings, heartbeats.
+
+        The queue is first paused atomically (so no job starts), then its keys are deleted by
+        SCAN in batches, `meta` last.
+
+        Args:
+            force: go ahead even when jobs are active (their workers lose them).
+
+        Returns:
+            The number of keys deleted.
+
+        Raises:
+            QueueStateError: jobs are active and `force` is False (nothing deleted).
+        """
+        code = int(
+            await self.scripts.run(
+                "obliterate", self._key_list, [self.config.events_maxlen, "1" if force else "0"]
+            )
+        )
+        raise_for_code(code, f"queue {self.name} (pass force=True to obliterate anyway)")
+        deleted = 0
+        meta = self.keys.meta
+        # keys written while a pass runs (a worker finishing a job) may escape it: repeat
+        for _ in range(3):
+            deleted_now = 0
+            cursor: int = 0
+            while True:
+                cursor, found = await self.redis.scan(
+                    cursor, match=self.keys.all_keys_pattern, count=_BATCH
+                )
+                batch = [k for k in found if _s(k) != meta]
+                if batch:
+                    deleted_now += int(await self.redis.unlink(*batch))
+                if cursor == 0:
+                    break
+            deleted += deleted_now
+            if deleted_now == 0:
+                break
+        deleted += int(await self.redis.delete(meta))
+        log.warning("queue %s obliterated: %d key(s) deleted", self.name, deleted)
+        return deleted
+
+    # -- retrying -------------------------------------------------------------------------
+
+    async def retry_job(self, job_id: str) -> None:
+        """Move a failed job back to waiting; attempts restart from 0, the error is kept.
+
+        Raises:
+            JobNotFoundError: no such job.
+            QueueStateError: the job has not failed.
+        """
+        reply = await self.scripts.run(
+            "retry", self._key_list, [self._base, self.config.events_maxlen, 0, -1, 1, job_id]
+        )
+        raise_for_code(int(reply[1]), f"job {job_id} of queue {self.name}")
+
+    async def retry_failed(self, limit: int | None = None) -> int:
+        """Move failed jobs (oldest first) back to waiting, attempts reset to 0.
+
+        Only jobs that failed before the call are retried, so jobs failing again meanwhile are
+        not retried twice.
+
+        Args:
+            limit: most jobs retried (None = all).
+
+        Returns:
+            The number of jobs retried.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise ConfigError(f"limit must be an int or None, got {limit!r}")
+        sec, usec = await self.redis.time()
+        cutoff = int(sec) * 1000 + int(usec) // 1000
+        left = math.inf if limit is None else limit
+        total = 0
+        while left > 0:
+            batch = int(min(_BATCH, left))
+            reply = await self.scripts.run(
+                "retry",
+                self._key_list,
+                [self._base, self.config.events_maxlen, batch, cutoff, 0],
+            )
+            retried, examined = int(reply[0]), int(reply[1])
+            total += retried
+            left -= retried
+            if examined < batch:
+                break
+        if total:
+            log.info("queue %s: %d failed job(s) retried", self.name, total)
+        return total
+
+    async def get_failed_jobs(self, limit: int = 20) -> list[Job]:
+        """The most recently failed jobs, newest first."""
+        ids = await self.redis.zrevrange(self.keys.failed, 0, max(0, limit - 1))
+        jobs = []
+        for raw in ids:
+            job = await self.get_job(_s(raw))
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    # -- logs -----------------------------------------------------------------------------
+
+    async def add_job_log(self, job_id: str, line: str) -> int:
+        """Append a line to a job's log (the newest 1000 lines of at most 4 KB are kept).
+
+        Returns:
+            The number of lines in the log.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        n = int(
+            await self.scripts.run(
+                "log",
+                [self.keys.logs(job_id), self.keys.job(job_id)],
+                [_truncate(str(line)), MAX_LOG_LINES],
+            )
+        )
+        if n < 0:
+            raise JobNotFoundError(f"job {job_id} not found in queue {self.name}")
+        return n
+
+    async def get_job_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        """Lines `start..end` (inclusive, negative from the end) of a job's log, oldest first."""
+        return [_s(x) for x in await self.redis.lrange(self.keys.logs(job_id), start, end)]
+
+    # -- workers, limits, events ----------------------------------------------------------
+
+    async def get_workers(self) -> list[WorkerInfo]:
+        """The live workers of this queue (whose heartbeat has not expired), by name."""
+        names = [_s(n) for n in await self.redis.zrange(self.keys.worker_set, 0, -1)]
+        if not names:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.worker(name))
+            hashes = await pipe.execute()
+        live, dead = [], []
+        for name, h in zip(names, hashes, strict=True):
+            if h:
+                live.append(WorkerInfo.from_hash(h))
+            else:
+                dead.append(name)
+        if dead:
+            await self.redis.zrem(self.keys.worker_set, *dead)
+        return sorted(live, key=lambda w: w.name)
+
+    async def publish_config(self) -> None:
+        """Write this queue's limits into `meta`, for `inspect` (workers do it on start)."""
+        cfg = self.config
+        rate = cfg.rate_limit
+        await self.redis.hset(
+            self.keys.meta,
+            mapping={
+                "concurrency": cfg.concurrency or 0,
+                "rate_max": rate.max if rate else 0,
+                "rate_per_ms": int(rate.per * 1000) if rate else 0,
+                "lease_ms": int(cfg.lease * 1000),
+                "attempts": cfg.attempts,
+                "events_maxlen": cfg.events_maxlen,
+                "config_ts": int(time.time() * 1000),
+            },
+        )
+
+    async def get_limits(self) -> QueueLimits:
+        """Concurrency and rate limit in use: active jobs vs the cap, tokens left.
+
+        The limits published by the queue's workers in `meta` are used when present, else
+        this process's `QueueConfig`.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.meta)
+            pipe.zcard(self.keys.active)
+            pipe.hmget(self.keys.limiter, ["t", "ts"])
+            pipe.pttl(self.keys.limited)
+            pipe.time()
+            meta_raw, active, bucket, limited, now_raw = await pipe.execute()
+        meta: Mapping[str, Any] = {_s(k): v for k, v in meta_raw.items()}
+        published = "concurrency" in meta
+        if published:
+            concurrency = _int(meta.get("concurrency")) or None
+            rate_max = _int(meta.get("rate_max")) or None
+            per_ms = _int(meta.get("rate_per_ms"))
+            rate_per = per_ms / 1000 if rate_max and per_ms else None
+        else:
+            rate = self.config.rate_limit
+            concurrency = self.config.concurrency
+            rate_max = rate.max if rate else None
+            rate_per = rate.per if rate else None
+        tokens: float | None = None
+        if rate_max and rate_per:
+            now = int(now_raw[0]) * 1000 + int(now_raw[1]) // 1000
+            t, ts = bucket
+            if t is None or ts is None:
+                tokens = float(rate_max)
+            else:
+                elapsed = max(0, now - int(float(_s(ts))))
+                tokens = float(_s(t)) + elapsed * rate_max / (rate_per * 1000)
+                tokens = min(float(rate_max), tokens)
+        return QueueLimits(
+            active=int(active),
+            concurrency=concurrency,
+            rate_max=rate_max,
+            rate_per=rate_per,
+            tokens=tokens,
+            limited_ms=max(0, int(limited)),
+            published=published,
+        )
+
+    def events(self, *, last_id: str = "$") -> QueueEvents:
+        """An iterator over the queue's events from `last_id` ("$" = from now on).
+
+        See `QueueEvents`; close it when done (or use `async with`).
+        """
+        return QueueEvents(self, last_id=last_id)

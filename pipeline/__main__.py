@@ -1,0 +1,87 @@
+"""`python -m pipeline`: run a sector end to end, approve a sub-sector, show a run, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pipeline.settings import get_settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one sector to the end in this process")
+    run.add_argument("sector", help='sector name, e.g. "Technology"')
+    run.add_argument("--user-id", default="demo-user")
+    run.add_argument("--auto-approve", action="store_true",
+                     help="approve the first sub-sector without waiting for a user")
+    run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
+    approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
+    approve.add_argument("sub_sector_id")
+    status = sub.add_parser("status", help="job status rows of a run")
+    status.add_argument("run_id")
+    sub.add_parser("migrate", help="apply schema.sql")
+    return p
+
+
+async def _approve(sub_sector_id: str) -> int:
+    from pipeline.flow import PayloadError, approve_subsector
+    from pipeline.runtime import close_runtime
+
+    try:
+        job = await approve_subsector(sub_sector_id)
+        print(f"approved; ranking job {job.id}")
+        return 0
+    except (PayloadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await close_runtime()
+
+
+async def _status(run_id: str) -> int:
+    from pipeline.db import close_pool, get_pool
+    from pipeline.status import get_jobs_by_related_id
+
+    await get_pool(get_settings().database_url)
+    try:
+        for row in await get_jobs_by_related_id(run_id):
+            err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
+            print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
+    finally:
+        await close_pool()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m pipeline`."""
+    from pipeline.logs import configure_logging
+
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    if args.command == "run":
+        from pipeline.demo import run_sector, servers
+
+        # the live progress owns the terminal: logs go to stderr as JSON lines at WARNING
+        configure_logging(fmt="json" if settings.log_format == "auto" else settings.log_format,
+                          level="WARNING")
+        with servers(settings) as s:
+            return asyncio.run(run_sector(s, args.sector, user_id=args.user_id,
+                                          auto_approve=args.auto_approve, timeout=args.timeout))
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    if args.command == "approve":
+        return asyncio.run(_approve(args.sub_sector_id))
+    if args.command == "status":
+        return asyncio.run(_status(args.run_id))
+    from pipeline.db import main as db_main
+
+    return db_main(["migrate"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

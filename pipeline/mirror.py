@@ -1,0 +1,465 @@
+"""The status mirror: copies every job state change from the queues' Redis streams to PostgreSQL.
+
+The engine's scripts append each transition to `<prefix>:{<queue>}:events`. The mirror reads
+the streams through a consumer group, folds a batch into `job_status` in one transaction
+(`pipeline.status.apply_changes`), commits, and only then acknowledges it. On any failure the
+entries stay pending and are read again first after a capped backoff; applying one twice is
+harmless (rows keep the stream id of the last event applied). Entries trimmed from a capped
+stream before being applied are detected and the optional `reconcile` callback rebuilds the
+queue's rows from the engine's job keys. The mirror runs as its own task: handlers never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+from redis.exceptions import ResponseError
+from redis.typing import KeyT, StreamIdT
+
+from jobqueue import QueueKeys
+
+from .db import Connection, clean_text, create_pool, get_pool, redact
+from .status import StatusChange, apply_changes
+
+__all__ = ["JobSnapshot", "MirrorStats", "Reconcile", "StatusMirror"]
+
+log = logging.getLogger(__name__)
+
+#: Engine states as job_status statuses; a delayed or paused job is waiting.
+_STATES = dict.fromkeys(("waiting", "paused", "delayed", "prioritized"), "waiting")
+_STATES.update(active="active", completed="completed", failed="failed")
+
+
+class JobSnapshot(BaseModel):
+    """A job's state read from the engine's job keys, used to rebuild rows after trimming.
+
+    Attributes:
+        job_id: the job id.
+        name: the job name (job_type), when known.
+        state: engine state: waiting, paused, delayed, prioritized, active, completed, failed.
+        progress: 0..100.
+        attempts: attempts made.
+        error_message: last error text.
+        error_type: last error type.
+        version_ms, version_seq: the last stream id the snapshot reflects; may stay 0, as
+            the mirror reads the stream's last id before calling `reconcile` and uses that.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    name: str | None = None
+    state: str
+    progress: int = 0
+    attempts: int = 0
+    error_message: str | None = None
+    error_type: str | None = None
+    version_ms: int = 0
+    version_seq: int = 0
+
+
+#: `reconcile(queue)` returns snapshots of every job of that queue still in Redis.
+Reconcile = Callable[[str], Awaitable[list[JobSnapshot]]]
+
+
+@dataclass(slots=True)
+class MirrorStats:
+    """Counters of a mirror, for metrics and tests.
+
+    Attributes:
+        transactions: committed transactions that applied a batch of events.
+        events: stream entries applied and acknowledged (stale ones included).
+        rows: rows written.
+        failures: failed steps (each followed by a backoff).
+        reconciles: reconcile passes after trimming.
+        trimmed: entries found trimmed before they were applied.
+    """
+
+    transactions: int = 0
+    events: int = 0
+    rows: int = 0
+    failures: int = 0
+    reconciles: int = 0
+    trimmed: int = 0
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _sid(value: Any) -> tuple[int, int]:
+    ms, _, seq = _s(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _int(value: str | None, high: int = 2**31 - 1) -> int | None:
+    """An event's number field clamped to 0..high, or None when absent or not a number."""
+    try:
+        return None if value is None else min(high, max(0, int(float(value))))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
+    """How many entries were trimmed before the group read them (an upper bound if unsure)."""
+    removed = int(stream.get("entries-added") or 0) - int(stream["length"])
+    if removed <= 0:
+        return 0
+    read = group.get("entries-read")
+    if read is not None:
+        return max(0, removed - int(read))
+    # No read counter yet: if the group is behind the stream's start, what it never read may
+    # have been removed (counted in full: an upper bound).
+    first = stream.get("first-entry")
+    start = _sid(first[0] if first else stream["last-generated-id"])
+    return removed if _sid(group["last-delivered-id"]) < start else 0
+
+
+def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
+    """XREADGROUP reply (RESP2 list or RESP3 dict) as (stream key, id, fields or None)."""
+    out: list[tuple[str, str, dict[str, str] | None]] = []
+    if not resp:
+        return out
+    for key, entries in resp.items() if isinstance(resp, dict) else resp:
+        if entries and isinstance(entries[0], list):  # redis-py wraps RESP3 entries once more
+            entries = entries[0]
+        for entry_id, fields in entries or ():
+            # A pending entry trimmed away comes back with no fields.
+            data = {_s(k): _s(v) for k, v in fields.items()} if fields else None
+            out.append((_s(key), _s(entry_id), data))
+    return out
+
+
+class StatusMirror:
+    """Applies the job events of some queues to `job_status`.
+
+    Args:
+        redis: the client to read with; its socket timeout must exceed `block_ms`.
+        queues: names of the queues to follow.
+        prefix: the engine's key prefix.
+        database_url: PostgreSQL URL for a pool of the mirror's own (closed by `close`).
+        pool: a pool to use instead (not closed by `close`). With neither, the process-wide
+            pool of `pipeline.db.get_pool` is used.
+        group: consumer group name.
+        consumer: consumer name; defaults to `mirror-<hostname>` so a restart resumes the
+            same pending entries.
+        batch_size: entries read per stream and round trip.
+        block_ms: how long a read waits for new entries.
+        retry_backoff_base: first backoff after a failure, in seconds.
+        retry_backoff_max: cap of the exponential backoff, in seconds.
+        reconcile: rebuilds a queue's rows after entries were trimmed unapplied.
+        trim_check_interval: seconds between checks for trimmed entries.
+        claim_idle_ms: pending entries of other consumers idle this long are taken over (a
+            mirror that died under another name).
+        log_interval: at most one failure log line per this many seconds.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        queues: Sequence[str],
+        *,
+        prefix: str = "jq",
+        database_url: str | None = None,
+        pool: asyncpg.Pool | None = None,
+        group: str = "status-mirror",
+        consumer: str | None = None,
+        batch_size: int = 500,
+        block_ms: int = 1000,
+        retry_backoff_base: float = 0.1,
+        retry_backoff_max: float = 5.0,
+        reconcile: Reconcile | None = None,
+        trim_check_interval: float = 30.0,
+        claim_idle_ms: int = 60_000,
+        log_interval: float = 30.0,
+    ) -> None:
+        if not queues:
+            raise ValueError("queues is empty: give at least one queue to mirror")
+        if batch_size < 1 or block_ms < 0 or retry_backoff_base <= 0 or retry_backoff_max <= 0:
+            raise ValueError("batch_size must be >= 1, block_ms >= 0 and backoffs > 0")
+        self.redis = redis
+        self.queues = list(dict.fromkeys(queues))
+        self.group = group
+        self.consumer = consumer or f"mirror-{socket.gethostname()}"
+        self.batch_size, self.block_ms = batch_size, block_ms
+        self.stats = MirrorStats()
+        self._keys = {q: QueueKeys(prefix, q).events for q in self.queues}
+        self._queue_of = {k: q for q, k in self._keys.items()}
+        self._database_url, self._pool, self._owns_pool = database_url, pool, False
+        self._backoff = (retry_backoff_base, retry_backoff_max)
+        self._reconcile, self._log_interval = reconcile, log_interval
+        self._trim_interval, self._claim_idle_ms = trim_check_interval, claim_idle_ms
+        self._groups_ready, self._next_trim_check = False, 0.0
+        self._pending: set[str] = set(self.queues)  # queues whose pending entries come first
+        self._to_reconcile: set[str] = set()
+        self._lost: dict[str, set[str]] = {}  # trimmed pending ids to ack after reconciling
+        self._setid: dict[str, tuple[str, int]] = {}  # counters to repair after reconciling
+        self._stop, self._done = asyncio.Event(), asyncio.Event()
+        self._running, self._last_log, self._suppressed = False, float("-inf"), 0
+
+    async def run(self) -> None:
+        """Mirror until `close()` is called, retrying with backoff through any failure."""
+        if self._running:
+            raise RuntimeError("this StatusMirror is already running")
+        self._running, failures = True, 0
+        self._done.clear()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception as exc:
+                    failures += 1
+                    self._log_failure(exc, failures)
+                    delay = min(self._backoff[1], self._backoff[0] * 2 ** min(failures - 1, 30))
+                    # Jitter spreads the retries of several mirrors after a shared outage.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1))
+                    continue
+                if failures:
+                    log.info("status mirror recovered after %d failed attempts", failures)
+                    failures, self._last_log = 0, float("-inf")
+        finally:
+            self._running = False
+            self._done.set()
+
+    async def close(self) -> None:
+        """Stop `run()` (after its current step) and close the pool the mirror created."""
+        self._stop.set()
+        if self._running:
+            await self._done.wait()
+        if self._owns_pool and self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def run_once(self) -> int:
+        """Read one batch, apply it in one transaction, commit, then acknowledge it.
+
+        Returns:
+            The number of stream entries applied and acknowledged.
+
+        Raises:
+            Exception: whatever Redis or PostgreSQL raised; unacknowledged entries stay
+                pending and are read again by the next call.
+        """
+        try:
+            return await self._step()
+        except Exception as exc:
+            # Entries may have been delivered (or a batch left unapplied): read pending first.
+            self._pending.update(self.queues)
+            if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                self._groups_ready = False  # the stream was deleted; recreate the group
+            raise
+
+    async def apply(
+        self, events: Sequence[tuple[str, str, Mapping[str, str]]], conn: Connection
+    ) -> int:
+        """Apply stream entries to `job_status` on `conn` (in a transaction or savepoint).
+
+        Args:
+            events: `(queue, stream id, fields)` triples, fields decoded to str.
+            conn: the connection to write with.
+
+        Returns:
+            The number of rows written.
+        """
+        changes = []
+        for queue, stream_id, fields in events:
+            ev, job_id = fields.get("ev"), fields.get("id")
+            if not ev or not job_id:
+                log.warning("status mirror skips malformed entry %s of queue %s", stream_id, queue)
+                continue
+            changes.append(
+                StatusChange(
+                    job_id=job_id.replace("\x00", ""),
+                    queue=queue,
+                    version=_sid(stream_id),
+                    kind=ev,
+                    name=clean_text(fields.get("name"), 200),
+                    state=fields.get("st"),
+                    attempt=_int(fields.get("a")),
+                    progress=_int(fields.get("p"), 100),
+                    error_type=clean_text(fields.get("et"), 200),
+                    error_message=clean_text(fields.get("em")),
+                )
+            )
+        return await apply_changes(conn, changes)
+
+    async def _step(self) -> int:
+        if self._pool is None:
+            if self._database_url is not None:
+                # min_size=0: no background reconnect loop of asyncpg's own during an outage;
+                # the next step's acquire reconnects.
+                self._pool = await create_pool(self._database_url, min_size=0, max_size=2)
+                self._owns_pool = True
+            else:
+                self._pool = await get_pool()
+        if not self._groups_ready:
+            for key in self._keys.values():
+                try:
+                    await self.redis.xgroup_create(key, self.group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            self._groups_ready = True
+        if time.monotonic() >= self._next_trim_check:
+            await self._check_trimmed()
+            self._next_trim_check = time.monotonic() + self._trim_interval
+        if self._to_reconcile:
+            await self._reconcile_queues()  # before reading moves the group's position
+        batch = await self._read()
+        if self._to_reconcile:
+            await self._reconcile_queues()  # pending entries found trimmed
+        if not batch:
+            return 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self.apply(batch, conn)
+        self.stats.transactions += 1
+        self.stats.rows += rows
+        # Acknowledge only after the commit: a crash in between means a harmless re-apply.
+        by_key: dict[str, list[str]] = {}
+        for queue, entry_id, _ in batch:
+            by_key.setdefault(self._keys[queue], []).append(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, ids in by_key.items():
+                pipe.xack(key, self.group, *ids)
+            await pipe.execute()
+        self.stats.events += len(batch)
+        return len(batch)
+
+    async def _read(self) -> list[tuple[str, str, Mapping[str, str]]]:
+        """Own pending entries first (left by a failure or a restart), then new ones."""
+        batch: list[tuple[str, str, Mapping[str, str]]] = []
+        if self._pending:
+            streams: dict[KeyT, StreamIdT] = {
+                self._keys[q]: "0" for q in self.queues if q in self._pending
+            }
+            resp = await self.redis.xreadgroup(
+                self.group, self.consumer, streams, count=self.batch_size
+            )
+            seen: set[str] = set()
+            for key, entry_id, fields in _parse_read(resp):
+                queue = self._queue_of[key]
+                seen.add(queue)
+                if fields is None:
+                    self._lost.setdefault(queue, set()).add(entry_id)
+                    self._to_reconcile.add(queue)
+                    self.stats.trimmed += 1
+                else:
+                    batch.append((queue, entry_id, fields))
+            self._pending &= seen  # a queue with nothing pending reads new entries from now on
+            if batch or self._to_reconcile:
+                return batch
+        new: dict[KeyT, StreamIdT] = {self._keys[q]: ">" for q in self.queues}
+        resp = await self.redis.xreadgroup(
+            self.group, self.consumer, new, count=self.batch_size, block=self.block_ms or None
+        )
+        return [(self._queue_of[k], i, f) for k, i, f in _parse_read(resp) if f is not None]
+
+    async def _check_trimmed(self) -> None:
+        for queue, key in self._keys.items():
+            try:
+                stream = await self.redis.xinfo_stream(key)
+                groups = await self.redis.xinfo_groups(key)
+            except ResponseError as exc:
+                if "no such key" not in str(exc):
+                    raise
+                stream, groups = {}, []  # the stream was deleted: recreate it with the group
+            group = next((g for g in groups if _s(g["name"]) == self.group), None)
+            if group is None:
+                self._groups_ready = False
+                continue
+            unread = _unread_trimmed(stream, group)
+            if unread:
+                self.stats.trimmed += unread
+                self._to_reconcile.add(queue)
+                removed = int(stream["entries-added"]) - int(stream["length"])
+                self._setid[queue] = (_s(group["last-delivered-id"]), removed)
+            # Take over what a dead consumer of the group left pending. Redis drops claimed
+            # entries whose data was trimmed and returns their ids: those changes are lost.
+            reply = await self.redis.xautoclaim(
+                key, self.group, self.consumer, self._claim_idle_ms, "0-0", count=self.batch_size
+            )
+            claimed, deleted = reply[1], reply[2] if len(reply) > 2 else []
+            if claimed:
+                self._pending.add(queue)
+            if deleted:
+                self.stats.trimmed += len(deleted)
+                self._to_reconcile.add(queue)
+
+    async def _reconcile_queues(self) -> None:
+        assert self._pool is not None
+        for queue in sorted(self._to_reconcile):
+            key = self._keys[queue]
+            if self._reconcile is None:
+                log.error(
+                    "status mirror: changes of queue %s were trimmed from the stream before they "
+                    "reached PostgreSQL and no reconcile callback is set; rows may be stale",
+                    queue,
+                    extra={"queue": queue},
+                )
+            else:
+                # Snapshots read after this id reflect every event up to it.
+                last = _sid((await self.redis.xinfo_stream(key))["last-generated-id"])
+                snapshots = await self._reconcile(queue)
+                changes = [_snapshot_change(queue, s, last) for s in snapshots]
+                async with self._pool.acquire() as conn:
+                    rows = await apply_changes(conn, [c for c in changes if c is not None])
+                self.stats.reconciles += 1
+                self.stats.rows += rows
+                log.warning(
+                    "status mirror reconciled queue %s after trimming: %d jobs, %d rows written",
+                    queue, len(snapshots), rows, extra={"queue": queue},
+                )  # fmt: skip
+            lost = self._lost.pop(queue, set())
+            if lost:
+                await self.redis.xack(key, self.group, *lost)
+            setid = self._setid.pop(queue, None)
+            if setid is not None:
+                # Redis keeps counting trimmed entries as unread; reset the counter so the
+                # same loss is not detected again.
+                await self.redis.xgroup_setid(key, self.group, setid[0], entries_read=setid[1])
+            self._to_reconcile.discard(queue)
+
+    def _log_failure(self, exc: Exception, failures: int) -> None:
+        self.stats.failures += 1
+        self._suppressed += 1
+        now = time.monotonic()
+        if now - self._last_log < self._log_interval:
+            return  # bounded rate: one line per interval however fast the retries
+        log.warning(
+            "status mirror step failed (%s: %s); %d failures in a row, %d since the last "
+            "report; entries stay pending and will be retried",
+            type(exc).__name__, redact(str(exc)), failures, self._suppressed,
+            extra={"failures": failures},
+        )  # fmt: skip
+        self._last_log, self._suppressed = now, 0
+
+
+def _snapshot_change(queue: str, snap: JobSnapshot, last: tuple[int, int]) -> StatusChange | None:
+    status = _STATES.get(snap.state)
+    if status is None:
+        log.warning("status mirror ignores job %s in unknown state %r", snap.job_id, snap.state)
+        return None
+    return StatusChange(
+        job_id=snap.job_id,
+        queue=queue,
+        version=max((snap.version_ms, snap.version_seq), last),
+        kind="snapshot",
+        name=clean_text(snap.name, 200),
+        state=status,
+        attempt=max(0, snap.attempts),
+        progress=min(100, max(0, snap.progress)),
+        error_type=clean_text(snap.error_type, 200),
+        error_message=clean_text(snap.error_message),
+    )

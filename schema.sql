@@ -1,0 +1,189 @@
+-- Pipeline schema. Idempotent: every statement may run again on an up-to-date database.
+-- Apply with `python -m pipeline.db migrate`, which runs this file in one transaction under an
+-- advisory lock and returns the version recorded at the end.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    int PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Domain tables stamp updated_at themselves so no writer can forget it.
+CREATE OR REPLACE FUNCTION pipeline_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- job_status: one row per job, written by the status mirror (from the queue's event stream) and
+-- by handlers in their own transactions. (event_ms, event_seq) is the Redis stream id of the
+-- last event applied: the row only moves forward, so late or replayed events change nothing.
+-- (0, 0) means no event has been applied yet (row created by the application).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS job_status (
+    job_id        text PRIMARY KEY,
+    queue         text,
+    job_type      text NOT NULL,
+    related_id    text,
+    status        text NOT NULL DEFAULT 'waiting',
+    progress      int NOT NULL DEFAULT 0,
+    error_message text,
+    error_type    text,
+    attempts      int NOT NULL DEFAULT 0,
+    event_ms      bigint NOT NULL DEFAULT 0,
+    event_seq     bigint NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT job_status_status_check
+        CHECK (status IN ('waiting', 'active', 'completed', 'failed')),
+    CONSTRAINT job_status_progress_check CHECK (progress BETWEEN 0 AND 100),
+    CONSTRAINT job_status_attempts_check CHECK (attempts >= 0)
+);
+CREATE INDEX IF NOT EXISTS job_status_related_id_idx ON job_status (related_id);
+-- Serves "jobs in state X" listings and the cleanup of old finished rows.
+CREATE INDEX IF NOT EXISTS job_status_status_updated_idx ON job_status (status, updated_at);
+
+-- ---------------------------------------------------------------------------------------------
+-- Pipeline domain: sector research -> sub-sectors (human approval) -> ranked stocks ->
+-- analysis attempts judged and formatted. Children cascade with their parent.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS sector_analysis (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id       text NOT NULL,
+    sector_name   text NOT NULL,
+    status        text NOT NULL DEFAULT 'researching',
+    research      text,
+    error_message text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    completed_at  timestamptz,
+    CONSTRAINT sector_analysis_status_check CHECK (
+        status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed')
+    ),
+    CONSTRAINT sector_analysis_sector_name_check CHECK (length(sector_name) BETWEEN 1 AND 200)
+);
+CREATE INDEX IF NOT EXISTS sector_analysis_user_idx ON sector_analysis (user_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS sector_analysis_status_idx ON sector_analysis (status);
+
+CREATE TABLE IF NOT EXISTS sub_sector (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    sector_analysis_id uuid NOT NULL REFERENCES sector_analysis (id) ON DELETE CASCADE,
+    name               text NOT NULL,
+    thesis             text,
+    why_now            text,
+    status             text NOT NULL DEFAULT 'awaiting_approval',
+    error_message      text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    approved_at        timestamptz,
+    completed_at       timestamptz,
+    CONSTRAINT sub_sector_status_check CHECK (
+        status IN ('awaiting_approval', 'approved', 'ranking', 'analyzing', 'completed', 'failed')
+    ),
+    -- Research may be retried: the same sub-sector name must upsert, not duplicate.
+    CONSTRAINT sub_sector_name_unique UNIQUE (sector_analysis_id, name)
+);
+CREATE INDEX IF NOT EXISTS sub_sector_status_idx ON sub_sector (status);
+
+CREATE TABLE IF NOT EXISTS stock (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    sub_sector_id uuid NOT NULL REFERENCES sub_sector (id) ON DELETE CASCADE,
+    ticker        text NOT NULL,
+    name          text,
+    rank          int NOT NULL,
+    rationale     text,
+    status        text NOT NULL DEFAULT 'ranked',
+    rejections    int NOT NULL DEFAULT 0,
+    final_reasons jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    completed_at  timestamptz,
+    CONSTRAINT stock_rank_check CHECK (rank BETWEEN 1 AND 10),
+    CONSTRAINT stock_ticker_check CHECK (length(ticker) BETWEEN 1 AND 16),
+    CONSTRAINT stock_rejections_check CHECK (rejections >= 0),
+    CONSTRAINT stock_status_check CHECK (
+        status IN ('ranked', 'analyzing', 'judging', 'formatting', 'completed', 'failed')
+    ),
+    CONSTRAINT stock_ticker_unique UNIQUE (sub_sector_id, ticker)
+);
+CREATE INDEX IF NOT EXISTS stock_status_idx ON stock (status);
+
+-- One row per analysis attempt of a stock; a judge rejection leads to the next attempt.
+CREATE TABLE IF NOT EXISTS stock_analysis (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    stock_id      uuid NOT NULL REFERENCES stock (id) ON DELETE CASCADE,
+    attempt       int NOT NULL,
+    variation     jsonb,
+    analysis      text,
+    verdict       jsonb,
+    approved      boolean,
+    insights      jsonb,
+    status        text NOT NULL DEFAULT 'analyzing',
+    input_tokens  int NOT NULL DEFAULT 0,
+    output_tokens int NOT NULL DEFAULT 0,
+    cost_usd      numeric(12, 6) NOT NULL DEFAULT 0,
+    usage         jsonb,
+    error_message text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    completed_at  timestamptz,
+    CONSTRAINT stock_analysis_attempt_check CHECK (attempt >= 1),
+    CONSTRAINT stock_analysis_status_check CHECK (
+        status IN ('analyzing', 'judging', 'approved', 'rejected', 'formatting', 'completed',
+                   'failed')
+    ),
+    CONSTRAINT stock_analysis_tokens_check CHECK (input_tokens >= 0 AND output_tokens >= 0),
+    CONSTRAINT stock_analysis_attempt_unique UNIQUE (stock_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS stock_analysis_status_idx ON stock_analysis (status);
+
+-- Token usage and cost of each model call, per job. No foreign key to job_status on purpose:
+-- cost accounting outlives the cleanup of finished job rows. (job_id, attempt, call_index)
+-- lets a retried write upsert instead of double counting.
+CREATE TABLE IF NOT EXISTS llm_usage (
+    id                          bigserial PRIMARY KEY,
+    job_id                      text NOT NULL,
+    attempt                     int NOT NULL DEFAULT 1,
+    call_index                  int NOT NULL DEFAULT 0,
+    stage                       text NOT NULL,
+    model                       text NOT NULL,
+    related_id                  text,
+    input_tokens                int NOT NULL DEFAULT 0,
+    output_tokens               int NOT NULL DEFAULT 0,
+    cache_creation_input_tokens int NOT NULL DEFAULT 0,
+    cache_read_input_tokens     int NOT NULL DEFAULT 0,
+    web_search_requests         int NOT NULL DEFAULT 0,
+    cost_usd                    numeric(12, 6) NOT NULL DEFAULT 0,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT llm_usage_tokens_check CHECK (
+        input_tokens >= 0 AND output_tokens >= 0 AND cache_creation_input_tokens >= 0
+        AND cache_read_input_tokens >= 0 AND web_search_requests >= 0 AND cost_usd >= 0
+    ),
+    CONSTRAINT llm_usage_call_unique UNIQUE (job_id, attempt, call_index)
+);
+CREATE INDEX IF NOT EXISTS llm_usage_related_id_idx ON llm_usage (related_id);
+CREATE INDEX IF NOT EXISTS llm_usage_stage_created_idx ON llm_usage (stage, created_at);
+
+-- updated_at triggers, created only when missing (CREATE TRIGGER has no IF NOT EXISTS).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['sector_analysis', 'sub_sector', 'stock', 'stock_analysis'] LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_trigger
+            WHERE tgname = t || '_touch_updated_at' AND tgrelid = t::regclass
+        ) THEN
+            EXECUTE format(
+                'CREATE TRIGGER %I BEFORE UPDATE ON %I '
+                'FOR EACH ROW EXECUTE FUNCTION pipeline_touch_updated_at()',
+                t || '_touch_updated_at', t
+            );
+        END IF;
+    END LOOP;
+END
+$$;
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;

@@ -1,0 +1,162 @@
+"""Worker processes: pause under load, cancellation across processes, heartbeats and the
+cancel listener's reconnects. Workers run `worker_proc.py` in processes of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+from ops_helpers import state_is, wait_for, workers_of
+from servers import RedisProcess
+
+from jobqueue import JobFailedError, Queue
+
+
+async def stream(queue: Queue) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in raw.items()}
+        for _id, raw in await queue.redis.xrange(queue.keys.events)
+    ]
+
+
+async def test_no_job_starts_while_the_queue_is_paused(make_queue, spawn_worker):
+    queue = make_queue("pause-load")
+    starts = queue.keys.base + "test:starts"
+    spawn_worker("pause-load", concurrency=4)
+    await workers_of(queue)
+    jobs = await queue.add_bulk(
+        [{"name": "work", "data": {"record": starts, "sleep": 0.05}} for _ in range(60)]
+    )
+
+    async def some_started() -> bool:
+        return await queue.redis.llen(starts) >= 8
+
+    await wait_for(some_started, what="the first starts")
+    await queue.pause()
+
+    async def drained() -> bool:
+        return (await queue.get_job_counts())["active"] == 0
+
+    await wait_for(drained, what="in-flight jobs to finish")
+    started_before = await queue.redis.llen(starts)
+    assert started_before < 60
+    # an observation window: nothing may start however long we wait
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        assert await queue.redis.llen(starts) == started_before
+    counts = await queue.get_job_counts()
+    assert counts["paused"] == 60 - started_before and counts["waiting"] == 0
+
+    await queue.resume()
+    for job in jobs:
+        await job.wait_until_finished(timeout=20)
+    ids = [x.decode() for x in await queue.redis.lrange(starts, 0, -1)]
+    assert sorted(ids) == sorted(j.id for j in jobs)  # each started exactly once
+
+    events = await stream(queue)
+    names = [e["ev"] for e in events]
+    paused_at, resumed_at = names.index("paused"), names.index("resumed")
+    assert "active" not in names[paused_at:resumed_at]
+    assert names[paused_at:resumed_at].count("completed") <= 4
+
+
+async def test_cancel_an_active_job_running_in_another_process(make_queue, spawn_worker):
+    # lease 30 s: a renewal comes every 10 s, so a fast stop proves the pub/sub path
+    queue = make_queue("cancel-remote", lease=30.0, attempts=3)
+    spawn_worker("cancel-remote", lease=30.0, attempts=3)
+    job = await queue.add("slow", {"sleep": 60})
+    await state_is(queue, job.id, "active")
+    started = time.monotonic()
+    assert await queue.cancel(job.id, "operator asked") == "signalled"
+    with pytest.raises(JobFailedError) as info:
+        await job.wait_until_finished(timeout=5)
+    assert time.monotonic() - started < 2.0
+    assert info.value.error_type == "CANCELLED"
+    assert info.value.error_message == "operator asked"
+    failed = await queue.get_job(job.id)
+    assert failed is not None and failed.state == "failed" and failed.attempts_made == 1
+    events = [e for e in await stream(queue) if e.get("id") == job.id]
+    assert [e["ev"] for e in events] == ["added", "active", "cancelling", "failed"]
+    assert not await queue.redis.hexists(queue.keys.cancels, job.id)
+
+
+async def test_heartbeat_registers_the_worker_and_expires_after_kill_9(make_queue, spawn_worker):
+    queue = make_queue("heartbeat")
+    proc = spawn_worker("heartbeat", concurrency=3, heartbeat=0.2, name="hb-worker")
+    (info,) = await workers_of(queue)
+    assert (info.name, info.pid, info.queues, info.concurrency) == (
+        "hb-worker",
+        proc.pid,
+        ("heartbeat",),
+        3,
+    )
+    assert info.heartbeat_interval == 0.2
+    key = queue.keys.worker("hb-worker")
+    assert 0 < await queue.redis.pttl(key) <= 600
+    meta = await queue.redis.hgetall(queue.keys.meta)
+    assert meta[b"concurrency"] == b"0" and b"lease_ms" in meta
+
+    job = await queue.add("x", {"result": 7})
+    assert await job.wait_until_finished(timeout=5) == 7
+
+    async def counted() -> bool:
+        (w,) = await queue.get_workers()
+        return w.completed == 1 and w.last_take_at is not None
+
+    await wait_for(counted, what="the heartbeat to count the job")
+
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(5)
+    killed = time.monotonic()
+
+    async def gone() -> bool:
+        return not await queue.redis.exists(key)
+
+    await wait_for(gone, timeout=3, what="the heartbeat key to expire")
+    assert time.monotonic() - killed < 1.5
+    assert await queue.get_workers() == []
+    assert await queue.redis.zcard(queue.keys.worker_set) == 0
+
+
+async def test_clean_shutdown_unregisters_at_once(make_queue, spawn_worker):
+    queue = make_queue("shutdown")
+    proc = spawn_worker("shutdown", heartbeat=5.0, name="polite")
+    await workers_of(queue)
+    assert await queue.redis.pttl(queue.keys.worker("polite")) > 10_000
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(10) == 0, proc.output()
+    assert not await queue.redis.exists(queue.keys.worker("polite"))
+    assert await queue.get_workers() == []
+
+
+async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_worker):
+    server = RedisProcess().start()
+    queue = Queue("restart", redis=server.url, prefix=prefix)
+    try:
+        spawn_worker("restart", redis=server.url, lease=30.0)
+        await workers_of(queue)
+        channel = queue.keys.cancel_channel
+
+        async def subscribed() -> bool:
+            return (await queue.redis.pubsub_numsub(channel))[0][1] == 1
+
+        await wait_for(subscribed, what="the cancel listener")
+        server.stop()
+        server.start()  # same port, empty data: everything reconnects
+        await queue.redis.connection_pool.disconnect()  # our own stale connections
+        await workers_of(queue, timeout=20)
+        await wait_for(subscribed, timeout=20, what="the listener to subscribe again")
+
+        job = await queue.add("slow", {"sleep": 60})
+        await state_is(queue, job.id, "active", timeout=20)
+        started = time.monotonic()
+        assert await queue.cancel(job.id, "after restart") == "signalled"
+        with pytest.raises(JobFailedError) as info:
+            await job.wait_until_finished(timeout=5)
+        assert info.value.error_type == "CANCELLED"
+        assert time.monotonic() - started < 2.0
+    finally:
+        await queue.close()
+        server.close()

@@ -240,6 +240,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         want_take = True
         hint_ms = 0
+        wake_at: float | None = None  # when a delayed job or a token is due, per the scripts
         blocker: asyncio.Task[bool] | None = None
         failures = 0
         try:
@@ -262,6 +263,8 @@ class Worker:
                     for job in jobs:
                         self._start(job)
                     want_take = bool(jobs) and len(jobs) >= free
+                    if free > 0 and not jobs:
+                        wake_at = loop.time() + hint_ms / 1000 if hint_ms > 0 else None
                     continue
                 self._wake = loop.create_future()
                 waiters: list[asyncio.Future[Any]] = [self._wake]
@@ -269,8 +272,17 @@ class Worker:
                     if blocker is None:
                         blocker = loop.create_task(self._block(hint_ms))
                     waiters.append(blocker)
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                timeout = None
+                if wake_at is not None and free > 0:
+                    # a block started earlier may outlast the newest hint: wake on time anyway
+                    timeout = max(0.0, wake_at - loop.time())
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 self._wake = None
+                if not done and wake_at is not None:
+                    wake_at = None
+                    want_take = True
                 if blocker is not None and blocker.done():
                     task, blocker = blocker, None
                     try:

@@ -1,1 +1,64 @@
-"""The AI stock-analysis pipeline built on jobqueue."""
+"""The AI stock-analysis pipeline on `jobqueue`: five stages, their status in PostgreSQL.
+
+from pipeline import enqueue, start_sector_research, approve_subsector
+run_id = await start_sector_research("Technology", user_id="u1")
+rows = await get_jobs_by_related_id(str(run_id))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pipeline.flow import (
+    PayloadError,
+    approve_subsector,
+    enqueue,
+    enqueue_many,
+    start_sector_research,
+)
+from pipeline.settings import Settings, get_settings
+from pipeline.status import (
+    JobStatusRow,
+    cleanup_old_jobs_pg,
+    create_job_status,
+    get_job_status,
+    get_jobs_by_related_id,
+    update_job_status,
+)
+
+__all__ = [
+    "CleanupResult",
+    "JobStatusRow",
+    "PayloadError",
+    "Settings",
+    "approve_subsector",
+    "cleanup_old_jobs",
+    "create_job_status",
+    "enqueue",
+    "enqueue_many",
+    "get_job_status",
+    "get_jobs_by_related_id",
+    "get_settings",
+    "start_sector_research",
+    "update_job_status",
+]
+
+
+class CleanupResult(NamedTuple):
+    """Finished jobs removed by `cleanup_old_jobs`: from Redis, and rows from PostgreSQL."""
+
+    redis: int
+    postgres: int
+
+
+async def cleanup_old_jobs(days: float) -> CleanupResult:
+    """Remove finished jobs older than `days` from every queue (Redis) and their status rows
+    (PostgreSQL), using the process's runtime (from the environment)."""
+    import jobqueue
+    from pipeline.runtime import get_runtime
+
+    rt = await get_runtime()
+    removed = await jobqueue.cleanup_old_jobs(rt.redis, days, prefix=rt.settings.prefix)
+    async with rt.pool.acquire() as conn:
+        rows = await cleanup_old_jobs_pg(days, conn=conn)
+    return CleanupResult(redis=removed, postgres=rows)

@@ -18,8 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one sector to the end in this process")
     run.add_argument("sector", help='sector name, e.g. "Technology"')
     run.add_argument("--user-id", default="demo-user")
-    run.add_argument("--auto-approve", action="store_true",
-                     help="approve the first sub-sector without waiting for a user")
+    run.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="approve the first sub-sector without waiting for a user",
+    )
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
     approve.add_argument("sub_sector_id")
@@ -68,11 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.demo import run_sector, servers
 
         # the live progress owns the terminal: logs go to stderr as JSON lines at WARNING
-        configure_logging(fmt="json" if settings.log_format == "auto" else settings.log_format,
-                          level="WARNING")
+        configure_logging(
+            fmt="json" if settings.log_format == "auto" else settings.log_format, level="WARNING"
+        )
         with servers(settings) as s:
-            return asyncio.run(run_sector(s, args.sector, user_id=args.user_id,
-                                          auto_approve=args.auto_approve, timeout=args.timeout))
+            return asyncio.run(
+                run_sector(
+                    s,
+                    args.sector,
+                    user_id=args.user_id,
+                    auto_approve=args.auto_approve,
+                    timeout=args.timeout,
+                )
+            )
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     if args.command == "approve":
         return asyncio.run(_approve(args.sub_sector_id))

@@ -61,8 +61,13 @@ def _render(counts: dict[str, dict[str, int]], elapsed: float) -> Any:
     for stage in JOB_TYPES:
         c = counts.get(stage, {"total": 0, "done": 0, "active": 0, "failed": 0})
         total = max(c["total"], 1)
-        table.add_row(stage, ProgressBar(total=total, completed=c["done"] + c["failed"], width=30),
-                      f"{c['done']}/{c['total']}", str(c["active"]), str(c["failed"]))
+        table.add_row(
+            stage,
+            ProgressBar(total=total, completed=c["done"] + c["failed"], width=30),
+            f"{c['done']}/{c['total']}",
+            str(c["active"]),
+            str(c["failed"]),
+        )
     return table
 
 
@@ -121,23 +126,36 @@ async def run_sector(
         done = asyncio.Event()
         follower = asyncio.create_task(_follow(rt, run_id, done, t0))
         try:
-            await _wait(rt, "SELECT status IN ('awaiting_approval', 'failed') FROM "
-                        "sector_analysis WHERE id = $1", run_id, timeout)
+            await _wait(
+                rt,
+                "SELECT status IN ('awaiting_approval', 'failed') FROM "
+                "sector_analysis WHERE id = $1",
+                run_id,
+                timeout,
+            )
             subs = await rt.pool.fetch(
                 "SELECT id, name FROM sub_sector WHERE sector_analysis_id = $1 ORDER BY name",
-                run_id)
+                run_id,
+            )
             if not subs:
                 print("the research failed; see the job status rows", file=sys.stderr)
                 return 1
             if auto_approve:
                 await approve_subsector(subs[0]["id"], runtime=rt)
             else:
-                print("sub-sectors awaiting approval (approve one with "
-                      "`python -m pipeline approve ID` from another shell):")
+                print(
+                    "sub-sectors awaiting approval (approve one with "
+                    "`python -m pipeline approve ID` from another shell):"
+                )
                 for s in subs:
                     print(f"  {s['id']}  {s['name']}")
-            await _wait(rt, "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
-                        "WHERE sector_analysis_id = $1", run_id, timeout)
+            await _wait(
+                rt,
+                "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
+                "WHERE sector_analysis_id = $1",
+                run_id,
+                timeout,
+            )
             await asyncio.sleep(0.3)  # let the mirror apply the last events before the summary
         finally:
             done.set()

@@ -118,8 +118,9 @@ async def enqueue(
     Raises:
         PayloadError: the payload does not fit the job type (nothing is written).
     """
-    return (await enqueue_many([(job_type, payload)], job_ids=[job_id], delay=delay,
-                               runtime=runtime))[0]
+    return (
+        await enqueue_many([(job_type, payload)], job_ids=[job_id], delay=delay, runtime=runtime)
+    )[0]
 
 
 async def enqueue_many(
@@ -159,8 +160,11 @@ async def enqueue_many(
             async with rt.pool.acquire() as conn:
                 await create_job_status(job.id, job_type, related, queue=job_type, conn=conn)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("status row of %s not written (%s): the mirror will create it",
-                        job.id, type(exc).__name__)
+            log.warning(
+                "status row of %s not written (%s): the mirror will create it",
+                job.id,
+                type(exc).__name__,
+            )
     return [j for j in jobs if j is not None]
 
 

@@ -102,8 +102,11 @@ class Settings(BaseSettings):
     drain_delay: float = Field(default=5.0, gt=0)
     shutdown_grace: float = Field(default=25.0, ge=0)
     mirror: bool = True
-    mirror_claim_idle: float = Field(default=60.0, gt=0, description="seconds before a dead "
-                                     "mirror's unapplied events are taken over")
+    mirror_claim_idle: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds before a dead mirror's unapplied events are taken over",
+    )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
 

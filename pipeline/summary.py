@@ -18,7 +18,8 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
     pool = rt.pool
     run = await pool.fetchrow("SELECT sector_name, status FROM sector_analysis WHERE id=$1", run_id)
     subs = await pool.fetch(
-        "SELECT id, name, status FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name", run_id)
+        "SELECT id, name, status FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name", run_id
+    )
     console.print(f"\n[bold]{run['sector_name']}[/bold]: run {run_id} is {run['status']}")
     console.print("sub-sectors: " + ", ".join(f"{s['name']} ({s['status']})" for s in subs))
     for sub in subs:
@@ -38,23 +39,34 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
             sub["id"],
         )
         for r in rows:
-            table.add_row(str(r["rank"]), r["ticker"], r["name"] or "", r["status"],
-                          str(r["rejections"]), r["verdict"] or "-", r["confidence"] or "-")
+            table.add_row(
+                str(r["rank"]),
+                r["ticker"],
+                r["name"] or "",
+                r["status"],
+                str(r["rejections"]),
+                r["verdict"] or "-",
+                r["confidence"] or "-",
+            )
         console.print(table)
     reruns = await pool.fetchval(
         "SELECT count(*) FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
         "JOIN sub_sector ss ON ss.id = s.sub_sector_id "
-        "WHERE ss.sector_analysis_id = $1 AND a.attempt > 1", run_id)
+        "WHERE ss.sector_analysis_id = $1 AND a.attempt > 1",
+        run_id,
+    )
     rejected = await pool.fetchval(
         "SELECT count(*) FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
         "JOIN sub_sector ss ON ss.id = s.sub_sector_id "
-        "WHERE ss.sector_analysis_id = $1 AND a.approved = false", run_id)
+        "WHERE ss.sector_analysis_id = $1 AND a.approved = false",
+        run_id,
+    )
     usage = await pool.fetchrow(
         "SELECT coalesce(sum(input_tokens), 0) AS i, coalesce(sum(output_tokens), 0) AS o, "
         "coalesce(sum(cost_usd), 0) AS c, count(*) AS calls FROM llm_usage WHERE related_id = $1",
-        str(run_id))
-    jobs = await pool.fetchval("SELECT count(*) FROM job_status WHERE related_id = $1",
-                               str(run_id))
+        str(run_id),
+    )
+    jobs = await pool.fetchval("SELECT count(*) FROM job_status WHERE related_id = $1", str(run_id))
     console.print(
         f"judge rejections: {rejected}, re-runs: {reruns}; jobs: {jobs}; model calls: "
         f"{usage['calls']}, tokens in/out: {usage['i']}/{usage['o']}, cost: ${usage['c']:.4f}; "

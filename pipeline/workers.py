@@ -72,8 +72,13 @@ class Workers:
     async def _reconcile(self, queue: str) -> list[JobSnapshot]:
         q = self.rt.queues[queue]
         snapshots: list[JobSnapshot] = []
-        for state in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED,
-                      JobState.FAILED):
+        for state in (
+            JobState.WAITING,
+            JobState.DELAYED,
+            JobState.ACTIVE,
+            JobState.COMPLETED,
+            JobState.FAILED,
+        ):
             for job_id in await q.get_job_ids(state, limit=10_000):
                 job = await q.get_job(job_id)
                 if job is not None:
@@ -93,8 +98,9 @@ class Workers:
     async def run(self) -> None:
         """Run until `close()` (or, with `install_signals`, SIGTERM/SIGINT)."""
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(w.run(), name=f"worker-{w.queue.name}")
-                       for w in self.workers]
+        self._tasks = [
+            loop.create_task(w.run(), name=f"worker-{w.queue.name}") for w in self.workers
+        ]
         if self.mirror is not None:
             self._tasks.append(loop.create_task(self.mirror.run(), name="status-mirror"))
         try:
@@ -113,8 +119,11 @@ class Workers:
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         force = self._signals > 1
-        log.info("%s: %s", signal.Signals(sig).name,
-                 "stopping now" if force else "finishing running jobs")
+        log.info(
+            "%s: %s",
+            signal.Signals(sig).name,
+            "stopping now" if force else "finishing running jobs",
+        )
         asyncio.get_running_loop().create_task(self.close(force=force))
 
     async def close(self, *, force: bool = False) -> None:
@@ -126,10 +135,17 @@ class Workers:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.workers", description=__doc__)
-    p.add_argument("--queues", default=",".join(JOB_TYPES),
-                   help="comma-separated job types to work on (default: all five)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="jobs at once per queue in this process (default: from settings)")
+    p.add_argument(
+        "--queues",
+        default=",".join(JOB_TYPES),
+        help="comma-separated job types to work on (default: all five)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at once per queue in this process (default: from settings)",
+    )
     p.add_argument("--no-mirror", action="store_true", help="do not run the status mirror")
     return p
 

@@ -28,10 +28,14 @@ async def run(rt: Runtime, job: Job, p: JudgeReviewPayload) -> dict[str, Any]:
     if a is None:
         raise UnrecoverableError(f"no stock analysis {p.stock_analysis_id}")
     await job.update_progress(20)
-    system, prompt = judge_prompt(a["ticker"], a["name"] or a["ticker"], a["analysis"] or "",
-                                  a["attempt"])
+    system, prompt = judge_prompt(
+        a["ticker"], a["name"] or a["ticker"], a["analysis"] or "", a["attempt"]
+    )
     verdict, result = await rt.llm.structured(
-        tier="judge", system=system, prompt=prompt, schema=Verdict,
+        tier="judge",
+        system=system,
+        prompt=prompt,
+        schema=Verdict,
         seed_key=f"{a['ticker']}:{a['attempt']}",
     )
     await job.update_progress(70)
@@ -78,8 +82,12 @@ async def run(rt: Runtime, job: Job, p: JudgeReviewPayload) -> dict[str, Any]:
             runtime=rt,
         )
     await job.update_progress(100)
-    return {"approved": verdict.approved, "score": verdict.score, "attempt": attempt,
-            "gave_up": give_up}
+    return {
+        "approved": verdict.approved,
+        "score": verdict.score,
+        "attempt": attempt,
+        "gave_up": give_up,
+    }
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: JudgeReviewPayload, error: str) -> None:

@@ -29,7 +29,10 @@ async def run(rt: Runtime, job: Job, p: SectorResearchPayload) -> dict[str, Any]
     system, prompt = subsector_prompt(p.sector_name, research.text)
     await job.update_progress(70)
     ideas, parsed = await rt.llm.structured(
-        tier="research", system=system, prompt=prompt, schema=SubSectorList,
+        tier="research",
+        system=system,
+        prompt=prompt,
+        schema=SubSectorList,
         seed_key=p.sector_name,
     )
     await job.update_progress(90)

@@ -30,18 +30,31 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
 
     def start(latency: float = 0.0) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
-        env.update({
-            "REDIS_URL": s.redis_url or "", "DATABASE_URL": s.database_url or "",
-            "PIPELINE_PREFIX": s.prefix, "PIPELINE_LLM_MODE": "offline",
-            "PIPELINE_OFFLINE_LATENCY": str(latency), "PIPELINE_LEASE": "1.0",
-            "PIPELINE_STALL_INTERVAL": "0.2", "PIPELINE_DRAIN_DELAY": "0.3",
-            "PIPELINE_REJECTION_DELAY": "0.1", "PIPELINE_RETRY_SCALE": "0.01",
-            "PIPELINE_LOG_FORMAT": "json", "PIPELINE_MIRROR_CLAIM_IDLE": "1",
-            "PYTHONPATH": str(ROOT),
-        })
+        env.update(
+            {
+                "REDIS_URL": s.redis_url or "",
+                "DATABASE_URL": s.database_url or "",
+                "PIPELINE_PREFIX": s.prefix,
+                "PIPELINE_LLM_MODE": "offline",
+                "PIPELINE_OFFLINE_LATENCY": str(latency),
+                "PIPELINE_LEASE": "1.0",
+                "PIPELINE_STALL_INTERVAL": "0.2",
+                "PIPELINE_DRAIN_DELAY": "0.3",
+                "PIPELINE_REJECTION_DELAY": "0.1",
+                "PIPELINE_RETRY_SCALE": "0.01",
+                "PIPELINE_LOG_FORMAT": "json",
+                "PIPELINE_MIRROR_CLAIM_IDLE": "1",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         env.pop("ANTHROPIC_API_KEY", None)
-        p = subprocess.Popen([sys.executable, "-m", "pipeline.workers"], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.workers"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         procs.append(p)
         return p
 
@@ -60,10 +73,15 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
 
 async def run_to_end(runtime: Runtime, *, timeout: float = 60.0) -> Any:
     run_id = await start_sector_research("Energy", "u", runtime=runtime)
-    await wait_row(runtime.pool, "SELECT status = 'awaiting_approval' FROM sector_analysis "
-                   "WHERE id=$1", run_id, timeout=timeout)
+    await wait_row(
+        runtime.pool,
+        "SELECT status = 'awaiting_approval' FROM sector_analysis WHERE id=$1",
+        run_id,
+        timeout=timeout,
+    )
     sub = await runtime.pool.fetchval(
-        "SELECT id FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name LIMIT 1", run_id)
+        "SELECT id FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name LIMIT 1", run_id
+    )
     await approve_subsector(sub, runtime=runtime)
     return run_id, sub
 
@@ -76,7 +94,9 @@ async def rows_converge(run_id: Any, timeout: float = 30.0) -> list[Any]:
         if rows and all(r.status == "completed" and r.progress == 100 for r in rows):
             return rows
         if loop.time() > deadline:
-            raise AssertionError(f"rows did not converge: {[(r.job_id, r.status, r.progress) for r in rows]}")
+            raise AssertionError(
+                f"rows did not converge: {[(r.job_id, r.status, r.progress) for r in rows]}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -84,8 +104,9 @@ async def test_two_worker_processes_run_a_sector(runtime: Runtime, spawn: Any) -
     spawn()
     spawn()
     run_id, sub = await run_to_end(runtime)
-    await wait_row(runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub,
-                   timeout=60)
+    await wait_row(
+        runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub, timeout=60
+    )
     rows = await rows_converge(run_id)
     assert len([r for r in rows if r.job_type == "format-insights"]) == 5
     assert len([r for r in rows if r.job_type == "stock-ranking"]) == 1
@@ -109,12 +130,15 @@ async def test_worker_killed_mid_analysis_does_not_lose_the_run(
     victim.kill()
     victim.wait()
     spawn(latency=0.05)
-    await wait_row(runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub,
-                   timeout=60)
-    stalled = [f for _, f in await runtime.redis.xrange(analysis.keys.events)
-               if f.get(b"ev") == b"stalled"]
+    await wait_row(
+        runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub, timeout=60
+    )
+    stalled = [
+        f for _, f in await runtime.redis.xrange(analysis.keys.events) if f.get(b"ev") == b"stalled"
+    ]
     assert stalled, "the killed worker's analysis came back through the stall check"
     await rows_converge(run_id)
     top = await runtime.pool.fetch(
-        "SELECT status FROM stock WHERE sub_sector_id=$1 AND rank <= 5", sub)
+        "SELECT status FROM stock WHERE sub_sector_id=$1 AND rank <= 5", sub
+    )
     assert [r["status"] for r in top] == ["completed"] * 5

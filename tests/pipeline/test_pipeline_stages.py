@@ -26,48 +26,75 @@ from fake_anthropic import API_KEY, FakeAnthropic
 pytestmark = pytest.mark.integration
 
 
-async def make_stocks(rt: Runtime, n: int = 5, status: str = "analyzing") -> tuple[UUID, list[UUID]]:
+async def make_stocks(
+    rt: Runtime, n: int = 5, status: str = "analyzing"
+) -> tuple[UUID, list[UUID]]:
     """A run with one approved sub-sector and `n` ranked stocks."""
     pool = rt.pool
     run = await pool.fetchval(
         "INSERT INTO sector_analysis (user_id, sector_name, status) VALUES ('u', 'Tech', "
-        "'in_progress') RETURNING id")
+        "'in_progress') RETURNING id"
+    )
     sub = await pool.fetchval(
         "INSERT INTO sub_sector (sector_analysis_id, name, thesis, status) VALUES ($1, 'Chips', "
-        "'A thesis about chips', 'analyzing') RETURNING id", run)
+        "'A thesis about chips', 'analyzing') RETURNING id",
+        run,
+    )
     tickers = ["NVDA", "AMD", "AVGO", "MSFT", "AAPL", "CRM", "V", "JPM", "KO", "PG"]
     stocks = []
     for rank in range(1, n + 1):
-        stocks.append(await pool.fetchval(
-            "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
-            "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
-            sub, tickers[rank - 1], rank, status))
+        stocks.append(
+            await pool.fetchval(
+                "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
+                "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
+                sub,
+                tickers[rank - 1],
+                rank,
+                status,
+            )
+        )
     return sub, stocks
 
 
 async def progress_events(rt: Runtime, queue: str, job_id: str) -> list[int]:
     entries = await rt.redis.xrange(rt.queues[queue].keys.events)
-    return [int(f[b"p"]) for _, f in entries
-            if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id]
+    return [
+        int(f[b"p"])
+        for _, f in entries
+        if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id
+    ]
 
 
 async def test_research_progress_and_rows(runtime: Runtime, workers: Any) -> None:
     await workers(queues=["sector-research"])
     run_id = await start_sector_research("Health Care", "u1", runtime=runtime)
-    await wait_row(runtime.pool, "SELECT status = 'awaiting_approval' FROM sector_analysis "
-                   "WHERE id = $1", run_id)
+    await wait_row(
+        runtime.pool,
+        "SELECT status = 'awaiting_approval' FROM sector_analysis WHERE id = $1",
+        run_id,
+    )
     assert await progress_events(runtime, "sector-research", f"sector-research:{run_id}") == [
-        0, 10, 60, 70, 90, 100]
-    research = await runtime.pool.fetchval("SELECT research FROM sector_analysis WHERE id=$1",
-                                           run_id)
+        0,
+        10,
+        60,
+        70,
+        90,
+        100,
+    ]
+    research = await runtime.pool.fetchval(
+        "SELECT research FROM sector_analysis WHERE id=$1", run_id
+    )
     assert research and len(research) > 100
 
 
 async def test_judge_approves_on_second_try(runtime: Runtime, workers: Any) -> None:
     def verdict(prompt: str, seed_key: str, rng: Any) -> dict[str, Any]:
         attempt = int(seed_key.rpartition(":")[2])
-        return {"approved": attempt >= 2, "score": 8 if attempt >= 2 else 4,
-                "reasons": [f"reason for attempt {attempt}"]}
+        return {
+            "approved": attempt >= 2,
+            "score": 8 if attempt >= 2 else 4,
+            "reasons": [f"reason for attempt {attempt}"],
+        }
 
     register_fixture(Verdict, verdict)
     try:
@@ -77,32 +104,42 @@ async def test_judge_approves_on_second_try(runtime: Runtime, workers: Any) -> N
         await wait_row(runtime.pool, "SELECT status = 'completed' FROM stock WHERE id=$1", stock)
         rows = await runtime.pool.fetch(
             "SELECT attempt, approved, variation FROM stock_analysis WHERE stock_id=$1 "
-            "ORDER BY attempt", stock)
+            "ORDER BY attempt",
+            stock,
+        )
         assert [(r["attempt"], r["approved"]) for r in rows] == [(1, False), (2, True)]
         assert rows[1]["variation"]["judge_reasons"] == ["reason for attempt 1"]
         assert rows[1]["variation"]["angle"]
-        assert await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1",
-                                           sub) == "completed"
+        assert (
+            await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub)
+            == "completed"
+        )
     finally:
         register_offline_fixtures(force=True)
 
 
 async def test_judge_gives_up_after_three_rejections(runtime: Runtime, workers: Any) -> None:
-    register_fixture(Verdict, lambda p, k, r: {"approved": False, "score": 2,
-                                               "reasons": ["thin", "no valuation"]})
+    register_fixture(
+        Verdict,
+        lambda p, k, r: {"approved": False, "score": 2, "reasons": ["thin", "no valuation"]},
+    )
     try:
         await workers(queues=["stock-analysis", "judge-review", "format-insights"])
         sub, [stock] = await make_stocks(runtime, 1)
         await enqueue("stock-analysis", {"stock_id": stock}, runtime=runtime)
         await wait_row(runtime.pool, "SELECT status = 'failed' FROM stock WHERE id=$1", stock)
         row = await runtime.pool.fetchrow(
-            "SELECT rejections, final_reasons FROM stock WHERE id=$1", stock)
+            "SELECT rejections, final_reasons FROM stock WHERE id=$1", stock
+        )
         assert row["rejections"] == 3 and "no valuation" in row["final_reasons"]
         attempts = await runtime.pool.fetchval(
-            "SELECT max(attempt) FROM stock_analysis WHERE stock_id=$1", stock)
+            "SELECT max(attempt) FROM stock_analysis WHERE stock_id=$1", stock
+        )
         assert attempts == 3
-        assert await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1",
-                                           sub) == "completed"
+        assert (
+            await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub)
+            == "completed"
+        )
     finally:
         register_offline_fixtures(force=True)
 
@@ -121,8 +158,10 @@ async def test_fan_in_race_completes_subsector_once(runtime: Runtime) -> None:
 
         results = await asyncio.gather(*(finish(s) for s in stocks))
         assert sorted(results) == [False, True]
-        assert await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1",
-                                           sub) == "completed"
+        assert (
+            await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub)
+            == "completed"
+        )
 
 
 async def test_429_from_real_client_defers_without_spending_an_attempt(
@@ -149,14 +188,19 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
         got = await q.get_job(job.id)
         assert got is not None and got.state == JobState.COMPLETED
         assert got.max_attempts == 1 and got.attempts_made == 1  # the 429 spent nothing
-        events = [f for _, f in await runtime.redis.xrange(q.keys.events)
-                  if f.get(b"id") == job.id.encode()]
+        events = [
+            f
+            for _, f in await runtime.redis.xrange(q.keys.events)
+            if f.get(b"id") == job.id.encode()
+        ]
         retry = next(f for f in events if f[b"ev"] == b"retrying")
         assert retry[b"et"] == b"RATE_LIMIT" and int(retry[b"delay"]) == 1500
         assert len(fake.requests) == 2
         assert await runtime.redis.exists(
-            runtime.queues["judge-review"].keys.job(f"judge-review:"
-                                                    f"{got.result['stock_analysis_id']}"))
+            runtime.queues["judge-review"].keys.job(
+                f"judge-review:{got.result['stock_analysis_id']}"
+            )
+        )
     finally:
         await fake.close()
 
@@ -164,18 +208,23 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
 @pytest.mark.parametrize(
     ("job_type", "payload"),
     [
-        ("sector-research", {"sector_analysis_id": "not-a-uuid", "user_id": "u",
-                             "sector_name": "Tech"}),
-        ("sector-research", {"sector_analysis_id": str(UUID(int=1)), "user_id": "u",
-                             "sector_name": ""}),
+        (
+            "sector-research",
+            {"sector_analysis_id": "not-a-uuid", "user_id": "u", "sector_name": "Tech"},
+        ),
+        (
+            "sector-research",
+            {"sector_analysis_id": str(UUID(int=1)), "user_id": "u", "sector_name": ""},
+        ),
         ("stock-analysis", {"stock_id": str(UUID(int=1)), "attempt": 0}),
         ("stock-analysis", {"stock_id": str(UUID(int=1)), "extra": 1}),
         ("judge-review", {}),
         ("no-such-stage", {}),
     ],
 )
-async def test_bad_payloads_write_nothing(runtime: Runtime, job_type: str,
-                                          payload: dict[str, Any]) -> None:
+async def test_bad_payloads_write_nothing(
+    runtime: Runtime, job_type: str, payload: dict[str, Any]
+) -> None:
     before = await runtime.pool.fetchval("SELECT count(*) FROM job_status")
     with pytest.raises(PayloadError):
         await enqueue(job_type, payload, runtime=runtime)

@@ -17,6 +17,8 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@# the engine's tests once more on an embedded Valkey when the suite ran on a given Redis
+	if [ -n "$$TEST_REDIS_URL" ]; then TEST_REDIS_URL= $(BIN)/python -m pytest -q tests/engine; fi
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)

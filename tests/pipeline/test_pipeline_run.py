@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -59,8 +60,6 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
         rows = await get_jobs_by_related_id(str(run_id))
         return bool(rows) and all(r.status == "completed" and r.progress == 100 for r in rows)
 
-    import asyncio
-
     for _ in range(500):
         if await mirrored():
             break
@@ -75,5 +74,41 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
         "stock-analysis",
         "stock-ranking",
     ]
+    # each stage reports its documented progress points, in order
+    expected = {
+        "sector-research": [0, 10, 60, 70, 90, 100],
+        "stock-ranking": [0, 10, 70, 90, 100],
+        "stock-analysis": [0, 10, 80, 90, 100],
+        "judge-review": [0, 20, 70, 90, 100],
+        "format-insights": [0, 20, 70, 90, 100],
+    }
+    for job_type, points in expected.items():
+        job_id = next(r.job_id for r in rows if r.job_type == job_type)
+        entries = await runtime.redis.xrange(runtime.queues[job_type].keys.events)
+        seen = [int(f[b"p"]) for _, f in entries
+                if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id]
+        assert seen == points, (job_type, seen)
     usage = await pool.fetchval("SELECT count(*) FROM llm_usage WHERE related_id=$1", str(run_id))
     assert usage >= 2 + 1 + 5 + 5 + 5
+
+
+async def test_cleanup_old_jobs_redis_and_postgres(runtime: Runtime, workers: Any) -> None:
+    from pipeline import cleanup_old_jobs
+
+    await workers(queues=["sector-research"])
+    run_id = await start_sector_research("Utilities", "u2", runtime=runtime)
+    await wait_row(runtime.pool, "SELECT status = 'awaiting_approval' FROM sector_analysis "
+                   "WHERE id=$1", run_id)
+    job_id = f"sector-research:{run_id}"
+    q = runtime.queues["sector-research"]
+    for _ in range(500):  # the mirror marks the row completed
+        row = await runtime.pool.fetchval("SELECT status FROM job_status WHERE job_id=$1", job_id)
+        if row == "completed":
+            break
+        await asyncio.sleep(0.02)
+    assert (await cleanup_old_jobs(1.0)) == (0, 0)  # nothing is a day old
+    result = await cleanup_old_jobs(0)
+    assert result.redis >= 1 and result.postgres >= 1
+    assert await q.get_job(job_id) is None
+    assert await runtime.pool.fetchval("SELECT count(*) FROM job_status WHERE job_id=$1",
+                                       job_id) == 0

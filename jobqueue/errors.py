@@ -106,14 +106,23 @@ class RetryAfter(JobQueueError):
     """Raised by a handler to retry the job after exactly `seconds` (no exponential backoff).
 
     It spends an attempt like any failure, unless `error_type` is `RATE_LIMIT`, which defers
-    the job without spending one and holds the whole queue for `seconds`.
+    the job without spending one and holds the whole queue for `seconds`, or
+    `spend_attempt=False`, which defers only this job without spending one (for outages of
+    something the job depends on, such as its database). Deferrals are capped per job by
+    `QueueConfig.max_deferrals`.
     """
 
     def __init__(
-        self, seconds: float, message: str = "", *, error_type: ErrorType = ErrorType.UNKNOWN
+        self,
+        seconds: float,
+        message: str = "",
+        *,
+        error_type: ErrorType = ErrorType.UNKNOWN,
+        spend_attempt: bool = True,
     ) -> None:
         if seconds < 0:
             raise ConfigError(f"RetryAfter seconds must be >= 0, got {seconds!r}")
         super().__init__(message or f"retry after {seconds:g}s")
         self.retry_after = float(seconds)
         self.error_type = error_type
+        self.spend_attempt = spend_attempt

@@ -486,6 +486,17 @@ class Worker:
                 max(1, int(delay * 1000)),
                 self.config.max_deferrals,
             )
+        if getattr(exc, "spend_attempt", True) is False:
+            delay = backoff_delay(c, 1, max_delay=self.config.max_backoff)
+            return (
+                job.id,
+                token,
+                "d",
+                msg,
+                c.error_type.value,
+                max(1, int(delay * 1000)),
+                self.config.max_deferrals,
+            )
         delay = backoff_delay(
             c,
             max(1, job.attempt),

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     queues: dict[str, QueueOverride] = Field(default_factory=dict)
     max_rejections: int = Field(default=3, ge=1)
     rejection_delay: float = Field(default=5.0, ge=0)
+    infra_retry_delay: float = Field(
+        default=5.0, ge=0, description="seconds a job waits when PostgreSQL or Redis is unavailable"
+    )
+    max_deferrals: int = Field(
+        default=500,
+        ge=1,
+        description="deferrals (rate limits, outages) a job may take before it fails",
+    )
     stocks_to_analyze: int = Field(default=5, ge=1, le=10)
     retry_scale: float = Field(default=1.0, gt=0, description="multiplies every retry delay")
     lease: float = Field(default=30.0, gt=0)
@@ -137,6 +145,7 @@ class Settings(BaseSettings):
                 "UNKNOWN": 5.0 * scale,
             },
             max_backoff=600.0 * scale,
+            max_deferrals=self.max_deferrals,
             lease=self.lease,
             stall_interval=self.stall_interval,
             drain_delay=self.drain_delay,

@@ -10,6 +10,7 @@ ARGV: 1 base, 2 events maxlen, 3 n to take, 4 worker id, 5 lease ms, 6 concurren
            limit = max attempts (total)
   kind 'r' rate limited: the job is deferred by delay ms without spending an attempt and
            no job of the queue starts until then; limit = max deferrals
+  kind 'd' deferred: like 'r' for this job only (the queue is not held)
   kind 'h' handed back (worker shutdown): back to the front of the queue at once
 Returns: {codes, take_reply}: codes[i] is 1 (recorded, the job finished), 2 (recorded, it
 will run again), or -2 (lease lost: refused, nothing written for it).
@@ -69,15 +70,15 @@ for i = 0, m - 1 do
         retry_later(id, skey, made, etype, payload, delay)
         codes[#codes + 1] = 2
       end
-    elseif kind == 'r' then
+    elseif kind == 'r' or kind == 'd' then
       local deferrals = redis.call('HINCRBY', skey, 'rl', 1)
       if deferrals > limit then
         fail_final(id, skey, made, etype, payload)
         codes[#codes + 1] = 1
       else
         retry_later(id, skey, made, etype, payload, delay)
-        -- the limit belongs to the API key, not the job: hold the whole queue
-        if delay > 0 and redis.call('PTTL', K.limited) < delay then
+        -- a rate limit belongs to the API key, not the job: hold the whole queue
+        if kind == 'r' and delay > 0 and redis.call('PTTL', K.limited) < delay then
           redis.call('SET', K.limited, '1', 'PX', delay)
         end
         codes[#codes + 1] = 2

@@ -12,13 +12,25 @@ import asyncpg
 import structlog
 from pydantic import BaseModel
 
-from jobqueue import ErrorType, Job, classify_error
+import redis.exceptions
+
+from jobqueue import ErrorType, Job, RetryAfter, classify_error
 from pipeline.ai import LLMResult
 from pipeline.runtime import Runtime
 
 __all__ = ["Stage", "complete_subsector_if_done", "make_handler", "record_usage"]
 
 log = structlog.get_logger("pipeline")
+
+# A database or Redis that is away: the job waits for it instead of failing.
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 RunFn = Callable[[Runtime, Job, Any], Awaitable[dict[str, Any]]]
 FailFn = Callable[[Runtime, Job, Any, str], Awaitable[None]]
@@ -45,12 +57,23 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
         bound.info(f"→ {stage.job_type} started")
         t0 = time.monotonic()
         try:
-            result = await stage.run(rt, job, payload)
+            try:
+                result = await stage.run(rt, job, payload)
+            except INFRA_ERRORS as exc:
+                # PostgreSQL or Redis is away: wait for it without spending an attempt (an
+                # expensive analysis has a single one), bounded by the queue's max_deferrals
+                raise RetryAfter(
+                    rt.settings.infra_retry_delay,
+                    f"dependency unavailable ({type(exc).__name__}); will retry",
+                    error_type=ErrorType.NETWORK_ERROR,
+                    spend_attempt=False,
+                ) from exc
         except BaseException as exc:
             c = classify_error(exc)
-            final = not c.retryable or (
-                c.error_type != ErrorType.RATE_LIMIT and job.attempt >= job.max_attempts
+            deferred = c.error_type == ErrorType.RATE_LIMIT or (
+                getattr(exc, "spend_attempt", True) is False
             )
+            final = not c.retryable or (not deferred and job.attempt >= job.max_attempts)
             bound.warning(
                 f"✗ {stage.job_type} failed",
                 error_type=str(c.error_type),

@@ -7,29 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from pipeline_helpers import fast_settings
 
 from jobqueue.connection import connect
 from pipeline import db
 from pipeline.runtime import Runtime, set_runtime
-from pipeline.settings import Settings
 from pipeline.workers import Workers
-
-
-def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "database_url": database_url,
-        "prefix": prefix,
-        "llm_mode": "offline",
-        "rejection_delay": 0.05,
-        "retry_scale": 0.002,
-        "lease": 2.0,
-        "stall_interval": 0.2,
-        "drain_delay": 0.3,
-        "shutdown_grace": 1.0,
-    }
-    values.update(extra)
-    return Settings(**values)
 
 
 @pytest.fixture

@@ -85,8 +85,11 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
     for job_type, points in expected.items():
         job_id = next(r.job_id for r in rows if r.job_type == job_type)
         entries = await runtime.redis.xrange(runtime.queues[job_type].keys.events)
-        seen = [int(f[b"p"]) for _, f in entries
-                if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id]
+        seen = [
+            int(f[b"p"])
+            for _, f in entries
+            if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id
+        ]
         assert seen == points, (job_type, seen)
     usage = await pool.fetchval("SELECT count(*) FROM llm_usage WHERE related_id=$1", str(run_id))
     assert usage >= 2 + 1 + 5 + 5 + 5
@@ -97,8 +100,9 @@ async def test_cleanup_old_jobs_redis_and_postgres(runtime: Runtime, workers: An
 
     await workers(queues=["sector-research"])
     run_id = await start_sector_research("Utilities", "u2", runtime=runtime)
-    await wait_row(runtime.pool, "SELECT status = 'awaiting_approval' FROM sector_analysis "
-                   "WHERE id=$1", run_id)
+    await wait_row(
+        runtime.pool, "SELECT status = 'awaiting_approval' FROM sector_analysis WHERE id=$1", run_id
+    )
     job_id = f"sector-research:{run_id}"
     q = runtime.queues["sector-research"]
     for _ in range(500):  # the mirror marks the row completed
@@ -110,5 +114,6 @@ async def test_cleanup_old_jobs_redis_and_postgres(runtime: Runtime, workers: An
     result = await cleanup_old_jobs(0)
     assert result.redis >= 1 and result.postgres >= 1
     assert await q.get_job(job_id) is None
-    assert await runtime.pool.fetchval("SELECT count(*) FROM job_status WHERE job_id=$1",
-                                       job_id) == 0
+    assert (
+        await runtime.pool.fetchval("SELECT count(*) FROM job_status WHERE job_id=$1", job_id) == 0
+    )

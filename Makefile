@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy pipeline --ignore-missing-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -21,6 +21,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._aio import raise_if_cancelling
 from .errors import JobFailedError, JobNotFoundError
 from .job import JobState
 from .keys import QueueKeys
@@ -173,6 +174,7 @@ class QueueEvents:
         while not self._closed:
             try:
                 batch = await self.read()
+                raise_if_cancelling()
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._closed and (task is None or not task.cancelling()):
@@ -214,7 +216,8 @@ async def wait_for_job(queue: Queue, job_id: str, timeout: float | None = None) 
 async def _wait(queue: Queue, client: Redis, job_id: str) -> Any:
     stream = queue.keys.events
     # the stream position first, then the state: an end after the read is in the stream
-    last_id = await last_event_id(client, stream)
+    # (the dedicated client only connects if we come to block)
+    last_id = await last_event_id(queue.redis, stream)
     job = await queue.get_job(job_id)
     seen: Event | None = None
     while True:
@@ -233,6 +236,7 @@ async def _wait(queue: Queue, client: Redis, job_id: str) -> Any:
                 )
             raise JobNotFoundError(f"job {job_id} not found in queue {queue.name}")
         reply: Any = await client.xread({stream: last_id}, block=int(_BLOCK * 1000), count=500)
+        raise_if_cancelling()  # e.g. the caller's timeout, should redis-py have dropped it
         # an idle block re-reads the state too: a safety net should the stream be trimmed
         # past our id or events be off (events_maxlen=0)
         recheck = not reply
@@ -249,3 +253,4 @@ async def _wait(queue: Queue, client: Redis, job_id: str) -> Any:
                     recheck = True
         if recheck:
             job = await queue.get_job(job_id)
+            raise_if_cancelling()

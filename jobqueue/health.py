@@ -32,6 +32,8 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._aio import raise_if_cancelling
+
 if TYPE_CHECKING:
     from .worker import Worker
 
@@ -151,7 +153,10 @@ async def _beat(worker: Worker, started_ms: int) -> None:
         pipe.zadd(keys.worker_set, {worker.name: now_ms})
         # names of workers that died long ago (get_workers prunes the recent ones)
         pipe.zremrangebyscore(keys.worker_set, "-inf", now_ms - max(3_600_000, 10 * ttl_ms))
-        await pipe.execute()
+        created = (await pipe.execute())[0]
+    if created == len(fields):
+        # our key was gone (first beat, or Redis lost its data): publish the limits again
+        await queue.publish_config()
 
 
 async def _unregister(worker: Worker) -> None:
@@ -165,6 +170,9 @@ async def _unregister(worker: Worker) -> None:
 async def heartbeat_loop(worker: Worker) -> None:
     """Publish the queue's limits in `meta`, then beat until cancelled; then unregister.
 
+    The limits are published again whenever a beat finds the worker's key gone (Redis
+    restarted empty, or the queue was obliterated while the worker ran).
+
     Runs as a task of `Worker.run()`. Redis errors are logged and retried at the next beat.
     """
     every = worker.config.heartbeat_interval
@@ -173,12 +181,13 @@ async def heartbeat_loop(worker: Worker) -> None:
     try:
         while True:
             try:
-                if not published:
+                if not published:  # even if a worker of the same name left its key behind
                     await worker.queue.publish_config()
                     published = True
                 await _beat(worker, started_ms)
             except _TRANSIENT as exc:
                 log.debug("worker %s: heartbeat failed: %s", worker.name, type(exc).__name__)
+            raise_if_cancelling()
             await asyncio.sleep(every)
     finally:
         # a clean stop removes the worker at once instead of after the expiry
@@ -234,11 +243,13 @@ async def cancel_listener(worker: Worker) -> None:
         try:
             await pubsub.subscribe(channel)
             await _recheck(worker)
+            raise_if_cancelling()
             if failures:
                 log.info("worker %s: cancel channel subscribed again", worker.name)
             failures = 0
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                raise_if_cancelling()
                 if msg is not None and msg.get("type") == "message":
                     _dispatch(worker, msg["data"])
         except _TRANSIENT as exc:
@@ -250,6 +261,7 @@ async def cancel_listener(worker: Worker) -> None:
                 type(exc).__name__,
                 delay,
             )
+            raise_if_cancelling()
             await asyncio.sleep(delay)
         finally:
             with contextlib.suppress(Exception):

@@ -129,6 +129,8 @@ async def overview(
 ) -> list[dict[str, Any]]:
     """`queue_overview` of every queue under `prefix` (or of the given ones)."""
     names = list(queues) if queues else await discover_queues(redis, prefix)
+    for name in queues or ():
+        await _require_queue(redis, prefix, name)
     out = []
     for name in names:
         try:

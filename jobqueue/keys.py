@@ -98,6 +98,7 @@ class QueueKeys:
 
     @property
     def id_counter(self) -> str:
+        """String counter: the ids of jobs added without one, and enqueue sequence numbers."""
         return self.base + "id"
 
     @property

@@ -304,7 +304,10 @@ async def test_decode_responses_is_honoured(any_redis: tuple[str, str]) -> None:
 # -- Scripts on the fast connection -----------------------------------------------------------
 
 
-async def test_scripts_reload_after_noscript(private_server: RedisProcess) -> None:
+async def test_scripts_reload_after_noscript(
+    private_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOBQUEUE_FASTCONN", raising=False)
     q = Queue(QueueConfig("fc"), redis=private_server.url, prefix="jqfc")
     try:
         assert q.scripts.fast is not None
@@ -345,7 +348,10 @@ async def test_fast_path_can_be_turned_off(
         await client.aclose()
 
 
-async def test_queue_given_a_client_uses_its_settings(password_server: RedisProcess) -> None:
+async def test_queue_given_a_client_uses_its_settings(
+    password_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOBQUEUE_FASTCONN", raising=False)
     client = aioredis.Redis(port=password_server.port, password="s3cret", db=3)
     q = Queue(QueueConfig("given"), redis=client, prefix="jqgiven")
     try:

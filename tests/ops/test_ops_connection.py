@@ -123,7 +123,7 @@ async def test_password_never_appears_in_logs(prefix, caplog):
             before = len(caplog.records)
             task = asyncio.create_task(worker.run())
 
-            async def retried() -> bool:
+            async def retried(before: int = before) -> bool:
                 return any("unavailable" in r.getMessage() for r in caplog.records[before:])
 
             await wait_for(retried, timeout=5, what="a reconnect attempt")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ops_helpers import state_is
+from ops_helpers import state_is, workers_of
 
 from jobqueue import (
     ConfigError,
@@ -217,6 +217,7 @@ async def test_obliterate_refuses_with_active_jobs_unless_forced(make_queue, run
     await queue.add_job_log(job.id, "some log")
     run_worker(queue, handler)
     await asyncio.wait_for(started.wait(), 5)
+    await workers_of(queue)  # its first heartbeat wrote `meta` too
     before = await keys_of(queue)
     with pytest.raises(QueueStateError):
         await queue.obliterate()

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from ops_helpers import wait_for
 
 from jobqueue import (
     Event,
@@ -73,7 +74,11 @@ async def test_events_from_now_on_and_close_interrupts_a_blocked_read(make_queue
     await queue.add("old")
     events = QueueEvents(queue, block=30.0)  # last_id "$": only what comes next
     reader = asyncio.create_task(take(events, 1))
-    await asyncio.sleep(0.2)  # let the reader block first
+
+    async def positioned() -> bool:
+        return events.last_id != "$"  # "$" was resolved to the newest id when reading began
+
+    await wait_for(positioned, what="the reader to start")
     job = await queue.add("new")
     (event,) = await reader
     assert (event.event, event.job_id, event.fields["name"]) == ("added", job.id, "new")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
-from ops_helpers import run_cli, state_is, workers_of
+from ops_helpers import ROOT, child_env, run_cli, state_is, workers_of
 from servers import free_port
 
 from jobqueue import Queue, RateLimit
@@ -172,3 +176,37 @@ async def test_clear_errors(busy, redis_url, prefix):
         assert_clean_error(await run_cli(*base, *args), 2, stranger.keys.wait)
     finally:
         await stranger.close()
+
+
+async def test_watch_on_a_terminal_uses_rich_live(busy):
+    args = ["--watch", "--interval", "0.05", "--count", "2"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobqueue.inspect", *busy["base"], *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=child_env(COLUMNS="160", TERM="xterm"),
+        cwd=ROOT,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+    proc.stderr.close()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "served" in screen and "idle" in screen
+    assert "\x1b[" in screen  # drawn by rich, in place
+
+
+async def test_queue_filter_rejects_unknown_queues(busy):
+    result = await run_cli(*busy["base"], "--queue", "served", "--queue", "ghost")
+    assert_clean_error(result, 2, "unknown queue 'ghost'")

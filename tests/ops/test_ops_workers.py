@@ -4,6 +4,7 @@ cancel listener's reconnects. Workers run `worker_proc.py` in processes of their
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from ops_helpers import state_is, wait_for, workers_of
 from servers import RedisProcess
 
-from jobqueue import JobFailedError, Queue
+from jobqueue import Job, JobFailedError, Queue, Worker, health
 
 
 async def stream(queue: Queue) -> list[dict[str, str]]:
@@ -72,7 +73,7 @@ async def test_cancel_an_active_job_running_in_another_process(make_queue, spawn
     assert await queue.cancel(job.id, "operator asked") == "signalled"
     with pytest.raises(JobFailedError) as info:
         await job.wait_until_finished(timeout=5)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # renewals come every 10 s
     assert info.value.error_type == "CANCELLED"
     assert info.value.error_message == "operator asked"
     failed = await queue.get_job(job.id)
@@ -115,7 +116,7 @@ async def test_heartbeat_registers_the_worker_and_expires_after_kill_9(make_queu
         return not await queue.redis.exists(key)
 
     await wait_for(gone, timeout=3, what="the heartbeat key to expire")
-    assert time.monotonic() - killed < 1.5
+    assert time.monotonic() - killed < 2.0  # expiry: 3 x 0.2 s
     assert await queue.get_workers() == []
     assert await queue.redis.zcard(queue.keys.worker_set) == 0
 
@@ -148,6 +149,7 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
         await queue.redis.connection_pool.disconnect()  # our own stale connections
         await workers_of(queue, timeout=20)
         await wait_for(subscribed, timeout=20, what="the listener to subscribe again")
+        assert await queue.redis.hexists(queue.keys.meta, "lease_ms")  # published again
 
         job = await queue.add("slow", {"sleep": 60})
         await state_is(queue, job.id, "active", timeout=20)
@@ -156,7 +158,53 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
         with pytest.raises(JobFailedError) as info:
             await job.wait_until_finished(timeout=5)
         assert info.value.error_type == "CANCELLED"
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 3.0  # renewals come every 10 s
     finally:
         await queue.close()
         server.close()
+
+
+async def test_cancel_requests_missed_by_the_subscription_are_read_again(prefix, spawn_worker):
+    # the request is only in the cancels hash (no publish reached the worker); dropping the
+    # worker's subscription makes it subscribe again and re-read the hash
+    server = RedisProcess().start()
+    queue = Queue("recheck", redis=server.url, prefix=prefix)
+    try:
+        spawn_worker("recheck", redis=server.url, lease=30.0)
+        job = await queue.add("slow", {"sleep": 60})
+        await state_is(queue, job.id, "active")
+
+        async def subscribed() -> bool:
+            return (await queue.redis.pubsub_numsub(queue.keys.cancel_channel))[0][1] == 1
+
+        await wait_for(subscribed, what="the cancel listener")
+        await queue.redis.hset(queue.keys.cancels, job.id, "missed message")
+        started = time.monotonic()
+        await queue.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        with pytest.raises(JobFailedError) as info:
+            await job.wait_until_finished(timeout=5)
+        assert (info.value.error_type, info.value.error_message) == ("CANCELLED", "missed message")
+        assert time.monotonic() - started < 3.0  # renewals come every 10 s
+    finally:
+        await queue.close()
+        server.close()
+
+
+async def test_helper_loops_end_when_cancelled_mid_command(make_queue):
+    # redis-py on Python 3.11 can drop a cancel that lands as a command completes; the
+    # heartbeat and the cancel listener must end anyway (else Worker.run never returns)
+    queue = make_queue("cancel-loops", heartbeat_interval=0.05)
+
+    async def handler(job: Job) -> None:
+        return None
+
+    worker = Worker(queue, handler, handle_signals=False)
+    rng = random.Random(7)
+    for loop_fn in (health.heartbeat_loop, health.cancel_listener):
+        for _ in range(100):
+            task = asyncio.create_task(loop_fn(worker))
+            await asyncio.sleep(rng.random() * 0.004)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)
+            assert task in done, f"{loop_fn.__name__} ignored its cancellation"
+    assert await queue.get_workers() == []  # every heartbeat unregistered on its way out

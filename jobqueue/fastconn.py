@@ -1,0 +1,419 @@
+"""A minimal, multiplexed asyncio Redis connection for the engine's hot paths.
+
+redis-py spends ~40-55 µs of client CPU per round trip (connection pool checkout, command
+packing in Python, a stream reader, one socket per concurrent command). The engine's hot
+paths are all `EVALSHA` calls, so `Scripts.run` sends them through this connection instead:
+
+- one `asyncio.Protocol` with a `hiredis.Reader`: replies are parsed in C as bytes arrive and
+  handed to the waiting futures in FIFO order;
+- multiplexed: any number of commands in flight on one socket (the server answers in order);
+- writes coalesced: a command goes out at once when the connection is idle, else it joins a
+  buffer flushed once per event-loop iteration (one `send` for many commands);
+- reconnects on demand (the next command after a drop connects again), on the running loop;
+- fails, never hangs: a dropped connection fails every in-flight command with
+  `redis.exceptions.ConnectionError`, and a command without a reply after `command_timeout`
+  fails every in-flight command with `redis.exceptions.TimeoutError` and drops the connection
+  (replies are matched by order, so one lost reply spoils the connection);
+- raises redis-py's exception classes (`ResponseError`, `NoScriptError`, `BusyLoadingError`,
+  `AuthenticationError`, ...), mapped by redis-py's own table, so callers handle errors the
+  same way whichever path ran.
+
+It speaks RESP2 over TCP or a unix socket, with AUTH (password, or username and password),
+SELECT and CLIENT SETNAME at connect. It does not do TLS, Sentinel, Cluster, credential
+providers or redis-py's automatic command retries: `FastConnection.from_client` returns None
+for such clients and the caller stays on redis-py. Blocking commands do not belong here (one
+blocked command would hold up every command behind it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["DEFAULT_COMMAND_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "FastConnection"]
+
+DEFAULT_COMMAND_TIMEOUT = 30.0
+"""Seconds a command may wait for its reply when the client sets no `socket_timeout`."""
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to connect (and authenticate) when the client sets no connect timeout."""
+
+_NOT_ENOUGH = object()
+
+
+def _fallback_parse_error(response: str) -> Exception:
+    from redis.exceptions import BusyLoadingError, NoScriptError
+
+    if response.startswith("NOSCRIPT "):
+        return NoScriptError(response[9:])
+    if response.startswith("LOADING "):
+        return BusyLoadingError(response[8:])
+    return ResponseError(response)
+
+
+def _redis_py_parse_error() -> Callable[[str], Exception]:
+    """redis-py's own table from error prefixes to exception classes (a private API: fall
+    back to the few prefixes the engine depends on when it moves)."""
+    try:
+        from redis._parsers.base import BaseParser
+
+        parse: Callable[[str], Exception] = BaseParser.parse_error
+        if isinstance(parse("NOSCRIPT x"), ResponseError):
+            return parse
+    except Exception:  # pragma: no cover - another redis-py layout
+        pass
+    return _fallback_parse_error  # pragma: no cover
+
+
+_parse_error = _redis_py_parse_error()
+
+
+class _ReplyError(ResponseError):
+    """An error reply as parsed by hiredis (nested ones stay this, like redis-py's)."""
+
+
+def _to_error(reply: _ReplyError) -> Exception:
+    return _parse_error(str(reply.args[0]) if reply.args else "")
+
+
+class _Protocol(asyncio.Protocol):
+    """One socket: writes commands, parses replies, resolves futures in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, reader_kwargs: Any) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=_ReplyError,
+            notEnoughData=_NOT_ENOUGH,
+            **reader_kwargs,
+        )
+        # (future, deadline) per command written or buffered, in send order
+        self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._buf: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        pending = self._pending
+        while True:
+            try:
+                reply = reader.gets()
+            except InvalidResponse as exc:
+                self._abort(RedisConnectionError(f"protocol error from redis: {exc}"))
+                return
+            if reply is _NOT_ENOUGH:
+                return
+            if not pending:
+                self._abort(RedisConnectionError("redis sent a reply nobody asked for"))
+                return
+            fut = pending.popleft()[0]
+            if fut.done():  # its caller was cancelled; the reply is dropped, order is kept
+                continue
+            if type(reply) is _ReplyError:
+                fut.set_exception(_to_error(reply))
+            else:
+                fut.set_result(reply)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        reason = f": {exc}" if exc else ""
+        self._fail_all(RedisConnectionError(f"connection to redis lost{reason}"))
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> asyncio.Future[Any]:
+        """Queue one packed command; its reply resolves the returned future."""
+        if self.closed or self.transport is None:
+            raise RedisConnectionError("connection to redis is closed")
+        fut = self.loop.create_future()
+        pending = self._pending
+        if self._buf:
+            self._buf.append(data)
+        elif not pending:
+            # idle connection: write now, the lowest latency for a lone command
+            self.transport.write(data)
+        else:
+            # commands in flight: more may follow in this loop iteration, send them together
+            self._buf.append(data)
+            self.loop.call_soon(self._flush)
+        deadline = self.loop.time() + self.timeout
+        pending.append((fut, deadline))
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        return fut
+
+    def _flush(self) -> None:
+        if self._buf and self.transport is not None and not self.closed:
+            data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
+            self._buf.clear()
+            self.transport.write(data)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._pending or self.closed:
+            return
+        deadline = self._pending[0][1]
+        if self.loop.time() >= deadline:
+            self._abort(RedisTimeoutError(f"no reply from redis within {self.timeout:g}s"))
+        else:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _fail_all(self, exc: Exception) -> None:
+        self._buf.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, collections.deque()
+        for fut, _ in pending:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def _abort(self, exc: Exception) -> None:
+        self.closed = True
+        self._fail_all(exc)
+        if self.transport is not None:
+            try:
+                self.transport.abort()
+            except RuntimeError:  # its loop is closed already
+                pass
+
+    def close(self) -> None:
+        """Close the socket; commands in flight fail with ConnectionError."""
+        self._abort(RedisConnectionError("connection closed by the client"))
+
+
+class FastConnection:
+    """One lazily opened, multiplexed connection to a Redis server.
+
+    Args:
+        host, port: TCP address (ignored when `path` is given).
+        path: a unix socket path.
+        db: the database to SELECT.
+        username, password: AUTH credentials (username needs Redis 6 ACLs).
+        client_name: sent with CLIENT SETNAME.
+        command_timeout: seconds a command may wait for its reply.
+        connect_timeout: seconds to connect and authenticate.
+        decode_responses, encoding, encoding_errors: as in redis-py (bytes replies by
+            default; commands are always sent as UTF-8).
+        socket_keepalive: set SO_KEEPALIVE on the socket.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        *,
+        path: str | None = None,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        client_name: str | None = None,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        decode_responses: bool = False,
+        encoding: str = "utf-8",
+        encoding_errors: str = "strict",
+        socket_keepalive: bool = False,
+    ) -> None:
+        if command_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("command_timeout and connect_timeout must be > 0")
+        self.host = host
+        self.port = int(port)
+        self.path = path
+        self.db = int(db)
+        self.username = username
+        self.password = password
+        self.client_name = client_name
+        self.command_timeout = float(command_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.socket_keepalive = socket_keepalive
+        self._reader_kwargs: dict[str, str] = (
+            {"encoding": encoding, "errors": encoding_errors} if decode_responses else {}
+        )
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+
+    def __repr__(self) -> str:
+        where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
+        return f"<FastConnection {where} db={self.db}>"
+
+    @classmethod
+    def from_client(cls, client: Any) -> FastConnection | None:
+        """Settings of a `redis.asyncio.Redis` client, or None when it needs redis-py.
+
+        The connection kwargs of the client's pool give host, port or unix path, db,
+        username, password, client name, timeouts and response decoding. TLS, Sentinel,
+        Cluster, credential providers and custom connection classes are not supported:
+        None is returned and the caller keeps using the client itself.
+        """
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:
+            return None
+        conn_class = getattr(pool, "connection_class", None)
+        name = getattr(conn_class, "__name__", "")
+        if name not in ("Connection", "UnixDomainSocketConnection"):
+            return None
+        if type(pool).__name__ not in ("ConnectionPool", "BlockingConnectionPool"):
+            return None
+        kwargs: Mapping[str, Any] = getattr(pool, "connection_kwargs", {})
+        return cls.from_kwargs(kwargs, unix=name == "UnixDomainSocketConnection")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], *, unix: bool = False) -> FastConnection | None:
+        """Build from redis-py connection kwargs (None when they ask for what is missing)."""
+        if kwargs.get("credential_provider") is not None or kwargs.get("ssl"):
+            return None
+        if kwargs.get("encoding", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
+            return None  # commands are packed as UTF-8 by hiredis
+        timeout = kwargs.get("socket_timeout") or DEFAULT_COMMAND_TIMEOUT
+        connect_timeout = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
+        path = kwargs.get("path") if unix else None
+        if unix and not path:
+            return None
+        return cls(
+            host=str(kwargs.get("host") or "localhost"),
+            port=int(kwargs.get("port") or 6379),
+            path=path,
+            db=int(kwargs.get("db") or 0),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            client_name=kwargs.get("client_name"),
+            command_timeout=float(timeout),
+            connect_timeout=float(connect_timeout or DEFAULT_CONNECT_TIMEOUT),
+            decode_responses=bool(kwargs.get("decode_responses", False)),
+            encoding=str(kwargs.get("encoding", "utf-8")),
+            encoding_errors=str(kwargs.get("encoding_errors", "strict")),
+            socket_keepalive=bool(kwargs.get("socket_keepalive", False)),
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> FastConnection | None:
+        """From a `redis://` or `unix://` URL as `redis.asyncio.Redis.from_url` reads it
+        (None for `rediss://`)."""
+        from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection
+
+        pool = ConnectionPool.from_url(url, **kwargs)
+        if pool.connection_class.__name__ not in ("Connection", "UnixDomainSocketConnection"):
+            return None
+        return cls.from_kwargs(
+            pool.connection_kwargs,
+            unix=issubclass(pool.connection_class, UnixDomainSocketConnection),
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is open now (commands reconnect on demand either way)."""
+        return self._proto is not None and not self._proto.closed
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply (errors raised as redis-py exceptions)."""
+        try:
+            data = hiredis.pack_command(args)
+        except TypeError as exc:
+            raise DataError(f"invalid command argument: {exc}") from None
+        proto = self._proto
+        # `loop.is_running()` instead of comparing with `asyncio.get_running_loop()`, which
+        # makes a getpid() system call: a connection made on a loop that has stopped (closed,
+        # or another `asyncio.run`) is replaced
+        if proto is None or proto.closed or not proto.loop.is_running():
+            proto = await self._reconnect()
+        return await proto.send(data)
+
+    async def _reconnect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        old = self._proto
+        if old is not None and not old.closed and old.loop is not loop:
+            old.close()  # made on another (likely closed) event loop
+        task = self._connecting
+        if task is None or task.get_loop() is not loop:
+            task = self._connecting = loop.create_task(self._open())
+            task.add_done_callback(self._connected)
+        # shielded: a cancelled caller does not cancel the connect the others wait for
+        return await asyncio.shield(task)
+
+    def _connected(self, task: asyncio.Task[_Protocol]) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled() and task.exception() is None:
+            self._proto = task.result()
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        where = f"unix socket {self.path}" if self.path else f"{self.host}:{self.port}"
+
+        def factory() -> _Protocol:
+            return _Protocol(loop, self.command_timeout, self._reader_kwargs)
+
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path:
+                    _, proto = await loop.create_unix_connection(factory, self.path)
+                else:
+                    _, proto = await loop.create_connection(factory, self.host, self.port)
+                if self.socket_keepalive and proto.transport is not None:
+                    sock = proto.transport.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                try:
+                    await self._handshake(proto)
+                except BaseException:
+                    proto.close()
+                    raise
+        except TimeoutError as exc:  # the builtin one, from asyncio.timeout
+            raise RedisTimeoutError(f"timed out connecting to redis at {where}") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"error connecting to redis at {where}: {exc}") from exc
+        return proto
+
+    async def _handshake(self, proto: _Protocol) -> None:
+        commands: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            if self.username:
+                commands.append(("AUTH", self.username, self.password))
+            else:
+                commands.append(("AUTH", self.password))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        if self.client_name:
+            commands.append(("CLIENT", "SETNAME", self.client_name))
+        futures = [proto.send(hiredis.pack_command(cmd)) for cmd in commands]
+        # pipelined: one round trip; every reply is read, the first error is raised
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+
+    async def aclose(self) -> None:
+        """Close the connection (a later command opens a new one)."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection now; commands in flight fail with ConnectionError."""
+        task, self._connecting = self._connecting, None
+        if task is not None and not task.done():
+            task.cancel()
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.close()

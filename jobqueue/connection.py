@@ -3,16 +3,19 @@ described without ever showing a password."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import UnsafeRedisError
 
-__all__ = ["check_server", "connect", "describe_client", "redact_url"]
+__all__ = ["CancelSafeConnection", "check_server", "connect", "describe_client", "redact_url"]
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -47,9 +50,37 @@ def describe_client(client: Redis) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
+class CancelSafeConnection(Connection):
+    """A redis-py connection whose socket write timeout cannot swallow a cancellation.
+
+    redis-py bounds writes with `asyncio.wait_for`, which on Python 3.11 loses a `cancel()`
+    arriving just as the write completes: a worker's task could then miss its shutdown. The
+    same bound is applied here with `asyncio.timeout`, which does not lose it.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
 def connect(url: str, **options: Any) -> Redis:
     """A client for `url` (bytes replies, hiredis when installed)."""
     options.setdefault("health_check_interval", 30)
+    if urlsplit(url).scheme == "redis":
+        options.setdefault("connection_class", CancelSafeConnection)
     return Redis.from_url(url, **options)
 
 

@@ -187,6 +187,8 @@ class _Protocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, collections.deque()
+        if self.loop.is_closed():
+            return  # nobody can await these any more (and their callbacks cannot run)
         for fut, _ in pending:
             if not fut.done():
                 fut.set_exception(exc)
@@ -219,6 +221,9 @@ class FastConnection:
         decode_responses, encoding, encoding_errors: as in redis-py (bytes replies by
             default; commands are always sent as UTF-8).
         socket_keepalive: set SO_KEEPALIVE on the socket.
+
+    Like `redis.asyncio.Redis`, it belongs to one thread; it follows that thread from one
+    event loop to the next (a connection made on a loop that stopped is replaced).
     """
 
     def __init__(
@@ -266,20 +271,34 @@ class FastConnection:
 
         The connection kwargs of the client's pool give host, port or unix path, db,
         username, password, client name, timeouts and response decoding. TLS, Sentinel,
-        Cluster, credential providers and custom connection classes are not supported:
-        None is returned and the caller keeps using the client itself.
+        Cluster, credential providers and connection classes other than redis-py's TCP and
+        unix-socket ones (or their subclasses) are not supported: None is returned and the
+        caller keeps using the client itself.
         """
-        pool = getattr(client, "connection_pool", None)
-        if pool is None:
+        return cls._from_pool(getattr(client, "connection_pool", None))
+
+    @classmethod
+    def _from_pool(cls, pool: Any) -> FastConnection | None:
+        from redis.asyncio.connection import (
+            BlockingConnectionPool,
+            Connection,
+            ConnectionPool,
+            SSLConnection,
+            UnixDomainSocketConnection,
+        )
+
+        # exactly these pools: a Sentinel pool (a subclass) finds its server at connect time
+        if type(pool) not in (ConnectionPool, BlockingConnectionPool):
             return None
-        conn_class = getattr(pool, "connection_class", None)
-        name = getattr(conn_class, "__name__", "")
-        if name not in ("Connection", "UnixDomainSocketConnection"):
+        conn_class = pool.connection_class
+        if not isinstance(conn_class, type) or issubclass(conn_class, SSLConnection):
             return None
-        if type(pool).__name__ not in ("ConnectionPool", "BlockingConnectionPool"):
+        # subclasses too (e.g. jobqueue.connection.CancelSafeConnection): same socket, same
+        # protocol; only how redis-py drives it differs
+        unix = issubclass(conn_class, UnixDomainSocketConnection)
+        if not unix and not issubclass(conn_class, Connection):
             return None
-        kwargs: Mapping[str, Any] = getattr(pool, "connection_kwargs", {})
-        return cls.from_kwargs(kwargs, unix=name == "UnixDomainSocketConnection")
+        return cls.from_kwargs(pool.connection_kwargs, unix=unix)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, unix: bool = False) -> FastConnection | None:
@@ -313,15 +332,9 @@ class FastConnection:
     def from_url(cls, url: str, **kwargs: Any) -> FastConnection | None:
         """From a `redis://` or `unix://` URL as `redis.asyncio.Redis.from_url` reads it
         (None for `rediss://`)."""
-        from redis.asyncio.connection import ConnectionPool, UnixDomainSocketConnection
+        from redis.asyncio.connection import ConnectionPool
 
-        pool = ConnectionPool.from_url(url, **kwargs)
-        if pool.connection_class.__name__ not in ("Connection", "UnixDomainSocketConnection"):
-            return None
-        return cls.from_kwargs(
-            pool.connection_kwargs,
-            unix=issubclass(pool.connection_class, UnixDomainSocketConnection),
-        )
+        return cls._from_pool(ConnectionPool.from_url(url, **kwargs))
 
     @property
     def connected(self) -> bool:
@@ -352,7 +365,14 @@ class FastConnection:
             task = self._connecting = loop.create_task(self._open())
             task.add_done_callback(self._connected)
         # shielded: a cancelled caller does not cancel the connect the others wait for
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or me.cancelling() == 0):
+                # not this caller's cancellation: `close()` stopped the connect
+                raise RedisConnectionError("connection closed while connecting") from None
+            raise
 
     def _connected(self, task: asyncio.Task[_Protocol]) -> None:
         if self._connecting is task:

@@ -36,9 +36,13 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pipeline run "Technology" --auto-approve
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
-	$(BIN)/python -m bench
+# The peers pin an older redis-py (arq, bullmq need < 6): they get a venv of their own.
+BENCH_VENV := .venv-bench
+bench:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench,embedded]'
+	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -108,7 +108,8 @@ class Queue(QueueOpsMixin):
             _checked_servers.add(where)
 
     async def close(self) -> None:
-        """Close the connection pool if this queue made it."""
+        """Close this queue's script connection, and the pool if this queue made it."""
+        await self.scripts.aclose()
         if self._owns_client:
             await self.redis.aclose()
 

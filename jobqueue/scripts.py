@@ -34,6 +34,7 @@ __all__ = [
     "FASTCONN_ENV",
     "LuaScript",
     "Scripts",
+    "fastconn_enabled",
     "queue_key_list",
     "raise_for_code",
 ]

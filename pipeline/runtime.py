@@ -85,6 +85,8 @@ class Runtime:
         closer = getattr(self._llm, "aclose", None)
         if closer is not None:
             await closer()
+        for queue in self.queues.values():
+            await queue.close()  # its script connection; the shared client is closed below
         await self.redis.aclose()
         await self.pool.close()
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 import structlog
 from pydantic import BaseModel
-
-import redis.exceptions
 
 from jobqueue import ErrorType, Job, RetryAfter, classify_error
 from pipeline.ai import LLMResult

@@ -264,8 +264,9 @@ async def test_deferral_without_attempt_does_not_hold_the_queue(running: Any) ->
     async def handler(job: Job) -> str:
         calls[job.id] = calls.get(job.id, 0) + 1
         if job.data == "db" and calls[job.id] == 1:
-            raise RetryAfter(0.5, "database away", error_type=ErrorType.NETWORK_ERROR,
-                             spend_attempt=False)
+            raise RetryAfter(
+                0.5, "database away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False
+            )
         return "ok"
 
     q = await running(handler, attempts=1)

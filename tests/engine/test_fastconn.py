@@ -206,6 +206,25 @@ async def test_command_without_reply_times_out_and_fails_all_in_flight() -> None
         await conn.aclose()
 
 
+async def test_callers_share_one_connect_and_close_fails_them() -> None:
+    accepted = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(100):
+                pass  # never answers AUTH: the connect stays pending
+
+    async with fake_server(handler) as port:
+        conn = FastConnection(port=port, password="pw")
+        calls = [asyncio.ensure_future(conn.execute("PING")) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        assert len(accepted) == 1 and not any(c.done() for c in calls)
+        conn.close()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        assert all(isinstance(r, RedisConnectionError) for r in results), results
+
+
 async def test_nothing_listening_is_a_connection_error() -> None:
     from servers import free_port
 
@@ -275,7 +294,8 @@ async def test_unix_socket() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_settings_come_from_the_redis_py_client() -> None:
+def test_settings_come_from_the_redis_py_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBQUEUE_FASTCONN", raising=False)
     client = aioredis.Redis.from_url(
         "redis://user:pw@10.1.2.3:6390/4?socket_timeout=7&client_name=jq"
     )
@@ -288,6 +308,12 @@ def test_settings_come_from_the_redis_py_client() -> None:
     assert FastConnection.from_url("rediss://h:6379/0") is None
     decoded = FastConnection.from_client(aioredis.Redis(decode_responses=True))
     assert decoded is not None
+    # a Queue made from a URL uses jobqueue.connection.connect (a Connection subclass)
+    q = Queue(QueueConfig("cfg"), redis="redis://:pw@127.0.0.1:6399/5")
+    fast = q.scripts.fast
+    assert fast is not None and (fast.port, fast.db, fast.password) == (6399, 5, "pw")
+    unix = FastConnection.from_client(aioredis.Redis(unix_socket_path="/tmp/x.sock", db=2))
+    assert unix is not None and (unix.path, unix.db) == ("/tmp/x.sock", 2)
 
 
 async def test_decode_responses_is_honoured(any_redis: tuple[str, str]) -> None:

@@ -1,0 +1,5 @@
+"""`python -m bench`: see `bench.runner`."""
+
+from .runner import main
+
+main()

@@ -185,3 +185,12 @@ async def fail_stock(
         return await apply(conn)
     async with rt.pool.acquire() as c, c.transaction():
         return await apply(c)
+
+
+async def fail_stock_of_analysis(rt: Runtime, stock_analysis_id: Any, reason: str) -> None:
+    """Final-failure hook of the stages that work on an analysis: its stock fails for good."""
+    stock_id = await rt.pool.fetchval(
+        "SELECT stock_id FROM stock_analysis WHERE id = $1", stock_analysis_id
+    )
+    if stock_id is not None:
+        await fail_stock(rt, stock_id, [reason])

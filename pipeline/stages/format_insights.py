@@ -9,7 +9,12 @@ from jobqueue import Job, UnrecoverableError
 from pipeline.models import FormatInsightsPayload, Insights
 from pipeline.prompts import format_prompt
 from pipeline.runtime import Runtime
-from pipeline.stages.base import Stage, complete_subsector_if_done, fail_stock, record_usage
+from pipeline.stages.base import (
+    Stage,
+    complete_subsector_if_done,
+    fail_stock_of_analysis,
+    record_usage,
+)
 from pipeline.status import update_job_status
 
 __all__ = ["STAGE"]
@@ -56,11 +61,7 @@ async def run(rt: Runtime, job: Job, p: FormatInsightsPayload) -> dict[str, Any]
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: FormatInsightsPayload, error: str) -> None:
-    stock_id = await rt.pool.fetchval(
-        "SELECT stock_id FROM stock_analysis WHERE id = $1", p.stock_analysis_id
-    )
-    if stock_id is not None:
-        await fail_stock(rt, stock_id, [f"formatting failed: {error}"])
+    await fail_stock_of_analysis(rt, p.stock_analysis_id, f"formatting failed: {error}")
 
 
 STAGE = Stage("format-insights", FormatInsightsPayload, run, on_final_failure)

@@ -11,7 +11,7 @@ from pipeline.flow import enqueue
 from pipeline.models import JudgeReviewPayload, Verdict
 from pipeline.prompts import ANGLES, judge_prompt
 from pipeline.runtime import Runtime
-from pipeline.stages.base import Stage, fail_stock, record_usage
+from pipeline.stages.base import Stage, fail_stock, fail_stock_of_analysis, record_usage
 
 __all__ = ["STAGE"]
 
@@ -91,11 +91,7 @@ async def run(rt: Runtime, job: Job, p: JudgeReviewPayload) -> dict[str, Any]:
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: JudgeReviewPayload, error: str) -> None:
-    stock_id = await rt.pool.fetchval(
-        "SELECT stock_id FROM stock_analysis WHERE id = $1", p.stock_analysis_id
-    )
-    if stock_id is not None:
-        await fail_stock(rt, stock_id, [f"judge review failed: {error}"])
+    await fail_stock_of_analysis(rt, p.stock_analysis_id, f"judge review failed: {error}")
 
 
 STAGE = Stage("judge-review", JudgeReviewPayload, run, on_final_failure)

@@ -245,16 +245,18 @@ async def test_a_stage_that_cannot_succeed_fails_its_stock_and_the_run_finishes(
     from pipeline.ai import Fault, OfflineLLM
 
     # formatting hits an auth error (not retried): the stock fails, the sub-sector completes
-    runtime.use_llm(OfflineLLM(faults=[Fault("auth", times=100, tiers={"format"})],
-                               reject_first_attempt=False))
+    runtime.use_llm(
+        OfflineLLM(faults=[Fault("auth", times=100, tiers={"format"})], reject_first_attempt=False)
+    )
     await workers(queues=["stock-analysis", "judge-review", "format-insights"])
     sub, [stock] = await make_stocks(runtime, 1)
     await enqueue("stock-analysis", {"stock_id": stock}, runtime=runtime)
     await wait_row(runtime.pool, "SELECT status = 'failed' FROM stock WHERE id=$1", stock)
     reasons = await runtime.pool.fetchval("SELECT final_reasons FROM stock WHERE id=$1", stock)
     assert "formatting failed: API_ERROR" in reasons[0]
-    assert await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1",
-                                       sub) == "completed"
+    assert (
+        await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub) == "completed"
+    )
     q = runtime.queues["format-insights"]
     failed = await q.get_job_ids("failed")
     job = await q.get_job(failed[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from uuid import UUID
 
 from rich.console import Console
@@ -14,7 +15,7 @@ __all__ = ["print_summary"]
 
 async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
     """Print what a run produced."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     pool = rt.pool
     run = await pool.fetchrow("SELECT sector_name, status FROM sector_analysis WHERE id=$1", run_id)
     subs = await pool.fetch(

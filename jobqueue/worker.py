@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import health
 from .errors import ConfigError, ErrorType, InvalidJobError
+from .fastconn import FastConnection
 from .job import Job, JobState, decode_envelope, dumps
 from .queue import Queue
 from .retry import backoff_delay, classify_error, redact
@@ -101,6 +102,7 @@ class Worker:
         self._started = False
         self._signals = 0
         self._blocker: Redis | None = None
+        self._fast_blocker: FastConnection | None = None
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
         self.completed = 0
@@ -152,6 +154,9 @@ class Worker:
                     connection_class=pool.connection_class, **pool_kwargs
                 )
             )
+            if self.queue.scripts.fast is not None:
+                # the wake-up is on the latency path: a lean connection of its own for it
+                self._fast_blocker = FastConnection.from_client(self._blocker)
             helpers = [
                 loop.create_task(self._renew_loop(), name=f"jq-renew-{self.name}"),
                 loop.create_task(self._stall_loop(), name=f"jq-stall-{self.name}"),
@@ -173,6 +178,8 @@ class Worker:
                     await task
             for _, task in list(self._running.values()):
                 task.cancel()
+            if self._fast_blocker is not None:
+                await self._fast_blocker.aclose()
             if self._blocker is not None:
                 await self._blocker.aclose()
             for sig in installed:
@@ -312,7 +319,10 @@ class Worker:
         if hint_ms > 0:
             timeout = min(timeout, hint_ms / 1000)
         timeout = max(timeout, 0.001)
-        reply = await self._blocker.bzpopmin(self.queue.keys.marker, timeout=timeout)
+        if self._fast_blocker is not None:
+            reply = await self._fast_blocker.execute("BZPOPMIN", self.queue.keys.marker, timeout)
+        else:
+            reply = await self._blocker.bzpopmin(self.queue.keys.marker, timeout=timeout)
         return reply is not None
 
     async def _back_off(self, exc: BaseException, failures: int) -> None:

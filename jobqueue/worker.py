@@ -21,12 +21,13 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import health
+from . import health, leases, outcomes
 from .errors import ConfigError, ErrorType, InvalidJobError
 from .fastconn import FastConnection
 from .job import Job, JobState, decode_envelope, dumps
+from .outcomes import Outcome
 from .queue import Queue
-from .retry import backoff_delay, classify_error, redact
+from .retry import redact
 from .scripts import raise_for_code
 
 __all__ = ["Handler", "Worker"]
@@ -44,8 +45,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
-
-Outcome = tuple[str, str, str, str, str, int, int]
 
 
 class Worker:
@@ -158,8 +157,8 @@ class Worker:
                 # the wake-up is on the latency path: a lean connection of its own for it
                 self._fast_blocker = FastConnection.from_client(self._blocker)
             helpers = [
-                loop.create_task(self._renew_loop(), name=f"jq-renew-{self.name}"),
-                loop.create_task(self._stall_loop(), name=f"jq-stall-{self.name}"),
+                loop.create_task(leases.renew_loop(self), name=f"jq-renew-{self.name}"),
+                loop.create_task(leases.stall_loop(self), name=f"jq-stall-{self.name}"),
                 loop.create_task(health.heartbeat_loop(self), name=f"jq-beat-{self.name}"),
                 loop.create_task(health.cancel_listener(self), name=f"jq-cancel-{self.name}"),
             ]
@@ -434,7 +433,7 @@ class Worker:
             else:
                 result = await handler(job)
             payload = dumps(result, limit=self.config.max_payload, what="job result")
-            outcome = (job.id, job.token or "", "c", payload, "", 0, 0)
+            outcome = outcomes.completed(job, payload)
             self.completed += 1
         except asyncio.CancelledError:
             if job.id in self._lost:
@@ -442,7 +441,7 @@ class Worker:
             elif job.cancel_reason is not None:
                 outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
             else:
-                outcome = (job.id, job.token or "", "h", "", "", 0, 0)
+                outcome = outcomes.handed_back(job)
         except InvalidJobError as exc:
             outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
         except Exception as exc:
@@ -464,14 +463,12 @@ class Worker:
         final_type: ErrorType | None = None,
         message: str = "",
     ) -> Outcome:
-        token = job.token or ""
         self.failed += 1
         if exc is None:
             etype = final_type or ErrorType.UNKNOWN
             log.info("job %s:%s failed (%s): %s", self.queue.name, job.id, etype, message)
-            return (job.id, token, "f", redact(message)[:2000], etype.value, -1, 1)
-        c = classify_error(exc, retry_delays=self._delays)
-        msg = c.message or type(exc).__name__
+            return outcomes.failed_for_good(job, etype, message)
+        outcome, c = outcomes.failure(self.config, job, exc, delays=self._delays, rng=self._rng)
         log.info(
             "job %s:%s attempt %d failed (%s%s): %s",
             self.queue.name,
@@ -479,117 +476,12 @@ class Worker:
             job.attempt,
             c.error_type,
             "" if c.retryable else ", not retried",
-            msg,
+            outcome[3],
         )
-        if not c.retryable:
-            return (job.id, token, "f", msg, c.error_type.value, -1, 1)
-        if c.error_type == ErrorType.RATE_LIMIT:
-            # the server's Retry-After is honoured as sent (max_backoff caps our own guesses;
-            # retrying earlier than told only earns another 429), within a day
-            delay = backoff_delay(c, 1, max_delay=86400.0)
-            return (
-                job.id,
-                token,
-                "r",
-                msg,
-                c.error_type.value,
-                max(1, int(delay * 1000)),
-                self.config.max_deferrals,
-            )
-        if getattr(exc, "spend_attempt", True) is False:
-            delay = backoff_delay(c, 1, max_delay=self.config.max_backoff)
-            return (
-                job.id,
-                token,
-                "d",
-                msg,
-                c.error_type.value,
-                max(1, int(delay * 1000)),
-                self.config.max_deferrals,
-            )
-        delay = backoff_delay(
-            c,
-            max(1, job.attempt),
-            max_delay=self.config.max_backoff,
-            jitter=self.config.jitter,
-            rng=self._rng,
-        )
-        return (
-            job.id,
-            token,
-            "f",
-            msg,
-            c.error_type.value,
-            int(delay * 1000),
-            job.max_attempts,
-        )
-
-    # -- leases and stalls ----------------------------------------------------------------
-
-    async def _renew_loop(self) -> None:
-        every = self.config.lease / 3
-        while True:
-            await asyncio.sleep(every)
-            if not self._running:
-                continue
-            try:
-                await self._renew_once()
-            except TRANSIENT_ERRORS as exc:
-                log.debug("worker %s: lease renewal failed: %s", self.name, exc)
-
-    async def _renew_once(self) -> None:
-        pairs: list[Any] = []
-        for job_id, (job, _) in self._running.items():
-            pairs.extend((job_id, job.token or ""))
-        args = [self.queue.keys.base, int(self.config.lease * 1000), len(pairs) // 2, *pairs]
-        lost, cancels = await self.queue.scripts.run("renew", self.queue._key_list, args)
-        for raw in lost:
-            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            entry = self._running.get(job_id)
-            if entry is not None:
-                log.warning(
-                    "job %s:%s: lease lost; cancelling its handler", self.queue.name, job_id
-                )
-                self._lost.add(job_id)
-                entry[1].cancel()
-        for i in range(0, len(cancels), 2):
-            job_id = cancels[i].decode() if isinstance(cancels[i], bytes) else str(cancels[i])
-            reason = cancels[i + 1]
-            reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-            self._cancel_running(job_id, reason)
+        return outcome
 
     def _cancel_running(self, job_id: str, reason: str) -> None:
         entry = self._running.get(job_id)
         if entry is not None and entry[0].cancel_reason is None:
             entry[0].cancel_reason = reason or "cancelled"
             entry[1].cancel()
-
-    async def _stall_loop(self) -> None:
-        every = self.config.stall_check_every
-        _, _, kf, kfa = self.config.retention_ms
-        while True:
-            try:
-                reply = await self.queue.scripts.run(
-                    "recover",
-                    self.queue._key_list,
-                    [
-                        self.queue.keys.base,
-                        self.config.events_maxlen,
-                        self.config.max_stalls,
-                        max(1, int(every * 1000 * 0.9)),
-                        1000,
-                        self.name,
-                        kf,
-                        kfa,
-                    ],
-                )
-                if int(reply[0]) > 0 or (len(reply) > 1 and int(reply[1]) > 0):
-                    log.warning(
-                        "queue %s: %d stalled job(s) requeued, %d failed",
-                        self.queue.name,
-                        int(reply[0]),
-                        int(reply[1]),
-                    )
-            except TRANSIENT_ERRORS as exc:
-                log.debug("worker %s: stall check failed: %s", self.name, exc)
-            await asyncio.sleep(every)

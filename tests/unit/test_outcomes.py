@@ -1,0 +1,90 @@
+"""The decision table of a finished attempt, without Redis."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from jobqueue import ErrorType, QueueConfig, RetryAfter, UnrecoverableError
+from jobqueue.job import Job
+from jobqueue.outcomes import completed, failed_for_good, failure, handed_back
+
+
+class _Q:
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+
+def make_job(config: QueueConfig, attempt: int = 1, attempts: int | None = None) -> Job:
+    env: dict[str, Any] = {"n": "x", "d": None}
+    if attempts is not None:
+        env["at"] = attempts
+    return Job(_Q(config), "j1", env, token="w:1", attempt=attempt)  # type: ignore[arg-type]
+
+
+CFG = QueueConfig(
+    "q", retry_delays={"UNKNOWN": 1.0, "NETWORK_ERROR": 2.0}, max_backoff=10.0, max_deferrals=7
+)
+
+
+def test_completed_and_handed_back() -> None:
+    job = make_job(CFG)
+    assert completed(job, '{"ok":1}') == ("j1", "w:1", "c", '{"ok":1}', "", 0, 0)
+    assert handed_back(job)[2] == "h"
+    assert failed_for_good(job, ErrorType.CANCELLED, "stop") == (
+        "j1",
+        "w:1",
+        "f",
+        "stop",
+        "CANCELLED",
+        -1,
+        1,
+    )
+
+
+@pytest.mark.parametrize(("attempt", "delay_ms"), [(1, 1000), (2, 2000), (3, 4000), (5, 10000)])
+def test_exponential_backoff_capped(attempt: int, delay_ms: int) -> None:
+    outcome, c = failure(CFG, make_job(CFG, attempt), RuntimeError("boom"))
+    assert outcome[2] == "f" and outcome[5] == delay_ms and outcome[6] == 3
+    assert c.error_type == ErrorType.UNKNOWN
+
+
+def test_per_job_attempts_are_the_limit() -> None:
+    outcome, _ = failure(CFG, make_job(CFG, 1, attempts=7), ConnectionResetError("reset"))
+    assert outcome[4] == "NETWORK_ERROR" and outcome[5] == 2000 and outcome[6] == 7
+
+
+def test_not_retryable_fails_now() -> None:
+    outcome, _ = failure(
+        CFG, make_job(CFG), UnrecoverableError("no", error_type=ErrorType.API_ERROR)
+    )
+    assert outcome[2:] == ("f", "UnrecoverableError: no", "API_ERROR", -1, 1)
+
+
+def test_rate_limit_defers_and_holds_queue_with_exact_retry_after() -> None:
+    exc = RetryAfter(120.0, "429", error_type=ErrorType.RATE_LIMIT)
+    outcome, _ = failure(CFG, make_job(CFG, 3), exc)
+    # the server's Retry-After is not capped by max_backoff, nor multiplied by the attempt
+    assert outcome[2] == "r" and outcome[5] == 120_000 and outcome[6] == 7
+
+
+def test_outage_defers_without_attempt_and_without_holding_queue() -> None:
+    exc = RetryAfter(3.0, "db away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False)
+    outcome, _ = failure(CFG, make_job(CFG, 1), exc)
+    assert outcome[2] == "d" and outcome[5] == 3000 and outcome[6] == 7
+
+
+def test_jitter_only_adds() -> None:
+    cfg = QueueConfig("q", retry_delays={"UNKNOWN": 1.0}, jitter=0.5)
+    rng = random.Random(7)
+    delays = [failure(cfg, make_job(cfg, 1), RuntimeError("x"), rng=rng)[0][5] for _ in range(50)]
+    assert all(1000 <= d <= 1500 for d in delays) and len(set(delays)) > 1
+
+
+def test_secrets_are_redacted_from_messages() -> None:
+    exc = RuntimeError("cannot reach redis://:hunter2@db:6379/0 with sk-ant-abcdefghijklmnop")
+    outcome, _ = failure(CFG, make_job(CFG), exc)
+    assert "hunter2" not in outcome[3] and "sk-ant-abcdefghijklmnop" not in outcome[3]

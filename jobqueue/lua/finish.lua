@@ -21,6 +21,7 @@ will run again), or -2 (lease lost: refused, nothing written for it).
 
 local base, maxlen = ARGV[1], ARGV[2]
 local now = now_ms()
+local any_cancels = redis.call('HLEN', K.cancels) > 0
 local m = tonumber(ARGV[13])
 local codes = {}
 local done_ok, done_failed = false, false
@@ -47,21 +48,23 @@ for i = 0, m - 1 do
   local etype, delay, limit = ARGV[o + 4], tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
   local skey = base .. 's:' .. id
   local st = redis.call('HMGET', skey, 'k', 'a', 'rl')
-  if st[1] ~= token or not redis.call('ZSCORE', K.active, id) then
+  -- fencing: only the holder of the current token may finish, and only an active job
+  -- (ZREM runs only for the holder; its count says whether the job was still active)
+  if st[1] ~= token or redis.call('ZREM', K.active, id) == 0 then
     codes[#codes + 1] = -2
   else
-    redis.call('ZREM', K.active, id)
-    redis.call('HDEL', skey, 'k')
-    redis.call('HDEL', K.cancels, id)
+    if any_cancels then redis.call('HDEL', K.cancels, id) end
     local made = tonumber(st[2] or '0')
     if kind == 'c' then
       made = made + 1
-      redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made)
+      -- the emptied token fences this attempt off like a deleted one, in the same command
+      redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
       redis.call('ZADD', K.completed, now, id)
       emit(K.events, maxlen, 'ev', 'completed', 'id', id, 'a', made, 'ts', now)
       done_ok = true
       codes[#codes + 1] = 1
     elseif kind == 'f' then
+      redis.call('HDEL', skey, 'k')
       made = made + 1
       if delay < 0 or made >= limit then
         fail_final(id, skey, made, etype, payload)
@@ -71,6 +74,7 @@ for i = 0, m - 1 do
         codes[#codes + 1] = 2
       end
     elseif kind == 'r' or kind == 'd' then
+      redis.call('HDEL', skey, 'k')
       local deferrals = redis.call('HINCRBY', skey, 'rl', 1)
       if deferrals > limit then
         fail_final(id, skey, made, etype, payload)
@@ -84,7 +88,7 @@ for i = 0, m - 1 do
         codes[#codes + 1] = 2
       end
     else -- 'h'
-      redis.call('HDEL', skey, 's')
+      redis.call('HDEL', skey, 's', 'k')
       push_ready(K.wait, K.prio, K.pri, K.counter, id, true)
       emit(K.events, maxlen, 'ev', 'returned', 'id', id, 'ts', now)
       codes[#codes + 1] = 2

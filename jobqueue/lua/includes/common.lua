@@ -49,7 +49,7 @@ end
 -- Delete every key of a job.
 local function delete_job(base, pri_key, id)
   redis.call('DEL', base .. 'j:' .. id, base .. 's:' .. id, base .. 'l:' .. id)
-  redis.call('HDEL', pri_key, id)
+  if pri_key then redis.call('HDEL', pri_key, id) end
 end
 
 -- Keep at most `count` entries and none older than `age_ms` in a finished-jobs zset.
@@ -58,6 +58,8 @@ local function trim_finished(base, pri_key, set_key, count, age_ms, now)
   count = tonumber(count)
   age_ms = tonumber(age_ms)
   local removed = 0
+  -- most queues never use priorities: skip a per-job HDEL then
+  if redis.call('HLEN', pri_key) == 0 then pri_key = nil end
   if count >= 0 then
     local excess = redis.call('ZCARD', set_key) - count
     if excess > 0 then

@@ -7,24 +7,52 @@ rows = await get_jobs_by_related_id(str(run_id))
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipeline.flow import (
-    PayloadError,
-    approve_subsector,
-    enqueue,
-    enqueue_many,
-    start_sector_research,
-)
-from pipeline.settings import Settings, get_settings
-from pipeline.status import (
-    JobStatusRow,
-    cleanup_old_jobs_pg,
-    create_job_status,
-    get_job_status,
-    get_jobs_by_related_id,
-    update_job_status,
-)
+if TYPE_CHECKING:
+    from pipeline.flow import (
+        PayloadError,
+        approve_subsector,
+        enqueue,
+        enqueue_many,
+        start_sector_research,
+    )
+    from pipeline.settings import Settings, get_settings
+    from pipeline.status import (
+        JobStatusRow,
+        create_job_status,
+        get_job_status,
+        get_jobs_by_related_id,
+        update_job_status,
+    )
+
+# Imported on first use, so `python -m pipeline.db` and friends start without importing the
+# whole application (and without runpy's warning about a module imported twice).
+_LAZY = {
+    "PayloadError": "pipeline.flow",
+    "approve_subsector": "pipeline.flow",
+    "enqueue": "pipeline.flow",
+    "enqueue_many": "pipeline.flow",
+    "start_sector_research": "pipeline.flow",
+    "Settings": "pipeline.settings",
+    "get_settings": "pipeline.settings",
+    "JobStatusRow": "pipeline.status",
+    "create_job_status": "pipeline.status",
+    "get_job_status": "pipeline.status",
+    "get_jobs_by_related_id": "pipeline.status",
+    "update_job_status": "pipeline.status",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CleanupResult",
@@ -56,6 +84,7 @@ async def cleanup_old_jobs(days: float) -> CleanupResult:
     (PostgreSQL), using the process's runtime (from the environment)."""
     import jobqueue
     from pipeline.runtime import get_runtime
+    from pipeline.status import cleanup_old_jobs_pg
 
     rt = await get_runtime()
     removed = await jobqueue.cleanup_old_jobs(rt.redis, days, prefix=rt.settings.prefix)

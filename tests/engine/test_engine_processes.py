@@ -242,4 +242,10 @@ async def test_redis_restart_under_load(
     ended = {e["id"] for e in log if e["ev"] == "end"}
     assert len(ended) == n  # every job ran to the end: none lost
     assert procs[0].proc.poll() is None  # the worker survived the outage
+    procs[0].terminate()
+    assert await procs[0].wait() == 0
+    errors = procs[0].stderr()
+    retries = [line for line in errors.splitlines() if "unavailable" in line]
+    # backing off, not a tight error loop: a handful of lines for a ~1 s outage
+    assert 0 < len(retries) <= 20, errors[-3000:]
     await q.close()

@@ -265,14 +265,14 @@ async def test_deferral_without_attempt_does_not_hold_the_queue(running: Any) ->
         calls[job.id] = calls.get(job.id, 0) + 1
         if job.data == "db" and calls[job.id] == 1:
             raise RetryAfter(
-                0.5, "database away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False
+                3.0, "database away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False
             )
         return "ok"
 
     q = await running(handler, attempts=1)
     first = await q.add("x", "db")
     other = await q.add("x", "plain")
-    done_other = await finished(q, other.id, timeout=0.4)  # not held behind the deferral
+    done_other = await finished(q, other.id, timeout=2.5)  # not held behind the deferral
     assert done_other.state == JobState.COMPLETED
     assert not await q.redis.exists(q.keys.limited)
     done = await finished(q, first.id)

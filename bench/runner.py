@@ -198,7 +198,7 @@ async def _run(args: argparse.Namespace) -> int:
                         flush=True,
                     )
     finally:
-        server.stop()
+        server.close()
     summary = summarize(runs)
     shown_peers = [p for p in peers if any(p in runs[s] for s in runs)]
     print()

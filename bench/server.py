@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from pipeline.embedded import RedisServer, free_port
+
 __all__ = ["PrivateRedis", "Snapshot", "free_port"]
 
+
 REDIS_SERVER = os.environ.get("BENCH_REDIS_SERVER", "/usr/bin/redis-server")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -60,51 +50,12 @@ class Snapshot:
         }
 
 
-class PrivateRedis:
+class PrivateRedis(RedisServer):
     """A redis-server process owned by the benchmark (never the shared database)."""
 
     def __init__(self, binary: str = REDIS_SERVER, port: int | None = None) -> None:
-        self.binary = binary
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="jq-bench-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(binary, port=port)
         self._client: redis.Redis | None = None
-
-    @property
-    def url(self) -> str:
-        """`redis://127.0.0.1:<port>/0`."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        """Start the server and wait until it answers PING."""
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.dir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--maxmemory-policy",
-            "noeviction",
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.05)
-        return self
 
     @property
     def client(self) -> redis.Redis:
@@ -147,18 +98,10 @@ class PrivateRedis:
         """`used_memory` in bytes."""
         return int(self._info("memory")["used_memory"])
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop the server and remove its directory."""
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().close()

@@ -25,6 +25,7 @@ from .health import WorkerInfo
 from .job import Job, JobState
 from .keys import QueueKeys
 from .maintenance import cleanup_old_jobs, discover_queues
+from .outcomes import is_final_failure
 from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
@@ -67,6 +68,7 @@ __all__ = [
     "classify_error",
     "cleanup_old_jobs",
     "discover_queues",
+    "is_final_failure",
     "register_error_rule",
     "unregister_error_rule",
     "with_retry",

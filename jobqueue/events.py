@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._aio import raise_if_cancelling
+from ._codec import text as _s
 from .errors import JobFailedError, JobNotFoundError
 from .job import JobState
 from .keys import QueueKeys
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 _BLOCK = 5.0
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._aio import raise_if_cancelling
+from ._codec import text as _s
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -42,10 +43,6 @@ __all__ = ["WorkerInfo", "cancel_listener", "heartbeat_loop"]
 log = logging.getLogger(__name__)
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _dt(ms: int) -> datetime:

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import inspect_render as render
+from ._codec import text as _s
 from .connection import connect, redact_url
 from .errors import JobQueueError
 from .job import Job
@@ -52,10 +53,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _expected_types(keys: QueueKeys) -> dict[str, str]:

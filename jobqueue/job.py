@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ._codec import text as _s
 from .errors import InvalidJobError, LeaseLostError, PayloadTooLargeError
 
 if TYPE_CHECKING:
@@ -57,10 +58,6 @@ def _ms_to_dt(value: Any) -> datetime | None:
     if value in (None, b"", ""):
         return None
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Job:

@@ -7,16 +7,14 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._codec import text as _s
+
 if TYPE_CHECKING:
     from .worker import Worker
 
 __all__ = ["renew_loop", "renew_once", "stall_loop"]
 
 log = logging.getLogger("jobqueue.worker")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def renew_loop(worker: Worker) -> None:

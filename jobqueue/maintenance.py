@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from redis.asyncio import Redis
 
+from ._codec import text as _s
 from .config import QueueConfig
 from .errors import ConfigError
 from .keys import QueueKeys, queue_from_key, queue_scan_patterns
@@ -16,10 +16,6 @@ from .queue import Queue
 __all__ = ["cleanup_old_jobs", "discover_queues", "open_queue"]
 
 log = logging.getLogger(__name__)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def discover_queues(redis: Redis, prefix: str = "jq") -> list[str]:

@@ -14,7 +14,14 @@ from .errors import ErrorType
 from .job import Job
 from .retry import Classification, backoff_delay, classify_error, redact
 
-__all__ = ["Outcome", "completed", "failed_for_good", "failure", "handed_back"]
+__all__ = [
+    "Outcome",
+    "completed",
+    "failed_for_good",
+    "failure",
+    "handed_back",
+    "is_final_failure",
+]
 
 Outcome = tuple[str, str, str, str, str, int, int]
 """(job id, lease token, kind, payload, error type, delay ms, limit): one ARGV group of
@@ -70,3 +77,13 @@ def failure(
         c, max(1, job.attempt), max_delay=config.max_backoff, jitter=config.jitter, rng=rng
     )
     return (job.id, token, "f", msg, etype, int(delay * 1000), job.max_attempts), c
+
+
+def is_final_failure(config: QueueConfig, job: Job, exc: BaseException) -> bool:
+    """Whether this failure ends the job (no retry), by the same table as `failure`.
+
+    A deferral (rate limit, outage) is never final here: its cap is counted in Redis.
+    """
+    outcome, _ = failure(config, job, exc)
+    kind, delay, limit = outcome[2], outcome[5], outcome[6]
+    return kind == "f" and (delay < 0 or job.attempt >= limit)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
 
+from ._codec import text as _s
 from .config import QueueConfig
 from .errors import ConfigError, JobNotFoundError
 from .events import QueueEvents
@@ -51,10 +52,6 @@ _CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
 }
 _CLEAN_STATES = frozenset({"completed", "failed", "waiting", "delayed"})
 _BATCH = 1000
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _int(value: Any, default: int = 0) -> int:

@@ -15,14 +15,16 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+from jobqueue.retry import redact as _redact
 
 __all__ = [
     "SCHEMA_PATH",
@@ -55,30 +57,9 @@ _pool_lock: asyncio.Lock | None = None
 
 # --- Redaction --------------------------------------------------------------------------------
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^/?#@\s]*@")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|[^\s&;,]+)")
-_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}")
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{4,}")
-_API_KEY = re.compile(r"(?i)\b(api[_-]?key|x-api-key)(\"?\s*[:=]\s*\"?)[^\s\"',;&]+")
-
-
-def redact(text: str) -> str:
-    """Mask secrets in free text: URL passwords, `password=`, `sk-...` keys, Bearer tokens.
-
-    Used on anything that may end up in a log line or a database row (error messages come
-    from arbitrary exceptions, and exceptions quote URLs and headers).
-
-    Args:
-        text: any text.
-
-    Returns:
-        The text with each secret replaced by `***` (the URL user name is kept).
-    """
-    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
-    text = _KV_PASSWORD.sub(r"\1=***", text)
-    text = _SK_KEY.sub("sk-***", text)
-    text = _BEARER.sub("Bearer ***", text)
-    return _API_KEY.sub(r"\1\2***", text)
+# One redaction for the whole project: the engine's (URL passwords, `password=`/`api_key=`
+# values, `sk-...` keys, Bearer tokens), re-exported here for the pipeline's callers.
+redact = _redact
 
 
 def clean_text(value: str | None, limit: int = 2000) -> str | None:
@@ -100,12 +81,18 @@ def clean_text(value: str | None, limit: int = 2000) -> str | None:
 def redact_dsn(dsn: str) -> str:
     """Return `dsn` safe to print: `postgresql://user:***@host/db`.
 
+    Unlike free text, a DSN's user name alone is not a secret and stays readable.
+
     Args:
         dsn: a PostgreSQL URL or key/value DSN.
 
     Returns:
         The DSN with its password masked.
     """
+    parts = urlsplit(dsn)
+    if parts.scheme and parts.password is None:
+        head = f"{parts.scheme}://{parts.netloc}"
+        return head + redact(dsn[len(head) :])
     return redact(dsn)
 
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import postgres_server, redis_server, unique
+from servers import delete_prefix, postgres_server, redis_server, unique
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +27,7 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHDB)."""
     p = unique("jqt")
     yield p
-    import redis as syncredis
-
-    client = syncredis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-    finally:
-        client.close()
+    delete_prefix(redis_url, p)
 
 
 @pytest.fixture

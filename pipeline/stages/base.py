@@ -13,7 +13,7 @@ import redis.exceptions
 import structlog
 from pydantic import BaseModel
 
-from jobqueue import ErrorType, Job, RetryAfter, classify_error
+from jobqueue import ErrorType, Job, RetryAfter, classify_error, is_final_failure
 from pipeline.ai import LLMResult
 from pipeline.runtime import Runtime
 
@@ -69,10 +69,7 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
                 ) from exc
         except BaseException as exc:
             c = classify_error(exc)
-            deferred = c.error_type == ErrorType.RATE_LIMIT or (
-                getattr(exc, "spend_attempt", True) is False
-            )
-            final = not c.retryable or (not deferred and job.attempt >= job.max_attempts)
+            final = is_final_failure(job.queue.config, job, exc)
             bound.warning(
                 f"✗ {stage.job_type} failed",
                 error_type=str(c.error_type),

@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as syncredis
 
 from jobqueue import Queue, QueueConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import RedisProcess, unique
+from servers import RedisProcess, delete_prefix, unique
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +30,7 @@ def any_redis(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     url = request.getfixturevalue("redis_url" if request.param == "redis" else "valkey_url")
     p = unique("jqt")
     yield url, p
-    client = syncredis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-    finally:
-        client.close()
+    delete_prefix(url, p)
 
 
 @pytest.fixture

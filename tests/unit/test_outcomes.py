@@ -88,3 +88,15 @@ def test_secrets_are_redacted_from_messages() -> None:
     exc = RuntimeError("cannot reach redis://:hunter2@db:6379/0 with sk-ant-abcdefghijklmnop")
     outcome, _ = failure(CFG, make_job(CFG), exc)
     assert "hunter2" not in outcome[3] and "sk-ant-abcdefghijklmnop" not in outcome[3]
+
+
+def test_is_final_failure_follows_the_same_table() -> None:
+    from jobqueue import is_final_failure
+
+    assert not is_final_failure(CFG, make_job(CFG, 1), RuntimeError("x"))
+    assert is_final_failure(CFG, make_job(CFG, 3), RuntimeError("x"))  # attempts=3 spent
+    assert is_final_failure(CFG, make_job(CFG, 1), UnrecoverableError("no"))
+    rate = RetryAfter(5.0, error_type=ErrorType.RATE_LIMIT)
+    assert not is_final_failure(CFG, make_job(CFG, 3), rate)  # a deferral spends nothing
+    outage = RetryAfter(1.0, error_type=ErrorType.NETWORK_ERROR, spend_attempt=False)
+    assert not is_final_failure(CFG, make_job(CFG, 3), outage)

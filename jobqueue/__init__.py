@@ -6,6 +6,8 @@ await Worker(queue, handler, concurrency=10).run()
 """
 
 from .config import QueueConfig, RateLimit
+from .core.connection import connect
+from .core.keys import QueueKeys
 from .errors import (
     ConfigError,
     ErrorType,
@@ -21,11 +23,8 @@ from .errors import (
     UnsafeRedisError,
 )
 from .events import Event, QueueEvents
-from .health import WorkerInfo
 from .job import Job, JobState
-from .keys import QueueKeys
 from .maintenance import cleanup_old_jobs, discover_queues
-from .outcomes import is_final_failure
 from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
@@ -37,6 +36,8 @@ from .retry import (
     with_retry,
 )
 from .worker import Worker
+from .worker.outcomes import is_final_failure
+from .workerinfo import WorkerInfo
 
 __all__ = [
     "CancelOutcome",
@@ -67,6 +68,7 @@ __all__ = [
     "backoff_delay",
     "classify_error",
     "cleanup_old_jobs",
+    "connect",
     "discover_queues",
     "is_final_failure",
     "register_error_rule",

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
+from .core.keys import validate_queue_name
 from .errors import ConfigError, ErrorType
-from .keys import validate_queue_name
 
 __all__ = ["QueueConfig", "RateLimit"]
 

@@ -12,7 +12,7 @@
      ├─ UnrecoverableError                     raised by a handler: fail now, no retry
      └─ RetryAfter                             raised by a handler: retry after N seconds
 
-Errors raised by the scripts are small integer codes; `jobqueue.scripts` maps each to one of
+Errors raised by the scripts are small integer codes; `jobqueue.core.scripts` maps each to one of
 these classes, so nothing parses error strings.
 """
 

@@ -21,11 +21,11 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._aio import raise_if_cancelling
-from ._codec import text as _s
+from .core._aio import raise_if_cancelling
+from .core.codec import text as _s
+from .core.keys import QueueKeys
 from .errors import JobFailedError, JobNotFoundError
 from .job import JobState
-from .keys import QueueKeys
 
 if TYPE_CHECKING:
     from .queue import Queue

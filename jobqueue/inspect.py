@@ -31,12 +31,12 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseErro
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import inspect_render as render
-from ._codec import text as _s
-from .connection import connect, redact_url
+from . import _inspect_render as render
+from .core.codec import text as _s
+from .core.connection import connect, redact_url
+from .core.keys import QueueKeys, validate_queue_name
 from .errors import JobQueueError
 from .job import Job
-from .keys import QueueKeys, validate_queue_name
 from .maintenance import discover_queues, open_queue
 from .queue import Queue
 from .retry import redact

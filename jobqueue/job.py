@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ._codec import text as _s
+from .core.codec import text as _s
 from .errors import InvalidJobError, LeaseLostError, PayloadTooLargeError
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ import math
 
 from redis.asyncio import Redis
 
-from ._codec import text as _s
 from .config import QueueConfig
+from .core.codec import text as _s
+from .core.keys import QueueKeys, queue_from_key, queue_scan_patterns
 from .errors import ConfigError
-from .keys import QueueKeys, queue_from_key, queue_scan_patterns
 from .queue import Queue
 
 __all__ = ["cleanup_old_jobs", "discover_queues", "open_queue"]

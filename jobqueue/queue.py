@@ -11,12 +11,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .config import MAX_PRIORITY, QueueConfig
-from .connection import check_server, connect, describe_client
+from .core.connection import check_server, connect, describe_client
+from .core.keys import QueueKeys, validate_prefix
+from .core.scripts import Scripts, queue_key_list, raise_for_code
 from .errors import ConfigError, InvalidJobError, LeaseLostError
 from .job import Job, JobState, decode_envelope, dumps
-from .keys import QueueKeys, validate_prefix
 from .queue_ops import QueueOpsMixin
-from .scripts import Scripts, queue_key_list, raise_for_code
 
 __all__ = ["JobSpec", "Queue"]
 

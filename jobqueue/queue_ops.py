@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
 
-from ._codec import text as _s
 from .config import QueueConfig
+from .core.codec import text as _s
+from .core.keys import QueueKeys
+from .core.scripts import Scripts, raise_for_code
 from .errors import ConfigError, JobNotFoundError
 from .events import QueueEvents
-from .health import WorkerInfo
 from .job import JobState
-from .keys import QueueKeys
-from .scripts import Scripts, raise_for_code
+from .workerinfo import WorkerInfo
 
 if TYPE_CHECKING:
     from .job import Job

@@ -13,7 +13,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from jobqueue import Queue
-from jobqueue.connection import connect
+from jobqueue.core.connection import connect
 from pipeline import db
 from pipeline.ai import LLM, make_llm
 from pipeline.offline_fixtures import register_offline_fixtures

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from jobqueue.connection import CancelSafeConnection, connect
+from jobqueue.core.connection import CancelSafeConnection, connect
 
 pytestmark = pytest.mark.integration
 

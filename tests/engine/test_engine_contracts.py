@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from jobqueue import InvalidJobError, JobState, PayloadTooLargeError, Queue
-from jobqueue.scripts import raise_for_code
+from jobqueue.core.scripts import raise_for_code
 
 pytestmark = pytest.mark.integration
 

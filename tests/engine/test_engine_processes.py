@@ -144,7 +144,12 @@ async def test_blocked_worker_loses_lease_and_its_completion_is_refused(
         return sum(e["ev"] == "end" for e in await read_log(side, prefix)) >= 2
 
     await wait_for(both_ended, timeout=15, what="both runs to end")
-    # give the blocked worker's late report its round trip, then check it was refused
+
+    async def completed() -> bool:
+        return await q.get_job_state(job.id) == JobState.COMPLETED
+
+    # a handler's end is logged before its outcome reaches Redis: wait for the state
+    await wait_for(completed, timeout=15, what="the job to complete")
     log = await read_log(side, prefix)
     second_pid = procs[1].pid
     got = await q.get_job(job.id)

@@ -24,8 +24,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from servers import RedisProcess
 
 from jobqueue import Queue, QueueConfig
-from jobqueue.fastconn import FastConnection
-from jobqueue.scripts import Scripts, load_script
+from jobqueue.core.fastconn import FastConnection
+from jobqueue.core.scripts import Scripts, load_script
 
 pytestmark = pytest.mark.integration
 
@@ -308,7 +308,7 @@ def test_settings_come_from_the_redis_py_client(monkeypatch: pytest.MonkeyPatch)
     assert FastConnection.from_url("rediss://h:6379/0") is None
     decoded = FastConnection.from_client(aioredis.Redis(decode_responses=True))
     assert decoded is not None
-    # a Queue made from a URL uses jobqueue.connection.connect (a Connection subclass)
+    # a Queue made from a URL uses jobqueue.core.connection.connect (a Connection subclass)
     q = Queue(QueueConfig("cfg"), redis="redis://:pw@127.0.0.1:6399/5")
     fast = q.scripts.fast
     assert fast is not None and (fast.port, fast.db, fast.password) == (6399, 5, "pw")

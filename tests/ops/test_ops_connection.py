@@ -13,7 +13,7 @@ from ops_helpers import child_env, run_cli, wait_for
 from servers import RedisProcess, free_port
 
 from jobqueue import Job, Queue, QueueConfig, UnsafeRedisError, Worker
-from jobqueue.connection import connect, describe_client, redact_url
+from jobqueue.core.connection import connect, describe_client, redact_url
 
 CANARY = "canary-s3cret-XYZ"
 WRONG = "wrong-pw-QQQ"

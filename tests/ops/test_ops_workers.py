@@ -12,7 +12,8 @@ import pytest
 from ops_helpers import state_is, wait_for, workers_of
 from servers import RedisProcess
 
-from jobqueue import Job, JobFailedError, Queue, Worker, health
+from jobqueue import Job, JobFailedError, Queue, Worker
+from jobqueue.worker import heartbeat as health
 
 
 async def stream(queue: Queue) -> list[dict[str, str]]:

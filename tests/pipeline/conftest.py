@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pipeline_helpers import fast_settings
 
-from jobqueue.connection import connect
+from jobqueue.core.connection import connect
 from pipeline import db
 from pipeline.runtime import Runtime, set_runtime
 from pipeline.workers import Workers

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import fast_settings, wait_row
 
-from jobqueue.connection import connect
+from jobqueue.core.connection import connect
 from pipeline import db
 from pipeline.ai import OfflineLLM
 from pipeline.flow import approve_subsector, start_sector_research

@@ -13,7 +13,7 @@ import pytest
 from pipeline_helpers import fast_settings, wait_row
 from servers import RedisProcess
 
-from jobqueue.connection import connect
+from jobqueue.core.connection import connect
 from pipeline import db
 from pipeline.flow import start_sector_research
 from pipeline.runtime import Runtime

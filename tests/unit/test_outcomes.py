@@ -9,7 +9,7 @@ import pytest
 
 from jobqueue import ErrorType, QueueConfig, RetryAfter, UnrecoverableError
 from jobqueue.job import Job
-from jobqueue.outcomes import completed, failed_for_good, failure, handed_back
+from jobqueue.worker.outcomes import completed, failed_for_good, failure, handed_back
 
 
 class _Q:

@@ -20,9 +20,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -32,93 +29,17 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._aio import raise_if_cancelling
-from ._codec import text as _s
+from ..core._aio import raise_if_cancelling
+from ..core.codec import text as _s
 
 if TYPE_CHECKING:
     from .worker import Worker
 
-__all__ = ["WorkerInfo", "cancel_listener", "heartbeat_loop"]
+__all__ = ["cancel_listener", "heartbeat_loop"]
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A live worker, as its last heartbeat described it.
-
-    Attributes:
-        name: the worker's name (`host:pid:random` by default).
-        host, pid: where it runs.
-        queues: the queues it works on.
-        concurrency: jobs it runs at the same time at most.
-        started_at: when it started (its own clock, UTC).
-        completed, failed: jobs it finished so far, by outcome.
-        running: jobs running at the last heartbeat.
-        last_take_at: when it last took jobs (or reported outcomes); None if never.
-        last_heartbeat: when it last beat.
-        heartbeat_interval: seconds between its heartbeats.
-    """
-
-    name: str
-    host: str
-    pid: int
-    queues: tuple[str, ...]
-    concurrency: int
-    started_at: datetime
-    completed: int
-    failed: int
-    running: int
-    last_take_at: datetime | None
-    last_heartbeat: datetime
-    heartbeat_interval: float
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> WorkerInfo:
-        """Build from the heartbeat hash (bytes or str keys and values)."""
-        h = {_s(k): _s(v) for k, v in raw.items()}
-
-        def num(key: str) -> int:
-            try:
-                return int(float(h.get(key) or 0))
-            except ValueError:
-                return 0
-
-        try:
-            queues = tuple(str(q) for q in json.loads(h.get("queues") or "[]"))
-        except ValueError:
-            queues = ()
-        last_take = num("last_take")
-        return cls(
-            name=h.get("name", ""),
-            host=h.get("host", ""),
-            pid=num("pid"),
-            queues=queues,
-            concurrency=num("concurrency"),
-            started_at=_dt(num("started")),
-            completed=num("completed"),
-            failed=num("failed"),
-            running=num("running"),
-            last_take_at=_dt(last_take) if last_take else None,
-            last_heartbeat=_dt(num("beat")),
-            heartbeat_interval=float(h.get("interval") or 0),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (datetimes as ISO 8601 strings)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        return out
 
 
 # -- heartbeat -------------------------------------------------------------------------------

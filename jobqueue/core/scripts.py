@@ -6,7 +6,7 @@ answers NOSCRIPT (after a restart or SCRIPT FLUSH). Scripts signal domain failur
 negative integers; `raise_for_code` maps them to typed errors: nothing parses error strings.
 
 EVALSHA goes through a `FastConnection` (one multiplexed hiredis socket, see
-`jobqueue.fastconn`) made from the redis-py client's connection settings: it costs a fraction
+`jobqueue.core.fastconn`) made from the redis-py client's connection settings: it costs a fraction
 of redis-py's client CPU per round trip. Opt out with `Scripts(redis, fastconn=False)` or the
 environment variable `JOBQUEUE_FASTCONN=0`; clients the fast path cannot copy (TLS, Sentinel,
 Cluster, credential providers) stay on redis-py.
@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from .errors import JobNotFoundError, JobQueueError, LeaseLostError, QueueStateError
+from ..errors import JobNotFoundError, JobQueueError, LeaseLostError, QueueStateError
 from .fastconn import FastConnection
 from .keys import QueueKeys
 

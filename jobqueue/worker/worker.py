@@ -21,14 +21,15 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import health, leases, outcomes
-from .errors import ConfigError, ErrorType, InvalidJobError
-from .fastconn import FastConnection
-from .job import Job, JobState, decode_envelope, dumps
+from ..core.fastconn import FastConnection
+from ..core.scripts import raise_for_code
+from ..errors import ConfigError, ErrorType, InvalidJobError
+from ..job import Job, JobState, decode_envelope, dumps
+from ..queue import Queue
+from ..retry import redact
+from . import heartbeat as health
+from . import leases, outcomes
 from .outcomes import Outcome
-from .queue import Queue
-from .retry import redact
-from .scripts import raise_for_code
 
 __all__ = ["Handler", "Worker"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from .config import QueueConfig
-from .errors import ErrorType
-from .job import Job
-from .retry import Classification, backoff_delay, classify_error, redact
+from ..config import QueueConfig
+from ..errors import ErrorType
+from ..job import Job
+from ..retry import Classification, backoff_delay, classify_error, redact
 
 __all__ = [
     "Outcome",

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._codec import text as _s
+from ..core.codec import text as _s
 
 if TYPE_CHECKING:
     from .worker import Worker

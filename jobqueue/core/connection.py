@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Connection, Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import UnsafeRedisError
+from ..errors import UnsafeRedisError
 
 __all__ = ["CancelSafeConnection", "check_server", "connect", "describe_client", "redact_url"]
 

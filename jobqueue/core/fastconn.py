@@ -293,7 +293,7 @@ class FastConnection:
         conn_class = pool.connection_class
         if not isinstance(conn_class, type) or issubclass(conn_class, SSLConnection):
             return None
-        # subclasses too (e.g. jobqueue.connection.CancelSafeConnection): same socket, same
+        # subclasses too (e.g. jobqueue.core.connection.CancelSafeConnection): same socket, same
         # protocol; only how redis-py drives it differs
         unix = issubclass(conn_class, UnixDomainSocketConnection)
         if not unix and not issubclass(conn_class, Connection):

@@ -1,0 +1,5 @@
+"""The worker side of a queue: `Worker` and what runs beside it."""
+
+from .worker import Handler, Worker
+
+__all__ = ["Handler", "Worker"]

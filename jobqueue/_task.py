@@ -165,6 +165,11 @@ class Task(Generic[P, R, J]):
         handler: the engine handler that runs it for a job (see `TaskHandler`).
     """
 
+    # copied from the function by functools.update_wrapper (help(), inspect.signature)
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
+
     def __init__(
         self,
         fn: Callable[P, R],
@@ -187,6 +192,15 @@ class Task(Generic[P, R, J]):
         self.name = name
         self.attempts = attempts
         self.priority = priority
+        # for messages: annotations are noise there (and only strings under PEP 563)
+        self._call_shape = str(
+            self.signature.replace(
+                parameters=[
+                    p.replace(annotation=p.empty) for p in self.signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
+        )
         self._keyword_params = frozenset(
             p.name for p in self.signature.parameters.values() if p.kind in _KEYWORD_KINDS
         )
@@ -310,7 +324,7 @@ class Task(Generic[P, R, J]):
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidJobError(
-                f"task {self.name!r}{where}: arguments do not match {self.signature}: {exc}"
+                f"task {self.name!r}{where}: arguments do not match {self._call_shape}: {exc}"
             ) from None
 
     def arguments(self, job: TaskJob) -> tuple[list[Any], dict[str, Any]]:

@@ -14,11 +14,18 @@ from jobqueue import Queue, QueueConfig
 
 URL = os.environ.get("JQ_TEST_TASKS_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get("JQ_TEST_TASKS_PREFIX", "jqt-sample")
-FAST = {"lease": 1.0, "stall_interval": 0.5, "drain_delay": 0.2, "heartbeat_interval": 0.2}
 
-main = Queue(QueueConfig("tasks-main", **FAST), redis=URL, prefix=PREFIX)
-other = Queue(QueueConfig("tasks-other", **FAST), redis=URL, prefix=PREFIX)
-unused = Queue(QueueConfig("tasks-unused", **FAST), redis=URL, prefix=PREFIX)  # no tasks
+
+def fast(name: str) -> Queue:
+    config = QueueConfig(
+        name, lease=1.0, stall_interval=0.5, drain_delay=0.2, heartbeat_interval=0.2
+    )
+    return Queue(config, redis=URL, prefix=PREFIX)
+
+
+main = fast("tasks-main")
+other = fast("tasks-other")
+unused = fast("tasks-unused")  # no tasks: gets no worker
 
 
 @main.task

@@ -152,7 +152,7 @@ def test_what_cannot_be_a_task(queue: Queue) -> None:
         queue.task(lambda: None)
     assert queue.task(name="named-lambda")(lambda: 1)() == 1
     with pytest.raises(ConfigError, match="a task already"):
-        queue.task(queue.task(mul))  # type: ignore[arg-type]
+        queue.task(queue.task(mul))
 
     def gen() -> Any:
         yield 1

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.concurrency < 1:
         print(f"error: --concurrency must be >= 1, got {args.concurrency}", file=sys.stderr)
         return 2
-    if not args.shutdown_grace >= 0:
+    if not (math.isfinite(args.shutdown_grace) and args.shutdown_grace >= 0):
         print(f"error: --shutdown-grace must be >= 0, got {args.shutdown_grace}", file=sys.stderr)
         return 2
     logging.basicConfig(

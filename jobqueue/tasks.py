@@ -237,8 +237,9 @@ class TaskRegistry(Mapping[str, TaskHandler], Generic[J]):
             where = (
                 f" (it is a task of queue {task.queue.name!r})" if isinstance(task, Task) else ""
             )
+            names = sorted(self._tasks)
+            known = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "none"
             raise InvalidJobError(
-                f"queue {self.queue.name!r} has no task {what!r}{where}; its tasks: "
-                f"{sorted(self._tasks) or 'none'}"
+                f"queue {self.queue.name!r} has no task {what!r}{where}; its tasks: {known}"
             )
         return found

@@ -204,6 +204,7 @@ async def test_queues_option_runs_only_the_named_queues(
         ),
         (["worker", "json"], "error: module json defines no tasks"),
         (["worker", "sample_tasks", "--concurrency", "0"], "error: --concurrency must be >= 1"),
+        (["worker", "sample_tasks", "--shutdown-grace", "inf"], "error: --shutdown-grace"),
         (["frobnicate"], "error: unknown command 'frobnicate'"),
         ([], "usage: python -m jobqueue COMMAND"),
     ],

@@ -18,7 +18,11 @@ PREFIX = os.environ.get("JQ_TEST_TASKS_PREFIX", "jqt-sample")
 
 def fast(name: str) -> Queue:
     config = QueueConfig(
-        name, lease=1.0, stall_interval=0.5, drain_delay=0.2, heartbeat_interval=0.2
+        # a roomy lease: a starved test machine must not make a held job look stalled
+        name,
+        lease=5.0,
+        drain_delay=0.2,
+        heartbeat_interval=0.2,
     )
     return Queue(config, redis=URL, prefix=PREFIX)
 

@@ -8,6 +8,7 @@ await Worker(queue, handler, concurrency=10).run()
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.states import JobState
 from .errors import (
     ConfigError,
     ErrorType,
@@ -23,7 +24,7 @@ from .errors import (
     UnsafeRedisError,
 )
 from .events import Event, QueueEvents
-from .job import Job, JobState
+from .job import Job, get_current_job
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
@@ -35,7 +36,7 @@ from .retry import (
     unregister_error_rule,
     with_retry,
 )
-from .worker import Worker
+from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
@@ -64,12 +65,14 @@ __all__ = [
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",
+    "WorkerHooks",
     "WorkerInfo",
     "backoff_delay",
     "classify_error",
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "get_current_job",
     "is_final_failure",
     "register_error_rule",
     "unregister_error_rule",

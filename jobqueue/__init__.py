@@ -11,6 +11,7 @@ Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.states import JobState
 from .errors import (
     ConfigError,
     ErrorType,
@@ -26,7 +27,7 @@ from .errors import (
     UnsafeRedisError,
 )
 from .events import Event, QueueEvents
-from .job import Job, JobState
+from .job import Job, get_current_job
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
@@ -39,7 +40,7 @@ from .retry import (
     with_retry,
 )
 from .tasks import Task, TaskRegistry
-from .worker import Worker
+from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
@@ -70,12 +71,14 @@ __all__ = [
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",
+    "WorkerHooks",
     "WorkerInfo",
     "backoff_delay",
     "classify_error",
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "get_current_job",
     "is_final_failure",
     "register_error_rule",
     "unregister_error_rule",

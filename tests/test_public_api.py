@@ -71,9 +71,3 @@ def test_jobqueue_never_imports_pipeline() -> None:
             else:
                 continue
             assert not any(m == "pipeline" or m.startswith("pipeline.") for m in mods), path
-
-
-def test_lua_scripts_document_their_contract() -> None:
-    for path in sorted((ROOT / "jobqueue" / "core" / "lua").glob("*.lua")):
-        head = path.read_text()[:1500]
-        assert "KEYS" in head and "ARGV" in head and "Returns" in head, path.name

@@ -35,10 +35,16 @@ async def add(a: int, b: int) -> int:
     return a + b
 
 
+@queue.task(name="slugify")
+def slugify(title: str) -> str:  # a plain def: the worker runs it in its thread pool
+    return "-".join(title.lower().split())
+
+
 async def main() -> None:
     jobs = {
         "count_words": await count_words.enqueue("the quick brown fox jumps over the lazy dog"),
         "add": await queue.enqueue(add, 2, b=3),  # the same, through the queue
+        "slugify": await slugify.enqueue_call(["Tasks, RQ Style"]),  # arguments apart
     }
     worker = Worker(queue, queue.tasks, concurrency=4)  # runs registered functions only
     runner = asyncio.create_task(worker.run())

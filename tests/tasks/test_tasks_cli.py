@@ -235,3 +235,5 @@ def test_example_runs(redis_url: str, prefix: str) -> None:
     assert out.returncode == 0, out.stderr
     assert "count_words -> {'words': 9, 'unique': 8}" in out.stdout, out.stdout
     assert "add -> 5" in out.stdout
+    assert "slugify -> tasks,-rq-style" in out.stdout
+    assert "called here, no job: 42" in out.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from jobqueue import (
     PayloadTooLargeError,
     Queue,
     Worker,
+    get_current_job,
 )
 
 pytestmark = pytest.mark.integration
@@ -76,11 +78,6 @@ async def test_async_tasks_return_their_result_through_json(
     assert stored is not None and stored.result == 3 and stored.state == JobState.COMPLETED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the Worker to run a plain `def` handler in a thread pool (the lead's change "
-    "on main); remove this mark once it is merged",
-)
 async def test_sync_tasks_return_their_result(make_queue: MakeQueue, run_tasks: RunTasks) -> None:
     queue = make_queue(attempts=1)
 
@@ -94,6 +91,59 @@ async def test_sync_tasks_return_their_result(make_queue: MakeQueue, run_tasks: 
         "scaled": [4.5, 6],
         "as_tuple": [3],
     }
+
+
+async def test_a_blocking_sync_task_does_not_stall_async_ones(
+    make_queue: MakeQueue, run_tasks: RunTasks
+) -> None:
+    """The sync task blocks its thread until the async task, run by the same worker, sets the
+    gate: had the sync task run on the event loop, neither would ever finish."""
+    queue = make_queue()
+    gate = threading.Event()
+
+    @queue.task
+    def wait_for_gate() -> str:
+        if not gate.wait(DEADLINE):
+            raise RuntimeError("the gate was never opened")
+        return threading.current_thread().name
+
+    @queue.task
+    async def open_gate() -> str:
+        gate.set()
+        return "opened"
+
+    blocked = await wait_for_gate.enqueue()
+    opener = await open_gate.enqueue()
+    run_tasks(queue)
+    assert await opener.wait_until_finished(timeout=DEADLINE) == "opened"
+    thread = await blocked.wait_until_finished(timeout=DEADLINE)
+    assert thread != threading.main_thread().name
+
+
+async def test_tasks_see_their_job_as_the_current_one(
+    make_queue: MakeQueue, run_tasks: RunTasks
+) -> None:
+    queue = make_queue()
+
+    @queue.task
+    async def which_async() -> list[Any]:
+        job = get_current_job()
+        assert job is not None
+        await job.update_progress(50)
+        return [job.id, job.name]
+
+    @queue.task
+    def which_sync() -> list[Any]:
+        job = get_current_job()
+        assert job is not None
+        return [job.id, job.name]
+
+    a, s = await which_async.enqueue(), await which_sync.enqueue()
+    run_tasks(queue)
+    assert await a.wait_until_finished(timeout=DEADLINE) == [a.id, which_async.name]
+    assert await s.wait_until_finished(timeout=DEADLINE) == [s.id, which_sync.name]
+    stored = await queue.get_job(a.id)
+    assert stored is not None and stored.progress == 50
 
 
 async def test_unknown_task_fails_once_without_retry(
@@ -116,11 +166,6 @@ async def test_unknown_task_fails_once_without_retry(
     assert await (await known.enqueue()).wait_until_finished(timeout=DEADLINE) == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Worker's message for a job name without a handler does not name the queue "
-    "yet (jobqueue/worker/worker.py, the lead's); remove this mark once it does",
-)
 async def test_unknown_task_message_names_the_queue(
     make_queue: MakeQueue, run_tasks: RunTasks
 ) -> None:

@@ -1,8 +1,8 @@
 """One task: a function under a stable name, its arguments bound and checked at enqueue and
 again for each job, and the engine handler that calls it (see `jobqueue.tasks`).
 
-Depends on neither `jobqueue.queue` nor `jobqueue.job` (they depend on the tasks): what a task
-needs of them is described by the `TaskQueue` and `TaskJob` protocols.
+`jobqueue.queue` depends on this module, so this one depends on no queue: what a task needs of
+a queue and of a job is described by the `TaskQueue` and `TaskJob` protocols.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ function's signature and calls the function. A worker runs registered functions 
 is ever imported from a name read out of Redis, and a job naming a task its queue does not have
 fails at once, without retry (VALIDATION_ERROR).
 
-This module and `jobqueue._task` (one task) depend on neither `jobqueue.queue` nor
-`jobqueue.job` (those depend on them): what they need of a queue and a job is described by the
-`TaskQueue` and `TaskJob` protocols.
+`jobqueue.queue` depends on this module and on `jobqueue._task` (one task), so they depend on no
+queue: what they need of a queue and of a job is described by the `TaskQueue` and `TaskJob`
+protocols.
 """
 
 from __future__ import annotations

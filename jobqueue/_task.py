@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from .config import MAX_PRIORITY
+from .core._aio import is_async_callable
 from .errors import ConfigError, InvalidJobError
 
 __all__ = [
@@ -80,13 +81,6 @@ class TaskJob(Protocol):
 TaskHandler = Callable[[TaskJob], Any]
 """An engine handler that runs one task: a coroutine function for an `async def` task, a plain
 function for a plain `def` task (the worker runs those off its event loop)."""
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    # a callable object with an `async def __call__` is async too
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - the attribute, not callable()
-    )
 
 
 def default_task_name(fn: Callable[..., Any]) -> str:
@@ -216,7 +210,7 @@ class Task(Generic[P, R, J]):
     @property
     def is_async(self) -> bool:
         """Whether the function is an `async def` (its handler then is one too)."""
-        return _is_async(self.fn)
+        return is_async_callable(self.fn)
 
     async def enqueue(
         self,

@@ -8,6 +8,7 @@ await Worker(queue, handler, concurrency=10).run()
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.redact import redact, redact_url
 from .errors import (
     ConfigError,
     ErrorType,
@@ -29,10 +30,16 @@ from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
     Classification,
+    ErrorTypeInfo,
+    ErrorVerdict,
     backoff_delay,
     classify_error,
+    error_type_info,
     register_error_rule,
+    register_error_type,
+    retry_after_seconds,
     unregister_error_rule,
+    unregister_error_type,
     with_retry,
 )
 from .worker import Worker
@@ -44,6 +51,8 @@ __all__ = [
     "Classification",
     "ConfigError",
     "ErrorType",
+    "ErrorTypeInfo",
+    "ErrorVerdict",
     "Event",
     "InvalidJobError",
     "Job",
@@ -70,8 +79,14 @@ __all__ = [
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "error_type_info",
     "is_final_failure",
+    "redact",
+    "redact_url",
     "register_error_rule",
+    "register_error_type",
+    "retry_after_seconds",
     "unregister_error_rule",
+    "unregister_error_type",
     "with_retry",
 ]

@@ -5,39 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import Connection, Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import UnsafeRedisError
+from .redact import redact_url
 
 __all__ = ["CancelSafeConnection", "check_server", "connect", "describe_client", "redact_url"]
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
-
-_USERINFO_RE = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I
-)
-
-
-def redact_url(url: str) -> str:
-    """`redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def describe_client(client: Redis) -> str:

@@ -22,11 +22,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.fastconn import FastConnection
+from ..core.redact import redact
 from ..core.scripts import raise_for_code
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import Job, JobState, decode_envelope, dumps
 from ..queue import Queue
-from ..retry import redact
 from . import heartbeat as health
 from . import leases, outcomes
 from .outcomes import Outcome

@@ -1,8 +1,9 @@
 """Masking secrets in text before it is logged, stored or shown.
 
-One implementation for the whole project: the engine's error messages, the worker's logs,
-`python -m jobqueue.inspect`, and the pipeline's logs and status rows all call `redact`;
-connection URLs and DSNs printed for an operator go through `redact_url`.
+One implementation for the engine and the applications built on it (exported as
+`jobqueue.redact` and `jobqueue.redact_url`): error messages, the worker's logs and
+`python -m jobqueue.inspect` call `redact`; connection URLs and DSNs shown to an operator go
+through `redact_url`.
 """
 
 from __future__ import annotations

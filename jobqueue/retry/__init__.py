@@ -3,14 +3,14 @@
     types.py     the error types: built-in `ErrorType`s and the application's registered ones
     rules.py     the application's rules (`register_error_rule`), fixed or computed
     classify.py  the engine's generic classification (`classify_error`, `retry_after_seconds`)
-    backoff.py   the one backoff formula (`exponential_delay`, `backoff_delay`)
+    backoff.py   `backoff_delay`: the engine's one formula (`jobqueue.core.backoff`) for a job
     helper.py    `with_retry`
 
 The engine knows no SDK: an application registers its SDK's exceptions with
 `register_error_rule(..., classify=fn)` and its own types with `register_error_type`.
 """
 
-from .backoff import backoff_delay, exponential_delay
+from .backoff import backoff_delay
 from .classify import Classification, RetryDelays, classify_error, retry_after_seconds
 from .helper import with_retry
 from .rules import (
@@ -45,7 +45,6 @@ __all__ = [
     "default_retry_delays",
     "error_type_info",
     "error_types",
-    "exponential_delay",
     "register_error_rule",
     "register_error_type",
     "retry_after_seconds",

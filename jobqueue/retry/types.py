@@ -126,10 +126,16 @@ def register_error_type(name: str, *, delay: float | None = None, retryable: boo
 
 
 def unregister_error_type(name: str) -> bool:
-    """Forget a registered error type; returns whether it was registered.
+    """Forget a registered error type (tests use it to clean up).
 
     Rules and exceptions that still name it are classified with UNKNOWN's delay and as
-    retryable.
+    retryable; `QueueConfig`s made from then on refuse it.
+
+    Args:
+        name: The registered type's name.
+
+    Returns:
+        Whether it was registered.
 
     Raises:
         ConfigError: `name` is a built-in type.

@@ -1,4 +1,5 @@
-"""Unit tests for `jobqueue.retry`: the one backoff formula (`exponential_delay`, `backoff_delay`)."""
+"""Unit tests of the one backoff formula (`jobqueue.core.backoff.exponential_delay`) and of
+`jobqueue.retry.backoff_delay`, which applies it to a failed job."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from jobqueue.core.backoff import exponential_delay
 from jobqueue.errors import ConfigError, ErrorType
 from jobqueue.retry import (
     Classification,
     backoff_delay,
-    exponential_delay,
 )
 
 # --- backoff_delay ---------------------------------------------------------------------------
@@ -85,20 +86,3 @@ def test_backoff_delay_and_exponential_delay_agree() -> None:
     c = Classification(ErrorType.NETWORK_ERROR, True, 0.3, "x", False)
     for attempt in range(1, 12):
         assert backoff_delay(c, attempt, max_delay=60) == exponential_delay(0.3, attempt, cap=60)
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "bad"),
-    [
-        ((-1, 1), {}, "-1"),
-        ((math.nan, 1), {}, "nan"),
-        ((1, 0), {}, "0"),
-        ((1, 1), {"cap": -2}, "-2"),
-        ((1, 1), {"jitter": 3}, "3"),
-    ],
-)
-def test_exponential_delay_validates_arguments(
-    args: tuple[Any, ...], kwargs: dict[str, Any], bad: str
-) -> None:
-    with pytest.raises(ConfigError, match=bad):
-        exponential_delay(*args, **kwargs)

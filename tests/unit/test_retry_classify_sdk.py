@@ -43,7 +43,6 @@ def test_public_api_is_sorted_and_complete() -> None:
         "default_retry_delays",
         "error_type_info",
         "error_types",
-        "exponential_delay",
         "register_error_rule",
         "register_error_type",
         "retry_after_seconds",

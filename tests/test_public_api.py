@@ -40,6 +40,11 @@ def test_engine_contract_names() -> None:
         "cleanup_old_jobs",
         "Task",
         "TaskRegistry",
+        "register_error_rule",
+        "register_error_type",
+        "ErrorVerdict",
+        "retry_after_seconds",
+        "redact",
     ):
         assert name in jobqueue.__all__
 
@@ -71,3 +76,13 @@ def test_jobqueue_never_imports_pipeline() -> None:
             else:
                 continue
             assert not any(m == "pipeline" or m.startswith("pipeline.") for m in mods), path
+
+
+def test_jobqueue_holds_no_provider_knowledge() -> None:
+    # The engine's classification is generic: an SDK's table lives in the application
+    # (`pipeline/ai/errors.py`), registered with `register_error_rule(..., classify=...)`.
+    needles = ("anthropic", "spend_limit", "spendlimit", "overloaded_error", "x-should-retry")
+    for path in (ROOT / "jobqueue").rglob("*.py"):
+        text = path.read_text().lower()
+        for needle in (*needles, "judge_rejection"):
+            assert needle not in text, (path, needle)

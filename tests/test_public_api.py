@@ -86,3 +86,20 @@ def test_jobqueue_holds_no_provider_knowledge() -> None:
         text = path.read_text().lower()
         for needle in (*needles, "judge_rejection"):
             assert needle not in text, (path, needle)
+
+
+def test_every_engine_module_is_private_or_declares_its_names() -> None:
+    # a module's public names are deliberate: `__all__` lists them (each defined), or the
+    # module is private (`_name.py`)
+    for path in sorted((ROOT / "jobqueue").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = rel.parts
+        if any(p.startswith("_") and p != "__init__" for p in parts) or parts[-1] == "__main__":
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mod = importlib.import_module(name)
+        if parts[-1] == "__init__" and not hasattr(mod, "__all__"):
+            continue  # a package that only groups modules
+        assert hasattr(mod, "__all__"), f"{name} has no __all__"
+        for exported in mod.__all__:
+            assert hasattr(mod, exported), f"{name}.__all__ names missing {exported}"

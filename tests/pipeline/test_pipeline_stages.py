@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from pipeline_helpers import wait_row
+from pipeline_helpers import HANG, wait_row
 
 from jobqueue import JobState
 from pipeline.ai import AnthropicLLM, register_fixture
@@ -169,7 +169,7 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
 ) -> None:
     fake = await FakeAnthropic().start()
     fake.text_blocks = ["A deep analysis of the company. " * 20]
-    llm = AnthropicLLM(API_KEY, base_url=fake.base_url, timeout=5.0)
+    llm = AnthropicLLM(API_KEY, base_url=fake.base_url, timeout=HANG)
     runtime.use_llm(llm)
     try:
         fake.enqueue("429-ms")  # retry-after-ms: 1500, then "ok"
@@ -178,13 +178,7 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
         job = await enqueue("stock-analysis", {"stock_id": stock}, runtime=runtime)
         q = runtime.queues["stock-analysis"]
 
-        async def done() -> bool:
-            return await q.get_job_state(job.id) == JobState.COMPLETED
-
-        for _ in range(500):
-            if await done():
-                break
-            await asyncio.sleep(0.02)
+        await job.wait_until_finished(timeout=HANG)
         got = await q.get_job(job.id)
         assert got is not None and got.state == JobState.COMPLETED
         assert got.max_attempts == 1 and got.attempts_made == 1  # the 429 spent nothing

@@ -236,10 +236,11 @@ class StatusMirror:
         changes = []
         for queue, stream_id, fields in events:
             change = change_from_event(queue, stream_id, fields)
-            if change is None:
-                log.warning("status mirror skips malformed entry %s of queue %s", stream_id, queue)
-            else:
+            if change is not None:
                 changes.append(change)
+            elif not fields.get("ev"):
+                log.warning("status mirror skips malformed entry %s of queue %s", stream_id, queue)
+            # else a queue-level event (paused, resumed, obliterating): no row to change
         return await apply_changes(conn, changes)
 
     async def _step(self) -> int:

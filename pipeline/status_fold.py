@@ -62,8 +62,9 @@ class JobSnapshot(BaseModel):
         job_id: the job id.
         name: the job name (job_type), when known.
         state: engine state: waiting, paused, delayed, prioritized, active, completed, failed.
-        progress: 0..100.
-        attempts: attempts made.
+        progress: 0..100, as last reported (the engine keeps it when a job goes back to wait).
+        attempts: attempts finished (the engine's `attempts_made`); the attempt of an active
+            job is counted on top, as rows count attempts started.
         error_message: last error text.
         error_type: last error type.
         version_ms, version_seq: the last stream id the snapshot reflects; may stay 0, as
@@ -106,7 +107,8 @@ def _int(value: str | None, high: int = 2**31 - 1) -> int | None:
 
 
 def change_from_event(queue: str, stream_id: str, fields: Mapping[str, str]) -> StatusChange | None:
-    """The change an engine event stands for, or None for an entry without `ev` or `id`.
+    """The change a job event stands for; None for a queue-level event (no `id`: paused,
+    resumed...) or a malformed entry (no `ev`).
 
     Args:
         queue: the queue whose stream holds the entry.
@@ -156,7 +158,8 @@ def change_from_snapshot(
         kind="snapshot",
         name=clean_text(snap.name, 200),
         state=status,
-        attempt=max(0, snap.attempts),
+        # rows count attempts started, the engine attempts finished: the running one is extra
+        attempt=max(0, snap.attempts) + (1 if status == "active" else 0),
         progress=min(100, max(0, snap.progress)),
         error_type=clean_text(snap.error_type, 200),
         error_message=clean_text(snap.error_message),
@@ -249,7 +252,8 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
         _requeue(s, ch, "STALLED" if kind == "stalled" else None)
     elif kind == "snapshot" and state in ("waiting", "active"):
         s.status = state
-        s.progress = ch.progress or 0
+        # a waiting job's progress restarts at 0, as after a `retrying` event
+        s.progress = (ch.progress or 0) if state == "active" else 0
         s.attempts = ch.attempt if ch.attempt is not None else s.attempts
         s.error_type, s.error_message = ch.error_type, ch.error_message
     return s

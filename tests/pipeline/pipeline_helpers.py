@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
+from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
 #: Seconds a wait may last before the test fails: a bound on a hang, never a speed requirement
@@ -49,6 +51,37 @@ async def rows_settled(related_id: str, status: str = "completed") -> list[Any]:
 
     rows: list[Any] = await wait_for(settled, what=f"every job row of {related_id} {status}")
     return rows
+
+
+async def make_stocks(
+    rt: Runtime, n: int = 5, status: str = "analyzing"
+) -> tuple[UUID, list[UUID]]:
+    """A run with one approved sub-sector and `n` ranked stocks (NVDA first: the offline judge
+    rejects its first analysis, see `offline_should_reject`)."""
+    pool = rt.pool
+    run = await pool.fetchval(
+        "INSERT INTO sector_analysis (user_id, sector_name, status) VALUES ('u', 'Tech', "
+        "'in_progress') RETURNING id"
+    )
+    sub = await pool.fetchval(
+        "INSERT INTO sub_sector (sector_analysis_id, name, thesis, status) VALUES ($1, 'Chips', "
+        "'A thesis about chips', 'analyzing') RETURNING id",
+        run,
+    )
+    tickers = ["NVDA", "AMD", "AVGO", "MSFT", "AAPL", "CRM", "V", "JPM", "KO", "PG"]
+    stocks = []
+    for rank in range(1, n + 1):
+        stocks.append(
+            await pool.fetchval(
+                "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
+                "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
+                sub,
+                tickers[rank - 1],
+                rank,
+                status,
+            )
+        )
+    return sub, stocks
 
 
 def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) -> Settings:

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from pipeline_helpers import HANG, wait_row
+from pipeline_helpers import HANG, make_stocks, wait_row
 
 from jobqueue import JobState
 from pipeline.ai import AnthropicLLM, register_fixture
@@ -24,36 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "ai"))
 from fake_anthropic import API_KEY, FakeAnthropic
 
 pytestmark = pytest.mark.integration
-
-
-async def make_stocks(
-    rt: Runtime, n: int = 5, status: str = "analyzing"
-) -> tuple[UUID, list[UUID]]:
-    """A run with one approved sub-sector and `n` ranked stocks."""
-    pool = rt.pool
-    run = await pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, status) VALUES ('u', 'Tech', "
-        "'in_progress') RETURNING id"
-    )
-    sub = await pool.fetchval(
-        "INSERT INTO sub_sector (sector_analysis_id, name, thesis, status) VALUES ($1, 'Chips', "
-        "'A thesis about chips', 'analyzing') RETURNING id",
-        run,
-    )
-    tickers = ["NVDA", "AMD", "AVGO", "MSFT", "AAPL", "CRM", "V", "JPM", "KO", "PG"]
-    stocks = []
-    for rank in range(1, n + 1):
-        stocks.append(
-            await pool.fetchval(
-                "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
-                "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
-                sub,
-                tickers[rank - 1],
-                rank,
-                status,
-            )
-        )
-    return sub, stocks
 
 
 async def progress_events(rt: Runtime, queue: str, job_id: str) -> list[int]:

@@ -3,11 +3,15 @@
 queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
 await queue.add("send", {"to": "a@example.com"})
 await Worker(queue, handler, concurrency=10).run()
+
+Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue, queue.tasks)`
+(or `python -m jobqueue worker myapp.tasks`); see `jobqueue.tasks`.
 """
 
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.states import JobState
 from .errors import (
     ConfigError,
     ErrorType,
@@ -23,7 +27,7 @@ from .errors import (
     UnsafeRedisError,
 )
 from .events import Event, QueueEvents
-from .job import Job, JobState
+from .job import Job, get_current_job
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
@@ -35,7 +39,8 @@ from .retry import (
     unregister_error_rule,
     with_retry,
 )
-from .worker import Worker
+from .tasks import Task, TaskRegistry
+from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
@@ -61,15 +66,19 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Task",
+    "TaskRegistry",
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",
+    "WorkerHooks",
     "WorkerInfo",
     "backoff_delay",
     "classify_error",
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "get_current_job",
     "is_final_failure",
     "register_error_rule",
     "unregister_error_rule",

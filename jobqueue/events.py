@@ -11,30 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
 from .core._aio import raise_if_cancelling
 from .core.codec import text as _s
+from .core.connection import CONNECTION_ERRORS, dedicated_client, reconnect_delay
 from .core.keys import QueueKeys
+from .core.replies import JobRecord
+from .core.scripts import Scripts
+from .core.states import JobState
 from .errors import JobFailedError, JobNotFoundError
-from .job import JobState
 
-if TYPE_CHECKING:
-    from .queue import Queue
-
-__all__ = ["Event", "EventSource", "QueueEvents", "last_event_id", "wait_for_job"]
+__all__ = ["Event", "EventSource", "JobSource", "QueueEvents", "last_event_id", "wait_for_job"]
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 _BLOCK = 5.0
 
 
@@ -79,12 +77,14 @@ class EventSource(Protocol):
     def keys(self) -> QueueKeys: ...
 
 
-def dedicated_client(redis: Redis, block: float) -> Redis:
-    """A client of its own for blocking reads, with a socket timeout longer than `block`."""
-    pool = redis.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["socket_timeout"] = block + 10.0
-    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+class JobSource(EventSource, Protocol):
+    """What `wait_for_job` needs of a queue."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def scripts(self) -> Scripts: ...
 
 
 async def last_event_id(redis: Redis, stream: str) -> str:
@@ -148,7 +148,7 @@ class QueueEvents:
         if self._closed:
             return []
         if self._client is None:
-            self._client = dedicated_client(self._redis, self._block)
+            self._client = dedicated_client(self._redis, socket_timeout=self._block + 10.0)
         if self._last_id == "$":
             self._last_id = await last_event_id(self._client, self._stream)
         self._pending = asyncio.ensure_future(
@@ -177,11 +177,11 @@ class QueueEvents:
                 if self._closed and (task is None or not task.cancelling()):
                     return  # close() interrupted the read
                 raise
-            except _TRANSIENT as exc:
+            except CONNECTION_ERRORS as exc:
                 if self._closed:
                     return
                 failures += 1
-                delay = min(5.0, 0.1 * 2 ** (failures - 1))
+                delay = reconnect_delay(failures, 0.1, 5.0, random.uniform)
                 log.warning(
                     "events of %s: read failed (%s); retrying in %.1fs",
                     self._stream,
@@ -199,10 +199,32 @@ class QueueEvents:
 _FINAL_EVENTS = frozenset({"completed", "failed", "removed"})
 
 
-async def wait_for_job(queue: Queue, job_id: str, timeout: float | None = None) -> Any:
+def _finished(job_id: str, record: JobRecord | None, seen: Event | None) -> tuple[bool, Any]:
+    """(True, result) once the job completed; raises once it failed or is gone."""
+    if record is not None:
+        rs = record.run_state
+        if record.state == JobState.COMPLETED:
+            raw = rs.get("r")
+            return True, json.loads(raw) if raw not in (None, b"", "") else None
+        if record.state == JobState.FAILED:
+            et = rs.get("et")
+            raise JobFailedError(job_id, _s(rs.get("em", b"")), _s(et) if et is not None else None)
+        return False, None
+    if seen is not None and seen.event in ("failed", "stalled"):
+        f = seen.fields
+        raise JobFailedError(job_id, f.get("em", ""), f.get("et"))
+    if seen is not None and seen.event == "completed":
+        raise JobNotFoundError(
+            f"job {job_id} completed, but was removed (keep_completed) before its result could "
+            "be read"
+        )
+    raise JobNotFoundError(f"job {job_id} not found")
+
+
+async def wait_for_job(queue: JobSource, job_id: str, timeout: float | None = None) -> Any:
     """Wait until a job ends; return its result or raise. See `Job.wait_until_finished`."""
     async with asyncio.timeout(timeout):
-        client = dedicated_client(queue.redis, _BLOCK)
+        client = dedicated_client(queue.redis, socket_timeout=_BLOCK + 10.0)
         try:
             return await _wait(queue, client, job_id)
         finally:
@@ -210,28 +232,20 @@ async def wait_for_job(queue: Queue, job_id: str, timeout: float | None = None) 
                 await client.aclose()
 
 
-async def _wait(queue: Queue, client: Redis, job_id: str) -> Any:
+async def _wait(queue: JobSource, client: Redis, job_id: str) -> Any:
     stream = queue.keys.events
     # the stream position first, then the state: an end after the read is in the stream
     # (the dedicated client only connects if we come to block)
     last_id = await last_event_id(queue.redis, stream)
-    job = await queue.get_job(job_id)
+    record = await queue.scripts.get_job(job_id)
     seen: Event | None = None
     while True:
-        if job is not None and job.state == JobState.COMPLETED:
-            return job.result
-        if job is not None and job.state == JobState.FAILED:
-            raise JobFailedError(job_id, job.error_message or "", job.error_type)
-        if job is None:
-            if seen is not None and seen.event in ("failed", "stalled"):
-                f = seen.fields
-                raise JobFailedError(job_id, f.get("em", ""), f.get("et"))
-            if seen is not None and seen.event == "completed":
-                raise JobNotFoundError(
-                    f"job {job_id} completed, but was removed (keep_completed) before its "
-                    "result could be read"
-                )
-            raise JobNotFoundError(f"job {job_id} not found in queue {queue.name}")
+        try:
+            done, result = _finished(job_id, record, seen)
+        except JobNotFoundError as exc:
+            raise JobNotFoundError(f"{exc} in queue {queue.name}") from None
+        if done:
+            return result
         reply: Any = await client.xread({stream: last_id}, block=int(_BLOCK * 1000), count=500)
         raise_if_cancelling()  # e.g. the caller's timeout, should redis-py have dropped it
         # an idle block re-reads the state too: a safety net should the stream be trimmed
@@ -249,5 +263,5 @@ async def _wait(queue: Queue, client: Redis, job_id: str) -> Any:
                     seen = ev
                     recheck = True
         if recheck:
-            job = await queue.get_job(job_id)
+            record = await queue.scripts.get_job(job_id)
             raise_if_cancelling()

@@ -2,56 +2,91 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from redis.asyncio import Redis
+
+from .config import QueueConfig
+from .core.codec import decode_envelope
 from .core.codec import text as _s
-from .errors import InvalidJobError, LeaseLostError, PayloadTooLargeError
+from .core.keys import QueueKeys
+from .core.replies import CancelOutcome, JobRecord
+from .core.scripts import Scripts
+from .core.states import JobState
+from .errors import InvalidJobError, LeaseLostError
+from .events import wait_for_job
 
-if TYPE_CHECKING:
-    from .queue import Queue
-
-__all__ = ["Job", "JobState", "decode_envelope", "dumps"]
-
-
-class JobState(StrEnum):
-    """Where a job is in its life."""
-
-    WAITING = "waiting"
-    PAUSED = "paused"
-    DELAYED = "delayed"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
+__all__ = ["Job", "JobQueue", "current_job", "get_current_job"]
 
 
-TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+class JobQueue(Protocol):
+    """What a `Job` needs of its queue (`Queue` is one); `Job.queue` is typed by it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> QueueConfig: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def keys(self) -> QueueKeys: ...
+
+    @property
+    def scripts(self) -> Scripts: ...
+
+    async def add(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        job_id: str | None = None,
+        delay: float = 0.0,
+        priority: int = 0,
+        attempts: int | None = None,
+    ) -> Job: ...
+
+    async def get_job_state(self, job_id: str) -> JobState | None: ...
+
+    async def add_job_log(self, job_id: str, line: str) -> int: ...
+
+    async def get_job_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]: ...
+
+    async def retry_job(self, job_id: str) -> None: ...
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome: ...
+
+    async def remove(self, job_id: str) -> bool: ...
 
 
-def dumps(value: Any, *, limit: int, what: str) -> str:
-    """Strict JSON (no NaN, no sets or objects) within `limit` bytes, else a typed error."""
+_current: ContextVar[Job | None] = ContextVar("jobqueue_current_job", default=None)
+
+
+def get_current_job() -> Job | None:
+    """The job whose handler is running in this task or thread, or None outside a handler.
+
+    Works in async handlers and in plain `def` handlers (run in the worker's thread pool), so
+    code deep inside a handler can log to its job or read its id without passing it around.
+    """
+    return _current.get()
+
+
+@contextlib.contextmanager
+def current_job(job: Job) -> Iterator[None]:
+    """Make `job` what `get_current_job()` returns inside the block (the worker does this
+    around each handler; a thread started inside inherits it through `contextvars`)."""
+    token = _current.set(job)
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidJobError(f"{what} is not JSON-serializable: {exc}") from None
-    size = len(text.encode())
-    if size > limit:
-        raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")
-    return text
-
-
-def decode_envelope(raw: bytes | str) -> dict[str, Any]:
-    """Parse a stored job envelope; raises InvalidJobError when it is not a JSON object."""
-    try:
-        env = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidJobError(f"stored job is not valid JSON: {exc}") from None
-    if not isinstance(env, dict) or "n" not in env:
-        raise InvalidJobError("stored job is not a job envelope")
-    return env
+        yield
+    finally:
+        _current.reset(token)
 
 
 def _ms_to_dt(value: Any) -> datetime | None:
@@ -80,6 +115,7 @@ class Job:
     """
 
     __slots__ = (
+        "_on_progress",
         "_queue",
         "attempt",
         "attempts_made",
@@ -102,7 +138,7 @@ class Job:
 
     def __init__(
         self,
-        queue: Queue,
+        queue: JobQueue,
         job_id: str,
         envelope: Mapping[str, Any],
         *,
@@ -112,6 +148,7 @@ class Job:
         attempt: int = 0,
     ) -> None:
         self._queue = queue
+        self._on_progress: Callable[[Job, int], None] | None = None
         self.id = job_id
         self.name: str = envelope["n"]
         self.data: Any = envelope.get("d")
@@ -132,11 +169,21 @@ class Job:
         self.started_at = _ms_to_dt(rs.get("ts"))
         self.finished_at = _ms_to_dt(rs.get("tf"))
 
+    @classmethod
+    def from_record(cls, queue: JobQueue, job_id: str, record: JobRecord) -> Job:
+        """A job as `Scripts.get_job` read it (a corrupt envelope shows as an empty job, so
+        that it can still be seen and removed)."""
+        try:
+            env = decode_envelope(record.envelope)
+        except InvalidJobError:
+            env = {"n": "", "d": None}
+        return cls(queue, job_id, env, state=record.state, run_state=record.run_state)
+
     def __repr__(self) -> str:
         return f"<Job {self._queue.name}:{self.id} {self.name} {self.state}>"
 
     @property
-    def queue(self) -> Queue:
+    def queue(self) -> JobQueue:
         """The queue this job belongs to."""
         return self._queue
 
@@ -156,8 +203,10 @@ class Job:
             raise InvalidJobError(f"progress must be an int within 0..100, got {progress!r}")
         if self.token is None:
             raise LeaseLostError(f"job {self.id} is not running in this process")
-        await self._queue._update_progress(self.id, self.token, progress)
+        await self._queue.scripts.progress(self.id, self.token, progress)
         self.progress = progress
+        if self._on_progress is not None:
+            self._on_progress(self, progress)
 
     async def get_state(self) -> JobState | None:
         """The job's current state, read from Redis (None once it was removed)."""
@@ -187,7 +236,7 @@ class Job:
         self.state = JobState.WAITING
         self.attempts_made = 0
 
-    async def cancel(self, reason: str = "cancelled") -> str:
+    async def cancel(self, reason: str = "cancelled") -> CancelOutcome:
         """Cancel this job (see `Queue.cancel`): "removed", "signalled", "finished" or
         "not_found"."""
         return await self._queue.cancel(self.id, reason)
@@ -210,6 +259,4 @@ class Job:
             JobNotFoundError: the job does not exist or was removed.
             TimeoutError: `timeout` passed first.
         """
-        from .events import wait_for_job
-
         return await wait_for_job(self._queue, self.id, timeout)

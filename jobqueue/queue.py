@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .config import MAX_PRIORITY, QueueConfig
+from .core.codec import decode_envelope, dumps
 from .core.connection import check_server, connect, describe_client
 from .core.keys import QueueKeys, validate_prefix
-from .core.scripts import Scripts, queue_key_list, raise_for_code
-from .errors import ConfigError, InvalidJobError, LeaseLostError
-from .job import Job, JobState, decode_envelope, dumps
+from .core.replies import NewJob
+from .core.scripts import Scripts
+from .core.states import JobState
+from .errors import ConfigError, InvalidJobError
+from .job import Job
 from .queue_ops import QueueOpsMixin
+from .tasks import Task, TaskDecorator, TaskRegistry
 
 __all__ = ["JobSpec", "Queue"]
 
@@ -70,16 +74,6 @@ class Queue(QueueOpsMixin):
         )
         self.prefix = validate_prefix(prefix)
         self.keys = QueueKeys(self.prefix, self.config.name)
-        self._key_list = queue_key_list(self.keys)
-        self._add_keys = [
-            self.keys.id_counter,
-            self.keys.wait,
-            self.keys.prio,
-            self.keys.delayed,
-            self.keys.marker,
-            self.keys.events,
-            self.keys.priorities,
-        ]
         if isinstance(redis, str):
             self.redis = connect(redis)
             self._owns_client = True
@@ -88,9 +82,10 @@ class Queue(QueueOpsMixin):
             self._owns_client = False
         else:
             raise ConfigError(f"redis must be a URL or a redis.asyncio.Redis, got {redis!r}")
-        self.scripts = Scripts(self.redis)
+        self.scripts = Scripts(self.redis, self.keys, events_maxlen=self.config.events_maxlen)
+        """The queue's scripts, one typed method each (the engine's layer under `Queue`)."""
         self._allow_eviction = allow_eviction
-        self._base = self.keys.base
+        self.tasks: TaskRegistry[Job] = TaskRegistry(self)
 
     @property
     def name(self) -> str:
@@ -129,7 +124,7 @@ class Queue(QueueOpsMixin):
         delay: float,
         priority: int,
         attempts: int | None,
-    ) -> list[Any]:
+    ) -> NewJob:
         _validate_name(name)
         if job_id is not None:
             _validate_job_id(job_id)
@@ -157,7 +152,7 @@ class Queue(QueueOpsMixin):
         if priority:
             env += f',"p":{priority}'
         env += "}"
-        return [job_id or "", name, env, int(delay * 1000), priority]
+        return NewJob(job_id or "", name, env, int(delay * 1000), priority)
 
     async def add(
         self,
@@ -216,23 +211,17 @@ class Queue(QueueOpsMixin):
             return []
         return await self._add_many(encoded)
 
-    async def _add_many(self, encoded: Sequence[list[Any]]) -> list[Job]:
-        args: list[Any] = [self._base, self.config.events_maxlen, len(encoded)]
-        for item in encoded:
-            args.extend(item)
-        reply = await self.scripts.run("add", self._add_keys, args)
+    async def _add_many(self, encoded: Sequence[NewJob]) -> list[Job]:
+        added = await self.scripts.add(encoded)
         jobs: list[Job] = []
-        for i, item in enumerate(encoded):
-            job_id = reply[2 * i]
-            job_id = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-            if int(reply[2 * i + 1]) == 1:
-                env = decode_envelope(item[2])
-                state = JobState.DELAYED if item[3] > 0 else JobState.WAITING
-                jobs.append(Job(self, job_id, env, state=state))
+        for new, (job_id, created) in zip(encoded, added, strict=True):
+            if created:
+                state = JobState.DELAYED if new.delay_ms > 0 else JobState.WAITING
+                jobs.append(Job(self, job_id, decode_envelope(new.envelope), state=state))
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed between the two calls: report it as given
-                    existing = Job(self, job_id, decode_envelope(item[2]))
+                    existing = Job(self, job_id, decode_envelope(new.envelope))
                 jobs.append(existing)
         return jobs
 
@@ -240,26 +229,13 @@ class Queue(QueueOpsMixin):
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
-        reply = await self.scripts.run("getjob", self._key_list, [self._base, job_id])
-        if not reply:
-            return None
-        env_raw, state, flat = reply
-        run_state = {
-            (flat[i].decode() if isinstance(flat[i], bytes) else flat[i]): flat[i + 1]
-            for i in range(0, len(flat), 2)
-        }
-        state = state.decode() if isinstance(state, bytes) else state
-        try:
-            env = decode_envelope(env_raw)
-        except InvalidJobError:
-            # a corrupt job is still shown (and can be removed), not an error for the reader
-            env = {"n": "", "d": None}
-        return Job(self, job_id, env, state=state, run_state=run_state)
+        record = await self.scripts.get_job(job_id)
+        return None if record is None else Job.from_record(self, job_id, record)
 
     async def get_job_state(self, job_id: str) -> JobState | None:
         """The current state of a job, or None when it does not exist."""
-        job = await self.get_job(job_id)
-        return job.state if job else None
+        record = await self.scripts.get_job(job_id)
+        return None if record is None else JobState(record.state)
 
     async def get_job_counts(self) -> dict[str, int]:
         """Jobs per state: waiting, active, delayed, completed, failed, paused.
@@ -267,9 +243,15 @@ class Queue(QueueOpsMixin):
         `paused` counts the jobs held back because the queue is paused (they are not in
         `waiting`).
         """
-        r = await self.scripts.run("counts", self._key_list, [])
-        names = ("waiting", "active", "delayed", "completed", "failed", "paused")
-        return {name: int(r[i]) for i, name in enumerate(names)}
+        c = await self.scripts.counts()
+        return {
+            "waiting": c.waiting,
+            "active": c.active,
+            "delayed": c.delayed,
+            "completed": c.completed,
+            "failed": c.failed,
+            "paused": c.paused,
+        }
 
     async def get_job_ids(self, state: JobState | str, *, limit: int = 100) -> list[str]:
         """Ids of up to `limit` jobs in a state (oldest first for finished ones)."""
@@ -293,26 +275,50 @@ class Queue(QueueOpsMixin):
 
     async def pause(self) -> bool:
         """Stop every worker from starting jobs (running ones finish). True if it changed."""
-        return bool(
-            await self.scripts.run("pause", self._key_list, [self.config.events_maxlen, "1"])
-        )
+        return await self.scripts.pause(True)
 
     async def resume(self) -> bool:
         """Let workers start jobs again. True if it changed."""
-        return bool(
-            await self.scripts.run("pause", self._key_list, [self.config.events_maxlen, "0"])
-        )
+        return await self.scripts.pause(False)
 
     async def is_paused(self) -> bool:
         """Whether the queue is paused."""
         return bool(await self.redis.hexists(self.keys.meta, "paused"))
 
-    async def _update_progress(self, job_id: str, token: str, progress: int) -> None:
-        code = await self.scripts.run(
-            "progress",
-            [self.keys.active, self.keys.events],
-            [self._base, self.config.events_maxlen, job_id, token, progress],
+    # -- tasks (RQ style, see jobqueue.tasks) ----------------------------------------------
+
+    @property
+    def task(self) -> TaskDecorator[Job]:
+        """`@queue.task` or `@queue.task(name=..., attempts=..., priority=...)`: register a
+        function as a task of this queue (see `TaskRegistry.task`); run them with
+        `Worker(queue, queue.tasks)`."""
+        return self.tasks.task
+
+    async def enqueue(
+        self,
+        task: Task[..., Any, Job] | str | Callable[..., Any],
+        /,
+        *args: Any,
+        job_id: str | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Add a job that calls a task of this queue: `queue.enqueue(count_words, url)`.
+
+        Args:
+            task: the `Task`, its name, or the function registered as a task.
+            *args: the function's positional arguments (JSON values).
+            job_id: your own id, for deduplication.
+            delay: seconds before the job may start.
+            priority: higher is taken first (default: the task's).
+            attempts: total attempts (default: the task's, else the queue's).
+            **kwargs: the function's keyword arguments (JSON values).
+
+        Raises:
+            InvalidJobError: no such task on this queue, or as `Task.enqueue` (nothing written).
+        """
+        return await self.tasks.enqueue(
+            task, *args, job_id=job_id, delay=delay, priority=priority, attempts=attempts, **kwargs
         )
-        if int(code) == -2:
-            raise LeaseLostError(f"lease lost on job {job_id}: progress not recorded")
-        raise_for_code(int(code), job_id)

@@ -12,17 +12,18 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from .config import QueueConfig
 from .core.codec import text as _s
 from .core.keys import QueueKeys
-from .core.scripts import Scripts, raise_for_code
-from .errors import ConfigError, JobNotFoundError
+from .core.replies import CancelOutcome
+from .core.scripts import Scripts
+from .core.states import JobState
+from .errors import ConfigError
 from .events import QueueEvents
-from .job import JobState
 from .workerinfo import WorkerInfo
 
 if TYPE_CHECKING:
@@ -43,13 +44,6 @@ MAX_LOG_LINES = 1000
 MAX_LOG_LINE_BYTES = 4096
 """Longest log line kept, in bytes of UTF-8 (longer ones are cut and end with `...`)."""
 
-CancelOutcome = Literal["removed", "signalled", "not_found", "finished"]
-_CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
-    0: "not_found",
-    1: "removed",
-    2: "signalled",
-    3: "finished",
-}
 _CLEAN_STATES = frozenset({"completed", "failed", "waiting", "delayed"})
 _BATCH = 1000
 
@@ -100,8 +94,6 @@ class QueueOpsMixin:
     config: QueueConfig
     scripts: Scripts
     prefix: str
-    _key_list: list[str]
-    _base: str
 
     if TYPE_CHECKING:
 
@@ -124,13 +116,7 @@ class QueueOpsMixin:
         Raises:
             QueueStateError: the job is active (cancel it instead).
         """
-        code = int(
-            await self.scripts.run(
-                "remove", self._key_list, [self._base, self.config.events_maxlen, job_id]
-            )
-        )
-        raise_for_code(code, f"job {job_id} of queue {self.name}")
-        return code == 1
+        return await self.scripts.remove(job_id)
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome:
         """Cancel a job wherever it is.
@@ -147,21 +133,7 @@ class QueueOpsMixin:
             "removed", "signalled", "finished" (it had already ended: nothing changed) or
             "not_found".
         """
-        code = int(
-            await self.scripts.run(
-                "cancel",
-                self._key_list,
-                [
-                    self._base,
-                    self.config.events_maxlen,
-                    job_id,
-                    reason or "cancelled",
-                    self.keys.cancel_channel,
-                ],
-            )
-        )
-        raise_for_code(code, f"job {job_id}")
-        outcome = _CANCEL_OUTCOMES[code]
+        outcome = await self.scripts.cancel(job_id, reason or "cancelled")
         log.info("queue %s: cancel of job %s: %s", self.name, job_id, outcome)
         return outcome
 
@@ -175,11 +147,9 @@ class QueueOpsMixin:
         """
         total = 0
         while True:
-            removed, left = await self.scripts.run(
-                "drain", self._key_list, [self._base, self.config.events_maxlen, _BATCH]
-            )
-            total += int(removed)
-            if int(removed) == 0 or int(left) == 0:
+            removed, left = await self.scripts.drain(_BATCH)
+            total += removed
+            if removed == 0 or left == 0:
                 break
         if total:
             log.info("queue %s drained: %d job(s) removed", self.name, total)
@@ -214,12 +184,9 @@ class QueueOpsMixin:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be an int >= 1, got {limit!r}")
         scan_cap = min(max(limit * 10, 1000), 100_000)
-        raw = await self.scripts.run(
-            "clean",
-            self._key_list,
-            [self._base, self.config.events_maxlen, st, int(grace * 1000), limit, scan_cap],
+        ids = await self.scripts.clean(
+            st, grace_ms=int(grace * 1000), limit=limit, scan_cap=scan_cap
         )
-        ids = [_s(x) for x in raw]
         if ids:
             log.info("queue %s: cleaned %d %s job(s)", self.name, len(ids), st)
         return ids
@@ -239,12 +206,7 @@ class QueueOpsMixin:
         Raises:
             QueueStateError: jobs are active and `force` is False (nothing deleted).
         """
-        code = int(
-            await self.scripts.run(
-                "obliterate", self._key_list, [self.config.events_maxlen, "1" if force else "0"]
-            )
-        )
-        raise_for_code(code, f"queue {self.name} (pass force=True to obliterate anyway)")
+        await self.scripts.obliterate(force=force)
         deleted = 0
         meta = self.keys.meta
         # keys written while a pass runs (a worker finishing a job) may escape it: repeat
@@ -276,10 +238,7 @@ class QueueOpsMixin:
             JobNotFoundError: no such job.
             QueueStateError: the job has not failed.
         """
-        reply = await self.scripts.run(
-            "retry", self._key_list, [self._base, self.config.events_maxlen, 0, -1, 1, job_id]
-        )
-        raise_for_code(int(reply[1]), f"job {job_id} of queue {self.name}")
+        await self.scripts.retry_job(job_id)
 
     async def retry_failed(self, limit: int | None = None) -> int:
         """Move failed jobs (oldest first) back to waiting, attempts reset to 0.
@@ -301,12 +260,7 @@ class QueueOpsMixin:
         total = 0
         while left > 0:
             batch = int(min(_BATCH, left))
-            reply = await self.scripts.run(
-                "retry",
-                self._key_list,
-                [self._base, self.config.events_maxlen, batch, cutoff, 0],
-            )
-            retried, examined = int(reply[0]), int(reply[1])
+            retried, examined = await self.scripts.retry_failed(batch=batch, upto_ms=cutoff)
             total += retried
             left -= retried
             if examined < batch:
@@ -336,16 +290,7 @@ class QueueOpsMixin:
         Raises:
             JobNotFoundError: no such job.
         """
-        n = int(
-            await self.scripts.run(
-                "log",
-                [self.keys.logs(job_id), self.keys.job(job_id)],
-                [_truncate(str(line)), MAX_LOG_LINES],
-            )
-        )
-        if n < 0:
-            raise JobNotFoundError(f"job {job_id} not found in queue {self.name}")
-        return n
+        return await self.scripts.log(job_id, _truncate(str(line)), max_lines=MAX_LOG_LINES)
 
     async def get_job_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         """Lines `start..end` (inclusive, negative from the end) of a job's log, oldest first."""

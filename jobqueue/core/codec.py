@@ -1,10 +1,47 @@
-"""Replies from Redis are bytes (or str, for a client made with decode_responses=True)."""
+"""JSON on the wire: a job's envelope, results, and reply values as text.
+
+Jobs are stored as one JSON object, the envelope `{"n": name, "d": data, "at": attempts,
+"p": priority, "ts": created}`; `ts` is appended by the server (`lua/add.lua`).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from ..errors import InvalidJobError, PayloadTooLargeError
+
+__all__ = ["decode_envelope", "dumps", "text"]
 
 
 def text(value: Any) -> str:
-    """A Redis reply value as str."""
+    """A Redis reply value as str (replies are bytes, or str with decode_responses=True)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def dumps(value: Any, *, limit: int, what: str) -> str:
+    """Strict JSON (no NaN, no sets or objects) within `limit` bytes, else a typed error.
+
+    Raises:
+        InvalidJobError: `value` is not JSON.
+        PayloadTooLargeError: its JSON is over `limit` bytes.
+    """
+    try:
+        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"{what} is not JSON-serializable: {exc}") from None
+    size = len(out.encode())
+    if size > limit:
+        raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")
+    return out
+
+
+def decode_envelope(raw: bytes | str) -> dict[str, Any]:
+    """Parse a stored job envelope; raises InvalidJobError when it is not a JSON object."""
+    try:
+        env = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidJobError(f"stored job is not valid JSON: {exc}") from None
+    if not isinstance(env, dict) or "n" not in env:
+        raise InvalidJobError("stored job is not a job envelope")
+    return env

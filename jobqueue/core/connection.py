@@ -6,16 +6,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import UnsafeRedisError
 
-__all__ = ["CancelSafeConnection", "check_server", "connect", "describe_client", "redact_url"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "REDIS_ERRORS",
+    "CancelSafeConnection",
+    "check_server",
+    "connect",
+    "dedicated_client",
+    "describe_client",
+    "reconnect_delay",
+    "redact_url",
+]
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OSError,
+)
+"""Errors of a server that is away, restarting or unreachable: retried after a backoff."""
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""Every error a Redis call can raise (a reply error too: READONLY after a failover, OOM,
+BUSY...): what a worker's loops survive, logging and backing off, never ending on one."""
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -76,8 +102,40 @@ class CancelSafeConnection(Connection):
             self.socket_timeout = timeout
 
 
+def reconnect_delay(
+    failures: int, first: float, most: float, rng: Callable[[float, float], float]
+) -> float:
+    """Seconds before attempt `failures + 1` to reach Redis again: `first * 2 ** (failures -
+    1)` capped at `most`, plus up to a quarter more at random (`rng` is `random.uniform`), so
+    that many workers that lost Redis together do not come back in step."""
+    delay = min(most, first * 2 ** min(failures - 1, 32))
+    return float(delay + rng(0, delay / 4))
+
+
+def dedicated_client(
+    redis: Redis, *, socket_timeout: float | None = None, retries: bool = True
+) -> Redis:
+    """A client of its own with `redis`'s settings, for a blocking read or a subscription.
+
+    Args:
+        redis: the client to copy (its pool's connection class and kwargs).
+        socket_timeout: replaces the socket timeout (longer than any block, so that a read that
+            never settles on a half-dead connection ends in a reconnect, not a hang).
+        retries: False turns off redis-py's silent retries, so a lost connection surfaces
+            to the caller (who must resubscribe or re-read itself).
+    """
+    pool = redis.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if socket_timeout is not None:
+        kwargs["socket_timeout"] = socket_timeout
+    if not retries:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
 def connect(url: str, **options: Any) -> Redis:
-    """A client for `url` (bytes replies, hiredis when installed)."""
+    """A client for `url` as the engine makes them: bytes replies, hiredis when installed, a
+    health check every 30 s, and writes whose timeout cannot swallow a cancellation."""
     options.setdefault("health_check_interval", 30)
     if urlsplit(url).scheme == "redis":
         options.setdefault("connection_class", CancelSafeConnection)

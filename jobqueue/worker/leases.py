@@ -1,85 +1,90 @@
-"""The worker's lease upkeep: renewing the leases of its running jobs (one call for all of
-them) and the stall check that brings back the jobs of dead workers."""
+"""A worker's lease upkeep: renewing the leases of its running jobs (one call for all of them),
+and the stall check that brings back the jobs of dead workers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-from ..core.codec import text as _s
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from ..config import QueueConfig
+from ..core.connection import REDIS_ERRORS
+from ..core.replies import Retention
+from ..core.scripts import Scripts
+from .running import RunningJobs
 
 __all__ = ["renew_loop", "renew_once", "stall_loop"]
 
 log = logging.getLogger("jobqueue.worker")
 
 
-async def renew_loop(worker: Worker) -> None:
-    """Every lease/3: renew the leases of the worker's running jobs."""
-    from .worker import TRANSIENT_ERRORS
+async def renew_once(scripts: Scripts, running: RunningJobs, *, lease_ms: int) -> None:
+    """Renew the leases of every running job in one call; stop the handlers of jobs whose
+    lease is lost, and of jobs someone asked to cancel."""
+    reply = await scripts.renew(running.leases(), lease_ms=lease_ms)
+    for job_id in reply.lost:
+        if running.lose(job_id):
+            log.warning("job %s:%s: lease lost; cancelling its handler", scripts.keys.queue, job_id)
+    for job_id, reason in reply.cancels.items():
+        running.cancel(job_id, reason)
 
-    every = worker.config.lease / 3
+
+async def renew_loop(scripts: Scripts, running: RunningJobs, config: QueueConfig) -> None:
+    """Every lease/3: renew the leases of the running jobs (runs until cancelled)."""
+    every = config.lease / 3
+    lease_ms = int(config.lease * 1000)
     while True:
         await asyncio.sleep(every)
-        if not worker._running:
+        if not len(running):
             continue
         try:
-            await renew_once(worker)
-        except TRANSIENT_ERRORS as exc:
-            log.debug("worker %s: lease renewal failed: %s", worker.name, exc)
+            await renew_once(scripts, running, lease_ms=lease_ms)
+        except REDIS_ERRORS as exc:
+            # the next renewal may still make it in time; the main loop reports the outage
+            log.debug("queue %s: lease renewal failed: %r", scripts.keys.queue, exc)
 
 
-async def renew_once(worker: Worker) -> None:
-    """Renew all leases in one call; cancel the handlers of jobs whose lease is lost, and of
-    jobs someone asked to cancel."""
-    queue = worker.queue
-    pairs: list[Any] = []
-    for job_id, (job, _) in worker._running.items():
-        pairs.extend((job_id, job.token or ""))
-    args = [queue.keys.base, int(worker.config.lease * 1000), len(pairs) // 2, *pairs]
-    lost, cancels = await queue.scripts.run("renew", queue._key_list, args)
-    for raw in lost:
-        job_id = _s(raw)
-        entry = worker._running.get(job_id)
-        if entry is not None:
-            log.warning("job %s:%s: lease lost; cancelling its handler", queue.name, job_id)
-            worker._lost.add(job_id)
-            entry[1].cancel()
-    for i in range(0, len(cancels), 2):
-        worker._cancel_running(_s(cancels[i]), _s(cancels[i + 1]))
-
-
-async def stall_loop(worker: Worker) -> None:
+async def stall_loop(
+    scripts: Scripts,
+    config: QueueConfig,
+    *,
+    owner: str,
+    on_stalled: Callable[[str, str], None] | None = None,
+) -> None:
     """Every stall interval: move jobs with expired leases back to waiting (or to failed after
-    max_stalls). The script's lock lets one worker of all run it per interval."""
-    from .worker import TRANSIENT_ERRORS
+    `max_stalls`). The script's lock lets one worker of all run it per interval.
 
-    queue, cfg = worker.queue, worker.config
-    every = cfg.stall_check_every
-    _, _, kf, kfa = cfg.retention_ms
-    args = [
-        queue.keys.base,
-        cfg.events_maxlen,
-        cfg.max_stalls,
-        max(1, int(every * 1000 * 0.9)),
-        1000,
-        worker.name,
-        kf,
-        kfa,
-    ]
+    Args:
+        scripts: the queue's scripts.
+        config: the queue's settings (interval, max stalls, retention).
+        owner: the worker taking the lock.
+        on_stalled: called with (job id, new state: "waiting" or "failed") per job recovered.
+    """
+    every = config.stall_check_every
+    _, _, kf, kfa = config.retention_ms
+    retention = Retention(failed=kf, failed_ms=kfa)
+    lock_ms = max(1, int(every * 1000 * 0.9))
     while True:
         try:
-            requeued, failed = (await queue.scripts.run("recover", queue._key_list, args) + [0])[:2]
-            if int(requeued) > 0 or int(failed) > 0:
+            reply = await scripts.recover(
+                owner=owner,
+                max_stalls=config.max_stalls,
+                lock_ms=lock_ms,
+                batch=1000,
+                retention=retention,
+            )
+            if reply is not None and (reply.requeued or reply.failed):
                 log.warning(
                     "queue %s: %d stalled job(s) requeued, %d failed",
-                    queue.name,
-                    int(requeued),
-                    int(failed),
+                    scripts.keys.queue,
+                    len(reply.requeued),
+                    len(reply.failed),
                 )
-        except TRANSIENT_ERRORS as exc:
-            log.debug("worker %s: stall check failed: %s", worker.name, exc)
+                if on_stalled is not None:
+                    for job_id in reply.requeued:
+                        on_stalled(job_id, "waiting")
+                    for job_id in reply.failed:
+                        on_stalled(job_id, "failed")
+        except REDIS_ERRORS as exc:
+            log.debug("queue %s: stall check failed: %r", scripts.keys.queue, exc)
         await asyncio.sleep(every)

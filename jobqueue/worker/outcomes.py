@@ -10,6 +10,7 @@ import random
 from collections.abc import Mapping
 
 from ..config import QueueConfig
+from ..core.replies import Outcome
 from ..errors import ErrorType
 from ..job import Job
 from ..retry import Classification, backoff_delay, classify_error, redact
@@ -23,11 +24,6 @@ __all__ = [
     "is_final_failure",
 ]
 
-Outcome = tuple[str, str, str, str, str, int, int]
-"""(job id, lease token, kind, payload, error type, delay ms, limit): one ARGV group of
-`finish.lua`. Kinds: `c` completed, `f` failed attempt (delay < 0: not retried), `r` rate
-limited (holds the queue), `d` deferred without an attempt, `h` handed back."""
-
 # the server's Retry-After is honoured as sent (max_backoff caps our own guesses; retrying
 # earlier than told only earns another 429), within a day
 MAX_RETRY_AFTER = 86400.0
@@ -35,17 +31,17 @@ MAX_RETRY_AFTER = 86400.0
 
 def completed(job: Job, result_json: str) -> Outcome:
     """The attempt succeeded with this JSON result."""
-    return (job.id, job.token or "", "c", result_json, "", 0, 0)
+    return Outcome(job.id, job.token or "", "c", result_json, "", 0, 0)
 
 
 def handed_back(job: Job) -> Outcome:
     """The worker is stopping: the job goes back to the front of the queue, no attempt spent."""
-    return (job.id, job.token or "", "h", "", "", 0, 0)
+    return Outcome(job.id, job.token or "", "h", "", "", 0, 0)
 
 
 def failed_for_good(job: Job, error_type: ErrorType, message: str) -> Outcome:
     """The job fails now, whatever attempts remain (cancelled, invalid, no handler...)."""
-    return (job.id, job.token or "", "f", redact(message)[:2000], error_type.value, -1, 1)
+    return Outcome(job.id, job.token or "", "f", redact(message)[:2000], error_type.value, -1, 1)
 
 
 def failure(
@@ -66,17 +62,21 @@ def failure(
     token = job.token or ""
     etype = c.error_type.value
     if not c.retryable:
-        return (job.id, token, "f", msg, etype, -1, 1), c
+        return Outcome(job.id, token, "f", msg, etype, -1, 1), c
     if c.error_type == ErrorType.RATE_LIMIT:
         delay = backoff_delay(c, 1, max_delay=MAX_RETRY_AFTER)
-        return (job.id, token, "r", msg, etype, max(1, int(delay * 1000)), config.max_deferrals), c
+        return Outcome(
+            job.id, token, "r", msg, etype, max(1, int(delay * 1000)), config.max_deferrals
+        ), c
     if getattr(exc, "spend_attempt", True) is False:
         delay = backoff_delay(c, 1, max_delay=config.max_backoff)
-        return (job.id, token, "d", msg, etype, max(1, int(delay * 1000)), config.max_deferrals), c
+        return Outcome(
+            job.id, token, "d", msg, etype, max(1, int(delay * 1000)), config.max_deferrals
+        ), c
     delay = backoff_delay(
         c, max(1, job.attempt), max_delay=config.max_backoff, jitter=config.jitter, rng=rng
     )
-    return (job.id, token, "f", msg, etype, int(delay * 1000), job.max_attempts), c
+    return Outcome(job.id, token, "f", msg, etype, int(delay * 1000), job.max_attempts), c
 
 
 def is_final_failure(config: QueueConfig, job: Job, exc: BaseException) -> bool:

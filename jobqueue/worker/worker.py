@@ -1,6 +1,7 @@
-"""The worker: takes jobs in batches, runs their handlers, renews their leases, reports
-outcomes in batches (each report also takes the next jobs), recovers stalled jobs, and shuts
-down gracefully."""
+"""The worker: takes jobs in batches, runs their handlers, reports outcomes in batches (each
+report also takes the next jobs), and shuts down gracefully. Lease renewal, the stall check,
+the heartbeat and the cancel listener run beside it (`leases`, `heartbeat`, `cancels`) and see
+it only through `RunningJobs` and `WorkerStats`."""
 
 from __future__ import annotations
 
@@ -11,41 +12,36 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import BusyLoadingError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import Redis
 
+from ..core.connection import REDIS_ERRORS, dedicated_client, reconnect_delay
 from ..core.fastconn import FastConnection
-from ..core.scripts import raise_for_code
+from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob
 from ..errors import ConfigError, ErrorType, InvalidJobError
-from ..job import Job, JobState, decode_envelope, dumps
+from ..job import Job
 from ..queue import Queue
 from ..retry import redact
-from . import heartbeat as health
-from . import leases, outcomes
-from .outcomes import Outcome
+from .cancels import cancel_listener
+from .execute import HandlerRunner, job_from_taken
+from .heartbeat import heartbeat_loop
+from .hooks import Hook, HookRunner, WorkerHooks
+from .leases import renew_loop, stall_loop
+from .outcomes import completed, failed_for_good, failure, handed_back
+from .running import RunningJobs, WorkerStats
 
 __all__ = ["Handler", "Worker"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Job], Awaitable[Any]]
-"""`async def handler(job) -> JSON value`."""
-
-# Errors after which the worker backs off and tries again: Redis is away or restarting.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ConnectionError,
-    OSError,
-)
+Handler = Callable[[Job], Awaitable[Any] | Any]
+"""`async def handler(job) -> JSON value`, or a plain `def` (run in the worker's thread pool)."""
 
 
 class Worker:
@@ -53,8 +49,10 @@ class Worker:
 
     Args:
         queue: the queue to work on.
-        handler: `async def handler(job) -> JSON value`, or a mapping from job name to handler
-            (a job whose name has no handler fails at once).
+        handler: `async def handler(job) -> JSON value` or a plain `def` (run in a thread pool
+            so it cannot block the event loop), or a mapping from job name to handler (a job
+            whose name has none fails at once, not retried). Default: the functions registered
+            on the queue with `@queue.task`.
         concurrency: jobs run at the same time by this worker (the queue's
             `QueueConfig.concurrency` caps all workers together).
         name: shown in heartbeats and tokens (default `host:pid:random`).
@@ -62,18 +60,26 @@ class Worker:
             then they are cancelled and handed back to the queue at once.
         handle_signals: install SIGTERM/SIGINT handlers while `run()` runs (main thread only).
         reconnect_backoff: (first, max) seconds between attempts while Redis is unreachable.
+        on_active, on_progress, on_completed, on_failed, on_stalled, on_error: lifecycle
+            hooks (see `WorkerHooks`): plain functions or coroutine functions.
     """
 
     def __init__(
         self,
         queue: Queue,
-        handler: Handler | Mapping[str, Handler],
+        handler: Handler | Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 1,
         name: str | None = None,
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        on_active: Hook | None = None,
+        on_progress: Hook | None = None,
+        on_completed: Hook | None = None,
+        on_failed: Hook | None = None,
+        on_stalled: Hook | None = None,
+        on_error: Hook | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -84,20 +90,37 @@ class Worker:
             raise ConfigError(
                 f"reconnect_backoff must be 0 < first <= max, got {reconnect_backoff!r}"
             )
+        if handler is None:
+            handler = getattr(queue, "tasks", None)
+            if not handler:
+                raise ConfigError(
+                    f"no handler given and no task registered on queue {queue.name!r}"
+                )
         self.queue = queue
         self.config = queue.config
-        self._handler = handler
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.shutdown_grace = shutdown_grace
         self.handle_signals = handle_signals
-        self._backoff_first, self._backoff_max = reconnect_backoff
-        self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self.hooks = WorkerHooks(
+            on_active=on_active,
+            on_progress=on_progress,
+            on_completed=on_completed,
+            on_failed=on_failed,
+            on_stalled=on_stalled,
+            on_error=on_error,
+        )
+        self._backoff = reconnect_backoff
+        self._running = RunningJobs()
+        self._stats = WorkerStats(self.name, queue.name, concurrency)
+        self._hooks = HookRunner(self.hooks)
+        self._executor: ThreadPoolExecutor | None = None
+        self._runner = HandlerRunner(handler, self.config, self._executor_for)
         self._outcomes: list[Outcome] = []
+        # what the outcome hooks need of a reported outcome: its job and result or error
+        self._reported: dict[str, tuple[Job, Any]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._stopping = False
-        self._handing_back = False
-        self._lost: set[str] = set()
         self._done = asyncio.Event()
         self._started = False
         self._signals = 0
@@ -105,27 +128,15 @@ class Worker:
         self._fast_blocker: FastConnection | None = None
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
-        self.completed = 0
-        self.failed = 0
-        self.last_take = 0.0
-        cfg = self.config
-        rate = cfg.rate_limit
-        kc, kca, kf, kfa = cfg.retention_ms
-        # ARGV 1..12 of finish.lua (3, n, is filled per call)
-        self._finish_head: list[Any] = [
-            queue.keys.base,
-            cfg.events_maxlen,
-            0,
-            self.name,
-            int(cfg.lease * 1000),
-            cfg.concurrency or 0,
-            rate.max if rate else 0,
-            int(rate.per * 1000) if rate else 0,
-            kc,
-            kca,
-            kf,
-            kfa,
-        ]
+        rate = self.config.rate_limit
+        self._limits = TakeLimits(
+            worker=self.name,
+            lease_ms=int(self.config.lease * 1000),
+            concurrency=self.config.concurrency or 0,
+            rate_max=rate.max if rate else 0,
+            rate_per_ms=int(rate.per * 1000) if rate else 0,
+        )
+        self._retention = Retention(*self.config.retention_ms)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -134,8 +145,27 @@ class Worker:
         """Jobs running now."""
         return len(self._running)
 
+    @property
+    def completed(self) -> int:
+        """Jobs this worker completed."""
+        return self._stats.completed
+
+    @property
+    def failed(self) -> int:
+        """Attempts of this worker that failed."""
+        return self._stats.failed
+
+    @property
+    def last_take(self) -> float:
+        """When this worker last took jobs or reported outcomes (epoch seconds, 0 = never)."""
+        return self._stats.last_take
+
     async def run(self) -> None:
-        """Work until `close()` or SIGTERM/SIGINT (a second signal stops at once)."""
+        """Work until `close()` or SIGTERM/SIGINT (a second signal stops at once).
+
+        Errors it meets (Redis unreachable, a failover, a handler's exception) are logged and
+        backed off from; only a signal or `close()` ends it.
+        """
         if self._started:
             raise RuntimeError("a Worker runs once; make a new one")
         self._started = True
@@ -143,26 +173,17 @@ class Worker:
         installed = self._install_signals(loop)
         helpers: list[asyncio.Task[None]] = []
         try:
-            await self._until_connected(self.queue.connect)
-            pool_kwargs = dict(self.queue.redis.connection_pool.connection_kwargs)
+            if not await self._until_connected():
+                return  # closed before Redis could be reached
             # the blocking connection gets a socket timeout longer than any block, so a read
             # that never settles (a half-dead connection) ends in a reconnect, not a hang
-            pool_kwargs["socket_timeout"] = self.config.drain_delay + 10.0
-            pool = self.queue.redis.connection_pool
-            self._blocker = Redis(
-                connection_pool=ConnectionPool(
-                    connection_class=pool.connection_class, **pool_kwargs
-                )
+            self._blocker = dedicated_client(
+                self.queue.redis, socket_timeout=self.config.drain_delay + 10.0
             )
             if self.queue.scripts.fast is not None:
                 # the wake-up is on the latency path: a lean connection of its own for it
                 self._fast_blocker = FastConnection.from_client(self._blocker)
-            helpers = [
-                loop.create_task(leases.renew_loop(self), name=f"jq-renew-{self.name}"),
-                loop.create_task(leases.stall_loop(self), name=f"jq-stall-{self.name}"),
-                loop.create_task(health.heartbeat_loop(self), name=f"jq-beat-{self.name}"),
-                loop.create_task(health.cancel_listener(self), name=f"jq-cancel-{self.name}"),
-            ]
+            helpers = self._start_helpers(loop)
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
                 self.name,
@@ -176,17 +197,22 @@ class Worker:
             for task in helpers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            for _, task in list(self._running.values()):
-                task.cancel()
+            self._running.stop_all()
+            await self._hooks.drain(timeout=self.shutdown_grace)
             if self._fast_blocker is not None:
                 await self._fast_blocker.aclose()
             if self._blocker is not None:
                 await self._blocker.aclose()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
             for sig in installed:
                 loop.remove_signal_handler(sig)
             self._done.set()
             log.info(
-                "worker %s stopped: %d completed, %d failed", self.name, self.completed, self.failed
+                "worker %s stopped: %d completed, %d failed",
+                self.name,
+                self._stats.completed,
+                self._stats.failed,
             )
 
     async def close(self, *, force: bool = False) -> None:
@@ -196,11 +222,29 @@ class Worker:
         if self._started:
             await self._done.wait()
 
+    def _start_helpers(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[None]]:
+        queue, scripts, running = self.queue, self.queue.scripts, self._running
+        on_stalled = self.hooks.on_stalled
+        stalled = None if on_stalled is None else lambda i, s: self._hooks.fire(on_stalled, i, s)
+        coros = {
+            "renew": renew_loop(scripts, running, self.config),
+            "stall": stall_loop(scripts, self.config, owner=self.name, on_stalled=stalled),
+            "beat": heartbeat_loop(queue, self._stats, running),
+            "cancel": cancel_listener(queue.redis, queue.keys, running, backoff=self._backoff),
+        }
+        return [loop.create_task(c, name=f"jq-{k}-{self.name}") for k, c in coros.items()]
+
+    def _executor_for(self) -> ThreadPoolExecutor:
+        # made on first use: a worker of async handlers never starts a thread
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix=f"jq-{self.queue.name}"
+            )
+        return self._executor
+
     # -- signals and stopping -------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        import threading
-
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
         installed: list[int] = []
@@ -227,15 +271,10 @@ class Worker:
         if not self._stopping:
             self._stopping = True
             if self.shutdown_grace > 0 and not force:
-                loop.call_later(self.shutdown_grace, self._hand_back_all)
+                loop.call_later(self.shutdown_grace, self._running.stop_all)
         if force:
-            self._hand_back_all()
+            self._running.stop_all()
         self._poke()
-
-    def _hand_back_all(self) -> None:
-        self._handing_back = True
-        for _, task in list(self._running.values()):
-            task.cancel()
 
     def _poke(self) -> None:
         if self._wake is not None and not self._wake.done():
@@ -259,7 +298,7 @@ class Worker:
                     batch, self._outcomes = self._outcomes, []
                     try:
                         jobs, hint_ms = await self._finish_and_take(batch, free)
-                    except TRANSIENT_ERRORS as exc:
+                    except Exception as exc:
                         self._outcomes[:0] = batch
                         failures += 1
                         await self._back_off(exc, failures)
@@ -267,6 +306,7 @@ class Worker:
                     if failures:
                         log.info("worker %s: redis is back", self.name)
                         failures = 0
+                        self._stats.degraded = None
                     for job in jobs:
                         self._start(job)
                     want_take = bool(jobs) and len(jobs) >= free
@@ -294,7 +334,7 @@ class Worker:
                     task, blocker = blocker, None
                     try:
                         popped = task.result()
-                    except TRANSIENT_ERRORS as exc:
+                    except Exception as exc:
                         failures += 1
                         await self._back_off(exc, failures)
                         popped = False
@@ -309,7 +349,7 @@ class Worker:
                     await blocker
 
     async def _repoke(self) -> None:
-        with contextlib.suppress(*TRANSIENT_ERRORS):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.queue.redis.zadd(self.queue.keys.marker, {"0": 0})
 
     async def _block(self, hint_ms: int) -> bool:
@@ -326,135 +366,107 @@ class Worker:
         return reply is not None
 
     async def _back_off(self, exc: BaseException, failures: int) -> None:
-        delay = min(self._backoff_max, self._backoff_first * 2 ** (failures - 1))
-        delay += self._rng.uniform(0, delay / 4)
+        lo, hi = self._backoff
+        delay = reconnect_delay(failures, lo, hi, self._rng.uniform)
+        what = redact(f"{type(exc).__name__}: {exc}")
+        self._stats.degraded = what
         # one line per attempt, and attempts slow down: no tight error loop in the logs
-        log.warning(
-            "worker %s: redis unavailable (%s); retrying in %.2fs",
-            self.name,
-            redact(f"{type(exc).__name__}: {exc}"),
-            delay,
-        )
+        if isinstance(exc, REDIS_ERRORS):
+            log.warning(
+                "worker %s: redis unavailable (%s); retrying in %.2fs", self.name, what, delay
+            )
+        else:
+            log.error(
+                "worker %s: unexpected error (%s); retrying in %.2fs",
+                self.name,
+                what,
+                delay,
+                exc_info=exc,
+            )
+        self._hooks.fire(self.hooks.on_error, exc)
         if self._stopping and not self._running and failures > 3:
             # shutting down with nothing running: give up on the outcomes we could not send
             # (their leases expire and the stall check runs them again: at least once)
             log.warning("worker %s: dropping %d unsent outcomes", self.name, len(self._outcomes))
             self._outcomes.clear()
+            self._reported.clear()
         await asyncio.sleep(delay)
 
-    async def _until_connected(self, fn: Callable[[], Awaitable[None]]) -> None:
+    async def _until_connected(self) -> bool:
+        """Check the server, backing off while it is away; False if closed meanwhile."""
         failures = 0
-        while True:
+        while not self._stopping:
             try:
-                await fn()
-                return
-            except TRANSIENT_ERRORS as exc:
+                await self.queue.connect()
+                return True
+            except REDIS_ERRORS as exc:
                 failures += 1
-                if self._stopping:
-                    raise
                 await self._back_off(exc, failures)
+        return False
 
     async def _finish_and_take(self, batch: list[Outcome], n: int) -> tuple[list[Job], int]:
-        args = list(self._finish_head)
-        args[2] = n
-        args.append(len(batch))
-        for outcome in batch:
-            args.extend(outcome)
-        try:
-            codes, reply = await self.queue.scripts.run("finish", self.queue._key_list, args)
-        except ResponseError as exc:
-            if "OOM" in str(exc):
-                raise RedisConnectionError(f"redis is out of memory: {exc}") from exc
-            raise
-        for outcome, code in zip(batch, codes, strict=True):
-            code = int(code)
-            if code == -2:
+        reply = await self.queue.scripts.finish(
+            batch, take=n, limits=self._limits, retention=self._retention
+        )
+        reported = self._reported
+        for outcome, code in zip(batch, reply.codes, strict=True):
+            if code == LEASE_LOST:
                 log.warning(
                     "job %s:%s: lease lost before its outcome was recorded (another worker "
                     "may have run it); outcome dropped",
                     self.queue.name,
-                    outcome[0],
+                    outcome.job_id,
                 )
-            elif code < 0:
-                raise_for_code(code, outcome[0])
-        self.last_take = time.time()
-        return self._decode_take(reply)
+                reported.pop(outcome.job_id, None)
+            elif reported and (entry := reported.pop(outcome.job_id, None)) is not None:
+                self._hooks.outcome(outcome, code, *entry)
+        self._stats.last_take = time.time()
+        taken = reply.taken
+        return [job for t in taken.jobs if (job := self._job_of(t)) is not None], taken.wait_ms
 
-    def _decode_take(self, reply: list[Any]) -> tuple[list[Job], int]:
-        hint = int(reply[0])
-        jobs: list[Job] = []
-        for i in range(1, len(reply), 4):
-            raw_id, env_raw, raw_token, attempt = reply[i : i + 4]
-            job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            token = raw_token.decode() if isinstance(raw_token, bytes) else str(raw_token)
-            try:
-                env = decode_envelope(env_raw)
-            except InvalidJobError as exc:
-                # a corrupt job cannot run: fail it for good instead of looping on it
-                self._outcomes.append(
-                    (job_id, token, "f", str(exc), ErrorType.VALIDATION_ERROR.value, -1, 1)
-                )
-                continue
-            attempt = int(attempt)
-            jobs.append(
-                Job(
-                    self.queue,
-                    job_id,
-                    env,
-                    state=JobState.ACTIVE,
-                    run_state={"a": attempt - 1},
-                    token=token,
-                    attempt=attempt,
-                )
-            )
-        return jobs, hint
+    def _job_of(self, taken: TakenJob) -> Job | None:
+        try:
+            return job_from_taken(self.queue, taken)
+        except InvalidJobError as exc:
+            # a corrupt job cannot run: fail it for good instead of looping on it
+            etype = ErrorType.VALIDATION_ERROR.value
+            self._outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
+            return None
 
     # -- running jobs ---------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
+        job._on_progress = self._hooks.progress_callback()
         task = asyncio.get_running_loop().create_task(self._execute(job))
-        self._running[job.id] = (job, task)
-
-    def _handler_for(self, job: Job) -> Handler | None:
-        if callable(self._handler):
-            return self._handler
-        return self._handler.get(job.name)
+        self._running.add(job, task)
+        self._hooks.fire(self.hooks.on_active, job)
 
     async def _execute(self, job: Job) -> None:
         outcome: Outcome | None = None
-        timeout = self.config.timeout
-        cm = asyncio.timeout(timeout) if timeout else None
+        value: Any = None
         try:
-            handler = self._handler_for(job)
-            if handler is None:
-                raise InvalidJobError(f"no handler for job name {job.name!r}")
-            if cm is not None:
-                async with cm:
-                    result = await handler(job)
-            else:
-                result = await handler(job)
-            payload = dumps(result, limit=self.config.max_payload, what="job result")
-            outcome = outcomes.completed(job, payload)
-            self.completed += 1
-        except asyncio.CancelledError:
-            if job.id in self._lost:
+            result, payload = await self._runner.run(job)
+            outcome, value = completed(job, payload), result
+            self._stats.completed += 1
+        except asyncio.CancelledError as exc:
+            if self._running.discard(job.id):
                 outcome = None  # the lease is gone: another worker owns the job now
             elif job.cancel_reason is not None:
                 outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
+                value = exc
             else:
-                outcome = outcomes.handed_back(job)
+                outcome = handed_back(job)
         except InvalidJobError as exc:
             outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
+            value = exc
         except Exception as exc:
-            error: BaseException = exc
-            if cm is not None and cm.expired():
-                error = TimeoutError(f"job timed out after {timeout:g}s")
-            outcome = self._failure_outcome(job, error)
+            outcome, value = self._failure_outcome(job, exc), exc
         finally:
-            self._running.pop(job.id, None)
-            self._lost.discard(job.id)
+            self._running.discard(job.id)
             if outcome is not None:
                 self._outcomes.append(outcome)
+                if self.hooks.any_outcome:
+                    self._reported[job.id] = (job, value)
             self._poke()
 
     def _failure_outcome(
@@ -464,12 +476,12 @@ class Worker:
         final_type: ErrorType | None = None,
         message: str = "",
     ) -> Outcome:
-        self.failed += 1
+        self._stats.failed += 1
         if exc is None:
             etype = final_type or ErrorType.UNKNOWN
             log.info("job %s:%s failed (%s): %s", self.queue.name, job.id, etype, message)
-            return outcomes.failed_for_good(job, etype, message)
-        outcome, c = outcomes.failure(self.config, job, exc, delays=self._delays, rng=self._rng)
+            return failed_for_good(job, etype, message)
+        outcome, c = failure(self.config, job, exc, delays=self._delays, rng=self._rng)
         log.info(
             "job %s:%s attempt %d failed (%s%s): %s",
             self.queue.name,
@@ -477,12 +489,6 @@ class Worker:
             job.attempt,
             c.error_type,
             "" if c.retryable else ", not retried",
-            outcome[3],
+            outcome.payload,
         )
         return outcome
-
-    def _cancel_running(self, job_id: str, reason: str) -> None:
-        entry = self._running.get(job_id)
-        if entry is not None and entry[0].cancel_reason is None:
-            entry[0].cancel_reason = reason or "cancelled"
-            entry[1].cancel()

@@ -7,70 +7,61 @@ from typing import Any
 
 import pytest
 
-from jobqueue import InvalidJobError, JobState, PayloadTooLargeError, Queue
-from jobqueue.core.scripts import raise_for_code
+from jobqueue import InvalidJobError, JobState, LeaseLostError, PayloadTooLargeError, Queue
+from jobqueue.core.replies import Outcome, Retention, TakeLimits, raise_for_code
 
 pytestmark = pytest.mark.integration
+
+
+def limits(q: Queue, worker: str = "w1", lease_ms: int = 30_000) -> TakeLimits:
+    rate = q.config.rate_limit
+    return TakeLimits(
+        worker=worker,
+        lease_ms=lease_ms,
+        concurrency=q.config.concurrency or 0,
+        rate_max=rate.max if rate else 0,
+        rate_per_ms=int(rate.per * 1000) if rate else 0,
+    )
 
 
 async def take(
     q: Queue, n: int, worker: str = "w1", lease_ms: int = 30_000
 ) -> tuple[int, list[tuple[str, str, int]]]:
-    cfg = q.config
-    rate = cfg.rate_limit
-    reply = await q.scripts.run(
-        "take",
-        q._key_list,
-        [
-            q.keys.base,
-            cfg.events_maxlen,
-            n,
-            worker,
-            lease_ms,
-            cfg.concurrency or 0,
-            rate.max if rate else 0,
-            int(rate.per * 1000) if rate else 0,
-        ],
-    )
-    jobs = [
-        (reply[i].decode(), reply[i + 2].decode(), int(reply[i + 3]))
-        for i in range(1, len(reply), 4)
-    ]
-    return int(reply[0]), jobs
+    reply = await q.scripts.take(n, limits(q, worker, lease_ms))
+    return reply.wait_ms, [(t.job_id, t.token, t.attempt) for t in reply.jobs]
+
+
+async def take_when_due(
+    q: Queue, n: int, worker: str = "w1", timeout: float = 10.0
+) -> list[tuple[str, str, int]]:
+    """Take as soon as something is due, sleeping as the script's hint says (a bound on a
+    hang only: being late is never a failure)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        hint, jobs = await take(q, n, worker)
+        if jobs:
+            return jobs
+        assert asyncio.get_running_loop().time() < deadline, "nothing became due"
+        await asyncio.sleep(max(hint, 1) / 1000)
 
 
 async def finish(
     q: Queue, outcomes: list[tuple[Any, ...]], n: int = 0, worker: str = "w1"
 ) -> list[int]:
-    kc, kca, kf, kfa = q.config.retention_ms
-    args: list[Any] = [
-        q.keys.base,
-        q.config.events_maxlen,
-        n,
-        worker,
-        30_000,
-        q.config.concurrency or 0,
-        0,
-        0,
-        kc,
-        kca,
-        kf,
-        kfa,
-        len(outcomes),
-    ]
-    for o in outcomes:
-        args.extend(o)
-    codes, _ = await q.scripts.run("finish", q._key_list, args)
-    return [int(c) for c in codes]
+    reply = await q.scripts.finish(
+        [Outcome(*o) for o in outcomes],
+        take=n,
+        limits=limits(q, worker),
+        retention=Retention(*q.config.retention_ms),
+    )
+    return reply.codes
 
 
 async def recover(q: Queue, max_stalls: int = 1, lock_ms: int = 1) -> list[int]:
-    reply = await q.scripts.run(
-        "recover",
-        q._key_list,
-        [q.keys.base, q.config.events_maxlen, max_stalls, lock_ms, 100, "me", -1, -1],
+    reply = await q.scripts.recover(
+        owner="me", max_stalls=max_stalls, lock_ms=lock_ms, batch=100, retention=Retention()
     )
-    return [int(x) for x in reply]
+    return [-1] if reply is None else [len(reply.requeued), len(reply.failed)]
 
 
 async def events(q: Queue) -> list[dict[str, str]]:
@@ -123,8 +114,7 @@ async def test_delayed_job_waits_then_runs(make_queue: Any) -> None:
     assert await q.get_job_state(job.id) == JobState.DELAYED
     hint, jobs = await take(q, 1)
     assert jobs == [] and 0 < hint <= 300
-    await asyncio.sleep(hint / 1000 + 0.02)
-    _, jobs = await take(q, 1)
+    jobs = await take_when_due(q, 1)
     assert [j[0] for j in jobs] == [job.id]
 
 
@@ -140,10 +130,10 @@ async def test_lost_lease_is_fenced(make_queue: Any) -> None:
     assert tok2 != tok1 and attempt2 == 1  # a stall does not spend an attempt
     # the late worker can neither complete, renew nor report progress
     assert await finish(q, [(jid, tok1, "c", "1", "", 0, 0)]) == [-2]
-    lost, _ = await q.scripts.run("renew", q._key_list, [q.keys.base, 1000, 1, jid, tok1])
-    assert [x.decode() for x in lost] == [jid]
-    with pytest.raises(Exception, match="lease"):
-        await q._update_progress(jid, tok1, 50)
+    renewed = await q.scripts.renew([(jid, tok1)], lease_ms=1000)
+    assert renewed.lost == [jid]
+    with pytest.raises(LeaseLostError):
+        await q.scripts.progress(jid, tok1, 50)
     assert await finish(q, [(jid, tok2, "c", '"ok"', "", 0, 0)]) == [1]
     done = await q.get_job(jid)
     assert done is not None and done.state == JobState.COMPLETED and done.result == "ok"
@@ -176,8 +166,7 @@ async def test_retry_then_final_failure(make_queue: Any) -> None:
     assert got.error_message == "boom"
     hint, jobs = await take(q, 1)
     assert jobs == [] and 0 < hint <= 40
-    await asyncio.sleep(hint / 1000 + 0.01)
-    _, [(_, tok, attempt)] = await take(q, 1)
+    [(_, tok, attempt)] = await take_when_due(q, 1)
     assert attempt == 2
     assert await finish(q, [(jid, tok, "f", "boom again", "NETWORK_ERROR", 40, 2)]) == [1]
     got = await q.get_job(job.id)
@@ -210,13 +199,12 @@ async def test_rate_limit_deferral_spends_no_attempt_and_holds_queue(make_queue:
     got = await q.get_job(jid)
     assert got is not None and got.state == JobState.DELAYED and got.attempts_made == 0
     hint, jobs = await take(q, 5)  # j2 is ready, but the whole queue is held
-    assert jobs == [] and 200 < hint <= 300
+    assert jobs == [] and 0 < hint <= 300
     await q.redis.delete(q.keys.limited)
     _, jobs = await take(q, 5)
     assert [j[0] for j in jobs] == ["j2"]
     # past the cap on deferrals the job fails
-    await asyncio.sleep(0.31)
-    _, [(jid, tok, _)] = await take(q, 1)
+    [(jid, tok, _)] = await take_when_due(q, 1)
     assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 10, 1)]) == [1]
     got = await q.get_job(jid)
     assert got is not None and got.state == JobState.FAILED and got.error_type == "RATE_LIMIT"
@@ -253,8 +241,7 @@ async def test_token_bucket(make_queue: Any) -> None:
     assert len(jobs) == 3
     hint, jobs = await take(q, 10)
     assert jobs == [] and 0 < hint <= 334
-    await asyncio.sleep(hint / 1000 + 0.01)
-    _, jobs = await take(q, 10)
+    jobs = await take_when_due(q, 10)
     assert len(jobs) == 1
 
 
@@ -299,7 +286,7 @@ async def test_progress_is_fenced_and_recorded(make_queue: Any) -> None:
     q = make_queue()
     await q.add("x", None, job_id="p1")
     _, [(jid, tok, _)] = await take(q, 1)
-    await q._update_progress(jid, tok, 40)
+    await q.scripts.progress(jid, tok, 40)
     got = await q.get_job(jid)
     assert got is not None and got.progress == 40 and got.state == JobState.ACTIVE
     assert (await events(q))[-1] == {

@@ -24,8 +24,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from servers import RedisProcess
 
 from jobqueue import Queue, QueueConfig
+from jobqueue.core._loader import load_script
 from jobqueue.core.fastconn import FastConnection
-from jobqueue.core.scripts import Scripts, load_script
+from jobqueue.core.keys import QueueKeys
+from jobqueue.core.scripts import Scripts
 
 pytestmark = pytest.mark.integration
 
@@ -338,7 +340,7 @@ async def test_scripts_reload_after_noscript(
     try:
         assert q.scripts.fast is not None
         job = await q.add("x", {"n": 1})
-        await q.scripts.run("counts", q._key_list, [])
+        await q.scripts.counts()
         await q.redis.script_flush()
         assert await q.redis.script_exists(load_script("counts").sha) == [False]
         counts = await q.get_job_counts()  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
@@ -359,7 +361,7 @@ async def test_fast_path_can_be_turned_off(
     url, prefix = any_redis
     client = aioredis.Redis.from_url(url)
     try:
-        assert Scripts(client, fastconn=False).fast is None
+        assert Scripts(client, QueueKeys(prefix, "off"), fastconn=False).fast is None
         monkeypatch.setenv("JOBQUEUE_FASTCONN", "0")
         q = Queue(QueueConfig("off"), redis=client, prefix=prefix)
         assert q.scripts.fast is None

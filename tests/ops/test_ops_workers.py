@@ -12,8 +12,10 @@ import pytest
 from ops_helpers import state_is, wait_for, workers_of
 from servers import RedisProcess
 
-from jobqueue import Job, JobFailedError, Queue, Worker
-from jobqueue.worker import heartbeat as health
+from jobqueue import JobFailedError, Queue
+from jobqueue.worker.cancels import cancel_listener
+from jobqueue.worker.heartbeat import heartbeat_loop
+from jobqueue.worker.running import RunningJobs, WorkerStats
 
 
 async def stream(queue: Queue) -> list[dict[str, str]]:
@@ -195,17 +197,20 @@ async def test_helper_loops_end_when_cancelled_mid_command(make_queue):
     # redis-py on Python 3.11 can drop a cancel that lands as a command completes; the
     # heartbeat and the cancel listener must end anyway (else Worker.run never returns)
     queue = make_queue("cancel-loops", heartbeat_interval=0.05)
-
-    async def handler(job: Job) -> None:
-        return None
-
-    worker = Worker(queue, handler, handle_signals=False)
+    running = RunningJobs()
+    stats = WorkerStats("w-loops", queue.name, 1)
+    loops = {
+        "heartbeat": lambda: heartbeat_loop(queue, stats, running),
+        "cancel listener": lambda: cancel_listener(
+            queue.redis, queue.keys, running, backoff=(0.01, 0.1)
+        ),
+    }
     rng = random.Random(7)
-    for loop_fn in (health.heartbeat_loop, health.cancel_listener):
+    for what, make in loops.items():
         for _ in range(100):
-            task = asyncio.create_task(loop_fn(worker))
+            task = asyncio.create_task(make())
             await asyncio.sleep(rng.random() * 0.004)
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=5)
-            assert task in done, f"{loop_fn.__name__} ignored its cancellation"
+            assert task in done, f"the {what} ignored its cancellation"
     assert await queue.get_workers() == []  # every heartbeat unregistered on its way out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobqueue import ConfigError, ErrorType, InvalidJobError, QueueConfig, QueueKeys, RateLimit
+from jobqueue.core.codec import decode_envelope, dumps
 from jobqueue.core.keys import validate_prefix, validate_queue_name
-from jobqueue.job import decode_envelope, dumps
 
 
 @pytest.mark.parametrize(

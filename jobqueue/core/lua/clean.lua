@@ -1,23 +1,28 @@
 #!lua
 --[[ clean: remove jobs of one state older than a grace period. Finished jobs are aged by their
 finish time, waiting and delayed ones by their creation time.
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: 1 base, 2 events maxlen, 3 state ('completed', 'failed', 'waiting' or 'delayed'),
-      4 grace ms, 5 limit (most jobs removed), 6 scan cap (most waiting/delayed ids examined)
+KEYS: wait prio priorities delayed completed failed cancels events
+ARGV:
+  base      '<prefix>:{<queue>}:'
+  maxlen    cap of the event stream
+  state     'completed', 'failed', 'waiting' or 'delayed'
+  grace_ms  minimum age of the jobs removed
+  limit     most jobs removed
+  scan_cap  most waiting/delayed ids examined
+EVENTS: removed
 Returns: the removed ids (one `removed` event each).
 ]]
 --@include common.lua
---@include queue_keys.lua
 --@include jobs.lua
 
-local base, maxlen, state = ARGV[1], ARGV[2], ARGV[3]
-local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local state = A.state
+local limit, cap = tonumber(A.limit), tonumber(A.scan_cap)
 local now = now_ms()
-local cutoff = now - tonumber(ARGV[4])
+local cutoff = now - tonumber(A.grace_ms)
 local out = {}
 
 local function drop(id)
-  forget_job(K, base, maxlen, id, state, 'cleaned', now)
+  forget_job(id, state, 'cleaned', now)
   out[#out + 1] = id
 end
 
@@ -25,7 +30,7 @@ local function clean_zset(key)
   local ids = redis.call('ZRANGE', key, 0, cap - 1)
   for i = 1, #ids do
     if #out >= limit then return end
-    if created_ms(base, ids[i]) <= cutoff then
+    if created_ms(ids[i]) <= cutoff then
       redis.call('ZREM', key, ids[i])
       drop(ids[i])
     end
@@ -49,7 +54,7 @@ elseif state == 'waiting' then
   local marked = 0
   for i = 1, #ids do
     if #out >= limit then break end
-    if created_ms(base, ids[i]) <= cutoff then
+    if created_ms(ids[i]) <= cutoff then
       redis.call('LSET', K.wait, i - 1, '!removed')
       marked = marked + 1
       drop(ids[i])

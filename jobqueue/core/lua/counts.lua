@@ -1,10 +1,11 @@
 #!lua flags=no-writes
 --[[ counts: a consistent snapshot of the number of jobs in each state.
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: none
-Returns: {waiting, active, delayed, completed, failed, paused, limited_ms}
+KEYS: wait prio active delayed completed failed meta limited
+ARGV:
+EVENTS: none
+Returns: {waiting, active, delayed, completed, failed, paused, limited_ms}; `paused` counts the
+ready jobs held back because the queue is paused (they are not in `waiting` then).
 ]]
---@include queue_keys.lua
 
 local ready = redis.call('LLEN', K.wait) + redis.call('ZCARD', K.prio)
 local paused = 0

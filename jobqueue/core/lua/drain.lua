@@ -1,22 +1,25 @@
 #!lua
 --[[ drain: remove waiting (including prioritized and paused) and delayed jobs, a batch per
 call. Active and finished jobs are kept.
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: 1 base, 2 events maxlen, 3 batch limit
+KEYS: wait prio priorities delayed cancels events
+ARGV:
+  base    '<prefix>:{<queue>}:'
+  maxlen  cap of the event stream
+  batch   most jobs removed by this call
+EVENTS: removed
 Returns: {removed, left}: jobs removed by this call (one `removed` event each), and waiting +
 delayed jobs left (call again while both are > 0).
 ]]
 --@include common.lua
---@include queue_keys.lua
 --@include jobs.lua
 
-local base, maxlen, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local limit = tonumber(A.batch)
 local now = now_ms()
 local removed = 0
 
 local function drop_pairs(flat, prev)
   for i = 1, #flat, 2 do
-    forget_job(K, base, maxlen, flat[i], prev, 'drained', now)
+    forget_job(flat[i], prev, 'drained', now)
     removed = removed + 1
   end
 end
@@ -24,7 +27,7 @@ end
 local ids = redis.call('LPOP', K.wait, limit)
 if ids then
   for i = 1, #ids do
-    forget_job(K, base, maxlen, ids[i], 'waiting', 'drained', now)
+    forget_job(ids[i], 'waiting', 'drained', now)
     removed = removed + 1
   end
 end

@@ -1,20 +1,23 @@
 #!lua flags=no-writes
 --[[ getjob: read one job atomically.
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: 1 base, 2 id
+KEYS: delayed meta
+ARGV:
+  base  '<prefix>:{<queue>}:'
+  id    the job
+EVENTS: none
 Returns: {} when no such job, else {envelope, state, state_hash_flat}. The state is derived
 for jobs that never ran: 'delayed' when in the delayed set, else 'waiting' (or 'paused'
 when the queue is paused).
 ]]
---@include queue_keys.lua
+--@include keys.lua
 
-local base, id = ARGV[1], ARGV[2]
-local env = redis.call('GET', base .. 'j:' .. id)
+local env = redis.call('GET', job_key(A.base, A.id))
 if not env then return {} end
-local h = redis.call('HGETALL', base .. 's:' .. id)
-local state = redis.call('HGET', base .. 's:' .. id, 's')
+local skey = state_key(A.base, A.id)
+local h = redis.call('HGETALL', skey)
+local state = redis.call('HGET', skey, 's')
 if not state then
-  if redis.call('ZSCORE', K.delayed, id) then
+  if redis.call('ZSCORE', K.delayed, A.id) then
     state = 'delayed'
   elseif redis.call('HEXISTS', K.meta, 'paused') == 1 then
     state = 'paused'

@@ -1,15 +1,18 @@
 #!lua
 --[[ log: append one line to a job's log, keeping only the newest lines.
-KEYS: 1 the job's log list, 2 the job's envelope key
-ARGV: 1 line, 2 max lines kept
+KEYS: logs(id) job(id)
+ARGV:
+  line       the line
+  max_lines  lines kept
+EVENTS: none
 Returns: the log's length, or -1 when the job does not exist (nothing written).
 ]]
 
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-local most = tonumber(ARGV[2])
+if redis.call('EXISTS', K.job) == 0 then return -1 end
+local n = redis.call('RPUSH', K.logs, A.line)
+local most = tonumber(A.max_lines)
 if n > most then
-  redis.call('LTRIM', KEYS[1], -most, -1)
+  redis.call('LTRIM', K.logs, -most, -1)
   n = most
 end
 return n

@@ -1,16 +1,21 @@
 #!lua
 --[[ progress: record a running job's progress (0..100), fenced by its lease token.
-KEYS: 1 active, 2 events
-ARGV: 1 base, 2 events maxlen, 3 id, 4 token, 5 progress
+KEYS: active events
+ARGV:
+  base      '<prefix>:{<queue>}:'
+  maxlen    cap of the event stream
+  id        the job
+  token     the lease token of the running attempt
+  progress  0..100
+EVENTS: progress
 Returns: 0, or -2 when the lease is lost (nothing written).
 ]]
 --@include common.lua
 
-local base, maxlen, id = ARGV[1], ARGV[2], ARGV[3]
-local skey = base .. 's:' .. id
-if redis.call('HGET', skey, 'k') ~= ARGV[4] or not redis.call('ZSCORE', KEYS[1], id) then
+local skey = state_key(A.base, A.id)
+if redis.call('HGET', skey, 'k') ~= A.token or not redis.call('ZSCORE', K.active, A.id) then
   return -2
 end
-redis.call('HSET', skey, 'p', ARGV[5])
-emit(KEYS[2], maxlen, 'ev', 'progress', 'id', id, 'p', ARGV[5], 'ts', now_ms())
+redis.call('HSET', skey, 'p', A.progress)
+emit(K.events, A.maxlen, 'ev', 'progress', 'id', A.id, 'p', A.progress, 'ts', now_ms())
 return 0

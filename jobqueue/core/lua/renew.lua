@@ -1,19 +1,24 @@
 #!lua
 --[[ renew: extend the leases of a worker's running jobs (one call for all of them).
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: 1 base, 2 lease ms, 3 count m, then m pairs: id, token
-Returns: {lost_ids, cancel_ids}: jobs whose lease this worker no longer holds (their handlers
+KEYS: active cancels
+ARGV:
+  base      '<prefix>:{<queue>}:'
+  lease_ms  the new lease, from now
+  m         how many jobs follow
+  per job:
+  id        a job the worker runs
+  token     its lease token
+EVENTS: none
+Returns: {lost_ids, cancels}: jobs whose lease this worker no longer holds (their handlers
 must stop), and held jobs that someone asked to cancel (id, reason, id, reason...).
 ]]
 --@include common.lua
---@include queue_keys.lua
 
-local base = ARGV[1]
-local deadline = now_ms() + tonumber(ARGV[2])
+local deadline = now_ms() + tonumber(A.lease_ms)
 local lost, cancels = {}, {}
-for i = 0, tonumber(ARGV[3]) - 1 do
-  local id, token = ARGV[4 + i * 2], ARGV[5 + i * 2]
-  if redis.call('HGET', base .. 's:' .. id, 'k') == token
+for i = 0, tonumber(A.m) - 1 do
+  local id, token = argv_group(i)
+  if redis.call('HGET', state_key(A.base, id), 'k') == token
       and redis.call('ZSCORE', K.active, id) then
     redis.call('ZADD', K.active, 'XX', deadline, id)
     local reason = redis.call('HGET', K.cancels, id)

@@ -1,13 +1,20 @@
 #!lua
---[[ take: move up to n ready jobs to active, each with a lease and a fencing token.
-KEYS: the full queue key set (includes/queue_keys.lua)
-ARGV: 1 base, 2 events maxlen, 3 n, 4 worker id (token prefix), 5 lease ms,
-      6 global concurrency (0 = no cap), 7 rate max (0 = no limit), 8 rate period ms
+--[[ take: move up to n ready jobs to active, each with a lease and a fencing token (see
+includes/take.lua; workers use `finish`, which reports outcomes and takes in one call).
+KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
+ARGV:
+  base         '<prefix>:{<queue>}:'
+  maxlen       cap of the event stream
+  take         most jobs to take
+  worker       the worker's id (the token's prefix)
+  lease_ms     lease of each job taken
+  concurrency  cap on active jobs across all workers (0 = none)
+  rate_max     job starts per rate period (0 = no rate limit)
+  rate_per_ms  the rate period
+EVENTS: active
 Returns: {wait_hint_ms, id, envelope, token, attempt, ...} (see includes/take.lua)
 ]]
 --@include common.lua
---@include queue_keys.lua
 --@include take.lua
 
-return take(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7],
-  ARGV[8], now_ms())
+return take(A.take, now_ms())

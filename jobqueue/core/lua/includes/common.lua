@@ -1,6 +1,6 @@
--- Shared helpers, included at the top of every script by the loader.
--- Time always comes from the Redis server (TIME) so that clock skew between workers cannot
--- break delays, leases or rate limits.
+-- Shared helpers of the scripts. Time always comes from the Redis server (TIME) so that clock
+-- skew between workers cannot break delays, leases or rate limits.
+--@include keys.lua
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -31,42 +31,43 @@ local function prio_score(priority, seq)
 end
 
 -- Make a job ready to run: the plain FIFO list for priority 0, the zset otherwise.
-local function push_ready(wait_key, prio_key, pri_key, counter_key, id, front)
-  local priority = tonumber(redis.call('HGET', pri_key, id) or '0')
+-- `keys` holds wait, prio, priorities and id_counter.
+local function push_ready(keys, id, front)
+  local priority = tonumber(redis.call('HGET', keys.priorities, id) or '0')
   if priority == 0 then
     if front then
-      redis.call('LPUSH', wait_key, id)
+      redis.call('LPUSH', keys.wait, id)
     else
-      redis.call('RPUSH', wait_key, id)
+      redis.call('RPUSH', keys.wait, id)
     end
   else
-    local seq = redis.call('INCR', counter_key)
+    local seq = redis.call('INCR', keys.id_counter)
     if front then seq = 0 end
-    redis.call('ZADD', prio_key, prio_score(priority, seq), id)
+    redis.call('ZADD', keys.prio, prio_score(priority, seq), id)
   end
 end
 
--- Delete every key of a job.
-local function delete_job(base, pri_key, id)
-  redis.call('DEL', base .. 'j:' .. id, base .. 's:' .. id, base .. 'l:' .. id)
-  if pri_key then redis.call('HDEL', pri_key, id) end
+-- Delete every key of a job (and its priority, when `priorities` is given).
+local function delete_job(base, priorities, id)
+  redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id))
+  if priorities then redis.call('HDEL', priorities, id) end
 end
 
 -- Keep at most `count` entries and none older than `age_ms` in a finished-jobs zset.
 -- Bounded work per call; the rest is trimmed by later calls.
-local function trim_finished(base, pri_key, set_key, count, age_ms, now)
+local function trim_finished(base, priorities, set_key, count, age_ms, now)
   count = tonumber(count)
   age_ms = tonumber(age_ms)
   local removed = 0
   -- most queues never use priorities: skip a per-job HDEL then
-  if redis.call('HLEN', pri_key) == 0 then pri_key = nil end
+  if redis.call('HLEN', priorities) == 0 then priorities = nil end
   if count >= 0 then
     local excess = redis.call('ZCARD', set_key) - count
     if excess > 0 then
       if excess > 100 then excess = 100 end
       local old = redis.call('ZPOPMIN', set_key, excess)
       for i = 1, #old, 2 do
-        delete_job(base, pri_key, old[i])
+        delete_job(base, priorities, old[i])
         removed = removed + 1
       end
     end
@@ -75,7 +76,7 @@ local function trim_finished(base, pri_key, set_key, count, age_ms, now)
     local old = redis.call('ZRANGEBYSCORE', set_key, '-inf', now - age_ms, 'LIMIT', 0, 100)
     for i = 1, #old do
       redis.call('ZREM', set_key, old[i])
-      delete_job(base, pri_key, old[i])
+      delete_job(base, priorities, old[i])
       removed = removed + 1
     end
   end

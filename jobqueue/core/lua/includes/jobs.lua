@@ -1,18 +1,19 @@
--- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean).
--- Needs common.lua and the queue key table K (queue_keys.lua) included before it.
+-- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean): they
+-- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels and events
+-- of K, and A.base / A.maxlen. Needs common.lua.
 
 -- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'delayed' or 'waiting'.
-local function job_state(K, base, id)
-  if redis.call('EXISTS', base .. 'j:' .. id) == 0 then return nil end
+local function job_state(id)
+  if redis.call('EXISTS', job_key(A.base, id)) == 0 then return nil end
   if redis.call('ZSCORE', K.active, id) then return 'active' end
-  local s = redis.call('HGET', base .. 's:' .. id, 's')
+  local s = redis.call('HGET', state_key(A.base, id), 's')
   if s == 'completed' or s == 'failed' then return s end
   if redis.call('ZSCORE', K.delayed, id) then return 'delayed' end
   return 'waiting'
 end
 
 -- Take a (not active) job out of the set or list that holds it in state `prev`.
-local function detach_job(K, id, prev)
+local function detach_job(id, prev)
   if prev == 'waiting' then
     if redis.call('ZREM', K.prio, id) == 0 then redis.call('LREM', K.wait, 1, id) end
   elseif prev == 'delayed' then
@@ -25,15 +26,15 @@ local function detach_job(K, id, prev)
 end
 
 -- Delete a detached job's keys (envelope, state, log) and announce it.
-local function forget_job(K, base, maxlen, id, prev, reason, now)
+local function forget_job(id, prev, reason, now)
   redis.call('HDEL', K.cancels, id)
-  delete_job(base, K.pri, id)
-  emit(K.events, maxlen, 'ev', 'removed', 'id', id, 'prev', prev, 'reason', reason, 'ts', now)
+  delete_job(A.base, K.priorities, id)
+  emit(K.events, A.maxlen, 'ev', 'removed', 'id', id, 'prev', prev, 'reason', reason, 'ts', now)
 end
 
 -- Creation time (ms) of a job from its envelope; 0 when the envelope is gone.
-local function created_ms(base, id)
-  local env = redis.call('GET', base .. 'j:' .. id)
+local function created_ms(id)
+  local env = redis.call('GET', job_key(A.base, id))
   if not env then return 0 end
   return tonumber(string.match(env, '"ts":(%d+)}$') or '0')
 end

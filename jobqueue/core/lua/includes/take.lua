@@ -1,21 +1,22 @@
--- take(k, base, maxlen, n, worker, lease_ms, concurrency, rate_max, rate_per_ms, now)
--- Promotes due delayed jobs, then moves up to n ready jobs to active under the global
--- concurrency cap and the shared token bucket. `k` is a table of key names:
--- wait, prio, delayed, active, meta, limiter, limited, marker, events, counter, pri.
+-- take(n, now): promotes due delayed jobs, then moves up to n ready jobs to active under the
+-- global concurrency cap and the shared token bucket, each with a lease and a fencing token
+-- `<worker>:<starts>`. Uses the keys wait, prio, priorities, delayed, active, meta, limiter,
+-- limited, marker, events and id_counter of K, and A.base, A.maxlen, A.worker, A.lease_ms,
+-- A.concurrency, A.rate_max, A.rate_per_ms. Needs common.lua. Emits `active` per job taken.
 -- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, id2, ...}:
 -- wait_hint_ms is -1 when jobs were taken, else how long a worker may block before anything
 -- can change on its own (0 = until poked).
 
-local function promote_due(k, now)
-  local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now * 1024 + 1023, 'LIMIT', 0, 1000)
+local function promote_due(now)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now * 1024 + 1023, 'LIMIT', 0, 1000)
   for i = 1, #due do
-    redis.call('ZREM', k.delayed, due[i])
-    push_ready(k.wait, k.prio, k.pri, k.counter, due[i], false)
+    redis.call('ZREM', K.delayed, due[i])
+    push_ready(K, due[i], false)
   end
 end
 
-local function next_delayed_ms(k, now)
-  local first = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+local function next_delayed_ms(now)
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
   if first[2] then
     local wait = math.floor(tonumber(first[2]) / 1024) - now
     if wait < 1 then wait = 1 end
@@ -31,39 +32,39 @@ local function min_hint(a, b)
   return b
 end
 
-local function ready_count(k)
-  return redis.call('LLEN', k.wait) + redis.call('ZCARD', k.prio)
+local function ready_count()
+  return redis.call('LLEN', K.wait) + redis.call('ZCARD', K.prio)
 end
 
-local function take(k, base, maxlen, n, worker, lease_ms, concurrency, rate_max, rate_per, now)
+local function take(n, now)
   n = tonumber(n)
-  concurrency = tonumber(concurrency)
-  rate_max = tonumber(rate_max)
-  rate_per = tonumber(rate_per)
-  promote_due(k, now)
-  local delayed_hint = next_delayed_ms(k, now)
+  local concurrency = tonumber(A.concurrency)
+  local rate_max = tonumber(A.rate_max)
+  local rate_per = tonumber(A.rate_per_ms)
+  promote_due(now)
+  local delayed_hint = next_delayed_ms(now)
 
-  if redis.call('HEXISTS', k.meta, 'paused') == 1 then
+  if redis.call('HEXISTS', K.meta, 'paused') == 1 then
     return {0}
   end
-  local limited = redis.call('PTTL', k.limited)
+  local limited = redis.call('PTTL', K.limited)
   if limited > 0 then
     return {min_hint(limited, delayed_hint)}
   end
-  local ready = ready_count(k)
+  local ready = ready_count()
   if ready == 0 then
     return {delayed_hint}
   end
 
   local cap = n
-  local active_now = redis.call('ZCARD', k.active)
+  local active_now = redis.call('ZCARD', K.active)
   if concurrency > 0 and concurrency - active_now < cap then
     cap = concurrency - active_now
   end
 
   local tokens = nil
   if rate_max > 0 then
-    local b = redis.call('HMGET', k.limiter, 't', 'ts')
+    local b = redis.call('HMGET', K.limiter, 't', 'ts')
     tokens = tonumber(b[1])
     local ts = tonumber(b[2])
     if tokens == nil or ts == nil then
@@ -88,40 +89,40 @@ local function take(k, base, maxlen, n, worker, lease_ms, concurrency, rate_max,
 
   local ids = {}
   -- priority > 0 first (negative scores), then the FIFO list, then priority < 0
-  local high = redis.call('ZRANGEBYSCORE', k.prio, '-inf', '(0', 'LIMIT', 0, cap)
+  local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
   for i = 1, #high do
-    redis.call('ZREM', k.prio, high[i])
+    redis.call('ZREM', K.prio, high[i])
     ids[#ids + 1] = high[i]
   end
   if #ids < cap then
-    local popped = redis.call('LPOP', k.wait, cap - #ids)
+    local popped = redis.call('LPOP', K.wait, cap - #ids)
     if popped then
       for i = 1, #popped do ids[#ids + 1] = popped[i] end
     end
   end
   if #ids < cap then
-    local low = redis.call('ZRANGE', k.prio, 0, cap - #ids - 1)
+    local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
     for i = 1, #low do
-      redis.call('ZREM', k.prio, low[i])
+      redis.call('ZREM', K.prio, low[i])
       ids[#ids + 1] = low[i]
     end
   end
 
   local out = {-1}
-  local deadline = now + lease_ms
+  local deadline = now + tonumber(A.lease_ms)
   local taken = 0
   for i = 1, #ids do
     local id = ids[i]
-    local env = redis.call('GET', base .. 'j:' .. id)
+    local env = redis.call('GET', job_key(A.base, id))
     if env then
-      local skey = base .. 's:' .. id
+      local skey = state_key(A.base, id)
       local st = redis.call('HMGET', skey, 'a', 'n')
       local made = tonumber(st[1] or '0')
       local starts = tonumber(st[2] or '0') + 1
-      local token = worker .. ':' .. starts
+      local token = A.worker .. ':' .. starts
       redis.call('HSET', skey, 'a', made, 'n', starts, 'k', token, 's', 'active', 'ts', now)
-      redis.call('ZADD', k.active, deadline, id)
-      emit(k.events, maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now)
+      redis.call('ZADD', K.active, deadline, id)
+      emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now)
       out[#out + 1] = id
       out[#out + 1] = env
       out[#out + 1] = token
@@ -130,16 +131,16 @@ local function take(k, base, maxlen, n, worker, lease_ms, concurrency, rate_max,
     end
   end
   if tokens ~= nil and taken > 0 then
-    redis.call('HSET', k.limiter, 't', tokens - taken, 'ts', now)
+    redis.call('HSET', K.limiter, 't', tokens - taken, 'ts', now)
   end
   if #out == 1 then
     out[1] = delayed_hint
   end
   -- more work left and room for it: wake another worker
-  if taken == n and ready_count(k) > 0 then
-    local room = concurrency <= 0 or redis.call('ZCARD', k.active) < concurrency
+  if taken == n and ready_count() > 0 then
+    local room = concurrency <= 0 or redis.call('ZCARD', K.active) < concurrency
     if room and (tokens == nil or tokens - taken >= 1) then
-      poke(k.marker)
+      poke(K.marker)
     end
   end
   return out

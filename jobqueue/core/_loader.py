@@ -1,0 +1,160 @@
+"""Reading the Lua scripts: headers, includes and the prelude made from each header.
+
+Every script under `lua/` opens with a header that is its contract:
+
+    #!lua
+    --[[ finish: what it does...
+    KEYS: wait prio priorities ...          the queue keys it touches, by QueueKeys name
+    ARGV:
+      base      what it is                  one fixed argument per line
+      take      ...
+      per outcome:                          then a group repeated per item (optional)
+      id        ...
+    EVENTS: completed failed ...            the events it appends to the stream (or none)
+    Returns: ...
+    ]]
+
+The header is read here and turned into a prelude placed after it: `K` (keys by name),
+`A` (fixed arguments by name) and `argv_group(i)` (the values of the i-th repeated group, from
+0, in header order). So a script never indexes KEYS or ARGV itself, and its header cannot
+drift from what it reads; `jobqueue.core.scripts` declares the same names for each call and a
+test keeps both in step. `--@include name.lua` lines pull shared code from `lua/includes/`
+(each file once per script).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+__all__ = ["LUA_DIR", "Header", "LuaScript", "load_script", "script_names"]
+
+LUA_DIR = Path(__file__).parent / "lua"
+_INCLUDE_RE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
+_HEADER_RE = re.compile(r"^--\[\[ (\w+): (.*?)^\]\]\n", re.MULTILINE | re.DOTALL)
+_LABEL_RE = re.compile(r"^(KEYS|ARGV|EVENTS|Returns):(.*)$")
+_GROUP_RE = re.compile(r"^\s+per (\w+):\s*$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_KEY_RE = re.compile(r"^([a-z][a-z0-9_]*)(\(id\))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The contract a script's header states.
+
+    Attributes:
+        keys: the KEYS, in order: QueueKeys names, `name(id)` for a key of one job.
+        argv: the fixed ARGV names, in order.
+        group: the names of the repeated ARGV group, in order (empty when none).
+        group_of: what the group is per (`job`, `outcome`...), "" when none.
+        events: the events the script may append to the stream.
+    """
+
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    group: tuple[str, ...]
+    group_of: str
+    events: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """One script: its header, its full source (prelude and includes in) and its SHA1."""
+
+    name: str
+    header: Header
+    source: str
+    sha: str
+
+
+def parse_header(name: str, text: str) -> Header:
+    """Read the header of script `name` (its file's text); ValueError when it is malformed."""
+    match = _HEADER_RE.search(text)
+    if match is None or match.group(1) != name:
+        raise ValueError(f"lua/{name}.lua: no '--[[ {name}: ...' header")
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in match.group(2).splitlines():
+        label = _LABEL_RE.match(line)
+        if label:
+            current = sections.setdefault(label.group(1), [])
+            if label.group(2).strip():
+                current.append(" " + label.group(2).strip())
+        elif current is not None:
+            current.append(line)
+    missing = {"KEYS", "ARGV", "EVENTS", "Returns"} - set(sections)
+    if missing:
+        raise ValueError(f"lua/{name}.lua: header lacks {sorted(missing)}")
+    keys = tuple(" ".join(sections["KEYS"]).split())
+    for key in keys:
+        if not _KEY_RE.match(key):
+            raise ValueError(f"lua/{name}.lua: bad key name {key!r}")
+    argv: list[str] = []
+    group: list[str] = []
+    group_of = ""
+    for line in sections["ARGV"]:
+        if not line.strip():
+            continue
+        per = _GROUP_RE.match(line)
+        if per:
+            group_of = per.group(1)
+            continue
+        arg = line.split()[0]
+        if not _NAME_RE.match(arg):
+            raise ValueError(f"lua/{name}.lua: bad ARGV name {arg!r}")
+        (group if group_of else argv).append(arg)
+    words = " ".join(sections["EVENTS"]).split()
+    events = frozenset() if words == ["none"] else frozenset(words)
+    names = [k.split("(")[0] for k in keys]
+    if len(set(names)) != len(names) or len(set(argv + group)) != len(argv) + len(group):
+        raise ValueError(f"lua/{name}.lua: a KEYS or ARGV name appears twice")
+    return Header(keys, tuple(argv), tuple(group), group_of, events)
+
+
+def _prelude(header: Header) -> str:
+    lines = ["-- made from the header by jobqueue.core._loader"]
+    keys = ", ".join(f"{k.split('(')[0]} = KEYS[{i}]" for i, k in enumerate(header.keys, 1))
+    lines.append(f"local K = {{{keys}}}")
+    args = ", ".join(f"{a} = ARGV[{i}]" for i, a in enumerate(header.argv, 1))
+    lines.append(f"local A = {{{args}}}")
+    if header.group:
+        fixed, size = len(header.argv), len(header.group)
+        values = ", ".join(f"ARGV[o + {i}]" for i in range(1, size + 1))
+        lines += [
+            "local function argv_group(i)",
+            f"  local o = {fixed} + i * {size}",
+            f"  return {values}",
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _expand(source: str, seen: set[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        include = match.group(1)
+        if include in seen:
+            return ""  # already in this script
+        seen.add(include)
+        return _expand((LUA_DIR / "includes" / include).read_text(), seen)
+
+    return _INCLUDE_RE.sub(replace, source)
+
+
+@cache
+def load_script(name: str) -> LuaScript:
+    """Read `lua/<name>.lua`: parse its header, add the prelude, expand its includes (cached)."""
+    raw = (LUA_DIR / f"{name}.lua").read_text()
+    header = parse_header(name, raw)
+    end = _HEADER_RE.search(raw)
+    assert end is not None
+    # the shebang stays on the first line, the header after it, then the prelude
+    source = raw[: end.end()] + _prelude(header) + _expand(raw[end.end() :], set())
+    return LuaScript(name, header, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def script_names() -> tuple[str, ...]:
+    """The names of every script under `lua/`, sorted."""
+    return tuple(sorted(p.stem for p in LUA_DIR.glob("*.lua")))

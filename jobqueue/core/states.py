@@ -1,0 +1,22 @@
+"""The states of a job."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["TERMINAL_STATES", "JobState"]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    WAITING = "waiting"
+    PAUSED = "paused"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+"""States a job does not leave by itself."""

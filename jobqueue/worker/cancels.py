@@ -1,0 +1,97 @@
+"""The cancel listener: stops a cancelled job's handler at once, in whichever process it runs.
+
+One pub/sub subscription per worker on `<base>cancel-ch`, where `lua/cancel.lua` publishes
+`{"id": ..., "reason": ...}` for active jobs. After every (re)subscription the `cancels` hash
+is read again for the running jobs, so a request published while the subscription was down is
+not lost (the lease renewal reports it too, later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..core._aio import raise_if_cancelling
+from ..core.codec import text as _s
+from ..core.connection import REDIS_ERRORS, dedicated_client, reconnect_delay
+from ..core.keys import QueueKeys
+from .running import RunningJobs
+
+__all__ = ["cancel_listener"]
+
+log = logging.getLogger(__name__)
+
+
+async def _recheck(redis: Redis, keys: QueueKeys, running: RunningJobs) -> None:
+    ids = running.ids()
+    if not ids:
+        return
+    reasons = await redis.hmget(keys.cancels, ids)
+    for job_id, reason in zip(ids, reasons, strict=True):
+        if reason is not None:
+            running.cancel(job_id, _s(reason))
+
+
+def _dispatch(running: RunningJobs, data: Any) -> None:
+    try:
+        msg = json.loads(data)
+        job_id, reason = str(msg["id"]), str(msg.get("reason") or "cancelled")
+    except (ValueError, KeyError, TypeError):
+        log.debug("ignored a malformed cancel message")
+        return
+    running.cancel(job_id, reason)
+
+
+async def cancel_listener(
+    redis: Redis,
+    keys: QueueKeys,
+    running: RunningJobs,
+    *,
+    backoff: tuple[float, float],
+) -> None:
+    """Subscribe to the queue's cancel channel and cancel the running jobs named on it.
+
+    Runs until cancelled; resubscribes after a connection error, waiting per `backoff`
+    (first, max seconds).
+    """
+    first, most = backoff
+    failures = 0
+    while True:
+        # no silent retries: a lost connection surfaces here, so that we resubscribe and
+        # re-read the cancels hash ourselves
+        client = dedicated_client(redis, retries=False)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.cancel_channel)
+            await _recheck(redis, keys, running)
+            raise_if_cancelling()
+            if failures:
+                log.info("queue %s: cancel channel subscribed again", keys.queue)
+            failures = 0
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                raise_if_cancelling()
+                if msg is not None and msg.get("type") == "message":
+                    _dispatch(running, msg["data"])
+        except REDIS_ERRORS as exc:
+            failures += 1
+            delay = reconnect_delay(failures, first, most, random.uniform)
+            log.warning(
+                "queue %s: cancel channel lost (%s); subscribing again in %.2fs",
+                keys.queue,
+                type(exc).__name__,
+                delay,
+            )
+            raise_if_cancelling()
+            await asyncio.sleep(delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()

@@ -1,0 +1,117 @@
+"""Each Lua script's header against the `Scripts` method that calls it, and the Lua side of
+the key names against `QueueKeys`: no Redis needed (the Lua runs in lupa)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from jobqueue.core._loader import LUA_DIR, load_script, parse_header, script_names
+from jobqueue.core.keys import QueueKeys
+from jobqueue.core.scripts import SPECS, Scripts
+
+lupa = pytest.importorskip("lupa")
+
+_EMIT = re.compile(r"emit\(K\.events, A\.maxlen, 'ev', '(\w+)'")
+
+
+def test_every_script_has_one_method_and_every_method_a_script() -> None:
+    assert sorted(SPECS) == list(script_names())
+    # one spec per script, each declared on Scripts beside the method that runs it
+    declared = [v for v in vars(Scripts).values() if isinstance(v, type(SPECS["add"]))]
+    assert sorted(s.name for s in declared) == sorted(SPECS)
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_header_and_method_declare_the_same_contract(name: str) -> None:
+    header = load_script(name).header
+    spec = SPECS[name]
+    assert header.keys == spec.keys
+    assert header.argv == spec.argv
+    assert header.group == spec.group
+    assert header.events == spec.events
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_header_lists_the_events_the_script_emits(name: str) -> None:
+    script = load_script(name)
+    assert set(_EMIT.findall(script.source)) == set(script.header.events)
+    # every event goes through emit() (capped), none by a bare XADD
+    assert script.source.count("'XADD'") == 1 if "emit(" in script.source else True
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_keys_are_queue_keys_and_route_the_call(name: str) -> None:
+    spec = SPECS[name]
+    assert spec.keys, "a script without KEYS cannot be routed on Redis Cluster"
+    keys = QueueKeys("jq", "q")
+    for key in spec.keys:
+        attr = key.removesuffix("(id)")
+        value = getattr(keys, attr)
+        built = value("7") if key.endswith("(id)") else value
+        assert isinstance(built, str) and built.startswith(keys.base), key
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_scripts_never_index_keys_or_argv_themselves(name: str) -> None:
+    raw = (LUA_DIR / f"{name}.lua").read_text()
+    assert not re.search(r"\b(KEYS|ARGV)\[", raw), "use K.<key> / A.<arg> / argv_group(i)"
+    for include in (LUA_DIR / "includes").glob("*.lua"):
+        assert not re.search(r"\b(KEYS|ARGV)\[", include.read_text()), include.name
+    # job keys come from the keys.lua helpers only
+    assert not re.search(r"\.\. '[jsl]:'", raw)
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_every_script_compiles(name: str) -> None:
+    source = load_script(name).source
+    if source.startswith("#!"):
+        source = source.split("\n", 1)[1]  # Redis reads the shebang; plain Lua does not
+    runtime = lupa.LuaRuntime()
+    check = runtime.eval("function(s) local f, err = load(s) return err or 'ok' end")
+    assert check(source) == "ok"
+
+
+def test_lua_key_names_match_queue_keys() -> None:
+    runtime = lupa.LuaRuntime()
+    include = (LUA_DIR / "includes" / "keys.lua").read_text()
+    names = runtime.execute(include + "\nreturn {job = job_key, state = state_key, logs = log_key}")
+    for prefix, queue, job_id in (
+        ("jq", "emails", "42"),
+        ("a.b", "q-1", "order:7"),
+        ("x", "y", "z"),
+    ):
+        keys = QueueKeys(prefix, queue)
+        for what in ("job", "state", "logs"):
+            assert names[what](keys.base, job_id) == getattr(keys, what)(job_id)
+
+
+def test_prelude_names_keys_and_arguments() -> None:
+    source = load_script("finish").source
+    assert "local K = {wait = KEYS[1], prio = KEYS[2]" in source
+    assert "local A = {base = ARGV[1], maxlen = ARGV[2], take = ARGV[3]" in source
+    assert "local o = 13 + i * 7" in source
+
+
+def test_spec_packs_arguments_by_name() -> None:
+    spec = SPECS["pause"]
+    assert spec.pack({"pause": "1", "maxlen": 10}) == [10, "1"]
+    with pytest.raises(TypeError, match=r"pause\.lua takes ARGV"):
+        spec.pack({"maxlen": 10})
+    with pytest.raises(TypeError):
+        spec.pack({"maxlen": 10, "pause": "1", "extra": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "--[[ x: no sections\n]]\n",
+        "--[[ x: bad\nKEYS: Wait\nARGV:\nEVENTS: none\nReturns: 1\n]]\n",
+        "--[[ x: twice\nKEYS: wait wait\nARGV:\nEVENTS: none\nReturns: 1\n]]\n",
+        "--[[ other: wrong name\nKEYS: wait\nARGV:\nEVENTS: none\nReturns: 1\n]]\n",
+    ],
+)
+def test_malformed_headers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_header("x", text)

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
-from jobqueue import QueueKeys
+from jobqueue import QueueKeys, exponential_delay
 
 from .db import Connection, create_pool, get_pool, redact
 from .status_fold import (
@@ -181,7 +181,7 @@ class StatusMirror:
                 except Exception as exc:
                     failures += 1
                     self._log_failure(exc, failures)
-                    delay = min(self._backoff[1], self._backoff[0] * 2 ** min(failures - 1, 30))
+                    delay = exponential_delay(self._backoff[0], failures, cap=self._backoff[1])
                     # Jitter spreads the retries of several mirrors after a shared outage.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1))

@@ -14,19 +14,6 @@ import jobqueue
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_MODULES = frozenset({"jobqueue", "jobqueue.testing"})
 
-# Files other branches are editing right now (issue 16, branch `retry`: `redact` moves to
-# `jobqueue.redact`, error types become extensible) still import these internals. Each entry is
-# the exact import tolerated; once it is gone the test fails until the entry is removed, so this
-# list can only shrink.
-PENDING: dict[str, frozenset[str]] = {
-    "pipeline/ai/anthropic_client.py": frozenset({"jobqueue.errors.ErrorType"}),
-    "pipeline/ai/base.py": frozenset({"jobqueue.errors.ErrorType", "jobqueue.retry.redact"}),
-    "pipeline/ai/errors.py": frozenset({"jobqueue.errors.ErrorType"}),
-    "pipeline/ai/offline.py": frozenset({"jobqueue.errors.ErrorType"}),
-    "pipeline/db.py": frozenset({"jobqueue.retry.redact"}),
-    "pipeline/logs.py": frozenset({"jobqueue.retry.redact"}),
-}
-
 
 def private_uses(source: str) -> set[str]:
     """Every use of the engine in `source` that is not its public API, as dotted names."""
@@ -64,14 +51,7 @@ def sources() -> list[str]:
 @pytest.mark.parametrize("path", sources())
 def test_only_the_public_engine_api_is_used(path: str) -> None:
     used = private_uses((ROOT / path).read_text())
-    tolerated = PENDING.get(path, frozenset())
-    assert used <= tolerated, f"{path} uses engine internals: {sorted(used - tolerated)}"
-    stale = tolerated - used
-    assert not stale, f"{path} no longer uses {sorted(stale)}: remove it from PENDING"
-
-
-def test_pending_entries_name_existing_files() -> None:
-    assert set(PENDING) <= set(sources())
+    assert not used, f"{path} uses engine internals: {sorted(used)}"
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,12 @@ def test_queue_overrides_reach_that_stages_queue_config(monkeypatch: pytest.Monk
             assert settings.queue_config(other) == seed[other], other
 
 
+def test_a_misspelt_stage_override_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_QUEUES__STOCK_ANALYSYS__ATTEMPTS", "4")
+    with pytest.raises(pydantic.ValidationError, match="stock_analysys"):
+        Settings()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -30,9 +30,7 @@ def _tests_using(module: ModuleType, fixture: str) -> dict[str, Callable[..., An
     return {
         name: fn
         for name, fn in vars(module).items()
-        if name.startswith("test_")
-        and callable(fn)
-        and fixture in inspect.signature(fn).parameters
+        if name.startswith("test_") and callable(fn) and fixture in inspect.signature(fn).parameters
     }
 
 

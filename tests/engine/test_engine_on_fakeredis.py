@@ -1,17 +1,17 @@
 """The in-process worker and hook tests once more, on fakeredis.
 
 Every test of `test_engine_worker.py` that starts its workers through the `running` fixture,
-and every test of `test_engine_hooks.py` that uses `start`, is collected here as well and runs
-against the fixtures below: the same fixtures, on a fresh in-memory server per test
-(`jobqueue.testing.fake_redis`). They are taken from those modules by their fixture, so a test
+and every test of `test_engine_hooks.py` that uses `start`, is collected here as well, with
+those very fixtures. They pass `redis=redis_url` to `Queue`, which takes a URL or a client:
+here `redis_url` is a fakeredis client on a fresh in-memory server per test
+(`jobqueue.testing.fake_redis`). Tests and fixtures are taken from those modules, so a test
 added there runs here too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any
 
@@ -19,11 +19,15 @@ import pytest
 import test_engine_hooks
 import test_engine_worker
 from redis.asyncio import Redis
+from test_engine_hooks import start
+from test_engine_worker import running
 
-from jobqueue import Queue, QueueConfig, Worker
+from jobqueue.core.connection import is_fakeredis
 from jobqueue.testing import fake_redis
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["running", "start"]  # the fixtures these tests use, on the fake server below
 
 
 def _tests_using(module: ModuleType, fixture: str) -> dict[str, Callable[..., Any]]:
@@ -45,54 +49,20 @@ def test_the_worker_and_hook_tests_are_collected_here() -> None:
     assert len(WORKER_TESTS) >= 8 and len(HOOK_TESTS) >= 4
 
 
+async def test_the_fixtures_run_on_fakeredis(running: Any, start: Any) -> None:
+    assert is_fakeredis((await running(lambda job: None)).redis)
+    queue, _ = await start(lambda job: None)
+    assert is_fakeredis(queue.redis)
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[Redis]:
+async def redis_url() -> AsyncIterator[Redis]:
+    """Not a URL here: a client of a fresh fakeredis server, which `Queue(redis=)` takes too."""
     client = fake_redis()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def running(fake: Redis) -> AsyncIterator[Callable[..., Awaitable[Queue]]]:
-    """`test_engine_worker.running` on fakeredis."""
-    workers: list[tuple[Worker, asyncio.Task[None]]] = []
-    queues: list[Queue] = []
-
-    async def start(handler: Any, *, concurrency: int = 1, **options: Any) -> Queue:
-        options.setdefault("retry_delays", test_engine_worker.FAST)
-        options.setdefault("drain_delay", 0.5)
-        q = Queue(QueueConfig("wq", **options), redis=fake, prefix="jqt")
-        queues.append(q)
-        w = Worker(q, handler, concurrency=concurrency, handle_signals=False, shutdown_grace=1)
-        workers.append((w, asyncio.create_task(w.run())))
-        return q
-
-    yield start
-    for w, task in workers:
-        await w.close()
-        await task
-    for q in queues:
-        await q.close()
-
-
-@pytest.fixture
-async def start(fake: Redis) -> AsyncIterator[Callable[..., Awaitable[tuple[Queue, Worker]]]]:
-    """`test_engine_hooks.start` on fakeredis."""
-    started: list[tuple[Worker, asyncio.Task[None], Queue]] = []
-
-    async def run(handler: Any, *, concurrency: int = 1, **options: Any) -> tuple[Queue, Worker]:
-        hooks = {k: options.pop(k) for k in list(options) if k.startswith("on_")}
-        options.setdefault("retry_delays", test_engine_hooks.FAST)
-        options.setdefault("drain_delay", 0.5)
-        q = Queue(QueueConfig("hq", **options), redis=fake, prefix="jqt")
-        w = Worker(
-            q, handler, concurrency=concurrency, handle_signals=False, shutdown_grace=1, **hooks
-        )
-        started.append((w, asyncio.create_task(w.run()), q))
-        return q, w
-
-    yield run
-    for w, task, q in started:
-        await w.close()
-        await task
-        await q.close()
+def prefix() -> str:
+    return "jqt"  # the server is the test's own: nothing to clean up

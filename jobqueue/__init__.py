@@ -3,6 +3,9 @@
 queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
 await queue.add("send", {"to": "a@example.com"})
 await Worker(queue, handler, concurrency=10).run()
+
+Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue, queue.tasks)`
+(or `python -m jobqueue worker myapp.tasks`); see `jobqueue.tasks`.
 """
 
 from .config import QueueConfig, RateLimit
@@ -36,6 +39,7 @@ from .retry import (
     unregister_error_rule,
     with_retry,
 )
+from .tasks import Task, TaskRegistry
 from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
@@ -62,6 +66,8 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Task",
+    "TaskRegistry",
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",

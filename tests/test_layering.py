@@ -14,7 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # everything that must work without the application: the engine, its tests, the benchmark
-ENGINE_SIDE = ["jobqueue", "bench", "tests/engine", "tests/ops", "tests/unit", "tests/testing"]
+ENGINE_SIDE = [
+    "jobqueue",
+    "bench",
+    "tests/engine",
+    "tests/ops",
+    "tests/unit",
+    "tests/tasks",
+    "tests/testing",
+]
 ENGINE_SIDE_FILES = ["tests/servers.py", "tests/conftest.py", "tests/test_layering.py"]
 
 

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["jobqueue", "pipeline", "pipeline.ai"])
+@pytest.mark.parametrize("module", ["jobqueue", "jobqueue.tasks", "pipeline", "pipeline.ai"])
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)
     names = list(mod.__all__)
@@ -38,6 +38,8 @@ def test_engine_contract_names() -> None:
         "RetryAfter",
         "QueueEvents",
         "cleanup_old_jobs",
+        "Task",
+        "TaskRegistry",
     ):
         assert name in jobqueue.__all__
 

@@ -58,6 +58,23 @@ async def test_runs_every_job_and_returns_their_results(make_queue: Any) -> None
     assert result.counts["waiting"] == result.counts["active"] == result.counts["delayed"] == 0
 
 
+async def test_without_a_handler_the_queues_tasks_run(make_queue: Any) -> None:
+    q = make_queue("tasks")
+
+    @q.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @q.task(name="shout")
+    def shout(word: str) -> str:  # a plain def: the worker's thread pool
+        return word.upper()
+
+    first = await add.enqueue(2, 3)
+    second = await shout.enqueue("hi")
+    result = await run_until_empty(q)
+    assert result.results == {first.id: 5, second.id: "HI"}
+
+
 async def test_an_empty_queue_returns_at_once(make_queue: Any) -> None:
     result = await run_until_empty(make_queue(), lambda job: None)
     assert result == BurstResult(counts=result.counts)

@@ -1,9 +1,9 @@
 """The in-process worker and hook tests once more, on fakeredis.
 
-Every test of `test_engine_worker.py` that starts its workers through the `running` fixture,
-and every test of `test_engine_hooks.py` that uses `start`, is collected here as well, with
-those very fixtures. They pass `redis=redis_url` to `Queue`, which takes a URL or a client:
-here `redis_url` is a fakeredis client on a fresh in-memory server per test
+Every test of `test_engine_worker.py` and `test_engine_hooks.py` that works on the test server
+(through the `running` / `start` fixtures, or `redis_url` itself) is collected here as well,
+with those very fixtures. They pass `redis=redis_url` to `Queue`, which takes a URL or a
+client: here `redis_url` is a fakeredis client on a fresh in-memory server per test
 (`jobqueue.testing.fake_redis`). Tests and fixtures are taken from those modules, so a test
 added there runs here too.
 """
@@ -30,23 +30,29 @@ pytestmark = pytest.mark.integration
 __all__ = ["running", "start"]  # the fixtures these tests use, on the fake server below
 
 
-def _tests_using(module: ModuleType, fixture: str) -> dict[str, Callable[..., Any]]:
+# what a test asks for that is (or stands on) the `redis_url` below
+SERVER_FIXTURES = {"running", "start", "redis_url"}
+
+
+def _tests_on_the_server(module: ModuleType) -> dict[str, Callable[..., Any]]:
     return {
         name: fn
         for name, fn in vars(module).items()
-        if name.startswith("test_") and callable(fn) and fixture in inspect.signature(fn).parameters
+        if name.startswith("test_")
+        and callable(fn)
+        and SERVER_FIXTURES & set(inspect.signature(fn).parameters)
     }
 
 
-WORKER_TESTS = _tests_using(test_engine_worker, "running")
-HOOK_TESTS = _tests_using(test_engine_hooks, "start")
+WORKER_TESTS = _tests_on_the_server(test_engine_worker)
+HOOK_TESTS = _tests_on_the_server(test_engine_hooks)
 globals().update(WORKER_TESTS)
 globals().update(HOOK_TESTS)
 
 
 def test_the_worker_and_hook_tests_are_collected_here() -> None:
     # a rename of the fixtures there would silently empty this module
-    assert len(WORKER_TESTS) >= 8 and len(HOOK_TESTS) >= 4
+    assert len(WORKER_TESTS) >= 10 and len(HOOK_TESTS) >= 7
 
 
 async def test_the_fixtures_run_on_fakeredis(running: Any, start: Any) -> None:

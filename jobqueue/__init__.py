@@ -11,6 +11,7 @@ Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.redact import redact, redact_url
 from .core.states import JobState
 from .errors import (
     ConfigError,
@@ -33,10 +34,16 @@ from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
     Classification,
+    ErrorTypeInfo,
+    ErrorVerdict,
     backoff_delay,
     classify_error,
+    error_type_info,
     register_error_rule,
+    register_error_type,
+    retry_after_seconds,
     unregister_error_rule,
+    unregister_error_type,
     with_retry,
 )
 from .tasks import Task, TaskRegistry
@@ -49,6 +56,8 @@ __all__ = [
     "Classification",
     "ConfigError",
     "ErrorType",
+    "ErrorTypeInfo",
+    "ErrorVerdict",
     "Event",
     "InvalidJobError",
     "Job",
@@ -78,9 +87,15 @@ __all__ = [
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "error_type_info",
     "get_current_job",
     "is_final_failure",
+    "redact",
+    "redact_url",
     "register_error_rule",
+    "register_error_type",
+    "retry_after_seconds",
     "unregister_error_rule",
+    "unregister_error_type",
     "with_retry",
 ]

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from .core.connection import describe_client
+from .core.redact import redact
 from .queue import Queue
-from .retry import redact
 from .tasks import Task
 from .worker import Worker
 

@@ -41,7 +41,7 @@ BENCH_VENV := .venv-bench
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench,embedded]'
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench,testing]'
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:

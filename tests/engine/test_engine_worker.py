@@ -171,7 +171,7 @@ async def test_timeout_cancels_and_retries(running: Any) -> None:
     async def handler(job: Job) -> None:
         nonlocal cancelled
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
             cancelled += 1
             raise
@@ -284,7 +284,7 @@ async def test_graceful_close_hands_back(redis_url: str, prefix: str) -> None:
 
     async def handler(job: Job) -> None:
         started.set()
-        await asyncio.sleep(30)
+        await asyncio.sleep(3600)
 
     q = Queue(QueueConfig("hb"), redis=redis_url, prefix=prefix)
     w = Worker(q, handler, handle_signals=False, shutdown_grace=0.1)

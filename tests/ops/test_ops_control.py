@@ -219,7 +219,7 @@ async def test_obliterate_refuses_with_active_jobs_unless_forced(make_queue, run
 
     async def handler(job: Job) -> None:
         started.set()
-        await asyncio.sleep(30)
+        await asyncio.sleep(3600)
 
     for i in range(5):
         job = await queue.add("x", i, delay=60 if i else 0)

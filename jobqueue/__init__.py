@@ -3,11 +3,15 @@
 queue = Queue(QueueConfig("emails", attempts=5), redis="redis://localhost:6379/0")
 await queue.add("send", {"to": "a@example.com"})
 await Worker(queue, handler, concurrency=10).run()
+
+Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue, queue.tasks)`
+(or `python -m jobqueue worker myapp.tasks`); see `jobqueue.tasks`.
 """
 
 from .config import QueueConfig, RateLimit
 from .core.connection import connect
 from .core.keys import QueueKeys
+from .core.redact import redact, redact_url
 from .core.states import JobState
 from .errors import (
     ConfigError,
@@ -30,12 +34,19 @@ from .queue import Queue
 from .queue_ops import CancelOutcome, QueueLimits
 from .retry import (
     Classification,
+    ErrorTypeInfo,
+    ErrorVerdict,
     backoff_delay,
     classify_error,
+    error_type_info,
     register_error_rule,
+    register_error_type,
+    retry_after_seconds,
     unregister_error_rule,
+    unregister_error_type,
     with_retry,
 )
+from .tasks import Task, TaskRegistry
 from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
@@ -45,6 +56,8 @@ __all__ = [
     "Classification",
     "ConfigError",
     "ErrorType",
+    "ErrorTypeInfo",
+    "ErrorVerdict",
     "Event",
     "InvalidJobError",
     "Job",
@@ -62,6 +75,8 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Task",
+    "TaskRegistry",
     "UnrecoverableError",
     "UnsafeRedisError",
     "Worker",
@@ -72,9 +87,15 @@ __all__ = [
     "cleanup_old_jobs",
     "connect",
     "discover_queues",
+    "error_type_info",
     "get_current_job",
     "is_final_failure",
+    "redact",
+    "redact_url",
     "register_error_rule",
+    "register_error_type",
+    "retry_after_seconds",
     "unregister_error_rule",
+    "unregister_error_type",
     "with_retry",
 ]

@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 from .core.keys import validate_queue_name
 from .errors import ConfigError, ErrorType
+from .retry.types import check_error_type, default_retry_delays
 
 __all__ = ["QueueConfig", "RateLimit"]
 
@@ -67,9 +68,10 @@ class QueueConfig:
             NETWORK_ERROR). None = no timeout.
         attempts: total attempts per job (1 = no automatic retry).
         backoff: base delay of errors without a specific one in `retry_delays`.
-        retry_delays: base delay per `ErrorType`, overriding the defaults
-            (RATE_LIMIT 60 when no Retry-After, NETWORK_ERROR 10, JUDGE_REJECTION 5,
-            UNKNOWN = `backoff`). Retries back off as `delay * 2 ** (attempt - 1)`.
+        retry_delays: base delay per error type (a built-in `ErrorType` or a name given to
+            `register_error_type`), overriding the types' defaults (RATE_LIMIT 60 when no
+            Retry-After, NETWORK_ERROR 10, UNKNOWN = `backoff`, a registered type its own
+            or UNKNOWN's). Retries back off as `delay * 2 ** (attempt - 1)`.
         max_backoff: cap on any retry delay.
         jitter: fraction of the delay added at random (0 = off); it only ever adds.
         rate_limit: `RateLimit(max=, per=)` shared by all workers, or None.
@@ -119,12 +121,9 @@ class QueueConfig:
         if not 0.0 <= _positive("jitter", self.jitter, allow_zero=True) <= 1.0:
             raise ConfigError(f"jitter must be within [0, 1], got {self.jitter!r}")
         if self.retry_delays is not None:
-            delays: dict[ErrorType, float] = {}
+            delays: dict[str, float] = {}
             for key, value in self.retry_delays.items():
-                try:
-                    etype = ErrorType(key)
-                except ValueError:
-                    raise ConfigError(f"retry_delays has an unknown error type {key!r}") from None
+                etype = check_error_type(key, "retry_delays key")
                 delays[etype] = _positive(f"retry_delays[{key}]", value, allow_zero=True)
             object.__setattr__(self, "retry_delays", MappingProxyType(delays))
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
@@ -148,17 +147,12 @@ class QueueConfig:
             )
 
     @property
-    def effective_retry_delays(self) -> dict[ErrorType, float]:
-        """Base delay per error type after applying `backoff` and `retry_delays`."""
-        delays = {
-            ErrorType.RATE_LIMIT: 60.0,
-            ErrorType.NETWORK_ERROR: 10.0,
-            ErrorType.JUDGE_REJECTION: 5.0,
-            ErrorType.UNKNOWN: self.backoff,
-        }
-        if self.retry_delays:
-            # normalised to ErrorType keys in __post_init__
-            delays.update({ErrorType(k): v for k, v in self.retry_delays.items()})
+    def effective_retry_delays(self) -> dict[str, float]:
+        """Base delay per error type: each type's registered default, UNKNOWN = `backoff`,
+        then `retry_delays`. A type without a delay here uses UNKNOWN's."""
+        delays = {**default_retry_delays(), ErrorType.UNKNOWN: self.backoff}
+        for name, delay in (self.retry_delays or {}).items():
+            delays[name] = delay  # canonical names since __post_init__
         return delays
 
     @property

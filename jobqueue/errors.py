@@ -37,11 +37,14 @@ __all__ = [
 
 
 class ErrorType(StrEnum):
-    """What kind of failure ended an attempt; decides whether and when it is retried."""
+    """The engine's built-in kinds of failure; each decides whether and when it is retried.
+
+    Error types are plain `str` everywhere: these members are `str`, and an application adds
+    its own types with `jobqueue.register_error_type` (see `jobqueue.retry.types`).
+    """
 
     RATE_LIMIT = "RATE_LIMIT"
     NETWORK_ERROR = "NETWORK_ERROR"
-    JUDGE_REJECTION = "JUDGE_REJECTION"
     API_ERROR = "API_ERROR"
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNKNOWN = "UNKNOWN"
@@ -95,9 +98,15 @@ class JobFailedError(JobQueueError):
 
 
 class UnrecoverableError(JobQueueError):
-    """Raised by a handler to fail the job at once, whatever attempts remain."""
+    """Raised by a handler to fail the job at once, whatever attempts remain.
 
-    def __init__(self, message: str = "", *, error_type: ErrorType = ErrorType.UNKNOWN) -> None:
+    Args:
+        message: What went wrong.
+        error_type: A built-in or registered error type recorded with the failure (an unknown
+            name is recorded as UNKNOWN).
+    """
+
+    def __init__(self, message: str = "", *, error_type: str = ErrorType.UNKNOWN) -> None:
         super().__init__(message)
         self.error_type = error_type
 
@@ -110,6 +119,15 @@ class RetryAfter(JobQueueError):
     `spend_attempt=False`, which defers only this job without spending one (for outages of
     something the job depends on, such as its database). Deferrals are capped per job by
     `QueueConfig.max_deferrals`.
+
+    Args:
+        seconds: Exact delay before the retry (>= 0).
+        message: What went wrong (default "retry after N s").
+        error_type: A built-in or registered error type recorded with the failure.
+        spend_attempt: False defers the job without spending an attempt.
+
+    Raises:
+        ConfigError: `seconds` is negative.
     """
 
     def __init__(
@@ -117,7 +135,7 @@ class RetryAfter(JobQueueError):
         seconds: float,
         message: str = "",
         *,
-        error_type: ErrorType = ErrorType.UNKNOWN,
+        error_type: str = ErrorType.UNKNOWN,
         spend_attempt: bool = True,
     ) -> None:
         if seconds < 0:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,8 +20,9 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from .core._aio import raise_if_cancelling
+from .core.backoff import exponential_delay
 from .core.codec import text as _s
-from .core.connection import CONNECTION_ERRORS, dedicated_client, reconnect_delay
+from .core.connection import CONNECTION_ERRORS, dedicated_client
 from .core.keys import QueueKeys
 from .core.replies import JobRecord
 from .core.scripts import Scripts
@@ -181,7 +181,7 @@ class QueueEvents:
                 if self._closed:
                     return
                 failures += 1
-                delay = reconnect_delay(failures, 0.1, 5.0, random.uniform)
+                delay = exponential_delay(0.1, failures, cap=5.0, jitter=0.25)
                 log.warning(
                     "events of %s: read failed (%s); retrying in %.1fs",
                     self._stream,

@@ -33,13 +33,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _inspect_render as render
 from .core.codec import text as _s
-from .core.connection import connect, redact_url
+from .core.connection import connect
 from .core.keys import QueueKeys, validate_queue_name
+from .core.redact import redact, redact_url
 from .errors import JobQueueError
 from .job import Job
 from .maintenance import discover_queues, open_queue
 from .queue import Queue
-from .retry import redact
 
 __all__ = ["main", "overview"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -20,6 +20,7 @@ from .core.states import JobState
 from .errors import ConfigError, InvalidJobError
 from .job import Job
 from .queue_ops import QueueOpsMixin
+from .tasks import Task, TaskDecorator, TaskRegistry
 
 __all__ = ["JobSpec", "Queue"]
 
@@ -84,6 +85,7 @@ class Queue(QueueOpsMixin):
         self.scripts = Scripts(self.redis, self.keys, events_maxlen=self.config.events_maxlen)
         """The queue's scripts, one typed method each (the engine's layer under `Queue`)."""
         self._allow_eviction = allow_eviction
+        self.tasks: TaskRegistry[Job] = TaskRegistry(self)
 
     @property
     def name(self) -> str:
@@ -282,3 +284,41 @@ class Queue(QueueOpsMixin):
     async def is_paused(self) -> bool:
         """Whether the queue is paused."""
         return bool(await self.redis.hexists(self.keys.meta, "paused"))
+
+    # -- tasks (RQ style, see jobqueue.tasks) ----------------------------------------------
+
+    @property
+    def task(self) -> TaskDecorator[Job]:
+        """`@queue.task` or `@queue.task(name=..., attempts=..., priority=...)`: register a
+        function as a task of this queue (see `TaskRegistry.task`); run them with
+        `Worker(queue, queue.tasks)`."""
+        return self.tasks.task
+
+    async def enqueue(
+        self,
+        task: Task[..., Any, Job] | str | Callable[..., Any],
+        /,
+        *args: Any,
+        job_id: str | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Add a job that calls a task of this queue: `queue.enqueue(count_words, url)`.
+
+        Args:
+            task: the `Task`, its name, or the function registered as a task.
+            *args: the function's positional arguments (JSON values).
+            job_id: your own id, for deduplication.
+            delay: seconds before the job may start.
+            priority: higher is taken first (default: the task's).
+            attempts: total attempts (default: the task's, else the queue's).
+            **kwargs: the function's keyword arguments (JSON values).
+
+        Raises:
+            InvalidJobError: no such task on this queue, or as `Task.enqueue` (nothing written).
+        """
+        return await self.tasks.enqueue(
+            task, *args, job_id=job_id, delay=delay, priority=priority, attempts=attempts, **kwargs
+        )

@@ -19,12 +19,12 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from jobqueue.retry import redact as _redact
+from jobqueue import redact as _redact
+from jobqueue import redact_url
 
 __all__ = [
     "SCHEMA_PATH",
@@ -78,22 +78,9 @@ def clean_text(value: str | None, limit: int = 2000) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def redact_dsn(dsn: str) -> str:
-    """Return `dsn` safe to print: `postgresql://user:***@host/db`.
-
-    Unlike free text, a DSN's user name alone is not a secret and stays readable.
-
-    Args:
-        dsn: a PostgreSQL URL or key/value DSN.
-
-    Returns:
-        The DSN with its password masked.
-    """
-    parts = urlsplit(dsn)
-    if parts.scheme and parts.password is None:
-        head = f"{parts.scheme}://{parts.netloc}"
-        return head + redact(dsn[len(head) :])
-    return redact(dsn)
+# A DSN's user name alone is not a secret: the engine's `redact_url` masks the password only
+# (`postgresql://user:***@host/db`), and `password=...` in a key/value DSN.
+redact_dsn = redact_url
 
 
 # --- Pool -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from jobqueue.retry import redact
+from jobqueue import redact
 
 __all__ = ["configure_logging"]
 

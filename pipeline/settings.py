@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobqueue import QueueConfig, RateLimit
+from pipeline.ai.errors import JUDGE_REJECTION
 
 __all__ = ["JOB_TYPES", "JobType", "QueueOverride", "QueueSettings", "Settings", "get_settings"]
 
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
             retry_delays={
                 "RATE_LIMIT": 60.0 * scale,  # used only when the API sent no Retry-After
                 "NETWORK_ERROR": 10.0 * scale,
-                "JUDGE_REJECTION": 5.0 * scale,
+                JUDGE_REJECTION: 5.0 * scale,
                 "UNKNOWN": 5.0 * scale,
             },
             max_backoff=600.0 * scale,

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["jobqueue", "pipeline", "pipeline.ai"])
+@pytest.mark.parametrize("module", ["jobqueue", "jobqueue.tasks", "pipeline", "pipeline.ai"])
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)
     names = list(mod.__all__)
@@ -38,6 +38,13 @@ def test_engine_contract_names() -> None:
         "RetryAfter",
         "QueueEvents",
         "cleanup_old_jobs",
+        "Task",
+        "TaskRegistry",
+        "register_error_rule",
+        "register_error_type",
+        "ErrorVerdict",
+        "retry_after_seconds",
+        "redact",
     ):
         assert name in jobqueue.__all__
 
@@ -69,3 +76,30 @@ def test_jobqueue_never_imports_pipeline() -> None:
             else:
                 continue
             assert not any(m == "pipeline" or m.startswith("pipeline.") for m in mods), path
+
+
+def test_jobqueue_holds_no_provider_knowledge() -> None:
+    # The engine's classification is generic: an SDK's table lives in the application
+    # (`pipeline/ai/errors.py`), registered with `register_error_rule(..., classify=...)`.
+    needles = ("anthropic", "spend_limit", "spendlimit", "overloaded_error", "x-should-retry")
+    for path in (ROOT / "jobqueue").rglob("*.py"):
+        text = path.read_text().lower()
+        for needle in (*needles, "judge_rejection"):
+            assert needle not in text, (path, needle)
+
+
+def test_every_engine_module_is_private_or_declares_its_names() -> None:
+    # a module's public names are deliberate: `__all__` lists them (each defined), or the
+    # module is private (`_name.py`)
+    for path in sorted((ROOT / "jobqueue").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = rel.parts
+        if any(p.startswith("_") and p != "__init__" for p in parts) or parts[-1] == "__main__":
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mod = importlib.import_module(name)
+        if parts[-1] == "__init__" and not hasattr(mod, "__all__"):
+            continue  # a package that only groups modules
+        assert hasattr(mod, "__all__"), f"{name} has no __all__"
+        for exported in mod.__all__:
+            assert hasattr(mod, exported), f"{name}.__all__ names missing {exported}"

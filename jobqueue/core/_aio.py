@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+from typing import Any
 
-__all__ = ["raise_if_cancelling"]
+__all__ = ["is_async_callable", "raise_if_cancelling"]
+
+
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling `fn` gives a coroutine: an `async def`, a partial of one, or an object
+    whose `__call__` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the attribute, not callable()
+    )
 
 
 def raise_if_cancelling() -> None:

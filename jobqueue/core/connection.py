@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -18,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import UnsafeRedisError
+from .redact import redact_url
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -27,7 +27,6 @@ __all__ = [
     "connect",
     "dedicated_client",
     "describe_client",
-    "reconnect_delay",
     "redact_url",
 ]
 
@@ -45,25 +44,6 @@ BUSY...): what a worker's loops survive, logging and backing off, never ending o
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
-
-_USERINFO_RE = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:@/\s]*)(:[^@/\s]*)?@", re.I
-)
-
-
-def redact_url(url: str) -> str:
-    """`redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _USERINFO_RE.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def describe_client(client: Redis) -> str:
@@ -100,16 +80,6 @@ class CancelSafeConnection(Connection):
             raise RedisTimeoutError("Timeout writing to socket") from None
         finally:
             self.socket_timeout = timeout
-
-
-def reconnect_delay(
-    failures: int, first: float, most: float, rng: Callable[[float, float], float]
-) -> float:
-    """Seconds before attempt `failures + 1` to reach Redis again: `first * 2 ** (failures -
-    1)` capped at `most`, plus up to a quarter more at random (`rng` is `random.uniform`), so
-    that many workers that lost Redis together do not come back in step."""
-    delay = min(most, first * 2 ** min(failures - 1, 32))
-    return float(delay + rng(0, delay / 4))
 
 
 def dedicated_client(

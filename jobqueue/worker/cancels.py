@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from typing import Any
 
 from redis.asyncio import Redis
 
 from ..core._aio import raise_if_cancelling
+from ..core.backoff import exponential_delay
 from ..core.codec import text as _s
-from ..core.connection import REDIS_ERRORS, dedicated_client, reconnect_delay
+from ..core.connection import REDIS_ERRORS, dedicated_client
 from ..core.keys import QueueKeys
 from .running import RunningJobs
 
@@ -81,7 +81,7 @@ async def cancel_listener(
                     _dispatch(running, msg["data"])
         except REDIS_ERRORS as exc:
             failures += 1
-            delay = reconnect_delay(failures, first, most, random.uniform)
+            delay = exponential_delay(first, failures, cap=most, jitter=0.25)
             log.warning(
                 "queue %s: cancel channel lost (%s); subscribing again in %.2fs",
                 keys.queue,

@@ -5,32 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import QueueConfig
+from ..core._aio import is_async_callable
 from ..core.codec import decode_envelope, dumps
 from ..core.replies import TakenJob
 from ..core.states import JobState
 from ..errors import InvalidJobError
 from ..job import Job, JobQueue, current_job
 
-__all__ = ["HandlerRunner", "is_async_callable", "job_from_taken"]
+__all__ = ["HandlerRunner", "job_from_taken"]
 
 AnyHandler = Callable[[Job], Awaitable[Any] | Any]
-
-
-def is_async_callable(fn: Any) -> bool:
-    """Whether calling `fn` gives a coroutine: an `async def`, a partial of one, or an object
-    whose `__call__` is one."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
 
 
 def job_from_taken(queue: JobQueue, taken: TakenJob) -> Job:

@@ -10,10 +10,11 @@ import random
 from collections.abc import Mapping
 
 from ..config import QueueConfig
+from ..core.redact import redact
 from ..core.replies import Outcome
 from ..errors import ErrorType
 from ..job import Job
-from ..retry import Classification, backoff_delay, classify_error, redact
+from ..retry import Classification, backoff_delay, classify_error
 
 __all__ = [
     "Outcome",
@@ -39,9 +40,9 @@ def handed_back(job: Job) -> Outcome:
     return Outcome(job.id, job.token or "", "h", "", "", 0, 0)
 
 
-def failed_for_good(job: Job, error_type: ErrorType, message: str) -> Outcome:
+def failed_for_good(job: Job, error_type: str, message: str) -> Outcome:
     """The job fails now, whatever attempts remain (cancelled, invalid, no handler...)."""
-    return Outcome(job.id, job.token or "", "f", redact(message)[:2000], error_type.value, -1, 1)
+    return Outcome(job.id, job.token or "", "f", redact(message)[:2000], str(error_type), -1, 1)
 
 
 def failure(
@@ -49,10 +50,17 @@ def failure(
     job: Job,
     exc: BaseException,
     *,
-    delays: Mapping[ErrorType, float] | None = None,
+    delays: Mapping[str, float] | None = None,
     rng: random.Random | None = None,
 ) -> tuple[Outcome, Classification]:
     """Classify a failed attempt and decide what becomes of the job.
+
+    Args:
+        config: The queue's configuration (attempts, delays, backoff cap, jitter).
+        job: The job whose attempt failed.
+        exc: What the attempt raised.
+        delays: Base delay per error type; `config.effective_retry_delays` when None.
+        rng: Source of randomness for the jitter.
 
     Returns:
         The outcome, and the classification it came from (for logging).
@@ -60,7 +68,7 @@ def failure(
     c = classify_error(exc, retry_delays=delays or config.effective_retry_delays)
     msg = c.message or type(exc).__name__
     token = job.token or ""
-    etype = c.error_type.value
+    etype = str(c.error_type)
     if not c.retryable:
         return Outcome(job.id, token, "f", msg, etype, -1, 1), c
     if c.error_type == ErrorType.RATE_LIMIT:

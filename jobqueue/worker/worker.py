@@ -21,13 +21,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ..core.connection import REDIS_ERRORS, dedicated_client, reconnect_delay
+from ..core.backoff import exponential_delay
+from ..core.connection import REDIS_ERRORS, dedicated_client
 from ..core.fastconn import FastConnection
+from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import Job
 from ..queue import Queue
-from ..retry import redact
 from .cancels import cancel_listener
 from .execute import HandlerRunner, job_from_taken
 from .heartbeat import heartbeat_loop
@@ -367,7 +368,7 @@ class Worker:
 
     async def _back_off(self, exc: BaseException, failures: int) -> None:
         lo, hi = self._backoff
-        delay = reconnect_delay(failures, lo, hi, self._rng.uniform)
+        delay = exponential_delay(lo, failures, cap=hi, jitter=0.25, rng=self._rng)
         what = redact(f"{type(exc).__name__}: {exc}")
         self._stats.degraded = what
         # one line per attempt, and attempts slow down: no tight error loop in the logs

@@ -4,7 +4,9 @@
     result = await llm.complete(tier="research", system=..., prompt=..., web_search=True)
     verdict, result = await llm.structured(tier="judge", system=..., prompt=..., schema=Verdict)
 
-Failures raise `LLMError` (with `error_type` and `retry_after`), which the job queue classifies.
+Failures raise `LLMError` (with `error_type`, `retry_after` and `retryable`), which the job queue
+classifies; importing this package also teaches the engine the SDK's own exceptions
+(`pipeline.ai.errors`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pipeline.ai.base import (
     Usage,
     cost_usd,
 )
-from pipeline.ai.errors import classify_sdk_error, parse_retry_after
+from pipeline.ai.errors import JUDGE_REJECTION, classify_sdk_error
 from pipeline.ai.offline import (
     Fault,
     FixtureFactory,
@@ -41,6 +43,7 @@ from pipeline.ai.offline import (
 __all__ = [
     "DEFAULT_EFFORTS",
     "DEFAULT_MODELS",
+    "JUDGE_REJECTION",
     "LLM",
     "MODES",
     "PRICES",
@@ -60,7 +63,6 @@ __all__ = [
     "make_llm",
     "offline_rejections_enabled",
     "offline_should_reject",
-    "parse_retry_after",
     "register_fixture",
     "unregister_fixture",
 ]

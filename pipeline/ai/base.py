@@ -3,8 +3,8 @@
 Every pipeline stage talks to a model through `LLM`; the two implementations are
 `pipeline.ai.anthropic_client.AnthropicLLM` (the real API) and `pipeline.ai.offline.OfflineLLM`
 (deterministic, no network). Failures surface as `LLMError`, whose `error_type` and
-`retry_after` attributes are read by the job queue's failure classifier, so a handler can simply
-let it propagate.
+`retry_after` and `retryable` attributes are read by the job queue's failure classifier, so a
+handler can simply let it propagate.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from jobqueue.errors import ErrorType
-from jobqueue.retry import redact as _redact
+from jobqueue import error_type_info
+from jobqueue import redact as _redact
 
 __all__ = [
     "DEFAULT_EFFORTS",
@@ -102,27 +102,26 @@ class LLMResult(BaseModel):
     request_id: str | None = None
 
 
-_RETRYABLE_BY_DEFAULT = frozenset(
-    {ErrorType.RATE_LIMIT, ErrorType.NETWORK_ERROR, ErrorType.UNKNOWN}
-)
-
-
 class LLMError(Exception):
     """The only error type a model call raises; chained (`raise ... from`) to the SDK's error.
 
     Attributes:
-        error_type: How the job queue should classify the failure.
+        error_type: How the job queue should classify the failure: a built-in `ErrorType` or
+            a type registered with the engine.
         retry_after: Seconds the server asked us to wait, if it said; None otherwise.
-        retryable: Whether repeating the same request can succeed.
+        retryable: Whether repeating the same request can succeed (default: the type's).
         status_code: The HTTP status, if the failure came with one.
         request_id: The provider's request id, if known.
+
+    Raises:
+        ValueError: `error_type` is not a known error type.
     """
 
     def __init__(
         self,
         message: str,
         *,
-        error_type: ErrorType,
+        error_type: str,
         retry_after: float | None = None,
         retryable: bool | None = None,
         status_code: int | None = None,
@@ -131,11 +130,12 @@ class LLMError(Exception):
         message = redact(message)
         super().__init__(message)
         self.message = message
-        self.error_type = ErrorType(error_type)
+        info = error_type_info(error_type)
+        if info is None:
+            raise ValueError(f"LLMError error_type must be a known error type, got {error_type!r}")
+        self.error_type = info.name
         self.retry_after = None if retry_after is None else max(0.0, float(retry_after))
-        self.retryable = (
-            self.error_type in _RETRYABLE_BY_DEFAULT if retryable is None else bool(retryable)
-        )
+        self.retryable = info.retryable if retryable is None else bool(retryable)
         self.status_code = status_code
         self.request_id = request_id
 
@@ -145,7 +145,7 @@ class LLMError(Exception):
 
     def __repr__(self) -> str:
         return (
-            f"LLMError({self.message!r}, error_type={self.error_type.value}, "
+            f"LLMError({self.message!r}, error_type={self.error_type}, "
             f"retry_after={self.retry_after!r}, retryable={self.retryable!r}, "
             f"status_code={self.status_code!r})"
         )

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from pipeline.ai import wordbank as wb
+import pipeline.ai.wordbank as wb
 
 __all__ = ["GenerationError", "generate_instance", "research_text"]
 

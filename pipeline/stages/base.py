@@ -21,12 +21,15 @@ __all__ = ["Stage", "complete_subsector_if_done", "make_handler", "record_usage"
 
 log = structlog.get_logger("pipeline")
 
-# A database or Redis that is away: the job waits for it instead of failing.
+# A database or Redis that is away, or a transaction PostgreSQL rolled back for a conflict
+# (a deadlock or serialization failure, e.g. two deliveries of one job at once, which
+# at-least-once allows): the job waits and runs again instead of failing.
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.TransactionRollbackError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

@@ -26,7 +26,7 @@ from jobqueue import (
 
 pytestmark = pytest.mark.integration
 
-FAST = {"NETWORK_ERROR": 0.02, "UNKNOWN": 0.02, "RATE_LIMIT": 0.05, "JUDGE_REJECTION": 0.02}
+FAST = {"NETWORK_ERROR": 0.02, "UNKNOWN": 0.02, "RATE_LIMIT": 0.05}
 
 
 class Running:

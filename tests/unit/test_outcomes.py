@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from jobqueue import ErrorType, QueueConfig, RetryAfter, UnrecoverableError
+from jobqueue import (
+    ErrorType,
+    QueueConfig,
+    RetryAfter,
+    UnrecoverableError,
+    register_error_rule,
+    register_error_type,
+)
 from jobqueue.job import Job
 from jobqueue.worker.outcomes import completed, failed_for_good, failure, handed_back
 
@@ -100,3 +107,40 @@ def test_is_final_failure_follows_the_same_table() -> None:
     assert not is_final_failure(CFG, make_job(CFG, 3), rate)  # a deferral spends nothing
     outage = RetryAfter(1.0, error_type=ErrorType.NETWORK_ERROR, spend_attempt=False)
     assert not is_final_failure(CFG, make_job(CFG, 3), outage)
+
+
+class QuotaExceeded(Exception):
+    pass
+
+
+def test_a_registered_types_delay_and_backoff_reach_the_outcome() -> None:
+    quota = register_error_type("QUOTA_EXCEEDED", delay=0.5)
+    register_error_rule(QuotaExceeded, quota)
+    cfg = QueueConfig("q", max_backoff=10.0)
+    outcomes = [failure(cfg, make_job(cfg, n), QuotaExceeded())[0] for n in (1, 2, 3)]
+    assert [(o[2], o[4], o[5]) for o in outcomes] == [
+        ("f", "QUOTA_EXCEEDED", 500),
+        ("f", "QUOTA_EXCEEDED", 1000),
+        ("f", "QUOTA_EXCEEDED", 2000),
+    ]
+    # a queue's retry_delays beat the registered default
+    cfg = QueueConfig("q", retry_delays={quota: 3.0})
+    assert failure(cfg, make_job(cfg, 2), QuotaExceeded())[0][5] == 6000
+
+
+def test_a_registered_non_retryable_type_fails_at_once() -> None:
+    register_error_type("ACCOUNT_CLOSED", retryable=False)
+    register_error_rule(QuotaExceeded, "ACCOUNT_CLOSED")
+    outcome, c = failure(CFG, make_job(CFG, 1), QuotaExceeded("closed"))
+    assert outcome[2:] == ("f", "QuotaExceeded: closed", "ACCOUNT_CLOSED", -1, 1)
+    assert not c.retryable
+    assert failed_for_good(make_job(CFG), "ACCOUNT_CLOSED", "x")[4] == "ACCOUNT_CLOSED"
+
+
+def test_a_registered_type_with_delays_held_by_a_running_worker() -> None:
+    cfg = QueueConfig("q")
+    delays = cfg.effective_retry_delays  # a worker computes them once, when it is made
+    register_error_type("QUOTA_EXCEEDED", delay=0.5)
+    register_error_rule(QuotaExceeded, "QUOTA_EXCEEDED")
+    outcome, _ = failure(cfg, make_job(cfg, 1), QuotaExceeded(), delays=delays)
+    assert outcome[4:6] == ("QUOTA_EXCEEDED", 500)

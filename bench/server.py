@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from pipeline.embedded import RedisServer, free_port
+from jobqueue.testing import RedisServer, free_port
 
 __all__ = ["PrivateRedis", "Snapshot", "free_port"]
 

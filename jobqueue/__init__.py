@@ -9,6 +9,7 @@ Or RQ style: `@queue.task` on a function, `await fn.enqueue(...)`, `Worker(queue
 """
 
 from .config import QueueConfig, RateLimit
+from .core.backoff import exponential_delay
 from .core.connection import connect
 from .core.keys import QueueKeys
 from .core.redact import redact, redact_url
@@ -88,6 +89,7 @@ __all__ = [
     "connect",
     "discover_queues",
     "error_type_info",
+    "exponential_delay",
     "get_current_job",
     "is_final_failure",
     "redact",

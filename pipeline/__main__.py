@@ -85,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    # approve and status act on a run that lives somewhere: no embedded servers for them
+    needed = {"approve": ("REDIS_URL", "DATABASE_URL"), "status": ("DATABASE_URL",)}
+    urls = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
+    missing = [name for name in needed.get(args.command, ()) if not urls[name]]
+    if missing:
+        print(f"error: set {' and '.join(missing)}", file=sys.stderr)
+        return 2
     if args.command == "approve":
         return asyncio.run(_approve(args.sub_sector_id))
     if args.command == "status":

@@ -28,6 +28,12 @@ FROM job_status WHERE related_id = $1 GROUP BY job_type
 """
 
 
+# every job row of the run is finished (the mirror has applied their last events)
+_ROWS_SETTLED = """
+SELECT bool_and(status IN ('completed', 'failed')) FROM job_status WHERE related_id = $1
+"""
+
+
 @contextlib.contextmanager
 def servers(settings: Settings) -> Iterator[Settings]:
     """Start embedded Valkey / PostgreSQL for what the settings leave unset."""
@@ -149,6 +155,8 @@ async def run_sector(
                 )
                 for s in subs:
                     print(f"  {s['id']}  {s['name']}")
+                # flushed now: a pipe or a log file must show the ids while the run waits
+                sys.stdout.flush()
             await _wait(
                 rt,
                 "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
@@ -156,7 +164,10 @@ async def run_sector(
                 run_id,
                 timeout,
             )
-            await asyncio.sleep(0.3)  # let the mirror apply the last events before the summary
+            if rt.settings.mirror:
+                # the summary counts job rows: let the mirror apply the last events first
+                with contextlib.suppress(TimeoutError):
+                    await _wait(rt, _ROWS_SETTLED, str(run_id), min(timeout, 10.0))
         finally:
             done.set()
             await follower

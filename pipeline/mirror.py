@@ -2,7 +2,8 @@
 
 The engine's scripts append each transition to `<prefix>:{<queue>}:events`. The mirror reads
 the streams through a consumer group, folds a batch into `job_status` in one transaction
-(`pipeline.status.apply_changes`), commits, and only then acknowledges it. On any failure the
+(`pipeline.status_fold`, which decides what each event means for a row), commits, and only
+then acknowledges it. On any failure the
 entries stay pending and are read again first after a capped backoff; applying one twice is
 harmless (rows keep the stream id of the last event applied). Entries trimmed from a capped
 stream before being applied are detected and the optional `reconcile` callback rebuilds the
@@ -23,51 +24,23 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
-from jobqueue import QueueKeys
+from jobqueue import QueueKeys, exponential_delay
 
-from .db import Connection, clean_text, create_pool, get_pool, redact
-from .status import StatusChange, apply_changes
+from .db import Connection, create_pool, get_pool, redact
+from .status_fold import (
+    JobSnapshot,
+    apply_changes,
+    change_from_event,
+    change_from_snapshot,
+    parse_stream_id,
+)
 
 __all__ = ["JobSnapshot", "MirrorStats", "Reconcile", "StatusMirror"]
 
 log = logging.getLogger(__name__)
-
-#: Engine states as job_status statuses; a delayed or paused job is waiting.
-_STATES = dict.fromkeys(("waiting", "paused", "delayed", "prioritized"), "waiting")
-_STATES.update(active="active", completed="completed", failed="failed")
-
-
-class JobSnapshot(BaseModel):
-    """A job's state read from the engine's job keys, used to rebuild rows after trimming.
-
-    Attributes:
-        job_id: the job id.
-        name: the job name (job_type), when known.
-        state: engine state: waiting, paused, delayed, prioritized, active, completed, failed.
-        progress: 0..100.
-        attempts: attempts made.
-        error_message: last error text.
-        error_type: last error type.
-        version_ms, version_seq: the last stream id the snapshot reflects; may stay 0, as
-            the mirror reads the stream's last id before calling `reconcile` and uses that.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    name: str | None = None
-    state: str
-    progress: int = 0
-    attempts: int = 0
-    error_message: str | None = None
-    error_type: str | None = None
-    version_ms: int = 0
-    version_seq: int = 0
-
 
 #: `reconcile(queue)` returns snapshots of every job of that queue still in Redis.
 Reconcile = Callable[[str], Awaitable[list[JobSnapshot]]]
@@ -98,19 +71,6 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _sid(value: Any) -> tuple[int, int]:
-    ms, _, seq = _s(value).partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _int(value: str | None, high: int = 2**31 - 1) -> int | None:
-    """An event's number field clamped to 0..high, or None when absent or not a number."""
-    try:
-        return None if value is None else min(high, max(0, int(float(value))))
-    except (ValueError, OverflowError):
-        return None
-
-
 def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
     """How many entries were trimmed before the group read them (an upper bound if unsure)."""
     removed = int(stream.get("entries-added") or 0) - int(stream["length"])
@@ -122,8 +82,8 @@ def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
     # No read counter yet: if the group is behind the stream's start, what it never read may
     # have been removed (counted in full: an upper bound).
     first = stream.get("first-entry")
-    start = _sid(first[0] if first else stream["last-generated-id"])
-    return removed if _sid(group["last-delivered-id"]) < start else 0
+    start = parse_stream_id(first[0] if first else stream["last-generated-id"])
+    return removed if parse_stream_id(group["last-delivered-id"]) < start else 0
 
 
 def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
@@ -221,7 +181,7 @@ class StatusMirror:
                 except Exception as exc:
                     failures += 1
                     self._log_failure(exc, failures)
-                    delay = min(self._backoff[1], self._backoff[0] * 2 ** min(failures - 1, 30))
+                    delay = exponential_delay(self._backoff[0], failures, cap=self._backoff[1])
                     # Jitter spreads the retries of several mirrors after a shared outage.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1))
@@ -275,24 +235,12 @@ class StatusMirror:
         """
         changes = []
         for queue, stream_id, fields in events:
-            ev, job_id = fields.get("ev"), fields.get("id")
-            if not ev or not job_id:
+            change = change_from_event(queue, stream_id, fields)
+            if change is not None:
+                changes.append(change)
+            elif not fields.get("ev"):
                 log.warning("status mirror skips malformed entry %s of queue %s", stream_id, queue)
-                continue
-            changes.append(
-                StatusChange(
-                    job_id=job_id.replace("\x00", ""),
-                    queue=queue,
-                    version=_sid(stream_id),
-                    kind=ev,
-                    name=clean_text(fields.get("name"), 200),
-                    state=fields.get("st"),
-                    attempt=_int(fields.get("a")),
-                    progress=_int(fields.get("p"), 100),
-                    error_type=clean_text(fields.get("et"), 200),
-                    error_message=clean_text(fields.get("em")),
-                )
-            )
+            # else a queue-level event (paused, resumed, obliterating): no row to change
         return await apply_changes(conn, changes)
 
     async def _step(self) -> int:
@@ -410,11 +358,20 @@ class StatusMirror:
                 )
             else:
                 # Snapshots read after this id reflect every event up to it.
-                last = _sid((await self.redis.xinfo_stream(key))["last-generated-id"])
+                last = parse_stream_id((await self.redis.xinfo_stream(key))["last-generated-id"])
                 snapshots = await self._reconcile(queue)
-                changes = [_snapshot_change(queue, s, last) for s in snapshots]
+                changes = []
+                for snap in snapshots:
+                    change = change_from_snapshot(queue, snap, last)
+                    if change is None:
+                        log.warning(
+                            "status mirror ignores job %s in unknown state %r",
+                            snap.job_id, snap.state,
+                        )  # fmt: skip
+                    else:
+                        changes.append(change)
                 async with self._pool.acquire() as conn:
-                    rows = await apply_changes(conn, [c for c in changes if c is not None])
+                    rows = await apply_changes(conn, changes)
                 self.stats.reconciles += 1
                 self.stats.rows += rows
                 log.warning(
@@ -444,22 +401,3 @@ class StatusMirror:
             extra={"failures": failures},
         )  # fmt: skip
         self._last_log, self._suppressed = now, 0
-
-
-def _snapshot_change(queue: str, snap: JobSnapshot, last: tuple[int, int]) -> StatusChange | None:
-    status = _STATES.get(snap.state)
-    if status is None:
-        log.warning("status mirror ignores job %s in unknown state %r", snap.job_id, snap.state)
-        return None
-    return StatusChange(
-        job_id=snap.job_id,
-        queue=queue,
-        version=max((snap.version_ms, snap.version_seq), last),
-        kind="snapshot",
-        name=clean_text(snap.name, 200),
-        state=status,
-        attempt=max(0, snap.attempts),
-        progress=min(100, max(0, snap.progress)),
-        error_type=clean_text(snap.error_type, 200),
-        error_message=clean_text(snap.error_message),
-    )

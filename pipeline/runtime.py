@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from redis.asyncio import Redis
 
-from jobqueue import Queue
-from jobqueue.core.connection import connect
+from jobqueue import Queue, connect
 from pipeline import db
 from pipeline.ai import LLM, make_llm
 from pipeline.offline_fixtures import register_offline_fixtures

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobqueue import QueueConfig, RateLimit
@@ -118,6 +118,18 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("queues")
+    @classmethod
+    def _known_queues(cls, value: dict[str, QueueOverride]) -> dict[str, QueueOverride]:
+        # a misspelt stage (PIPELINE_QUEUES__STOCK_ANALYSYS__...) must not be ignored silently
+        unknown = sorted(set(value) - set(_seed_queues()))
+        if unknown:
+            raise ValueError(
+                f"unknown queue(s) {unknown} in queues overrides; expected some of "
+                f"{sorted(_seed_queues())}"
+            )
+        return value
 
     def queue_settings(self, job_type: str) -> QueueSettings:
         """The settings of one stage's queue (defaults merged with overrides)."""

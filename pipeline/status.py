@@ -1,34 +1,26 @@
-"""Job status rows in PostgreSQL: the API handlers use, and the rules every writer follows.
+"""Job status rows in PostgreSQL: the API handlers and web code use.
 
-Two writers change `job_status`: handlers, through `create_job_status` / `update_job_status`,
-usually inside the transaction of their own domain update (pass `conn=`) so a reader never sees
-one without the other; and the status mirror (`pipeline.mirror`), through `apply_changes`, from
-the queues' event streams. The rules both follow live here:
-
-* **Versions.** A row stores the stream id `(event_ms, event_seq)` of the last event applied.
-  An event not newer than it is ignored, so replays and late deliveries change nothing.
-  Direct updates do not touch the version (they are not stream events).
-* **Finished rows stay finished.** A `completed`/`failed` row is not moved back to
-  `waiting`/`active` by a direct update (unless `force=True`) nor by a non-final event; a
-  final event (`completed`/`failed`) still replaces it, and a re-`added` job (an `added` event
-  on a row the mirror had already seen) starts over. This matters when a handler finished its
-  row directly while the mirror was still catching up on that job's older events.
-* **Progress never decreases while a job stays in one status**; it restarts at 0 when a job
-  goes back to waiting and is 100 once completed.
-* **No secrets or NULs in rows**: error texts are redacted (`pipeline.db.redact`), stripped of
-  NUL (PostgreSQL rejects it in text) and truncated.
+`create_job_status`, `get_job_status`, `get_jobs_by_related_id`, `update_job_status` and
+`cleanup_old_jobs_pg`; pass `conn=` to join the transaction of a domain update, so a reader
+never sees one without the other. The rules every writer of `job_status` follows (versions,
+finished rows stay finished, progress never decreases, no secrets in rows) are described in
+`pipeline.status_model`; the status mirror's side (folding engine events into rows) lives in
+`pipeline.status_fold`, whose `StatusChange` and `apply_changes` are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, get_args
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from .db import Connection, acquire, clean_text
+from .status_fold import StatusChange, apply_changes
+from .status_model import (
+    FINISHED,
+    STATUSES,
+    UNKNOWN_JOB_TYPE,
+    JobStatusName,
+    JobStatusRow,
+)
 
 __all__ = [
     "FINISHED",
@@ -44,57 +36,10 @@ __all__ = [
     "update_job_status",
 ]
 
-JobStatusName = Literal["waiting", "active", "completed", "failed"]
-STATUSES: frozenset[str] = frozenset(get_args(JobStatusName))
-FINISHED: frozenset[str] = frozenset({"completed", "failed"})
-#: job_type of rows the mirror creates for jobs whose `added` event it never saw.
-UNKNOWN_JOB_TYPE = "unknown"
-
 _COLUMNS = (
     "job_id, queue, job_type, related_id, status, progress, error_message, error_type, "
     "attempts, event_ms, event_seq, created_at, updated_at"
 )
-
-
-class JobStatusRow(BaseModel):
-    """One `job_status` row.
-
-    Attributes:
-        job_id: the queue's job id.
-        queue: queue name, when known.
-        job_type: the job name (stage), or "unknown" for a job only seen by the mirror.
-        related_id: the domain object the job works on (e.g. a sector analysis id).
-        status: waiting, active, completed or failed.
-        progress: 0..100.
-        error_message: last error, redacted.
-        error_type: last error's type.
-        attempts: attempts started so far.
-        event_ms: ms part of the stream id of the last event applied (0 = none yet).
-        event_seq: sequence part of that stream id.
-        created_at: when the row was created.
-        updated_at: when the row last changed.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    queue: str | None
-    job_type: str
-    related_id: str | None
-    status: JobStatusName
-    progress: int
-    error_message: str | None
-    error_type: str | None
-    attempts: int
-    event_ms: int
-    event_seq: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def finished(self) -> bool:
-        """True when the job completed or failed."""
-        return self.status in FINISHED
 
 
 def _row(record: Any) -> JobStatusRow:
@@ -256,196 +201,4 @@ async def cleanup_old_jobs_pg(days: float, *, conn: Connection | None = None) ->
     """
     async with acquire(conn) as c:
         result = await c.execute(sql, float(days))
-    return int(result.rsplit(" ", 1)[-1])
-
-
-# --- Mirror side: folding stream events into rows ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """One change for a row: a stream event or a reconcile snapshot (`kind="snapshot"`).
-
-    Attributes:
-        version: `(ms, seq)` of the stream id (for a snapshot, the last id it reflects).
-        kind: event name (`added`, `active`, ...) or `snapshot`.
-        state: `st` of the event; for a snapshot, the job_status status it maps to.
-        name, attempt, progress, error_type, error_message: the event's `name`, `a`, `p`,
-            `et`, `em` (or the snapshot's fields), numbers in range and texts cleaned.
-    """
-
-    job_id: str
-    queue: str | None
-    version: tuple[int, int]
-    kind: str
-    name: str | None = None
-    state: str | None = None
-    attempt: int | None = None
-    progress: int | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-
-
-@dataclass(slots=True)
-class _State:
-    job_id: str
-    queue: str | None
-    job_type: str
-    status: str = "waiting"
-    progress: int = 0
-    attempts: int = 0
-    error_message: str | None = None
-    error_type: str | None = None
-    version: tuple[int, int] = (0, 0)
-    dirty: bool = False
-
-
-# Events that may create a row for a job PostgreSQL does not know; `removed` or an unknown
-# event name alone must not conjure up a row.
-_CREATING = {"added", "active", "progress", "completed", "retrying", "failed", "stalled"}
-_CREATING |= {"returned", "snapshot"}
-
-
-def _requeue(s: _State, ch: StatusChange, default_type: str | None = None) -> None:
-    s.status, s.progress = "waiting", 0
-    if ch.attempt is not None:
-        s.attempts = ch.attempt
-    if ch.kind != "returned":
-        s.error_type = ch.error_type or default_type
-        s.error_message = ch.error_message
-
-
-def _finish(s: _State, ch: StatusChange, status: str, default_type: str | None = None) -> None:
-    s.status = status
-    if ch.attempt is not None:
-        s.attempts = ch.attempt
-    if status == "completed":
-        s.progress, s.error_type, s.error_message = 100, None, None
-    else:
-        s.error_type = ch.error_type or default_type
-        s.error_message = ch.error_message
-
-
-def _fold(s: _State | None, ch: StatusChange) -> _State | None:
-    """Apply one change to a row's state (None = no row); returns the new state."""
-    if s is None:
-        if ch.kind not in _CREATING:
-            return None
-        s = _State(ch.job_id, ch.queue, ch.name or UNKNOWN_JOB_TYPE)
-    elif ch.version <= s.version:
-        return s  # late, replayed or duplicate: already reflected
-    seen = s.version != (0, 0)
-    s.version, s.dirty = ch.version, True
-    if ch.queue:
-        s.queue = ch.queue
-    if ch.name and s.job_type == UNKNOWN_JOB_TYPE:
-        s.job_type = ch.name
-    finished = s.status in FINISHED
-    kind, state = ch.kind, ch.state
-    if kind == "snapshot" and state in FINISHED:
-        _finish(s, ch, state)
-        if state == "failed" and ch.progress is not None:
-            s.progress = ch.progress
-    elif kind in ("completed", "failed"):
-        _finish(s, ch, kind)
-    elif kind == "stalled" and state == "failed":
-        _finish(s, ch, "failed", "STALLED")
-    elif kind == "added":
-        # On a row already seen this is a re-enqueue of a removed job: a new life. On a row
-        # the mirror never saw it is the original add arriving after direct updates: no-op.
-        if seen:
-            s.status, s.progress, s.attempts = "waiting", 0, 0
-            s.error_type = s.error_message = None
-    elif finished:
-        # A non-final event older (in real time) than a directly written final status.
-        if ch.attempt is not None:
-            s.attempts = max(s.attempts, ch.attempt)
-    elif kind == "active":
-        s.status = "active"
-        if ch.attempt is not None:
-            s.attempts = ch.attempt
-    elif kind == "progress" and ch.progress is not None:
-        # A progress report proves the job runs (its `active` event may have been trimmed).
-        s.progress = max(s.progress, ch.progress) if s.status == "active" else ch.progress
-        s.status = "active"
-    elif kind in ("retrying", "stalled", "returned"):
-        _requeue(s, ch, "STALLED" if kind == "stalled" else None)
-    elif kind == "snapshot" and state in ("waiting", "active"):
-        s.status = state
-        s.progress = ch.progress or 0
-        s.attempts = ch.attempt if ch.attempt is not None else s.attempts
-        s.error_type, s.error_message = ch.error_type, ch.error_message
-    return s
-
-
-_LOCK_ROWS = """
-    SELECT job_id, queue, job_type, status, progress, attempts, error_message, error_type,
-           event_ms, event_seq
-    FROM job_status WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE
-"""
-
-# The WHERE guard keeps a concurrent writer's newer row (one that did not exist when the rows
-# were locked) from being overwritten by an older computation.
-_UPSERT = f"""
-    INSERT INTO job_status AS j (job_id, queue, job_type, status, progress, attempts,
-                                 error_message, error_type, event_ms, event_seq)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                         $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-    ON CONFLICT (job_id) DO UPDATE SET
-        queue = COALESCE(excluded.queue, j.queue),
-        job_type = CASE WHEN excluded.job_type = '{UNKNOWN_JOB_TYPE}'
-                        THEN j.job_type ELSE excluded.job_type END,
-        status = excluded.status, progress = excluded.progress, attempts = excluded.attempts,
-        error_message = excluded.error_message, error_type = excluded.error_type,
-        event_ms = excluded.event_ms, event_seq = excluded.event_seq, updated_at = now()
-    WHERE (excluded.event_ms, excluded.event_seq) > (j.event_ms, j.event_seq)
-"""
-
-
-_FIELDS = ("job_id", "queue", "job_type", "status", "progress", "attempts", "error_message")
-
-
-def _columns(states: Sequence[_State]) -> list[list[Any]]:
-    """The rows as the column arrays `_UPSERT` unnests."""
-    cols = [[getattr(s, name) for s in states] for name in (*_FIELDS, "error_type")]
-    return [*cols, [s.version[0] for s in states], [s.version[1] for s in states]]
-
-
-async def apply_changes(conn: Connection, changes: Iterable[StatusChange]) -> int:
-    """Fold changes into their rows and write them: two statements whatever the batch size.
-
-    The rows are locked first (in id order, so concurrent writers cannot deadlock), every
-    change of a job is folded in version order in Python, then all changed rows are written
-    by one multi-row upsert. Runs in a transaction (a savepoint inside the caller's).
-
-    Args:
-        conn: the connection to use.
-        changes: events and snapshots, in any order.
-
-    Returns:
-        The number of rows written.
-    """
-    by_job: dict[str, list[StatusChange]] = {}
-    for ch in changes:
-        by_job.setdefault(ch.job_id, []).append(ch)
-    if not by_job:
-        return 0
-    ids = sorted(by_job)
-    async with conn.transaction():
-        states: dict[str, _State | None] = dict.fromkeys(ids)
-        for r in await conn.fetch(_LOCK_ROWS, ids):
-            states[r["job_id"]] = _State(
-                r["job_id"], r["queue"], r["job_type"], r["status"], r["progress"],
-                r["attempts"], r["error_message"], r["error_type"],
-                (r["event_ms"], r["event_seq"]),
-            )  # fmt: skip
-        for job_id in ids:
-            state = states[job_id]
-            for ch in sorted(by_job[job_id], key=lambda c: c.version):
-                state = _fold(state, ch)
-            states[job_id] = state
-        dirty = [s for s in states.values() if s is not None and s.dirty]
-        if not dirty:
-            return 0
-        result = await conn.execute(_UPSERT, *_columns(dirty))
     return int(result.rsplit(" ", 1)[-1])

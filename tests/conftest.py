@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,15 @@ import pytest
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# fakeredis (jobqueue.testing.fake_redis, the engine's third test backend) loads lupa's Lua 5.1
+# with RTLD_GLOBAL; a Lua of another version loaded after it binds to 5.1's symbols and crashes
+# the process (tests/unit compiles the scripts with `lupa.LuaRuntime`, the newest Lua). Loaded
+# first, that one keeps its own symbols.
+with contextlib.suppress(ImportError):
+    import lupa
+
+    lupa.LuaRuntime()  # imports lupa's newest Lua module now
 
 from servers import delete_prefix, postgres_server, redis_server, unique
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.embedded import RedisServer, free_port, valkey_binary, wait_port
+from jobqueue.testing import RedisServer, free_port, valkey_binary, wait_port
 
 __all__ = [
     "RedisProcess",
@@ -30,7 +30,8 @@ __all__ = [
     "wait_port",
 ]
 
-# One implementation of a server we own, shared with the demo and the benchmark.
+# One implementation of a server we own (jobqueue.testing's), shared with the demo and the
+# benchmark.
 RedisProcess = RedisServer
 
 

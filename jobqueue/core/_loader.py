@@ -20,6 +20,13 @@ The header is read here and turned into a prelude placed after it: `K` (keys by 
 drift from what it reads; `jobqueue.core.scripts` declares the same names for each call and a
 test keeps both in step. `--@include name.lua` lines pull shared code from `lua/includes/`
 (each file once per script).
+
+The first line of each script is a `#!lua` shebang (with `flags=no-writes` for read-only
+scripts): Redis 7 reads script flags from it, and a script with one is refused before any
+write when the server is out of memory. fakeredis's Lua does not parse it, so
+`load_script(name, shebang=False)` gives a variant whose first line is a comment instead
+(same line numbers, its own SHA1); `jobqueue.core.scripts.Scripts` picks it for fakeredis
+clients.
 """
 
 from __future__ import annotations
@@ -144,8 +151,18 @@ def _expand(source: str, seen: set[str]) -> str:
 
 
 @cache
-def load_script(name: str) -> LuaScript:
-    """Read `lua/<name>.lua`: parse its header, add the prelude, expand its includes (cached)."""
+def load_script(name: str, *, shebang: bool = True) -> LuaScript:
+    """Read `lua/<name>.lua`: parse its header, add the prelude, expand its includes (cached).
+
+    Args:
+        name: the script's name.
+        shebang: False turns the `#!lua` first line into a Lua comment, for servers whose Lua
+            rejects it (fakeredis); flags it carried are then not applied.
+    """
+    if not shebang:
+        script = load_script(name)
+        source = _comment_out_shebang(script.source)
+        return LuaScript(name, script.header, source, hashlib.sha1(source.encode()).hexdigest())
     raw = (LUA_DIR / f"{name}.lua").read_text()
     header = parse_header(name, raw)
     end = _HEADER_RE.search(raw)
@@ -153,6 +170,14 @@ def load_script(name: str) -> LuaScript:
     # the shebang stays on the first line, the header after it, then the prelude
     source = raw[: end.end()] + _prelude(header) + _expand(raw[end.end() :], set())
     return LuaScript(name, header, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def _comment_out_shebang(source: str) -> str:
+    first, newline, rest = source.partition("\n")
+    if not first.startswith("#!"):
+        return source
+    # a comment on the same line: Lua's error messages keep the line numbers of the original
+    return f"-- {first} (off: this server's Lua rejects a shebang){newline}{rest}"
 
 
 def script_names() -> tuple[str, ...]:

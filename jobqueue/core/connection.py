@@ -27,6 +27,7 @@ __all__ = [
     "connect",
     "dedicated_client",
     "describe_client",
+    "is_fakeredis",
     "redact_url",
 ]
 
@@ -46,9 +47,28 @@ log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 
+def is_fakeredis(client: Redis) -> bool:
+    """Whether `client` talks to an in-memory `fakeredis` server rather than to a real one.
+
+    Told by the classes of the client and of its pool's connections (fakeredis is never
+    imported here: it is an optional, test-time dependency).
+    """
+    pool = getattr(client, "connection_pool", None)
+    classes = [type(client), getattr(pool, "connection_class", None)]
+    return any(
+        (getattr(base, "__module__", None) or "").partition(".")[0] == "fakeredis"
+        for cls in classes
+        if isinstance(cls, type)
+        for base in cls.__mro__
+    )
+
+
 def describe_client(client: Redis) -> str:
     """A password-free description of where a client connects."""
     kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
+    if is_fakeredis(client):
+        # its `host` names an in-memory server, not a machine
+        return f"fakeredis://{kwargs.get('host', '')}/{kwargs.get('db', 0)}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     auth = ":***@" if kwargs.get("password") else ""
@@ -117,8 +137,12 @@ async def check_server(client: Redis, *, allow_eviction: bool = False) -> dict[s
 
     Reads `INFO` (allowed on managed Redis that blocks CONFIG): a replica is refused, so is an
     eviction policy other than `noeviction` unless `allow_eviction`; persistence off is a
-    warning. Returns the fields read.
+    warning. Returns the fields read. A fakeredis client is not checked (fakeredis has no
+    `INFO`; an in-memory server is never a replica, never evicts and never persists): an
+    empty dict is returned.
     """
+    if is_fakeredis(client):
+        return {}
     info: dict[str, Any] = await client.info("server")
     info.update(await client.info("replication"))
     info.update(await client.info("memory"))

@@ -38,6 +38,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .connection import CancelSafeConnection
+
 __all__ = ["DEFAULT_COMMAND_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "FastConnection"]
 
 DEFAULT_COMMAND_TIMEOUT = 30.0
@@ -270,9 +272,11 @@ class FastConnection:
         """Settings of a `redis.asyncio.Redis` client, or None when it needs redis-py.
 
         The connection kwargs of the client's pool give host, port or unix path, db,
-        username, password, client name, timeouts and response decoding. TLS, Sentinel,
-        Cluster, credential providers and connection classes other than redis-py's TCP and
-        unix-socket ones (or their subclasses) are not supported: None is returned and the
+        username, password, client name, timeouts and response decoding. Only pools of
+        redis-py's own `Connection` and `UnixDomainSocketConnection`, and of the engine's
+        `CancelSafeConnection`, qualify: TLS, Sentinel, Cluster, credential providers and any
+        other connection class (a subclass may not talk to a socket at all: fakeredis's
+        connection subclasses `Connection` and keeps its server in memory) get None, and the
         caller keeps using the client itself.
         """
         return cls._from_pool(getattr(client, "connection_pool", None))
@@ -283,22 +287,21 @@ class FastConnection:
             BlockingConnectionPool,
             Connection,
             ConnectionPool,
-            SSLConnection,
             UnixDomainSocketConnection,
         )
 
         # exactly these pools: a Sentinel pool (a subclass) finds its server at connect time
         if type(pool) not in (ConnectionPool, BlockingConnectionPool):
             return None
+        # exactly these classes, never "any subclass": the settings of a class we do not know
+        # need not describe a real server (a fake one's `host` is a name, and a socket opened to
+        # it could reach whatever listens on localhost:6379)
         conn_class = pool.connection_class
-        if not isinstance(conn_class, type) or issubclass(conn_class, SSLConnection):
+        if conn_class not in (Connection, CancelSafeConnection, UnixDomainSocketConnection):
             return None
-        # subclasses too (e.g. jobqueue.core.connection.CancelSafeConnection): same socket, same
-        # protocol; only how redis-py drives it differs
-        unix = issubclass(conn_class, UnixDomainSocketConnection)
-        if not unix and not issubclass(conn_class, Connection):
-            return None
-        return cls.from_kwargs(pool.connection_kwargs, unix=unix)
+        return cls.from_kwargs(
+            pool.connection_kwargs, unix=conn_class is UnixDomainSocketConnection
+        )
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, unix: bool = False) -> FastConnection | None:

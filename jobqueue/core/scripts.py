@@ -12,6 +12,9 @@ or SCRIPT FLUSH). EVALSHA goes through a `FastConnection` (one multiplexed hired
 redis-py's client CPU per round trip. Opt out with `Scripts(..., fastconn=False)` or
 `JOBQUEUE_FASTCONN=0`; clients the fast path cannot copy (TLS, Sentinel, Cluster, credential
 providers, fakeredis) stay on redis-py.
+
+On a fakeredis client (`connection.is_fakeredis`) the scripts are loaded without their `#!lua`
+shebang line, which fakeredis's Lua cannot parse (`_loader.load_script(name, shebang=False)`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from redis.exceptions import NoScriptError
 from ..errors import ConfigError
 from ._loader import load_script, script_names
 from .codec import text
+from .connection import is_fakeredis
 from .fastconn import FastConnection
 from .keys import QueueKeys
 from .replies import (
@@ -135,6 +139,7 @@ class Scripts:
         self.events_maxlen = events_maxlen
         use_fast = fastconn_enabled() if fastconn is None else fastconn
         self._fast = FastConnection.from_client(redis) if use_fast else None
+        self._shebang = not is_fakeredis(redis)
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -150,7 +155,7 @@ class Scripts:
     # -- running ---------------------------------------------------------------------------
 
     async def _eval(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
-        script = load_script(name)
+        script = load_script(name, shebang=self._shebang)
         fast = self._fast
         if fast is not None:
             try:
@@ -181,7 +186,7 @@ class Scripts:
     async def load_all(self) -> None:
         """Load every script up front (saves the first NOSCRIPT round trip)."""
         for name in script_names():
-            source = load_script(name).source
+            source = load_script(name, shebang=self._shebang).source
             if self._fast is not None:
                 await self._fast.execute("SCRIPT", "LOAD", source)
             else:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from ..config import QueueConfig
+from ..core._aio import raise_if_cancelling
 from ..core.connection import REDIS_ERRORS
 from ..core.replies import Retention
 from ..core.scripts import Scripts
@@ -42,6 +43,9 @@ async def renew_loop(scripts: Scripts, running: RunningJobs, config: QueueConfig
         except REDIS_ERRORS as exc:
             # the next renewal may still make it in time; the main loop reports the outage
             log.debug("queue %s: lease renewal failed: %r", scripts.keys.queue, exc)
+        # a client not made by `connect` (given by the caller, fakeredis) may have dropped a
+        # cancel that came during the call: the close of the worker waits for this task
+        raise_if_cancelling()
 
 
 async def stall_loop(
@@ -87,4 +91,5 @@ async def stall_loop(
                         on_stalled(job_id, "failed")
         except REDIS_ERRORS as exc:
             log.debug("queue %s: stall check failed: %r", scripts.keys.queue, exc)
+        raise_if_cancelling()  # as in renew_loop
         await asyncio.sleep(every)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anthropic
 from pydantic import BaseModel
 
-from jobqueue.errors import ErrorType
+from jobqueue import ErrorType
 from pipeline.ai.base import (
     DEFAULT_EFFORTS,
     DEFAULT_MODELS,

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel
 
-from jobqueue.errors import ErrorType
+from jobqueue import ErrorType
 from pipeline.ai.base import Effort, LLMError, LLMResult, Tier, Usage
 from pipeline.ai.generate import GenerationError, generate_instance, research_text
 

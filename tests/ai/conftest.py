@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_anthropic import API_KEY, FakeAnthropic
+from fake_anthropic import API_KEY, HANG, FakeAnthropic
 
 from pipeline.ai import AnthropicLLM
 
@@ -27,8 +27,9 @@ async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
 
 @pytest.fixture
 async def llm(fake_anthropic: FakeAnthropic) -> AsyncIterator[AnthropicLLM]:
-    """The real `AnthropicLLM` talking to the fake server, with a short read timeout."""
-    client = AnthropicLLM(API_KEY, base_url=fake_anthropic.base_url, timeout=2.0)
+    """The real `AnthropicLLM` talking to the fake server. Its read timeout only bounds a hang:
+    the fake replies at once (the timeout test uses a client of its own)."""
+    client = AnthropicLLM(API_KEY, base_url=fake_anthropic.base_url, timeout=HANG)
     try:
         yield client
     finally:

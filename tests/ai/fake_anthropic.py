@@ -11,7 +11,7 @@ Scenarios:
     spend-enforced, spend-contract, ramp, 529, 529-no-retry (x-should-retry: false),
     500, 503, 401, 402, 403, 400, 404, 413, 422, 408, 409,
     sse-overloaded (HTTP 200 then `event: error`), drop (socket closed, no reply),
-    slow (waits `slow_seconds` before replying).
+    slow (waits `slow_seconds`, by default until the server closes, before replying).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 from aiohttp import web
 
 API_KEY = "sk-ant-test-0123456789abcdef"
+#: Seconds a test waits before it fails: a bound on a hang, never a speed requirement.
+HANG = 120.0
 
 # scenario -> (status, error type, message, error_code, extra headers)
 ERRORS: dict[str, tuple[int, str, str, str | None, dict[str, str]]] = {
@@ -82,9 +84,10 @@ class FakeAnthropic:
         text_blocks: Text blocks of a normal reply (a thinking block always comes first).
         structured_json: Reply text for structured-output requests.
         usage: The `usage` object of every reply.
-        slow_seconds: How long the "slow" scenario waits.
-        delay_seconds: How long every other successful reply waits (for concurrency tests).
-        max_in_flight: The most delayed requests seen at once.
+        slow_seconds: How long the "slow" scenario waits (it is woken by `close()`).
+        pair_delayed: Successful replies wait for each other two by two (`asyncio.Barrier(2)`):
+            a reply comes only once two requests are in flight (for concurrency tests).
+        max_in_flight: The most requests seen waiting at once (slow or paired).
     """
 
     text_blocks: list[str] = field(default_factory=lambda: ["Hello, ", "world."])
@@ -99,8 +102,8 @@ class FakeAnthropic:
             "output_tokens_details": {"thinking_tokens": 120},
         }
     )
-    slow_seconds: float = 5.0
-    delay_seconds: float = 0.0
+    slow_seconds: float = 3600.0
+    pair_delayed: bool = False
     in_flight: int = 0
     max_in_flight: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -108,6 +111,7 @@ class FakeAnthropic:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
+    _pairs: asyncio.Barrier = field(default_factory=lambda: asyncio.Barrier(2))
     base_url: str = ""
 
     def enqueue(self, *scenarios: str) -> None:
@@ -162,12 +166,14 @@ class FakeAnthropic:
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
-        delay = self.slow_seconds if scenario == "slow" else self.delay_seconds
-        if delay:
+        if scenario == "slow" or self.pair_delayed:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                await asyncio.wait_for(self._closing.wait(), delay)
+                if scenario == "slow":
+                    await asyncio.wait_for(self._closing.wait(), self.slow_seconds)
+                else:
+                    await asyncio.wait_for(self._pairs.wait(), HANG)
             except TimeoutError:
                 pass
             finally:

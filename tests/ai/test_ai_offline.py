@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytest
+from fake_anthropic import HANG
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, conint, constr, field_validator
 
-from jobqueue.errors import ErrorType
+from jobqueue import ErrorType
 from pipeline.ai import (
     LLM,
     Fault,
@@ -373,7 +374,12 @@ def test_faults_from_env_in_a_subprocess() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env["PIPELINE_OFFLINE_FAULTS"] = "rate_limit:1:0.2,overloaded:1"
     run = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["RATE_LIMIT 0.2", "NETWORK_ERROR None", "ok"]
@@ -384,10 +390,20 @@ async def test_latency_is_simulated_concurrently() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     await llm.complete(tier="format", system="s", prompt="p")
-    assert loop.time() - started >= 0.19
-    started = loop.time()
-    await asyncio.gather(*(structured(llm, Verdict, str(i)) for i in range(5)))
-    assert loop.time() - started < 0.6
+    assert loop.time() - started >= 0.19  # a lower bound: a slow machine only adds to it
+    # Calls that would sleep an hour: all five are inside their sleep at once, so the latency
+    # is an asyncio sleep that blocks neither the loop nor the other calls.
+    slow = OfflineLLM(latency=3600)
+    calls = [asyncio.create_task(structured(slow, Verdict, str(i))) for i in range(5)]
+    try:
+        deadline = loop.time() + HANG
+        while slow.calls < 5 and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # paces the polling; decides nothing
+        assert slow.calls == 5 and not any(c.done() for c in calls)
+    finally:
+        for c in calls:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
     with pytest.raises(ValueError):
         OfflineLLM(latency=-1)
 

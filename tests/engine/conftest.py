@@ -1,4 +1,9 @@
-"""Engine fixtures: contract tests run on the primary test Redis AND on an embedded Valkey."""
+"""Engine fixtures: contract tests run on the primary test Redis, on an embedded Valkey, and on
+fakeredis (in memory, no server: what users of `jobqueue.testing.fake_redis` get).
+
+A test that cannot run on fakeredis (it needs a real socket, a server process, INFO...) carries
+`@pytest.mark.real_redis("why")` and is skipped on that backend with the reason.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,26 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from jobqueue import Queue, QueueConfig
+from jobqueue.testing import fake_redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import RedisProcess, delete_prefix, unique
+
+BACKENDS = ("redis", "valkey", "fakeredis")
+
+FAKE_URL = "fakeredis://in-memory"
+"""What `any_redis` gives as the URL on fakeredis: redis-py refuses the scheme, so a test that
+would open a socket with it fails loudly instead of reaching a real server."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_redis(reason): runs on real servers only, skipped on fakeredis"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -24,22 +43,60 @@ def valkey_url() -> Iterator[str]:
         server.close()
 
 
-@pytest.fixture(params=["redis", "valkey"])
-def any_redis(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """(url, prefix) on the primary Redis and on the embedded Valkey; keys removed after."""
-    url = request.getfixturevalue("redis_url" if request.param == "redis" else "valkey_url")
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The server the test runs on: "redis", "valkey" or "fakeredis"."""
+    name: str = request.param
+    marker = request.node.get_closest_marker("real_redis")
+    if name == "fakeredis" and marker is not None:
+        pytest.skip(f"not on fakeredis: {marker.args[0] if marker.args else 'needs a server'}")
+    return name
+
+
+@pytest.fixture
+def fake_server() -> object:
+    """The fresh in-memory server of a test on fakeredis (each test gets its own)."""
+    import fakeredis
+
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def any_redis(backend: str, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(url, prefix) on the primary Redis, the embedded Valkey, or fakeredis (`FAKE_URL`: make
+    clients with `backend_client`); keys under the prefix are removed after."""
     p = unique("jqt")
+    if backend == "fakeredis":
+        yield FAKE_URL, p  # the test's own fake server goes away with it
+        return
+    url = request.getfixturevalue("redis_url" if backend == "redis" else "valkey_url")
     yield url, p
     delete_prefix(url, p)
 
 
 @pytest.fixture
-async def make_queue(any_redis: tuple[str, str]) -> AsyncIterator[object]:
+async def backend_client(
+    any_redis: tuple[str, str], backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Redis]:
+    """A client of the test's backend (bytes replies), closed after the test."""
+    if backend == "fakeredis":
+        client = fake_redis(server=request.getfixturevalue("fake_server"))
+    else:
+        client = Redis.from_url(any_redis[0])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make_queue(
+    any_redis: tuple[str, str], backend_client: Redis, backend: str
+) -> AsyncIterator[object]:
     url, prefix = any_redis
     made: list[Queue] = []
 
     def make(name: str = "q", **options: object) -> Queue:
-        q = Queue(QueueConfig(name, **options), redis=url, prefix=prefix)  # type: ignore[arg-type]
+        redis: str | Redis = backend_client if backend == "fakeredis" else url
+        q = Queue(QueueConfig(name, **options), redis=redis, prefix=prefix)  # type: ignore[arg-type]
         made.append(q)
         return q
 

@@ -30,7 +30,10 @@ from jobqueue.core.fastconn import FastConnection
 from jobqueue.core.keys import QueueKeys
 from jobqueue.core.scripts import Scripts
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.real_redis("the fast connection opens sockets to a real server"),
+]
 
 
 @pytest.fixture

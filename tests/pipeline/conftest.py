@@ -7,38 +7,61 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pipeline_helpers import fast_settings
+from pipeline_helpers import HANG, fast_settings
 
-from jobqueue.core.connection import connect
+from jobqueue import connect
 from pipeline import db
-from pipeline.runtime import Runtime, set_runtime
+from pipeline.runtime import Runtime, get_runtime, set_runtime
 from pipeline.workers import Workers
 
 
 @pytest.fixture
-async def runtime(redis_url: str, database_url: str, prefix: str) -> AsyncIterator[Runtime]:
-    settings = fast_settings(redis_url, database_url, prefix)
-    pool = await db.create_pool(database_url)
-    await db.migrate(pool)
-    rt = await Runtime.create(settings, redis=connect(redis_url), pool=pool)
-    db.set_pool(pool)
-    set_runtime(rt)
-    yield rt
+async def make_runtime(
+    redis_url: str, database_url: str, prefix: str
+) -> AsyncIterator[Callable[..., Awaitable[Runtime]]]:
+    """Factory of runtimes with test timings (`fast_settings`); keyword arguments override
+    settings, and settings not given come from the environment (as in production). The last
+    one made is the process-wide runtime and pool."""
+    made: list[Runtime] = []
+
+    async def make(**settings: Any) -> Runtime:
+        pool = await db.create_pool(database_url)
+        await db.migrate(pool)
+        rt = await Runtime.create(
+            fast_settings(redis_url, database_url, prefix, **settings),
+            redis=connect(redis_url),
+            pool=pool,
+        )
+        db.set_pool(pool)
+        set_runtime(rt)
+        made.append(rt)
+        return rt
+
+    yield make
     set_runtime(None)
     db.set_pool(None)
-    await rt.close()
+    for rt in made:
+        await rt.close()
 
 
 @pytest.fixture
-async def workers(runtime: Runtime) -> AsyncIterator[Callable[..., Awaitable[Workers]]]:
+async def runtime(make_runtime: Callable[..., Awaitable[Runtime]]) -> Runtime:
+    return await make_runtime()
+
+
+@pytest.fixture
+async def workers(
+    make_runtime: Callable[..., Awaitable[Runtime]],
+) -> AsyncIterator[Callable[..., Awaitable[Workers]]]:
+    """Starts `Workers` on the process-wide runtime (the last one made), closed at teardown."""
     started: list[tuple[Workers, asyncio.Task[None]]] = []
 
     async def start(**options: Any) -> Workers:
-        w = Workers(runtime, **options)
+        w = Workers(await get_runtime(), **options)
         started.append((w, asyncio.create_task(w.run())))
         return w
 
     yield start
     for w, task in started:
         await w.close()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, HANG)  # bounds a hang only

@@ -3,24 +3,85 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
+from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
+#: Seconds a wait may last before the test fails: a bound on a hang, never a speed requirement
+#: (a whole offline run takes a few seconds; a loaded 2-core machine may take many times that).
+HANG = 180.0
 
-async def wait_row(pool: asyncpg.Pool, sql: str, *args: Any, timeout: float = 30.0) -> Any:
-    """Re-run `sql` until it returns a truthy value (a state reached), or fail."""
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = HANG, what: str = "condition"
+) -> Any:
+    """Re-evaluate `check` until it returns something truthy (returned); fail after `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await pool.fetchval(sql, *args)
+        value = await check()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {sql} {args}")
-        await asyncio.sleep(0.02)
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.02)  # paces the polling; decides nothing
+
+
+async def wait_row(pool: asyncpg.Pool, sql: str, *args: Any, timeout: float = HANG) -> Any:
+    """Re-run `sql` until it returns a truthy value (a state reached), or fail."""
+    return await wait_for(lambda: pool.fetchval(sql, *args), timeout=timeout, what=f"{sql} {args}")
+
+
+async def rows_settled(related_id: str, status: str = "completed") -> list[Any]:
+    """Wait until every job row of `related_id` has `status` (and progress 100 if completed),
+    read through the process-wide pool; returns the rows."""
+    from pipeline.status import get_jobs_by_related_id
+
+    async def settled() -> list[Any] | None:
+        rows = await get_jobs_by_related_id(related_id)
+        done = all(
+            r.status == status and (status != "completed" or r.progress == 100) for r in rows
+        )
+        return rows if rows and done else None
+
+    rows: list[Any] = await wait_for(settled, what=f"every job row of {related_id} {status}")
+    return rows
+
+
+async def make_stocks(
+    rt: Runtime, n: int = 5, status: str = "analyzing"
+) -> tuple[UUID, list[UUID]]:
+    """A run with one approved sub-sector and `n` ranked stocks (NVDA first: the offline judge
+    rejects its first analysis, see `offline_should_reject`)."""
+    pool = rt.pool
+    run = await pool.fetchval(
+        "INSERT INTO sector_analysis (user_id, sector_name, status) VALUES ('u', 'Tech', "
+        "'in_progress') RETURNING id"
+    )
+    sub = await pool.fetchval(
+        "INSERT INTO sub_sector (sector_analysis_id, name, thesis, status) VALUES ($1, 'Chips', "
+        "'A thesis about chips', 'analyzing') RETURNING id",
+        run,
+    )
+    tickers = ["NVDA", "AMD", "AVGO", "MSFT", "AAPL", "CRM", "V", "JPM", "KO", "PG"]
+    stocks = []
+    for rank in range(1, n + 1):
+        stocks.append(
+            await pool.fetchval(
+                "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
+                "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
+                sub,
+                tickers[rank - 1],
+                rank,
+                status,
+            )
+        )
+    return sub, stocks
 
 
 def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) -> Settings:
@@ -32,7 +93,8 @@ def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) 
         "rejection_delay": 0.05,
         "infra_retry_delay": 0.1,
         "retry_scale": 0.002,
-        "lease": 2.0,
+        # long enough that a starved event loop never loses a lease (no test here kills one)
+        "lease": 30.0,
         "stall_interval": 0.2,
         "drain_delay": 0.3,
         "shutdown_grace": 1.0,

@@ -3,7 +3,6 @@ a worker killed with SIGKILL in the middle of the analyses does not lose the run
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -12,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_helpers import wait_row
+from pipeline_helpers import rows_settled, wait_for, wait_row
 
 from pipeline.flow import approve_subsector, start_sector_research
 from pipeline.runtime import Runtime
-from pipeline.status import get_jobs_by_related_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -28,16 +26,19 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
     s = runtime.settings
 
-    def start(latency: float = 0.0) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
+    def start(
+        latency: float = 0.0, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        full_env = dict(os.environ)
+        full_env.update(
             {
                 "REDIS_URL": s.redis_url or "",
                 "DATABASE_URL": s.database_url or "",
                 "PIPELINE_PREFIX": s.prefix,
                 "PIPELINE_LLM_MODE": "offline",
                 "PIPELINE_OFFLINE_LATENCY": str(latency),
-                "PIPELINE_LEASE": "1.0",
+                # long leases: a loaded machine never makes a live worker look dead
+                "PIPELINE_LEASE": "30",
                 "PIPELINE_STALL_INTERVAL": "0.2",
                 "PIPELINE_DRAIN_DELAY": "0.3",
                 "PIPELINE_REJECTION_DELAY": "0.1",
@@ -45,12 +46,13 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
                 "PIPELINE_LOG_FORMAT": "json",
                 "PIPELINE_MIRROR_CLAIM_IDLE": "1",
                 "PYTHONPATH": str(ROOT),
+                **(env or {}),
             }
         )
-        env.pop("ANTHROPIC_API_KEY", None)
+        full_env.pop("ANTHROPIC_API_KEY", None)
         p = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.workers"],
-            env=env,
+            [sys.executable, "-m", "pipeline.workers", *args],
+            env=full_env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -63,7 +65,7 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
         if p.poll() is None:
             p.terminate()
             try:
-                p.wait(15)
+                p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
@@ -71,13 +73,12 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
         p.stderr.close()
 
 
-async def run_to_end(runtime: Runtime, *, timeout: float = 60.0) -> Any:
+async def run_to_end(runtime: Runtime) -> Any:
     run_id = await start_sector_research("Energy", "u", runtime=runtime)
     await wait_row(
         runtime.pool,
         "SELECT status = 'awaiting_approval' FROM sector_analysis WHERE id=$1",
         run_id,
-        timeout=timeout,
     )
     sub = await runtime.pool.fetchval(
         "SELECT id FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name LIMIT 1", run_id
@@ -86,28 +87,12 @@ async def run_to_end(runtime: Runtime, *, timeout: float = 60.0) -> Any:
     return run_id, sub
 
 
-async def rows_converge(run_id: Any, timeout: float = 30.0) -> list[Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        rows = await get_jobs_by_related_id(str(run_id))
-        if rows and all(r.status == "completed" and r.progress == 100 for r in rows):
-            return rows
-        if loop.time() > deadline:
-            raise AssertionError(
-                f"rows did not converge: {[(r.job_id, r.status, r.progress) for r in rows]}"
-            )
-        await asyncio.sleep(0.05)
-
-
 async def test_two_worker_processes_run_a_sector(runtime: Runtime, spawn: Any) -> None:
     spawn()
     spawn()
     run_id, sub = await run_to_end(runtime)
-    await wait_row(
-        runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub, timeout=60
-    )
-    rows = await rows_converge(run_id)
+    await wait_row(runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub)
+    rows = await rows_settled(str(run_id))
     assert len([r for r in rows if r.job_type == "format-insights"]) == 5
     assert len([r for r in rows if r.job_type == "stock-ranking"]) == 1
 
@@ -115,29 +100,28 @@ async def test_two_worker_processes_run_a_sector(runtime: Runtime, spawn: Any) -
 async def test_worker_killed_mid_analysis_does_not_lose_the_run(
     runtime: Runtime, spawn: Any
 ) -> None:
-    victim = spawn(latency=0.4)
+    others = "sector-research,stock-ranking,judge-review,format-insights"
+    spawn(0.0, "--queues", others)
+    # The victim's analyses take a minute, so they are surely running when it is killed; its
+    # short lease lets the replacement's stall check see them as abandoned soon after.
+    victim = spawn(60.0, "--queues", "stock-analysis", env={"PIPELINE_LEASE": "5"})
     run_id, sub = await run_to_end(runtime)
     analysis = runtime.queues["stock-analysis"]
 
     async def analysing() -> bool:
         return await runtime.redis.zcard(analysis.keys.active) > 0
 
-    for _ in range(1000):
-        if await analysing():
-            break
-        await asyncio.sleep(0.01)
-    assert await analysing()
+    await wait_for(analysing, what="an analysis running in the victim")
     victim.kill()
     victim.wait()
-    spawn(latency=0.05)
-    await wait_row(
-        runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub, timeout=60
-    )
+    assert await analysing(), "the killed worker still holds leases nobody released"
+    spawn(0.0, "--queues", "stock-analysis")
+    await wait_row(runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub)
     stalled = [
         f for _, f in await runtime.redis.xrange(analysis.keys.events) if f.get(b"ev") == b"stalled"
     ]
     assert stalled, "the killed worker's analysis came back through the stall check"
-    await rows_converge(run_id)
+    await rows_settled(str(run_id))
     top = await runtime.pool.fetch(
         "SELECT status FROM stock WHERE sub_sector_id=$1 AND rank <= 5", sub
     )

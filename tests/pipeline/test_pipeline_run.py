@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from pipeline_helpers import wait_row
+from pipeline_helpers import rows_settled, wait_row
 
 from pipeline.ai import offline_should_reject
 from pipeline.flow import approve_subsector, start_sector_research
 from pipeline.runtime import Runtime
-from pipeline.status import get_jobs_by_related_id
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +54,7 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
     )
 
     # the status mirror converges: every job of the run completed with progress 100
-    async def mirrored() -> bool:
-        rows = await get_jobs_by_related_id(str(run_id))
-        return bool(rows) and all(r.status == "completed" and r.progress == 100 for r in rows)
-
-    for _ in range(500):
-        if await mirrored():
-            break
-        await asyncio.sleep(0.02)
-    rows = await get_jobs_by_related_id(str(run_id))
-    assert all(r.status == "completed" and r.progress == 100 for r in rows), rows
+    rows = await rows_settled(str(run_id))
     types = sorted({r.job_type for r in rows})
     assert types == [
         "format-insights",
@@ -105,11 +94,8 @@ async def test_cleanup_old_jobs_redis_and_postgres(runtime: Runtime, workers: An
     )
     job_id = f"sector-research:{run_id}"
     q = runtime.queues["sector-research"]
-    for _ in range(500):  # the mirror marks the row completed
-        row = await runtime.pool.fetchval("SELECT status FROM job_status WHERE job_id=$1", job_id)
-        if row == "completed":
-            break
-        await asyncio.sleep(0.02)
+    # the mirror has applied the job's last event: nothing re-creates the row after cleanup
+    await rows_settled(str(run_id))
     assert (await cleanup_old_jobs(1.0)) == (0, 0)  # nothing is a day old
     result = await cleanup_old_jobs(0)
     assert result.redis >= 1 and result.postgres >= 1

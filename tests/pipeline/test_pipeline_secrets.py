@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import fast_settings, wait_row
+from pipeline_helpers import HANG, fast_settings, wait_row
 from servers import RedisProcess
 
-from jobqueue.core.connection import connect
+from jobqueue import connect
 from pipeline import db
 from pipeline.flow import start_sector_research
 from pipeline.runtime import Runtime
@@ -59,13 +59,9 @@ async def test_no_secret_in_logs_errors_or_rows(database_url: str) -> None:
     )
     try:
         run_id = await start_sector_research("Financials", "u", runtime=rt)
-        await wait_row(
-            pool, "SELECT status = 'failed' FROM sector_analysis WHERE id=$1", run_id, timeout=30
-        )
+        await wait_row(pool, "SELECT status = 'failed' FROM sector_analysis WHERE id=$1", run_id)
         job_id = f"sector-research:{run_id}"
-        await wait_row(
-            pool, "SELECT status = 'failed' FROM job_status WHERE job_id=$1", job_id, timeout=30
-        )
+        await wait_row(pool, "SELECT status = 'failed' FROM job_status WHERE job_id=$1", job_id)
         assert fake.requests, "the real client called the API"
         row = await pool.fetchrow(
             "SELECT error_message, error_type FROM job_status WHERE job_id=$1", job_id
@@ -79,7 +75,7 @@ async def test_no_secret_in_logs_errors_or_rows(database_url: str) -> None:
         stored = [row["error_message"] or "", run_error or "", job.error_message or ""]
     finally:
         proc.terminate()
-        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=HANG)
         await rt.close()
         await fake.close()
         server.close()

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from pipeline_helpers import wait_row
+from pipeline_helpers import HANG, make_stocks, wait_row
 
 from jobqueue import JobState
 from pipeline.ai import AnthropicLLM, register_fixture
@@ -24,36 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "ai"))
 from fake_anthropic import API_KEY, FakeAnthropic
 
 pytestmark = pytest.mark.integration
-
-
-async def make_stocks(
-    rt: Runtime, n: int = 5, status: str = "analyzing"
-) -> tuple[UUID, list[UUID]]:
-    """A run with one approved sub-sector and `n` ranked stocks."""
-    pool = rt.pool
-    run = await pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, status) VALUES ('u', 'Tech', "
-        "'in_progress') RETURNING id"
-    )
-    sub = await pool.fetchval(
-        "INSERT INTO sub_sector (sector_analysis_id, name, thesis, status) VALUES ($1, 'Chips', "
-        "'A thesis about chips', 'analyzing') RETURNING id",
-        run,
-    )
-    tickers = ["NVDA", "AMD", "AVGO", "MSFT", "AAPL", "CRM", "V", "JPM", "KO", "PG"]
-    stocks = []
-    for rank in range(1, n + 1):
-        stocks.append(
-            await pool.fetchval(
-                "INSERT INTO stock (sub_sector_id, ticker, name, rank, rationale, status) "
-                "VALUES ($1, $2, $2, $3, 'ranked for a reason', $4) RETURNING id",
-                sub,
-                tickers[rank - 1],
-                rank,
-                status,
-            )
-        )
-    return sub, stocks
 
 
 async def progress_events(rt: Runtime, queue: str, job_id: str) -> list[int]:
@@ -169,7 +139,7 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
 ) -> None:
     fake = await FakeAnthropic().start()
     fake.text_blocks = ["A deep analysis of the company. " * 20]
-    llm = AnthropicLLM(API_KEY, base_url=fake.base_url, timeout=5.0)
+    llm = AnthropicLLM(API_KEY, base_url=fake.base_url, timeout=HANG)
     runtime.use_llm(llm)
     try:
         fake.enqueue("429-ms")  # retry-after-ms: 1500, then "ok"
@@ -178,13 +148,7 @@ async def test_429_from_real_client_defers_without_spending_an_attempt(
         job = await enqueue("stock-analysis", {"stock_id": stock}, runtime=runtime)
         q = runtime.queues["stock-analysis"]
 
-        async def done() -> bool:
-            return await q.get_job_state(job.id) == JobState.COMPLETED
-
-        for _ in range(500):
-            if await done():
-                break
-            await asyncio.sleep(0.02)
+        await job.wait_until_finished(timeout=HANG)
         got = await q.get_job(job.id)
         assert got is not None and got.state == JobState.COMPLETED
         assert got.max_attempts == 1 and got.attempts_made == 1  # the 429 spent nothing

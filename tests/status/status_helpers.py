@@ -15,20 +15,23 @@ from servers import free_port
 
 from jobqueue import QueueKeys
 
+#: Seconds a wait may last before the test fails: a bound on a hang, never a speed requirement.
+HANG = 120.0
+
 
 def uid(prefix: str = "job") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
+    predicate: Callable[[], Awaitable[bool]], timeout: float = HANG, what: str = "condition"
 ) -> None:
     """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not await predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # paces the polling; decides nothing
 
 
 class Stream:

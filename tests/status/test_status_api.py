@@ -167,3 +167,34 @@ async def test_cleanup_old_jobs_pg(pool: asyncpg.Pool) -> None:
     assert await st.get_job_status(recent_done) is not None
     with pytest.raises(ValueError, match="negative"):
         await st.cleanup_old_jobs_pg(-1)
+
+
+def test_names_stay_where_users_import_them() -> None:
+    """The split (API in status, rules in status_model, folding in status_fold) moved nothing
+    out of reach: `pipeline.status` and `pipeline` export what they did."""
+    import importlib
+
+    import pipeline
+    from pipeline import status_fold, status_model
+
+    assert st.__all__ == [
+        "FINISHED",
+        "UNKNOWN_JOB_TYPE",
+        "JobStatusName",
+        "JobStatusRow",
+        "StatusChange",
+        "apply_changes",
+        "cleanup_old_jobs_pg",
+        "create_job_status",
+        "get_job_status",
+        "get_jobs_by_related_id",
+        "update_job_status",
+    ]
+    for name in st.__all__:
+        assert hasattr(st, name), name
+    assert st.StatusChange is status_fold.StatusChange
+    assert st.JobStatusRow is status_model.JobStatusRow is pipeline.JobStatusRow
+    for name in ("create_job_status", "get_job_status", "get_jobs_by_related_id"):
+        assert getattr(pipeline, name) is getattr(st, name)
+    for module in (status_fold, status_model, importlib.import_module("pipeline.mirror")):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__

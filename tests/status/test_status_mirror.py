@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from status_helpers import Stream, uid, wait_until
+from status_helpers import HANG, Stream, uid, wait_until
 
 from pipeline import status as st
 from pipeline.mirror import StatusMirror
@@ -134,6 +135,30 @@ async def test_delayed_add_removed_and_unknown_jobs(
         "sub-9",
         "active",
     )
+
+
+async def test_queue_level_events_are_skipped_quietly(
+    stream: Stream,
+    make_mirror: MakeMirror,
+    redis_client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`paused`/`resumed` concern no job: no row, no warning; an entry without `ev` warns."""
+    mirror = make_mirror([stream.queue])
+    job_id = uid()
+    await redis_client.xadd(stream.key, {"ev": "paused", "ts": "1"})
+    await redis_client.xadd(stream.key, {"ev": "resumed", "ts": "2"})
+    await stream.emit("added", job_id, name="t", st="waiting")
+    with caplog.at_level(logging.WARNING, logger="pipeline.mirror"):
+        assert await drain(mirror) == 3
+    assert caplog.records == []
+    assert (await row(job_id)).status == "waiting"
+    bad = await redis_client.xadd(stream.key, {"id": uid(), "what": "no ev"})
+    with caplog.at_level(logging.WARNING, logger="pipeline.mirror"):
+        assert await drain(mirror) == 1
+    [record] = caplog.records
+    assert "malformed" in record.getMessage() and bad.decode() in record.getMessage()
+    assert await stream.pending() == 0
 
 
 async def test_secrets_and_nul_never_reach_rows(stream: Stream, make_mirror: MakeMirror) -> None:
@@ -284,7 +309,7 @@ async def test_resp2_and_resp3_clients(
 
 
 async def test_run_and_close(stream: Stream, make_mirror: MakeMirror) -> None:
-    """run() applies events as they come and returns promptly on close()."""
+    """run() applies events as they come and returns on close()."""
     mirror = make_mirror([stream.queue])
     task = asyncio.create_task(mirror.run())
     job_id = uid()
@@ -296,8 +321,8 @@ async def test_run_and_close(stream: Stream, make_mirror: MakeMirror) -> None:
         return found is not None and found.status == "active"
 
     await wait_until(active, what="the live event to be mirrored")
-    await asyncio.wait_for(mirror.close(), 5)
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(mirror.close(), HANG)  # bounds a hang only
+    await asyncio.wait_for(task, HANG)
     assert mirror.stats.failures == 0
 
 

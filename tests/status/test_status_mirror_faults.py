@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from status_helpers import Stream, TcpProxy, uid, wait_until
+from status_helpers import HANG, Stream, TcpProxy, uid, wait_until
 
 from pipeline import db
 from pipeline import status as st
@@ -65,7 +65,11 @@ async def test_postgres_outage_loses_nothing(
     caplog.set_level(logging.INFO, logger="pipeline.mirror")
     proxy = await make_proxy(migrated_url)
     mirror = make_mirror(
-        [stream.queue], pool=None, database_url=proxy.url_for(migrated_url), log_interval=60
+        # one log line per hour: however long the failures below take, they fall in one interval
+        [stream.queue],
+        pool=None,
+        database_url=proxy.url_for(migrated_url),
+        log_interval=3600,
     )
     task = asyncio.create_task(mirror.run())
     jobs = [uid() for _ in range(20)]
@@ -89,7 +93,7 @@ async def test_postgres_outage_loses_nothing(
     await wait_until(lambda: _eq(stream.pending(), 0), what="entries acknowledged")
     assert any("recovered" in r.getMessage() for r in caplog.records)
     await mirror.close()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(task, HANG)
 
 
 async def test_killed_connections_lose_nothing(
@@ -118,7 +122,7 @@ async def test_killed_connections_lose_nothing(
         await wait_until(lambda: _eq(statuses(jobs), {"completed"}), what="all rows completed")
         await wait_until(lambda: _eq(stream.pending(), 0), what="entries acknowledged")
         await mirror.close()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, HANG)
     finally:
         await mirror_pool.close()
 
@@ -186,8 +190,8 @@ async def test_redis_outage_then_resume(
     proxy = await make_proxy(redis_url)
     client = aioredis.Redis.from_url(
         proxy.url_for(redis_url),
-        socket_timeout=2,
-        socket_connect_timeout=1,
+        socket_timeout=30,
+        socket_connect_timeout=30,
         retry=Retry(NoBackoff(), 0),
     )
     try:
@@ -204,7 +208,7 @@ async def test_redis_outage_then_resume(
         await wait_until(lambda: _eq(statuses(jobs), {"completed"}), what="rows after the outage")
         await wait_until(lambda: _eq(stream.pending(), 0), what="entries acknowledged")
         await mirror.close()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, HANG)
     finally:
         await client.aclose()
 

@@ -152,7 +152,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # bounds a hang only
         env={**os.environ, **(env or {})},
         check=False,
     )

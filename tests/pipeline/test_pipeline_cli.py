@@ -1,0 +1,172 @@
+"""`python -m pipeline run / approve / status / migrate` as real processes against the test Redis
+and PostgreSQL: exit codes, what they print, and what they leave in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import HANG
+
+from pipeline.runtime import Runtime
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+UUID_LINE = re.compile(r"^\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+\S")
+STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed)\s+(\d+)%\s+(\S+)")
+
+
+def cli_env(rt: Runtime, **extra: str) -> dict[str, str]:
+    """The environment of a pipeline process on the test servers, with test timings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIPELINE_", "ANTHROPIC_")) and k not in ("REDIS_URL", "DATABASE_URL")
+    }
+    s = rt.settings
+    env.update(
+        {
+            "REDIS_URL": s.redis_url or "",
+            "DATABASE_URL": s.database_url or "",
+            "PIPELINE_PREFIX": s.prefix,
+            "PIPELINE_LLM_MODE": "offline",
+            "PIPELINE_REJECTION_DELAY": "0.05",
+            "PIPELINE_RETRY_SCALE": "0.01",
+            "PIPELINE_DRAIN_DELAY": "0.3",
+            "PIPELINE_STALL_INTERVAL": "0.2",
+            "PIPELINE_SHUTDOWN_GRACE": "1",
+            "PIPELINE_STOCKS_TO_ANALYZE": "2",
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+    )
+    return env
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Run `python -m pipeline ARGS` to its end; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), HANG)  # bounds a hang only
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_run_with_auto_approve(runtime: Runtime) -> None:
+    code, out, err = await cli(
+        cli_env(runtime), "run", "Technology", "--auto-approve", "--timeout", str(HANG)
+    )
+    assert code == 0, err
+    run_id = re.search(r"^run (\S+): researching 'Technology'$", out, re.M)
+    assert run_id, out
+    run = uuid.UUID(run_id.group(1))
+    assert f"Technology: run {run} is completed" in out
+    status = await runtime.pool.fetchval("SELECT status FROM sector_analysis WHERE id=$1", run)
+    assert status == "completed"
+    # the summary waited for the mirror: the jobs it counts are all the run's rows, finished
+    rows = await runtime.pool.fetch("SELECT status FROM job_status WHERE related_id=$1", str(run))
+    assert {r["status"] for r in rows} == {"completed"}
+    assert f"jobs: {len(rows)};" in out
+    assert re.search(r"model calls: [1-9]", out)
+
+
+async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime) -> None:
+    env = cli_env(runtime)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        "Energy",
+        "--timeout",
+        str(HANG),
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = asyncio.create_task(proc.stderr.read())
+    try:
+        head: list[str] = []
+        sub_sector = None
+        while sub_sector is None:
+            line = (await asyncio.wait_for(proc.stdout.readline(), HANG)).decode()
+            assert line, f"run ended before listing the sub-sectors: {head}"
+            head.append(line)
+            match = UUID_LINE.match(line)
+            if match and any("awaiting approval" in h for h in head):
+                sub_sector = match.group(1)
+        run = uuid.UUID(re.search(r"^run (\S+):", head[0]).group(1))  # type: ignore[union-attr]
+
+        code, out, err = await cli(env, "approve", sub_sector)
+        assert (code, out.strip()) == (0, f"approved; ranking job stock-ranking:{sub_sector}"), err
+        code, again, err = await cli(env, "approve", sub_sector)
+        assert (code, again) == (0, out), err  # approving twice enqueues once
+
+        rest = (await asyncio.wait_for(proc.stdout.read(), HANG)).decode()
+        assert await asyncio.wait_for(proc.wait(), HANG) == 0, await stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert f"Energy: run {run} is completed" in rest
+    approved = await runtime.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub_sector)
+    assert approved == "completed"
+
+    code, out, err = await cli(env, "status", str(run))
+    assert code == 0, err
+    lines = [STATUS_LINE.match(line) for line in out.splitlines()]
+    assert lines and all(lines), out
+    rows = await runtime.pool.fetch(
+        "SELECT job_id, job_type, status, progress FROM job_status WHERE related_id=$1", str(run)
+    )
+    shown = {(m.group(4), m.group(1), m.group(2), int(m.group(3))) for m in lines if m}
+    assert shown == {(r["job_id"], r["job_type"], r["status"], r["progress"]) for r in rows}
+    assert {m.group(1) for m in lines if m} == {
+        "sector-research",
+        "stock-ranking",
+        "stock-analysis",
+        "judge-review",
+        "format-insights",
+    }
+
+
+async def test_approve_and_status_errors(runtime: Runtime) -> None:
+    env = cli_env(runtime)
+    unknown = str(uuid.uuid4())
+    code, out, err = await cli(env, "approve", unknown)
+    assert (code, out) == (2, "")
+    assert f"error: invalid stock-ranking payload: no sub-sector {unknown}" in err
+    code, out, err = await cli(env, "approve", "not-a-uuid")
+    assert (code, out) == (2, "")
+    assert "error:" in err
+    code, out, err = await cli(env, "status", unknown)
+    assert (code, out) == (0, "")  # a run without jobs shows nothing
+    no_urls = {k: v for k, v in env.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    code, out, err = await cli(no_urls, "approve", unknown)
+    assert (code, err.strip()) == (2, "error: set REDIS_URL and DATABASE_URL")
+    code, out, err = await cli(no_urls, "status", unknown)
+    assert (code, err.strip()) == (2, "error: set DATABASE_URL")
+    code, out, err = await cli(env, "bogus")
+    assert code == 2 and "invalid choice" in err
+
+
+async def test_migrate(runtime: Runtime) -> None:
+    code, out, err = await cli(cli_env(runtime), "migrate")
+    assert code == 0, err
+    assert "schema version" in out

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,11 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError("worker process did not exit")
+                # what it waits for: worker_proc.py writes its tasks' stacks on SIGUSR1
+                self.proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(AssertionError):
+                    await self.logged("TASK ", timeout=5)
+                raise AssertionError(f"worker process did not exit; its log:\n{self.stderr()}")
             await asyncio.sleep(0.02)
         return self.proc.returncode
 

@@ -7,7 +7,11 @@ Modes (the handler's behaviour): `record` records each start and end (pid, time)
 `"gate": true`, then sleeps `job.data["sleep"]` seconds (asyncio); `block` blocks the event
 loop (so leases are not renewed) until `<prefix>:test:release` exists, records its end from
 inside the block and returns without awaiting anything; `first-hangs` hangs on a job's first
-run and completes on later runs. Prints "ready" once the worker runs.
+run and completes on later runs. Prints "ready" once the worker runs. SIGUSR1 writes the
+stack of every task to the log (what a hung worker is waiting for).
+
+Handlers reach Redis through `jobqueue.connect`: a plain redis-py client (socket timeout 5 s by
+default) can drop the worker's cancellation on Python 3.11 (see jobqueue.core.connection).
 """
 
 from __future__ import annotations
@@ -16,17 +20,30 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
-from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker
+from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker, connect
 
 # a blocked or gated handler gives up after this long: a test never waits that long
 _GIVE_UP = 120.0
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"TASK {task.get_name()} cancelling={task.cancelling()}", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):
+            frame = coro.cr_frame
+            if frame is not None:
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+            coro = coro.cr_await
+    sys.stderr.flush()
 
 
 def _block_until(client: redis.Redis, key: str) -> None:
@@ -52,7 +69,7 @@ async def main() -> None:
             cfg[key] = tuple(cfg[key])
     config = QueueConfig(**cfg)
     queue = Queue(config, redis=url, prefix=prefix)
-    side = aioredis.Redis.from_url(url)
+    side = connect(url)
     sync_side = redis.Redis.from_url(url)
     log_key = f"{prefix}:test:log"
     pid = os.getpid()
@@ -85,6 +102,7 @@ async def main() -> None:
         return {"pid": pid}
 
     worker = Worker(queue, handler, concurrency=concurrency, shutdown_grace=grace)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     print("ready", flush=True)
     await worker.run()
     await side.aclose()

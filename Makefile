@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast test-repeat lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+# The proof that the suite does not flake: RUNS runs in a row while LOAD busy processes keep
+# the cores busy (e.g. `make test-repeat RUNS=3 PYTEST_ARGS="tests/engine tests/ops"`).
+RUNS ?= 10
+LOAD ?= 2
+test-repeat: $(STAMP)
+	$(BIN)/python scripts/repeat_under_load.py --runs $(RUNS) --load $(LOAD) -- $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -45,4 +52,4 @@ bench:
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .test-repeat

@@ -1,14 +1,20 @@
-"""Helpers for engine tests: worker subprocesses and waiting on conditions (never sleep-and-hope)."""
+"""Helpers for engine tests: worker subprocesses, waiting on conditions (never sleep-and-hope),
+the Redis clock, and a MONITOR of a private server to count the commands a client sends."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,12 @@ import redis.asyncio as aioredis
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
+# Deadlines only bound a hang: a slow or loaded machine must never reach them.
+HANG = 30.0
+
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, what: str = "condition"
+    predicate: Callable[[], Awaitable[bool]], *, timeout: float = HANG, what: str = "condition"
 ) -> None:
     """Re-check `predicate` (a cheap Redis read) until it holds, or fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -31,8 +40,23 @@ async def wait_for(
         await asyncio.sleep(0.02)
 
 
+async def redis_ms(client: aioredis.Redis) -> int:
+    """The Redis server's clock in ms (the clock every script uses)."""
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def wait_redis_clock(client: aioredis.Redis, at_least_ms: int) -> None:
+    """Wait until the Redis clock reads `at_least_ms` or later."""
+
+    async def reached() -> bool:
+        return await redis_ms(client) >= at_least_ms
+
+    await wait_for(reached, what=f"the redis clock to reach {at_least_ms}")
+
+
 class WorkerProcess:
-    """A `worker_proc.py` subprocess."""
+    """A `worker_proc.py` subprocess; its log (stderr) goes to a file readable at any time."""
 
     def __init__(
         self,
@@ -45,25 +69,29 @@ class WorkerProcess:
     ) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "worker_proc.py"),
-                url,
-                prefix,
-                json.dumps(config),
-                mode,
-                str(concurrency),
-                str(grace),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=str(ROOT),
-        )
+        fd, name = tempfile.mkstemp(prefix="jq-worker-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "worker_proc.py"),
+                    url,
+                    prefix,
+                    json.dumps(config),
+                    mode,
+                    str(concurrency),
+                    str(grace),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                cwd=str(ROOT),
+            )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if "ready" not in line:
+            self.close()
             raise RuntimeError(f"worker did not start: {line} {self.stderr()}")
 
     @property
@@ -71,34 +99,141 @@ class WorkerProcess:
         return self.proc.pid
 
     def stderr(self) -> str:
-        if self.proc.poll() is None:
+        """What the worker logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
             return ""
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read().decode(errors="replace")
+
+    async def logged(self, text: str, *, timeout: float = HANG) -> None:
+        """Wait until the worker's log contains `text`."""
+
+        async def seen() -> bool:
+            return text in self.stderr()
+
+        await wait_for(seen, timeout=timeout, what=f"worker log line {text!r}")
 
     def kill(self) -> None:
         self.proc.kill()
-        self.proc.wait(10)
+        self.proc.wait(HANG)
 
     def terminate(self) -> None:
         self.proc.terminate()
 
-    async def wait(self, timeout: float = 30.0) -> int:
+    async def wait(self, timeout: float = HANG) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError("worker process did not exit")
+                # what it waits for: worker_proc.py writes its tasks' stacks on SIGUSR1
+                self.proc.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(AssertionError):
+                    await self.logged("TASK ", timeout=5)
+                raise AssertionError(f"worker process did not exit; its log:\n{self.stderr()}")
             await asyncio.sleep(0.02)
         return self.proc.returncode
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+            self.proc.wait(HANG)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log_path.unlink(missing_ok=True)
 
 
 async def read_log(client: aioredis.Redis, prefix: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in await client.lrange(f"{prefix}:test:log", 0, -1)]
+
+
+async def open_gate(client: aioredis.Redis, prefix: str) -> None:
+    """Let the handlers of jobs with `{"gate": true}` (worker_proc.py) go on."""
+    await client.set(f"{prefix}:test:gate", 1)
+
+
+# -- counting the commands clients send ---------------------------------------------------
+
+
+@dataclass
+class Window:
+    """The commands clients sent between two markers, and how long that was (server clock)."""
+
+    seconds: float
+    commands: list[list[str]] = field(default_factory=list)
+
+    def count(self, name: str, *args: str) -> int:
+        """How many commands named `name` (whose first arguments are `args`)."""
+        n = len(args)
+        return sum(
+            1 for c in self.commands if c[0].upper() == name.upper() and c[1 : 1 + n] == list(args)
+        )
+
+    def names(self) -> Counter[str]:
+        return Counter(c[0].upper() for c in self.commands)
+
+
+class CommandMonitor:
+    """MONITOR of a server: every command its clients send (not those scripts run inside).
+
+    Use it on a server of the test's own, where every client is the test's.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._monitor = aioredis.Redis.from_url(url)
+        self._marker = aioredis.Redis.from_url(url)
+        self._seen: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> CommandMonitor:
+        ready = asyncio.get_running_loop().create_future()
+
+        async def collect() -> None:
+            async with self._monitor.monitor() as m:
+                ready.set_result(None)
+                while True:
+                    self._seen.append(await m.next_command())
+
+        self._task = asyncio.create_task(collect())
+        await asyncio.wait_for(ready, HANG)
+        await self._marker.ping()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+        await self._monitor.aclose()
+        await self._marker.aclose()
+
+    def sent(self, name: str) -> bool:
+        """Whether a client sent a command named `name` so far."""
+        return any(
+            e["client_type"] != "lua" and e["command"].split(" ", 1)[0].upper() == name.upper()
+            for e in self._seen
+        )
+
+    async def _mark(self, label: str) -> dict[str, Any]:
+        await self._marker.echo(label)
+
+        async def seen() -> bool:
+            return any(e["command"] == f"ECHO {label}" for e in self._seen)
+
+        await wait_for(seen, what=f"MONITOR to show {label}")
+        return next(e for e in self._seen if e["command"] == f"ECHO {label}")
+
+    @contextlib.asynccontextmanager
+    async def window(self) -> AsyncIterator[Window]:
+        """Count what clients (other than the markers) send inside the `async with` block."""
+        tag = os.urandom(4).hex()
+        start = await self._mark(f"window-start-{tag}")
+        result = Window(0.0)
+        yield result
+        end = await self._mark(f"window-end-{tag}")
+        i, j = self._seen.index(start), self._seen.index(end)
+        marker_port = start["client_port"]
+        for entry in self._seen[i + 1 : j]:
+            if entry["client_type"] == "lua" or entry["client_port"] == marker_port:
+                continue
+            result.commands.append(entry["command"].split())
+        result.seconds = float(end["time"]) - float(start["time"])

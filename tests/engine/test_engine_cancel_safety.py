@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 
 import pytest
+from engine_helpers import HANG
 
 from jobqueue.core.connection import CancelSafeConnection, connect
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_cancellations_are_never_lost(redis_url: str, prefix: str) -> None:
-    client = connect(redis_url, socket_timeout=5)
+    client = connect(redis_url, socket_timeout=HANG)
     assert client.connection_pool.connection_class is CancelSafeConnection
     key = f"{prefix}:cancel-probe"
 
@@ -29,14 +30,15 @@ async def test_cancellations_are_never_lost(redis_url: str, prefix: str) -> None
             await asyncio.sleep(0.0003 * (i % 7))
             task.cancel()
             try:
-                await asyncio.wait_for(asyncio.shield(task), 2)
+                # a lost cancellation loops for ever: the deadline only bounds that hang
+                await asyncio.wait_for(asyncio.shield(task), HANG)
             except asyncio.CancelledError:
                 pass
             except TimeoutError:
                 lost += 1
                 task.cancel()
                 with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, 2)
+                    await asyncio.wait_for(task, HANG)
     finally:
         await client.aclose()
     assert lost == 0

@@ -1,4 +1,7 @@
-"""Lua contract tests: each script's effect, codes and fencing, on Redis 7 and on Valkey."""
+"""Lua contract tests: each script's effect, codes and fencing, on Redis 7 and on Valkey.
+
+Times are compared on the Redis clock (the one the scripts use) and only as lower bounds: a
+delay is shown not to end early, never to end within a short time."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from engine_helpers import HANG, wait_for, wait_redis_clock
+from redis.exceptions import ResponseError
 
 from jobqueue import InvalidJobError, JobState, LeaseLostError, PayloadTooLargeError, Queue
 from jobqueue.core.replies import Outcome, Retention, TakeLimits, raise_for_code
@@ -32,17 +37,35 @@ async def take(
 
 
 async def take_when_due(
-    q: Queue, n: int, worker: str = "w1", timeout: float = 10.0
+    q: Queue, n: int, worker: str = "w1", timeout: float = HANG, max_hint: int | None = None
 ) -> list[tuple[str, str, int]]:
     """Take as soon as something is due, sleeping as the script's hint says (a bound on a
-    hang only: being late is never a failure)."""
+    hang only: being late is never a failure). Every take that comes back empty must give a
+    hint in (0, max_hint] ms."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         hint, jobs = await take(q, n, worker)
         if jobs:
             return jobs
+        if max_hint is not None:
+            assert 0 < hint <= max_hint, hint
         assert asyncio.get_running_loop().time() < deadline, "nothing became due"
         await asyncio.sleep(max(hint, 1) / 1000)
+
+
+async def event_ts(q: Queue, job_id: str, name: str) -> list[int]:
+    """The Redis times (ms) of a job's events named `name`, oldest first."""
+    return [int(e["ts"]) for e in await events(q) if e.get("id") == job_id and e["ev"] == name]
+
+
+async def recover_until(q: Queue, expected: list[int], max_stalls: int = 1) -> None:
+    """Run the stall check until it reports `expected` ([requeued, failed]): a lease expires
+    on the Redis clock, whenever that is."""
+
+    async def reported() -> bool:
+        return await recover(q, max_stalls=max_stalls) == expected
+
+    await wait_for(reported, what=f"the stall check to report {expected}")
 
 
 async def finish(
@@ -112,10 +135,13 @@ async def test_delayed_job_waits_then_runs(make_queue: Any) -> None:
     q = make_queue()
     job = await q.add("later", None, delay=0.3)
     assert await q.get_job_state(job.id) == JobState.DELAYED
-    hint, jobs = await take(q, 1)
-    assert jobs == [] and 0 < hint <= 300
-    jobs = await take_when_due(q, 1)
+    # every early take gets nothing and a hint of at most the delay...
+    jobs = await take_when_due(q, 1, max_hint=300)
     assert [j[0] for j in jobs] == [job.id]
+    # ...and the take that got it came no sooner than the delay, on the Redis clock
+    [added] = await event_ts(q, job.id, "added")
+    [active] = await event_ts(q, job.id, "active")
+    assert active - added >= 300
 
 
 async def test_lost_lease_is_fenced(make_queue: Any) -> None:
@@ -123,8 +149,7 @@ async def test_lost_lease_is_fenced(make_queue: Any) -> None:
     job = await q.add("x", None)
     _, [(jid, tok1, attempt)] = await take(q, 1, "w1", lease_ms=50)
     assert attempt == 1
-    await asyncio.sleep(0.08)
-    assert await recover(q) == [1, 0]
+    await recover_until(q, [1, 0])
     assert await q.get_job_state(job.id) == JobState.WAITING
     _, [(_, tok2, attempt2)] = await take(q, 1, "w2")
     assert tok2 != tok1 and attempt2 == 1  # a stall does not spend an attempt
@@ -142,18 +167,18 @@ async def test_lost_lease_is_fenced(make_queue: Any) -> None:
 async def test_stalled_too_often_fails(make_queue: Any) -> None:
     q = make_queue()
     job = await q.add("x", None)
-    for _ in range(2):
+    for expected in ([1, 0], [0, 1]):
         await take(q, 1, lease_ms=1)
-        await asyncio.sleep(0.01)
-        await recover(q, max_stalls=1)
+        await recover_until(q, expected, max_stalls=1)
     got = await q.get_job(job.id)
     assert got is not None and got.state == JobState.FAILED and got.error_type == "STALLED"
 
 
 async def test_stall_check_runs_once_per_interval(make_queue: Any) -> None:
     q = make_queue()
-    assert (await recover(q, lock_ms=10_000))[0] >= 0
-    assert await recover(q, lock_ms=10_000) == [-1]
+    # a lock far longer than the test: only the lock can explain the refusal
+    assert (await recover(q, lock_ms=600_000))[0] >= 0
+    assert await recover(q, lock_ms=600_000) == [-1]
 
 
 async def test_retry_then_final_failure(make_queue: Any) -> None:
@@ -164,10 +189,10 @@ async def test_retry_then_final_failure(make_queue: Any) -> None:
     got = await q.get_job(jid)
     assert got is not None and got.state == JobState.DELAYED and got.attempts_made == 1
     assert got.error_message == "boom"
-    hint, jobs = await take(q, 1)
-    assert jobs == [] and 0 < hint <= 40
-    [(_, tok, attempt)] = await take_when_due(q, 1)
+    [(_, tok, attempt)] = await take_when_due(q, 1, max_hint=40)
     assert attempt == 2
+    [retrying] = await event_ts(q, jid, "retrying")
+    assert (await event_ts(q, jid, "active"))[1] - retrying >= 40  # not before its delay
     assert await finish(q, [(jid, tok, "f", "boom again", "NETWORK_ERROR", 40, 2)]) == [1]
     got = await q.get_job(job.id)
     assert got is not None and got.state == JobState.FAILED and got.attempts_made == 2
@@ -195,15 +220,19 @@ async def test_rate_limit_deferral_spends_no_attempt_and_holds_queue(make_queue:
     await q.add("x", None, job_id="j1")
     await q.add("x", None, job_id="j2")
     _, [(jid, tok, _)] = await take(q, 1)
-    assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 300, 1)]) == [2]
+    # a hold far longer than the test: only the hold can explain an empty take
+    assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 600_000, 1)]) == [2]
     got = await q.get_job(jid)
     assert got is not None and got.state == JobState.DELAYED and got.attempts_made == 0
     hint, jobs = await take(q, 5)  # j2 is ready, but the whole queue is held
-    assert jobs == [] and 0 < hint <= 300
+    assert jobs == [] and 0 < hint <= 600_000
+    assert 0 < await q.redis.pttl(q.keys.limited) <= 600_000
     await q.redis.delete(q.keys.limited)
     _, jobs = await take(q, 5)
-    assert [j[0] for j in jobs] == ["j2"]
-    # past the cap on deferrals the job fails
+    assert [j[0] for j in jobs] == ["j2"]  # j1 still waits out its own deferral
+    # past the cap on deferrals the job fails: make j1 due now (its deferral is not the
+    # point here) and defer it once more
+    await q.redis.zadd(q.keys.delayed, {jid: 0}, xx=True)
     [(jid, tok, _)] = await take_when_due(q, 1)
     assert await finish(q, [(jid, tok, "r", "429", "RATE_LIMIT", 10, 1)]) == [1]
     got = await q.get_job(jid)
@@ -238,11 +267,16 @@ async def test_token_bucket(make_queue: Any) -> None:
     q = make_queue(rate_limit=RateLimit(max=3, per=1.0))
     await q.add_bulk([("x", i) for i in range(10)])
     _, jobs = await take(q, 10)
-    assert len(jobs) == 3
-    hint, jobs = await take(q, 10)
-    assert jobs == [] and 0 < hint <= 334
-    jobs = await take_when_due(q, 10)
-    assert len(jobs) == 1
+    assert len(jobs) == 3  # a full bucket
+    # then one token per 333 ms: each empty take hints at most that long, and by Redis time t
+    # (ms after the first take) at most 3 + 3 * t / 1000 jobs have started
+    taken = 3
+    while taken < 6:
+        taken += len(await take_when_due(q, 10, max_hint=334))
+    times = sorted(int(e["ts"]) for e in await events(q) if e["ev"] == "active")
+    assert len(times) == taken
+    for i, t in enumerate(times):
+        assert i + 1 <= 3 + 3 * (t - times[0]) / 1000 + 1, (i, t - times[0])  # +1: ms rounding
 
 
 async def test_pause_and_resume(make_queue: Any) -> None:
@@ -276,7 +310,8 @@ async def test_retention_by_age(make_queue: Any) -> None:
     await q.add_bulk([{"name": "x", "job_id": f"j{i}"} for i in range(2)])
     _, jobs = await take(q, 2)
     await finish(q, [(jobs[0][0], jobs[0][1], "f", "e", "UNKNOWN", -1, 1)])
-    await asyncio.sleep(0.1)
+    [failed_at] = await event_ts(q, "j0", "failed")
+    await wait_redis_clock(q.redis, failed_at + 51)  # j0 is now older than 50 ms
     await finish(q, [(jobs[1][0], jobs[1][1], "f", "e", "UNKNOWN", -1, 1)])
     assert await q.get_job("j0") is None
     assert (await q.get_job_counts())["failed"] == 1
@@ -295,6 +330,47 @@ async def test_progress_is_fenced_and_recorded(make_queue: Any) -> None:
         "p": "40",
         "ts": (await events(q))[-1]["ts"],
     }
+
+
+async def test_event_stream_is_capped(make_queue: Any) -> None:
+    maxlen = 50
+    q = make_queue(events_maxlen=maxlen)
+    # `XADD MAXLEN ~` trims whole macro nodes only: the stream keeps at least `maxlen`
+    # entries, and fewer than one node (stream-node-max-entries) more
+    try:
+        config = await q.redis.config_get("stream-node-max-entries")
+        node = int(config["stream-node-max-entries"])
+    except ResponseError:  # fakeredis has no CONFIG (and trims exactly): Redis's default
+        node = 100
+    assert node > 0
+
+    async def length_within_cap() -> int:
+        length = int(await q.redis.xlen(q.keys.events))
+        assert maxlen <= length < maxlen + node, (length, maxlen, node)
+        return length
+
+    n = 3 * node
+    await q.add_bulk([{"name": "x", "job_id": f"j{i}"} for i in range(n)])  # n `added`
+    await length_within_cap()
+    _, jobs = await take(q, n)  # n `active`
+    assert len(jobs) == n
+    await length_within_cap()
+    for i in range(0, n, 50):  # n `completed`, in batches as workers report them
+        batch = [(jid, tok, "c", "null", "", 0, 0) for jid, tok, _ in jobs[i : i + 50]]
+        assert await finish(q, batch) == [1] * len(batch)
+        await length_within_cap()
+    kept = await events(q)
+    assert kept[-1] == {"ev": "completed", "id": f"j{n - 1}", "a": "1", "ts": kept[-1]["ts"]}
+    assert all(e["ev"] != "added" for e in kept)  # the oldest went first
+
+
+async def test_no_events_when_the_stream_is_off(make_queue: Any) -> None:
+    q = make_queue(events_maxlen=0)
+    await q.add("x", None, job_id="quiet")
+    _, [(jid, tok, _)] = await take(q, 1)
+    assert await finish(q, [(jid, tok, "c", "null", "", 0, 0)]) == [1]
+    assert not await q.redis.exists(q.keys.events)
+    assert await q.get_job_state("quiet") == JobState.COMPLETED
 
 
 @pytest.mark.parametrize(

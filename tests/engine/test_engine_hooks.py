@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from engine_helpers import wait_for
+from engine_helpers import HANG, wait_for
 
 from jobqueue import (
     ConfigError,
@@ -56,7 +56,7 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
     async def check() -> bool:
         return predicate()
 
-    await wait_for(check, timeout=10, what=what)
+    await wait_for(check, timeout=HANG, what=what)
 
 
 async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop(start: Any) -> None:
@@ -69,7 +69,7 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop(start: An
         seen["current"] = get_current_job()
         # blocks its thread until the async job below has run: had it blocked the event
         # loop, that job could never run and this one never end
-        assert release.wait(timeout=20), "the event loop was blocked"
+        assert release.wait(timeout=HANG), "the event loop was blocked"
         return {"n": job.data["n"] * 2}
 
     async def freeing(job: Job) -> str:
@@ -79,8 +79,8 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop(start: An
     q, _ = await start({"blocking": blocking, "freeing": freeing}, concurrency=2)
     slow = await q.add("blocking", {"n": 21})
     fast = await q.add("freeing", None)
-    assert await fast.wait_until_finished(timeout=20) == "freed"
-    assert await slow.wait_until_finished(timeout=20) == {"n": 42}
+    assert await fast.wait_until_finished(timeout=HANG) == "freed"
+    assert await slow.wait_until_finished(timeout=HANG) == {"n": 42}
     assert seen["thread"] != loop_thread
     assert seen["current"] is not None and seen["current"].id == slow.id
 
@@ -92,7 +92,7 @@ async def test_sync_handler_errors_are_classified(start: Any) -> None:
     q, _ = await start(broken, attempts=3)
     job = await q.add("x", None)
     with pytest.raises(Exception, match="no way"):
-        await job.wait_until_finished(timeout=20)
+        await job.wait_until_finished(timeout=HANG)
     got = await q.get_job(job.id)
     assert got is not None and got.state == JobState.FAILED and got.attempts_made == 1
 
@@ -106,7 +106,7 @@ async def test_get_current_job_in_an_async_handler(start: Any) -> None:
 
     q, _ = await start(handler)
     job = await q.add("x", None)
-    assert await job.wait_until_finished(timeout=20) == job.id
+    assert await job.wait_until_finished(timeout=HANG) == job.id
     assert await q.get_job_logs(job.id) == ["hello from inside"]
     assert get_current_job() is None
 
@@ -143,9 +143,9 @@ async def test_hooks_see_a_job_through_its_life(start: Any) -> None:
     )
     ok = await q.add("x", "ok", job_id="ok")
     bad = await q.add("x", "fail", job_id="bad")
-    await ok.wait_until_finished(timeout=20)
+    await ok.wait_until_finished(timeout=HANG)
     with pytest.raises(Exception, match="for good"):
-        await bad.wait_until_finished(timeout=20)
+        await bad.wait_until_finished(timeout=HANG)
     await until(lambda: sum(c[0] == "failed" for c in calls) == 2, "both failure hooks")
     assert ("active", "ok", 1) in calls and ("progress", "ok", 30) in calls
     assert ("completed", "ok", {"ok": "ok"}, JobState.COMPLETED) in calls
@@ -173,15 +173,16 @@ async def test_a_hook_that_raises_does_not_break_the_worker(start: Any) -> None:
     q, _ = await start(handler, on_active=on_active, on_completed=on_completed)
     for _ in range(3):
         job = await q.add("x", None)
-        assert await job.wait_until_finished(timeout=20) == 1
+        assert await job.wait_until_finished(timeout=HANG) == 1
 
 
 async def test_on_stalled_fires_for_a_dead_workers_job(redis_url: str, prefix: str) -> None:
     stalled: list[tuple[str, str]] = []
-    cfg = QueueConfig("stq", lease=0.2, stall_interval=0.05, drain_delay=0.2)
+    # the live worker's own lease is long (a slow machine cannot lose the job it recovered);
+    # the dead one held the job with a 50 ms lease, never renewed
+    cfg = QueueConfig("stq", lease=30, stall_interval=0.05, drain_delay=0.2)
     q = Queue(cfg, redis=redis_url, prefix=prefix)
     job = await q.add("x", None)
-    # a worker that died holding the job: taken with a short lease, never renewed
     taken = await q.scripts.take(1, TakeLimits(worker="dead", lease_ms=50))
     assert [t.job_id for t in taken.jobs] == [job.id]
 
@@ -191,7 +192,7 @@ async def test_on_stalled_fires_for_a_dead_workers_job(redis_url: str, prefix: s
     w = Worker(q, handler, handle_signals=False, on_stalled=lambda i, s: stalled.append((i, s)))
     task = asyncio.create_task(w.run())
     try:
-        assert await job.wait_until_finished(timeout=20) == "recovered"
+        assert await job.wait_until_finished(timeout=HANG) == "recovered"
         assert (job.id, "waiting") in stalled
     finally:
         await w.close()

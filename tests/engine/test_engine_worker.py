@@ -1,16 +1,17 @@
-"""The worker in-process: retries and their delays, classification, timeouts, bad jobs."""
+"""The worker in-process: retries and their delays, classification, timeouts, bad jobs.
+
+Delays are checked on the Redis clock and only as lower bounds (never "within N seconds")."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pydantic
 import pytest
-from engine_helpers import wait_for
+from engine_helpers import HANG, wait_for
 
 from jobqueue import (
     ErrorType,
@@ -28,29 +29,44 @@ pytestmark = pytest.mark.integration
 FAST = {"NETWORK_ERROR": 0.02, "UNKNOWN": 0.02, "RATE_LIMIT": 0.05}
 
 
-@pytest.fixture
-async def running(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Awaitable[Queue]]]:
-    workers: list[tuple[Worker, asyncio.Task[None]]] = []
-    queues: list[Queue] = []
+class Running:
+    """Starts workers in this event loop (each on a queue of its own config); `worker` is the
+    latest one, for tests that watch it."""
 
-    async def start(handler: Any, *, concurrency: int = 1, **options: Any) -> Queue:
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+        self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
+        self.queues: list[Queue] = []
+
+    @property
+    def worker(self) -> Worker:
+        return self.workers[-1][0]
+
+    async def __call__(self, handler: Any, *, concurrency: int = 1, **options: Any) -> Queue:
         options.setdefault("retry_delays", FAST)
         options.setdefault("drain_delay", 0.5)
-        q = Queue(QueueConfig("wq", **options), redis=redis_url, prefix=prefix)
-        queues.append(q)
+        q = Queue(QueueConfig("wq", **options), redis=self.redis_url, prefix=self.prefix)
+        self.queues.append(q)
         w = Worker(q, handler, concurrency=concurrency, handle_signals=False, shutdown_grace=1)
-        workers.append((w, asyncio.create_task(w.run())))
+        self.workers.append((w, asyncio.create_task(w.run())))
         return q
 
-    yield start
-    for w, task in workers:
-        await w.close()
-        await task
-    for q in queues:
-        await q.close()
+    async def close(self) -> None:
+        for w, task in self.workers:
+            await w.close()
+            await task
+        for q in self.queues:
+            await q.close()
 
 
-async def finished(q: Queue, job_id: str, timeout: float = 10.0) -> Job:
+@pytest.fixture
+async def running(redis_url: str, prefix: str) -> AsyncIterator[Running]:
+    started = Running(redis_url, prefix)
+    yield started
+    await started.close()
+
+
+async def finished(q: Queue, job_id: str, timeout: float = HANG) -> Job:
     async def done() -> bool:
         return await q.get_job_state(job_id) in (JobState.COMPLETED, JobState.FAILED)
 
@@ -74,11 +90,17 @@ async def test_success_and_result(running: Any) -> None:
     assert done.started_at is not None and done.finished_at is not None
 
 
-async def test_retries_back_off_exponentially(running: Any) -> None:
-    starts: list[float] = []
+async def event_times(q: Queue, job_id: str) -> list[tuple[str, int]]:
+    """(event, Redis ms) of a job's events, oldest first."""
+    out = []
+    for _, f in await q.redis.xrange(q.keys.events):
+        if f.get(b"id") == job_id.encode():
+            out.append((f[b"ev"].decode(), int(f[b"ts"])))
+    return out
 
+
+async def test_retries_back_off_exponentially(running: Any) -> None:
     async def handler(job: Job) -> str:
-        starts.append(time.monotonic())
         if job.attempt < 3:
             raise ConnectionResetError("peer reset")
         return "ok"
@@ -88,8 +110,17 @@ async def test_retries_back_off_exponentially(running: Any) -> None:
     done = await finished(q, job.id)
     assert done.state == JobState.COMPLETED and done.attempts_made == 3
     assert done.error_type == "NETWORK_ERROR"  # the last failure stays visible
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps[0] >= 0.1 and gaps[1] >= 0.2  # delay * 2 ** (attempt - 1), never less
+    evs = await event_times(q, job.id)
+    assert [e for e, _ in evs] == [
+        "added",
+        *["active", "retrying"] * 2,
+        "active",
+        "completed",
+    ]
+    # from each failure to the next start, on the Redis clock: delay * 2 ** (attempt - 1),
+    # never less
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(evs) if a[0] == "retrying"]
+    assert gaps[0] >= 100 and gaps[1] >= 200, gaps
 
 
 async def test_gives_up_after_attempts(running: Any) -> None:
@@ -140,7 +171,7 @@ async def test_timeout_cancels_and_retries(running: Any) -> None:
     async def handler(job: Job) -> None:
         nonlocal cancelled
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
             cancelled += 1
             raise
@@ -230,13 +261,22 @@ async def test_idle_worker_wakes_for_new_and_delayed_jobs(running: Any) -> None:
     async def handler(job: Job) -> None:
         seen.append(job.id)
 
-    q = await running(handler, drain_delay=5.0)
-    await asyncio.sleep(0.1)  # let it block in Redis
+    # an idle worker checks again on its own only every drain_delay: with a drain_delay far
+    # longer than the test's deadlines, only a wake-up can explain a job being run
+    q = await running(handler, drain_delay=600.0)
+    worker = running.worker
+
+    async def took_once() -> bool:
+        return worker.last_take > 0  # its first take found nothing: it waits now
+
+    await wait_for(took_once, what="the worker's first take")
     now = await q.add("x", None)
-    await finished(q, now.id, timeout=2.0)  # well under drain_delay: woken, not polled
+    await finished(q, now.id)  # woken by the add, not polled
     later = await q.add("x", None, delay=0.3)
-    await finished(q, later.id, timeout=2.0)
+    done = await finished(q, later.id)  # woken when due, as the take script said
     assert seen == [now.id, later.id]
+    assert done.started_at is not None and done.created_at is not None
+    assert (done.started_at - done.created_at).total_seconds() >= 0.3  # not before it was due
 
 
 async def test_graceful_close_hands_back(redis_url: str, prefix: str) -> None:
@@ -244,18 +284,55 @@ async def test_graceful_close_hands_back(redis_url: str, prefix: str) -> None:
 
     async def handler(job: Job) -> None:
         started.set()
-        await asyncio.sleep(30)
+        await asyncio.sleep(3600)
 
     q = Queue(QueueConfig("hb"), redis=redis_url, prefix=prefix)
     w = Worker(q, handler, handle_signals=False, shutdown_grace=0.1)
     task = asyncio.create_task(w.run())
     job = await q.add("x", None)
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), HANG)
     await w.close()
     await task
     got = await q.get_job(job.id)
     assert got is not None and got.state == JobState.WAITING and got.attempts_made == 0
     await q.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="engine bug: a handler's task is cancelled once; a handler that lost that "
+    "cancellation (a plain redis-py client does, now and then, on Python 3.11) is never asked "
+    "again, so a forced stop (second signal, end of grace) waits for it to end by itself",
+)
+async def test_a_forced_stop_outlasts_a_lost_cancellation(redis_url: str, prefix: str) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    lost = 0
+
+    async def handler(job: Job) -> None:
+        nonlocal lost
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            lost += 1  # dropped, as redis-py's write timeout drops one on Python 3.11
+        await release.wait()  # and the handler runs on
+
+    q = Queue(QueueConfig("lost"), redis=redis_url, prefix=prefix)
+    w = Worker(q, handler, handle_signals=False, shutdown_grace=0)
+    task = asyncio.create_task(w.run())
+    try:
+        await q.add("x", None)
+        await asyncio.wait_for(started.wait(), HANG)
+        # the bound only keeps this known failure cheap: with the bug fixed (the worker asks
+        # again while the task runs on), drop the xfail and wait HANG
+        await asyncio.wait_for(w.close(force=True), 2)
+        assert lost == 1
+    finally:
+        release.set()
+        await w.close()
+        await task
+        await q.close()
 
 
 async def test_deferral_without_attempt_does_not_hold_the_queue(running: Any) -> None:
@@ -265,15 +342,22 @@ async def test_deferral_without_attempt_does_not_hold_the_queue(running: Any) ->
         calls[job.id] = calls.get(job.id, 0) + 1
         if job.data == "db" and calls[job.id] == 1:
             raise RetryAfter(
-                3.0, "database away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False
+                1.0, "database away", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False
             )
         return "ok"
 
     q = await running(handler, attempts=1)
-    first = await q.add("x", "db")
-    other = await q.add("x", "plain")
-    done_other = await finished(q, other.id, timeout=2.5)  # not held behind the deferral
+    # both at once, so that `other` waits behind `first` (concurrency 1) when first defers
+    first, other = await q.add_bulk([("x", "db"), ("x", "plain")])
+    done_other = await finished(q, other.id)
     assert done_other.state == JobState.COMPLETED
-    assert not await q.redis.exists(q.keys.limited)
     done = await finished(q, first.id)
     assert done.state == JobState.COMPLETED and done.attempts_made == 1 and calls[first.id] == 2
+    # on the Redis clock: `other` started before first's deferral ended (a held queue would
+    # have started nothing until then), and first did not run again before it ended
+    [(_, deferred_at)] = [e for e in await event_times(q, first.id) if e[0] == "retrying"]
+    [(_, other_started)] = [e for e in await event_times(q, other.id) if e[0] == "active"]
+    first_again = [t for e, t in await event_times(q, first.id) if e == "active"][1]
+    assert other_started < deferred_at + 1000
+    assert first_again >= deferred_at + 1000
+    assert not await q.redis.exists(q.keys.limited)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from engine_helpers import HANG, wait_for
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -171,14 +172,19 @@ async def test_dropped_connection_fails_in_flight_commands_then_reconnects(
     # a blocking command keeps everything behind it in flight
     blocked = [asyncio.ensure_future(conn.execute("BLPOP", f"{prefix}:never", 0))]
     blocked += [asyncio.ensure_future(conn.execute("PING")) for _ in range(5)]
-    await asyncio.sleep(0.05)
-    assert not any(f.done() for f in blocked)
     killer = aioredis.Redis.from_url(any_redis[0])
     try:
+
+        async def blocked_in_redis() -> bool:
+            info = await killer.client_list(client_id=[my_id])
+            return bool(info) and info[0]["cmd"] == "blpop"
+
+        await wait_for(blocked_in_redis, what="the BLPOP to block")
+        assert not any(f.done() for f in blocked)
         assert await killer.client_kill_filter(_id=my_id) == 1
     finally:
         await killer.aclose()
-    results = await asyncio.wait_for(asyncio.gather(*blocked, return_exceptions=True), 10)
+    results = await asyncio.wait_for(asyncio.gather(*blocked, return_exceptions=True), HANG)
     assert all(isinstance(r, RedisConnectionError) for r in results), results
     assert await conn.execute("PING") == b"PONG"  # reconnected on demand
     assert await conn.execute("CLIENT", "ID") != my_id
@@ -192,7 +198,7 @@ async def test_server_that_goes_away_fails_commands_with_connection_error() -> N
     async with fake_server(handler) as port:
         conn = FastConnection(port=port)
         with pytest.raises(RedisConnectionError):
-            await asyncio.wait_for(conn.execute("PING"), 10)
+            await asyncio.wait_for(conn.execute("PING"), HANG)
         await conn.aclose()
 
 
@@ -205,7 +211,7 @@ async def test_command_without_reply_times_out_and_fails_all_in_flight() -> None
     async with fake_server(handler) as port:
         conn = FastConnection(port=port, command_timeout=0.3)
         calls = [asyncio.ensure_future(conn.execute("PING")) for _ in range(3)]
-        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HANG)
         assert all(isinstance(r, RedisTimeoutError) for r in results), results
         assert not conn.connected
         await conn.aclose()
@@ -223,11 +229,16 @@ async def test_callers_share_one_connect_and_close_fails_them() -> None:
     async with fake_server(handler) as port:
         conn = FastConnection(port=port, password="pw")
         calls = [asyncio.ensure_future(conn.execute("PING")) for _ in range(5)]
-        await asyncio.sleep(0.2)
-        assert len(accepted) == 1 and not any(c.done() for c in calls)
+
+        async def connected() -> bool:
+            return len(accepted) >= 1
+
+        await wait_for(connected, what="the connect")
+        assert not any(c.done() for c in calls)
         conn.close()
-        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HANG)
         assert all(isinstance(r, RedisConnectionError) for r in results), results
+        assert len(accepted) == 1  # five callers, one connect
 
 
 async def test_nothing_listening_is_a_connection_error() -> None:

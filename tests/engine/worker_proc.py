@@ -3,9 +3,15 @@
     python worker_proc.py REDIS_URL PREFIX QUEUE_CONFIG_JSON MODE [CONCURRENCY] [GRACE]
 
 Modes (the handler's behaviour): `record` records each start and end (pid, time) in
-`<prefix>:test:log` and sleeps `job.data["sleep"]` seconds (asyncio); `block` sleeps with
-time.sleep (blocks the event loop, so leases are not renewed); `first-hangs` hangs on a job's
-first run and completes on later runs. Prints "ready" once the worker runs.
+`<prefix>:test:log`, waits for the gate (`<prefix>:test:gate` exists) when the job's data has
+`"gate": true`, then sleeps `job.data["sleep"]` seconds (asyncio); `block` blocks the event
+loop (so leases are not renewed) until `<prefix>:test:release` exists, records its end from
+inside the block and returns without awaiting anything; `first-hangs` hangs on a job's first
+run and completes on later runs. Prints "ready" once the worker runs. SIGUSR1 writes the
+stack of every task to the log (what a hung worker is waiting for).
+
+Handlers reach Redis through `jobqueue.connect`: a plain redis-py client (socket timeout 5 s by
+default) can drop the worker's cancellation on Python 3.11 (see jobqueue.core.connection).
 """
 
 from __future__ import annotations
@@ -14,20 +20,47 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 
-from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker
+from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker, connect
+
+# a blocked or gated handler gives up after this long: a test never waits that long
+_GIVE_UP = 120.0
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"TASK {task.get_name()} cancelling={task.cancelling()}", file=sys.stderr)
+        coro: Any = task.get_coro()
+        while coro is not None and hasattr(coro, "cr_frame"):
+            frame = coro.cr_frame
+            if frame is not None:
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+            coro = coro.cr_await
+    sys.stderr.flush()
+
+
+def _block_until(client: redis.Redis, key: str) -> None:
+    deadline = time.monotonic() + _GIVE_UP
+    while not client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 async def main() -> None:
     url, prefix, cfg_json, mode = sys.argv[1:5]
     concurrency = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     grace = float(sys.argv[6]) if len(sys.argv) > 6 else 5.0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     cfg: dict[str, Any] = json.loads(cfg_json)
     if "rate_limit" in cfg:
         cfg["rate_limit"] = RateLimit(**cfg["rate_limit"])
@@ -36,37 +69,44 @@ async def main() -> None:
             cfg[key] = tuple(cfg[key])
     config = QueueConfig(**cfg)
     queue = Queue(config, redis=url, prefix=prefix)
-    side = aioredis.Redis.from_url(url)
+    side = connect(url)
+    sync_side = redis.Redis.from_url(url)
     log_key = f"{prefix}:test:log"
     pid = os.getpid()
 
+    def entry(ev: str, job: Job) -> str:
+        return json.dumps(
+            {"ev": ev, "id": job.id, "pid": pid, "t": time.time(), "attempt": job.attempt}
+        )
+
     async def handler(job: Job) -> Any:
         data = job.data or {}
-        await side.rpush(
-            log_key,
-            json.dumps(
-                {"ev": "start", "id": job.id, "pid": pid, "t": time.time(), "attempt": job.attempt}
-            ),
-        )
+        await side.rpush(log_key, entry("start", job))
         if mode == "block":
-            time.sleep(float(data.get("sleep", 0)))
-        elif mode == "first-hangs":
+            # nothing of the worker runs meanwhile: no renewal, no outcome, no stall check
+            _block_until(sync_side, f"{prefix}:test:release")
+            sync_side.rpush(log_key, entry("end", job))
+            return {"pid": pid}
+        if mode == "first-hangs":
             runs = await side.incr(f"{prefix}:test:runs:{job.id}")
             if runs == 1:
                 await asyncio.sleep(3600)
-        else:
-            await asyncio.sleep(float(data.get("sleep", 0)))
+        if data.get("gate"):
+            deadline = time.monotonic() + _GIVE_UP
+            while not await side.exists(f"{prefix}:test:gate") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(float(data.get("sleep", 0)))
         if data.get("fail"):
             raise RuntimeError(f"asked to fail: {data['fail']}")
-        await side.rpush(
-            log_key, json.dumps({"ev": "end", "id": job.id, "pid": pid, "t": time.time()})
-        )
+        await side.rpush(log_key, entry("end", job))
         return {"pid": pid}
 
     worker = Worker(queue, handler, concurrency=concurrency, shutdown_grace=grace)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     print("ready", flush=True)
     await worker.run()
     await side.aclose()
+    sync_side.close()
     await queue.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from ops_helpers import state_is, workers_of
+from ops_helpers import HANG, state_is, wait_for, workers_of
 
 from jobqueue import (
     ConfigError,
@@ -83,12 +83,12 @@ async def test_remove_deletes_a_job_and_refuses_an_active_one(make_queue, run_wo
 
     active = await queue.add("busy")
     run_worker(queue, handler)
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), HANG)
     with pytest.raises(QueueStateError):
         await queue.remove(active.id)
     assert await queue.get_job_state(active.id) == "active"
     release.set()
-    await active.wait_until_finished(timeout=5)
+    await active.wait_until_finished(timeout=HANG)
     assert await (await queue.get_job(active.id)).remove() is True
 
 
@@ -117,7 +117,7 @@ async def test_cancel_of_a_finished_job_changes_nothing(make_queue, run_worker):
 
     job = await queue.add("x")
     run_worker(queue, handler)
-    assert await job.wait_until_finished(timeout=5) == "done"
+    assert await job.wait_until_finished(timeout=HANG) == "done"
     assert await queue.cancel(job.id) == "finished"
     assert await queue.get_job_state(job.id) == "completed"
 
@@ -130,7 +130,7 @@ async def test_drain_removes_waiting_and_delayed_jobs_only(make_queue, run_worke
 
     done = await queue.add("done")
     run_worker(queue, handler)
-    await done.wait_until_finished(timeout=5)
+    await done.wait_until_finished(timeout=HANG)
     await queue.pause()
     await queue.add_bulk([("w", i) for i in range(1500)])  # more than one batch
     await queue.add("p", priority=5)
@@ -195,11 +195,20 @@ async def test_clean_waiting_keeps_the_order_of_the_rest(make_queue):
     queue = make_queue("clean-order")
     await queue.pause()
     old = [await queue.add("x", i) for i in range(5)]
-    await asyncio.sleep(0.05)  # the next jobs are younger than the grace below
+    newest = await queue.get_job(old[-1].id)
+    created = round(newest.created_at.timestamp() * 1000)
+
+    async def old_enough() -> bool:  # on the Redis clock, which ages the jobs
+        seconds, micros = await queue.redis.time()
+        return seconds * 1000 + micros // 1000 > created + 40
+
+    await wait_for(old_enough, what="the first jobs to be 40 ms old")
     young = [await queue.add("y", i) for i in range(3)]
+    # the limit stops the clean at the third of the old jobs, whatever the age of the others
     removed = await queue.clean("waiting", 0.04, limit=3)
     assert removed == [j.id for j in old[:3]]
     assert await queue.get_job_ids("waiting", limit=10) == [j.id for j in old[3:] + young]
+    assert await queue.clean("waiting", 3600) == []  # none is an hour old
 
 
 async def test_obliterate_refuses_with_active_jobs_unless_forced(make_queue, run_worker):
@@ -210,13 +219,13 @@ async def test_obliterate_refuses_with_active_jobs_unless_forced(make_queue, run
 
     async def handler(job: Job) -> None:
         started.set()
-        await asyncio.sleep(30)
+        await asyncio.sleep(3600)
 
     for i in range(5):
         job = await queue.add("x", i, delay=60 if i else 0)
     await queue.add_job_log(job.id, "some log")
     run_worker(queue, handler)
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), HANG)
     await workers_of(queue)  # its first heartbeat wrote `meta` too
     before = await keys_of(queue)
     with pytest.raises(QueueStateError):
@@ -285,7 +294,7 @@ async def test_retry_failed_and_job_retry(make_queue, run_worker):
     assert sorted(e["id"] for e in retrying if e.get("manual") == "1") == sorted(j.id for j in jobs)
     await queue.resume()
     for job in jobs:
-        assert await job.wait_until_finished(timeout=10) == "ok"
+        assert await job.wait_until_finished(timeout=HANG) == "ok"
     again = await queue.get_job(jobs[0].id)
     assert again.attempts_made == 1 and again.result == "ok"
 
@@ -316,7 +325,7 @@ async def test_job_log_is_bounded_and_kept_with_the_job(make_queue, run_worker):
 
     ran = await queue.add("run")
     run_worker(queue, handler)
-    await ran.wait_until_finished(timeout=5)
+    await ran.wait_until_finished(timeout=HANG)
     assert await queue.get_job_logs(ran.id) == ["started", "finished"]
     await queue.remove(ran.id)
     assert await queue.get_job_logs(ran.id) == []

@@ -1,13 +1,20 @@
-"""The event stream (QueueEvents) and Job.wait_until_finished, against a real Redis."""
+"""The event stream (QueueEvents) and Job.wait_until_finished, against a real Redis.
+
+"At once" and "interrupts" are shown without a stopwatch: the blocking read that would
+otherwise have to end is made far longer than the test's deadlines, or the commands sent are
+counted on a server of the test's own."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
-from ops_helpers import wait_for
+from ops_helpers import HANG, wait_for
+from servers import RedisProcess
 
+import jobqueue.events
 from jobqueue import (
     Event,
     Job,
@@ -16,9 +23,37 @@ from jobqueue import (
     QueueEvents,
     UnrecoverableError,
 )
+from jobqueue.core.replies import Retention, TakeLimits
 
 
-async def take(events: QueueEvents, n: int, timeout: float = 10.0) -> list[Event]:
+@pytest.fixture
+def own_server() -> Iterator[RedisProcess]:
+    """A server of the test's own: its counters and blocked clients are the test's alone."""
+    server = RedisProcess().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def calls_of(queue, command: str) -> int:
+    stats = await queue.redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def blocked_clients(queue) -> int:
+    return int((await queue.redis.info("clients"))["blocked_clients"])
+
+
+@pytest.fixture
+def long_block(monkeypatch: pytest.MonkeyPatch) -> float:
+    """`wait_until_finished` blocks 600 s per read instead of 5 s: a wait that ends within a
+    test's deadline was not ended by its read timing out."""
+    monkeypatch.setattr(jobqueue.events, "_BLOCK", 600.0)
+    return 600.0
+
+
+async def take(events: QueueEvents, n: int, timeout: float = HANG) -> list[Event]:
     """The next `n` events of `events`."""
     out: list[Event] = []
     async with asyncio.timeout(timeout):
@@ -49,7 +84,7 @@ async def test_reader_that_reconnects_from_its_last_id_misses_nothing(make_queue
 
     run_worker(queue, handler, concurrency=1)
     for job in jobs:
-        await job.wait_until_finished(timeout=10)
+        await job.wait_until_finished(timeout=HANG)
 
     total = await queue.redis.xlen(queue.keys.events)
     async with queue.events(last_id=last_id) as events:
@@ -69,10 +104,11 @@ async def test_reader_that_reconnects_from_its_last_id_misses_nothing(make_queue
     assert next(e for e in seen if e.event == "paused").job_id is None
 
 
-async def test_events_from_now_on_and_close_interrupts_a_blocked_read(make_queue):
-    queue = make_queue("events-now")
+async def test_events_from_now_on_and_close_interrupts_a_blocked_read(make_queue, own_server):
+    queue = make_queue("events-now", redis=own_server.url)
     await queue.add("old")
-    events = QueueEvents(queue, block=30.0)  # last_id "$": only what comes next
+    # reads block 600 s: a read that ends within the test's deadline was interrupted
+    events = QueueEvents(queue, block=600.0)  # last_id "$": only what comes next
     reader = asyncio.create_task(take(events, 1))
 
     async def positioned() -> bool:
@@ -84,11 +120,14 @@ async def test_events_from_now_on_and_close_interrupts_a_blocked_read(make_queue
     assert (event.event, event.job_id, event.fields["name"]) == ("added", job.id, "new")
 
     blocked = asyncio.create_task(take(events, 1))
-    await asyncio.sleep(0.1)
-    started = time.monotonic()
+
+    async def blocking() -> bool:
+        return await blocked_clients(queue) == 1
+
+    await wait_for(blocking, what="the read to block in Redis")
     await events.close()
-    assert await asyncio.wait_for(blocked, 2) == []
-    assert time.monotonic() - started < 1.0
+    assert await asyncio.wait_for(blocked, HANG) == []
+    assert await blocked_clients(queue) == 0  # its connection is closed, not left blocking
 
 
 async def test_wait_until_finished_returns_the_result(make_queue, run_worker):
@@ -100,9 +139,24 @@ async def test_wait_until_finished_returns_the_result(make_queue, run_worker):
 
     job = await queue.add("double", 21)
     run_worker(queue, handler)
-    assert await job.wait_until_finished(timeout=10) == {"double": 42}
-    # already finished: answers at once from the job's state
-    assert await job.wait_until_finished(timeout=1) == {"double": 42}
+    assert await job.wait_until_finished(timeout=HANG) == {"double": 42}
+
+
+async def test_wait_until_finished_on_a_finished_job_answers_from_its_state(
+    make_queue, run_worker, own_server
+):
+    queue = make_queue("wait-done", redis=own_server.url)
+
+    async def handler(job: Job) -> int:
+        return 7
+
+    job = await queue.add("x")
+    run_worker(queue, handler)
+    assert await job.wait_until_finished(timeout=HANG) == 7
+    # already finished: the job's state answers, without a read of the stream
+    reads = await calls_of(queue, "xread")
+    assert await job.wait_until_finished(timeout=HANG) == 7
+    assert await calls_of(queue, "xread") == reads
 
 
 async def test_wait_until_finished_raises_when_the_job_fails(make_queue, run_worker):
@@ -116,27 +170,81 @@ async def test_wait_until_finished_raises_when_the_job_fails(make_queue, run_wor
     job = await queue.add("x")
     run_worker(queue, handler)
     with pytest.raises(JobFailedError) as info:
-        await job.wait_until_finished(timeout=10)
+        await job.wait_until_finished(timeout=HANG)
     assert info.value.job_id == job.id
     assert "bad input" in info.value.error_message
     fresh = await queue.get_job(job.id)
     assert fresh is not None and fresh.attempts_made == 2
 
 
-async def test_wait_until_finished_times_out(make_queue):
+async def test_wait_until_finished_times_out(make_queue, long_block):
     queue = make_queue("wait-timeout")
     job = await queue.add("never-run")
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await job.wait_until_finished(timeout=0.3)
-    assert time.monotonic() - started < 2.0
+        # the timeout interrupts a blocked read (one that would last 600 s)
+        await asyncio.wait_for(job.wait_until_finished(timeout=0.3), HANG)
+    assert time.monotonic() - started >= 0.3  # not before its time
 
 
-async def test_wait_until_finished_on_a_removed_job(make_queue):
-    queue = make_queue("wait-removed")
+async def test_wait_until_finished_on_a_removed_job(make_queue, own_server, long_block):
+    queue = make_queue("wait-removed", redis=own_server.url)
     job = await queue.add("x")
-    waiter = asyncio.create_task(job.wait_until_finished(timeout=5))
-    await asyncio.sleep(0.2)
+    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG))
+
+    async def waiting() -> bool:
+        return await blocked_clients(queue) == 1
+
+    await wait_for(waiting, what="the waiter to block on the stream")
     assert await queue.remove(job.id)
     with pytest.raises(JobNotFoundError):
+        await waiter  # the `removed` event ended the wait, not its 600 s read
+
+
+async def test_wait_until_finished_on_a_missing_job(make_queue):
+    queue = make_queue("wait-missing")
+    job = await queue.add("x")
+    assert await queue.remove(job.id)
+    with pytest.raises(JobNotFoundError, match="not found"):
+        await job.wait_until_finished(timeout=HANG)
+
+
+async def test_wait_until_finished_when_retention_removed_the_result(
+    make_queue, run_worker, own_server
+):
+    queue = make_queue("wait-trimmed", redis=own_server.url, keep_completed=(0, None))
+
+    async def handler(job: Job) -> int:
+        return 1
+
+    job = await queue.add("x")
+    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG))
+
+    async def waiting() -> bool:  # before the job runs: it sees the `completed` event
+        return await blocked_clients(queue) == 1
+
+    await wait_for(waiting, what="the waiter to block on the stream")
+    run_worker(queue, handler)
+    with pytest.raises(JobNotFoundError, match="removed"):
         await waiter
+    assert await queue.get_job(job.id) is None
+
+
+async def test_wait_until_finished_when_the_job_stalls_for_good(make_queue, long_block):
+    queue = make_queue("wait-stalled", max_stalls=0)
+    job = await queue.add("x")
+    # a worker that took the job and died: its lease (1 ms) is never renewed
+    taken = await queue.scripts.take(1, TakeLimits(worker="dead", lease_ms=1))
+    assert [t.job_id for t in taken.jobs] == [job.id]
+    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG))
+
+    async def recovered() -> bool:
+        reply = await queue.scripts.recover(
+            owner="me", max_stalls=0, lock_ms=1, batch=10, retention=Retention()
+        )
+        return reply is not None and reply.failed == [job.id]
+
+    await wait_for(recovered, what="the stall check to fail the job")
+    with pytest.raises(JobFailedError) as info:
+        await waiter
+    assert info.value.error_type == "STALLED"

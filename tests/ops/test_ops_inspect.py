@@ -21,7 +21,9 @@ async def busy(make_queue, spawn_worker, redis_url, prefix):
     and queue `idle` (no worker, paused, 2 jobs held)."""
     served = make_queue("served", concurrency=5, rate_limit=RateLimit(max=50, per=1.0))
     idle = make_queue("idle")
-    spawn_worker("served", concurrency=2, cap=5, rate="50/1")
+    # beats every 30 s (its key lives 90 s): however slowly the machine runs, the worker stays
+    # live for the whole test
+    spawn_worker("served", concurrency=2, cap=5, rate="50/1", heartbeat=30.0)
     await workers_of(served)
     ok = await served.add("ok", {"result": 1, "log": ["first line", "second line"]})
     bad = await served.add("bad", {"fail": "broken input"})

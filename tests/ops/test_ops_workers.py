@@ -1,15 +1,17 @@
 """Worker processes: pause under load, cancellation across processes, heartbeats and the
-cancel listener's reconnects. Workers run `worker_proc.py` in processes of their own."""
+cancel listener's reconnects. Workers run `worker_proc.py` in processes of their own.
+
+A cancellation is shown to travel over pub/sub by giving the job a lease (600 s, renewed every
+200 s) far longer than the test's deadlines: no renewal can have brought it."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import signal
-import time
 
 import pytest
-from ops_helpers import state_is, wait_for, workers_of
+from ops_helpers import HANG, state_is, wait_for, workers_of
 from servers import RedisProcess
 
 from jobqueue import JobFailedError, Queue
@@ -28,34 +30,36 @@ async def stream(queue: Queue) -> list[dict[str, str]]:
 async def test_no_job_starts_while_the_queue_is_paused(make_queue, spawn_worker):
     queue = make_queue("pause-load")
     starts = queue.keys.base + "test:starts"
+    gate = queue.keys.base + "test:gate"
     spawn_worker("pause-load", concurrency=4)
     await workers_of(queue)
     jobs = await queue.add_bulk(
-        [{"name": "work", "data": {"record": starts, "sleep": 0.05}} for _ in range(60)]
+        [{"name": "work", "data": {"record": starts, "gate": gate}} for _ in range(60)]
     )
 
-    async def some_started() -> bool:
-        return await queue.redis.llen(starts) >= 8
+    # the first 4 hold the worker's slots at the gate: nothing else can start yet
+    async def slots_full() -> bool:
+        return await queue.redis.llen(starts) >= 4
 
-    await wait_for(some_started, what="the first starts")
+    await wait_for(slots_full, what="the first starts")
     await queue.pause()
+    await queue.redis.set(gate, 1)  # they finish while the queue is paused
 
     async def drained() -> bool:
         return (await queue.get_job_counts())["active"] == 0
 
     await wait_for(drained, what="in-flight jobs to finish")
-    started_before = await queue.redis.llen(starts)
-    assert started_before < 60
-    # an observation window: nothing may start however long we wait
+    assert await queue.redis.llen(starts) == 4
+    # an observation window (a slow machine watches less, never wrongly): nothing starts
     for _ in range(10):
         await asyncio.sleep(0.1)
-        assert await queue.redis.llen(starts) == started_before
+        assert await queue.redis.llen(starts) == 4
     counts = await queue.get_job_counts()
-    assert counts["paused"] == 60 - started_before and counts["waiting"] == 0
+    assert counts["paused"] == 60 - 4 and counts["waiting"] == 0
 
     await queue.resume()
     for job in jobs:
-        await job.wait_until_finished(timeout=20)
+        await job.wait_until_finished(timeout=HANG)
     ids = [x.decode() for x in await queue.redis.lrange(starts, 0, -1)]
     assert sorted(ids) == sorted(j.id for j in jobs)  # each started exactly once
 
@@ -63,20 +67,17 @@ async def test_no_job_starts_while_the_queue_is_paused(make_queue, spawn_worker)
     names = [e["ev"] for e in events]
     paused_at, resumed_at = names.index("paused"), names.index("resumed")
     assert "active" not in names[paused_at:resumed_at]
-    assert names[paused_at:resumed_at].count("completed") <= 4
+    assert names[paused_at:resumed_at].count("completed") == 4
 
 
 async def test_cancel_an_active_job_running_in_another_process(make_queue, spawn_worker):
-    # lease 30 s: a renewal comes every 10 s, so a fast stop proves the pub/sub path
-    queue = make_queue("cancel-remote", lease=30.0, attempts=3)
-    spawn_worker("cancel-remote", lease=30.0, attempts=3)
-    job = await queue.add("slow", {"sleep": 60})
+    queue = make_queue("cancel-remote", lease=600.0, attempts=3)
+    spawn_worker("cancel-remote", lease=600.0, attempts=3)
+    job = await queue.add("slow", {"sleep": 3600})
     await state_is(queue, job.id, "active")
-    started = time.monotonic()
     assert await queue.cancel(job.id, "operator asked") == "signalled"
     with pytest.raises(JobFailedError) as info:
-        await job.wait_until_finished(timeout=5)
-    assert time.monotonic() - started < 3.0  # renewals come every 10 s
+        await job.wait_until_finished(timeout=HANG)  # renewals come every 200 s
     assert info.value.error_type == "CANCELLED"
     assert info.value.error_message == "operator asked"
     failed = await queue.get_job(job.id)
@@ -98,39 +99,47 @@ async def test_heartbeat_registers_the_worker_and_expires_after_kill_9(make_queu
     )
     assert info.heartbeat_interval == 0.2
     key = queue.keys.worker("hb-worker")
-    assert 0 < await queue.redis.pttl(key) <= 600
+
+    # the key lives 3 intervals from each beat (a beat may be late on a loaded machine: the
+    # key is then briefly gone, which is what a dead worker looks like too)
+    async def expires_in_three_beats() -> bool:
+        ttl = await queue.redis.pttl(key)
+        assert ttl <= 600, ttl
+        return ttl > 0
+
+    await wait_for(expires_in_three_beats, what="a live heartbeat key")
     meta = await queue.redis.hgetall(queue.keys.meta)
     assert meta[b"concurrency"] == b"0" and b"lease_ms" in meta
 
     job = await queue.add("x", {"result": 7})
-    assert await job.wait_until_finished(timeout=5) == 7
+    assert await job.wait_until_finished(timeout=HANG) == 7
 
     async def counted() -> bool:
-        (w,) = await queue.get_workers()
-        return w.completed == 1 and w.last_take_at is not None
+        workers = await queue.get_workers()
+        return len(workers) == 1 and workers[0].completed == 1 and workers[0].last_take_at
 
     await wait_for(counted, what="the heartbeat to count the job")
 
     proc.proc.send_signal(signal.SIGKILL)
-    proc.proc.wait(5)
-    killed = time.monotonic()
+    proc.proc.wait(HANG)
+    # every beat set the key to expire within 600 ms (checked above), and nobody deletes it
 
     async def gone() -> bool:
         return not await queue.redis.exists(key)
 
-    await wait_for(gone, timeout=3, what="the heartbeat key to expire")
-    assert time.monotonic() - killed < 2.0  # expiry: 3 x 0.2 s
+    await wait_for(gone, what="the heartbeat key to expire")
     assert await queue.get_workers() == []
     assert await queue.redis.zcard(queue.keys.worker_set) == 0
 
 
 async def test_clean_shutdown_unregisters_at_once(make_queue, spawn_worker):
     queue = make_queue("shutdown")
-    proc = spawn_worker("shutdown", heartbeat=5.0, name="polite")
+    # beats every 60 s: the key would live 180 s; only the shutdown can explain its absence
+    proc = spawn_worker("shutdown", heartbeat=60.0, name="polite")
     await workers_of(queue)
-    assert await queue.redis.pttl(queue.keys.worker("polite")) > 10_000
+    assert await queue.redis.pttl(queue.keys.worker("polite")) > 60_000
     proc.proc.send_signal(signal.SIGTERM)
-    assert proc.proc.wait(10) == 0, proc.output()
+    assert proc.proc.wait(HANG) == 0, proc.output()
     assert not await queue.redis.exists(queue.keys.worker("polite"))
     assert await queue.get_workers() == []
 
@@ -139,7 +148,7 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
     server = RedisProcess().start()
     queue = Queue("restart", redis=server.url, prefix=prefix)
     try:
-        spawn_worker("restart", redis=server.url, lease=30.0)
+        spawn_worker("restart", redis=server.url, lease=600.0)
         await workers_of(queue)
         channel = queue.keys.cancel_channel
 
@@ -150,18 +159,16 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
         server.stop()
         server.start()  # same port, empty data: everything reconnects
         await queue.redis.connection_pool.disconnect()  # our own stale connections
-        await workers_of(queue, timeout=20)
-        await wait_for(subscribed, timeout=20, what="the listener to subscribe again")
+        await workers_of(queue)
+        await wait_for(subscribed, what="the listener to subscribe again")
         assert await queue.redis.hexists(queue.keys.meta, "lease_ms")  # published again
 
-        job = await queue.add("slow", {"sleep": 60})
-        await state_is(queue, job.id, "active", timeout=20)
-        started = time.monotonic()
+        job = await queue.add("slow", {"sleep": 3600})
+        await state_is(queue, job.id, "active")
         assert await queue.cancel(job.id, "after restart") == "signalled"
         with pytest.raises(JobFailedError) as info:
-            await job.wait_until_finished(timeout=5)
+            await job.wait_until_finished(timeout=HANG)  # renewals come every 200 s
         assert info.value.error_type == "CANCELLED"
-        assert time.monotonic() - started < 3.0  # renewals come every 10 s
     finally:
         await queue.close()
         server.close()
@@ -173,8 +180,8 @@ async def test_cancel_requests_missed_by_the_subscription_are_read_again(prefix,
     server = RedisProcess().start()
     queue = Queue("recheck", redis=server.url, prefix=prefix)
     try:
-        spawn_worker("recheck", redis=server.url, lease=30.0)
-        job = await queue.add("slow", {"sleep": 60})
+        spawn_worker("recheck", redis=server.url, lease=600.0)
+        job = await queue.add("slow", {"sleep": 3600})
         await state_is(queue, job.id, "active")
 
         async def subscribed() -> bool:
@@ -182,12 +189,10 @@ async def test_cancel_requests_missed_by_the_subscription_are_read_again(prefix,
 
         await wait_for(subscribed, what="the cancel listener")
         await queue.redis.hset(queue.keys.cancels, job.id, "missed message")
-        started = time.monotonic()
         await queue.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         with pytest.raises(JobFailedError) as info:
-            await job.wait_until_finished(timeout=5)
+            await job.wait_until_finished(timeout=HANG)  # renewals come every 200 s
         assert (info.value.error_type, info.value.error_message) == ("CANCELLED", "missed message")
-        assert time.monotonic() - started < 3.0  # renewals come every 10 s
     finally:
         await queue.close()
         server.close()
@@ -211,6 +216,6 @@ async def test_helper_loops_end_when_cancelled_mid_command(make_queue):
             task = asyncio.create_task(make())
             await asyncio.sleep(rng.random() * 0.004)
             task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=5)
+            done, _ = await asyncio.wait({task}, timeout=HANG)
             assert task in done, f"the {what} ignored its cancellation"
     assert await queue.get_workers() == []  # every heartbeat unregistered on its way out

@@ -3,8 +3,9 @@
     python worker_proc.py --redis URL --prefix P --queue Q [--concurrency N] [--lease S] ...
 
 The handler follows the job's data (a dict): `record` (RPUSH the job id to that key when it
-starts), `log` (lines for `job.log`), `fail_once` (fail without retry on the first run only),
-`fail` (fail without retry), `error` (a retryable error), `sleep` (seconds), `result`.
+starts), `gate` (wait until that key exists), `log` (lines for `job.log`), `fail_once` (fail
+without retry on the first run only), `fail` (fail without retry), `error` (a retryable
+error), `sleep` (seconds), `result`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 from jobqueue import Job, Queue, QueueConfig, RateLimit, UnrecoverableError, Worker
@@ -23,6 +25,10 @@ async def handler(job: Job) -> Any:
     redis = job.queue.redis
     if "record" in data:
         await redis.rpush(data["record"], job.id)
+    if "gate" in data:
+        deadline = time.monotonic() + 120  # a test never waits that long
+        while not await redis.exists(data["gate"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
     for line in data.get("log", []):
         await job.log(line)
     if "fail_once" in data and await redis.incr(f"{data['fail_once']}:{job.id}") == 1:
@@ -43,10 +49,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--queue", required=True)
     p.add_argument("--name")
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--lease", type=float, default=0.5)
-    p.add_argument("--stall-interval", type=float, default=0.1)
+    # a long lease: a loaded machine never loses a job (no test here is about stalls)
+    p.add_argument("--lease", type=float, default=30.0)
+    p.add_argument("--stall-interval", type=float, default=0.5)
     p.add_argument("--drain-delay", type=float, default=0.2)
-    p.add_argument("--heartbeat", type=float, default=0.2)
+    p.add_argument("--heartbeat", type=float, default=1.0)
     p.add_argument("--attempts", type=int, default=1)
     p.add_argument("--grace", type=float, default=1.0)
     p.add_argument("--cap", type=int, help="QueueConfig.concurrency (all workers)")

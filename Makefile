@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 RUNS ?= 10
 LOAD ?= 2
 test-repeat: $(STAMP)
-	$(BIN)/python scripts/repeat_under_load.py --runs $(RUNS) --load $(LOAD) -- $(PYTEST_ARGS)
+	$(BIN)/python tests/repeat_under_load.py --runs $(RUNS) --load $(LOAD) -- $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,11 +29,21 @@ from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import JobFailedError, JobNotFoundError
 
-__all__ = ["Event", "EventSource", "JobSource", "QueueEvents", "last_event_id", "wait_for_job"]
+__all__ = [
+    "DEFAULT_BLOCK",
+    "Event",
+    "EventSource",
+    "JobSource",
+    "QueueEvents",
+    "last_event_id",
+    "wait_for_job",
+]
 
 log = logging.getLogger(__name__)
 
-_BLOCK = 5.0
+DEFAULT_BLOCK = 5.0
+"""Seconds per blocking read of the event stream, by default (readers loop on as long as
+they wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +122,12 @@ class QueueEvents:
     """
 
     def __init__(
-        self, queue: EventSource, *, last_id: str = "$", block: float = _BLOCK, count: int = 100
+        self,
+        queue: EventSource,
+        *,
+        last_id: str = "$",
+        block: float = DEFAULT_BLOCK,
+        count: int = 100,
     ) -> None:
         self._redis = queue.redis
         self._stream = queue.keys.events
@@ -221,18 +236,20 @@ def _finished(job_id: str, record: JobRecord | None, seen: Event | None) -> tupl
     raise JobNotFoundError(f"job {job_id} not found")
 
 
-async def wait_for_job(queue: JobSource, job_id: str, timeout: float | None = None) -> Any:
+async def wait_for_job(
+    queue: JobSource, job_id: str, timeout: float | None = None, *, block: float = DEFAULT_BLOCK
+) -> Any:
     """Wait until a job ends; return its result or raise. See `Job.wait_until_finished`."""
     async with asyncio.timeout(timeout):
-        client = dedicated_client(queue.redis, socket_timeout=_BLOCK + 10.0)
+        client = dedicated_client(queue.redis, socket_timeout=block + 10.0)
         try:
-            return await _wait(queue, client, job_id)
+            return await _wait(queue, client, job_id, block)
         finally:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
 
-async def _wait(queue: JobSource, client: Redis, job_id: str) -> Any:
+async def _wait(queue: JobSource, client: Redis, job_id: str, block: float) -> Any:
     stream = queue.keys.events
     # the stream position first, then the state: an end after the read is in the stream
     # (the dedicated client only connects if we come to block)
@@ -246,7 +263,7 @@ async def _wait(queue: JobSource, client: Redis, job_id: str) -> Any:
             raise JobNotFoundError(f"{exc} in queue {queue.name}") from None
         if done:
             return result
-        reply: Any = await client.xread({stream: last_id}, block=int(_BLOCK * 1000), count=500)
+        reply: Any = await client.xread({stream: last_id}, block=int(block * 1000), count=500)
         raise_if_cancelling()  # e.g. the caller's timeout, should redis-py have dropped it
         # an idle block re-reads the state too: a safety net should the stream be trimmed
         # past our id or events be off (events_maxlen=0)

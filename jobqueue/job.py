@@ -19,7 +19,7 @@ from .core.replies import CancelOutcome, JobRecord
 from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import InvalidJobError, LeaseLostError
-from .events import wait_for_job
+from .events import DEFAULT_BLOCK, wait_for_job
 
 __all__ = ["Job", "JobQueue", "current_job", "get_current_job"]
 
@@ -245,11 +245,16 @@ class Job:
         """Delete this job if it is not running (see `Queue.remove`)."""
         return await self._queue.remove(self.id)
 
-    async def wait_until_finished(self, timeout: float | None = None) -> Any:
+    async def wait_until_finished(
+        self, timeout: float | None = None, *, block: float = DEFAULT_BLOCK
+    ) -> Any:
         """Wait for the job to end, without polling (blocking reads of the event stream).
 
         Args:
             timeout: seconds to wait at most (None = no limit).
+            block: seconds per blocking read of the event stream; after each read that saw
+                nothing the job's state is read again (a safety net should the stream be
+                trimmed past the reader).
 
         Returns:
             The handler's result once the job completed.
@@ -259,4 +264,4 @@ class Job:
             JobNotFoundError: the job does not exist or was removed.
             TimeoutError: `timeout` passed first.
         """
-        return await wait_for_job(self._queue, self.id, timeout)
+        return await wait_for_job(self._queue, self.id, timeout, block=block)

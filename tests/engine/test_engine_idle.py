@@ -19,7 +19,7 @@ from servers import RedisProcess
 
 from jobqueue import Job, Queue, QueueConfig, QueueEvents, Worker
 from jobqueue.core._loader import load_script
-from jobqueue.events import _BLOCK as WAIT_BLOCK
+from jobqueue.events import DEFAULT_BLOCK as WAIT_BLOCK
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import pytest
 from ops_helpers import HANG, wait_for
 from servers import RedisProcess
 
-import jobqueue.events
 from jobqueue import (
     Event,
     Job,
@@ -46,10 +45,9 @@ async def blocked_clients(queue) -> int:
 
 
 @pytest.fixture
-def long_block(monkeypatch: pytest.MonkeyPatch) -> float:
+def long_block() -> float:
     """`wait_until_finished` blocks 600 s per read instead of 5 s: a wait that ends within a
     test's deadline was not ended by its read timing out."""
-    monkeypatch.setattr(jobqueue.events, "_BLOCK", 600.0)
     return 600.0
 
 
@@ -183,14 +181,14 @@ async def test_wait_until_finished_times_out(make_queue, long_block):
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         # the timeout interrupts a blocked read (one that would last 600 s)
-        await asyncio.wait_for(job.wait_until_finished(timeout=0.3), HANG)
+        await asyncio.wait_for(job.wait_until_finished(timeout=0.3, block=long_block), HANG)
     assert time.monotonic() - started >= 0.3  # not before its time
 
 
 async def test_wait_until_finished_on_a_removed_job(make_queue, own_server, long_block):
     queue = make_queue("wait-removed", redis=own_server.url)
     job = await queue.add("x")
-    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG))
+    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG, block=long_block))
 
     async def waiting() -> bool:
         return await blocked_clients(queue) == 1
@@ -236,7 +234,7 @@ async def test_wait_until_finished_when_the_job_stalls_for_good(make_queue, long
     # a worker that took the job and died: its lease (1 ms) is never renewed
     taken = await queue.scripts.take(1, TakeLimits(worker="dead", lease_ms=1))
     assert [t.job_id for t in taken.jobs] == [job.id]
-    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG))
+    waiter = asyncio.create_task(job.wait_until_finished(timeout=HANG, block=long_block))
 
     async def recovered() -> bool:
         reply = await queue.scripts.recover(

@@ -1,6 +1,6 @@
 """Run the test suite K times in a row while other processes keep every core busy.
 
-    python scripts/repeat_under_load.py [--runs 10] [--load 2] [-- PYTEST ARGS...]
+    python tests/repeat_under_load.py [--runs 10] [--load 2] [-- PYTEST ARGS...]
 
 The proof that the suite does not flake on a loaded machine: N busy processes (`while True`
 loops, default one per core) run for the whole time, and the suite (`make test`'s command,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ from .core.states import JobState
 from .errors import InvalidJobError, LeaseLostError
 from .events import DEFAULT_BLOCK, wait_for_job
 
-__all__ = ["Job", "JobQueue", "current_job", "get_current_job"]
+__all__ = ["CURRENT_JOB", "Job", "JobQueue", "get_current_job"]
 
 
 class JobQueue(Protocol):
@@ -66,7 +65,9 @@ class JobQueue(Protocol):
     async def remove(self, job_id: str) -> bool: ...
 
 
-_current: ContextVar[Job | None] = ContextVar("jobqueue_current_job", default=None)
+CURRENT_JOB: ContextVar[Job | None] = ContextVar("jobqueue_current_job", default=None)
+"""The job whose handler runs in this context (the worker sets it around each handler; a
+thread started inside inherits it through `contextvars`)."""
 
 
 def get_current_job() -> Job | None:
@@ -75,18 +76,7 @@ def get_current_job() -> Job | None:
     Works in async handlers and in plain `def` handlers (run in the worker's thread pool), so
     code deep inside a handler can log to its job or read its id without passing it around.
     """
-    return _current.get()
-
-
-@contextlib.contextmanager
-def current_job(job: Job) -> Iterator[None]:
-    """Make `job` what `get_current_job()` returns inside the block (the worker does this
-    around each handler; a thread started inside inherits it through `contextvars`)."""
-    token = _current.set(job)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+    return CURRENT_JOB.get()
 
 
 def _ms_to_dt(value: Any) -> datetime | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -78,10 +78,18 @@ class ScriptSpec:
     argv: tuple[str, ...]
     group: tuple[str, ...]
     events: frozenset[str]
+    _argset: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_argset", frozenset(self.argv))
+
+    def index(self, arg: str) -> int:
+        """The position of a fixed ARGV name."""
+        return self.argv.index(arg)
 
     def pack(self, values: Mapping[str, Any]) -> list[Any]:
         """The fixed ARGV in header order, from values by name (every name exactly once)."""
-        if len(values) != len(self.argv) or not all(a in values for a in self.argv):
+        if values.keys() != self._argset:
             raise TypeError(f"{self.name}.lua takes ARGV {list(self.argv)}, got {sorted(values)}")
         return [values[a] for a in self.argv]
 
@@ -106,10 +114,22 @@ _CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
 _CLEAN_STATES = frozenset({"completed", "failed", "waiting", "delayed"})
 
 
+_new = tuple.__new__
+
+
 def _decode_take(reply: Sequence[Any]) -> TakeReply:
+    # tuple.__new__ directly: a NamedTuple's own __new__ is a Python call more per job
     jobs = [
-        TakenJob(text(reply[i]), reply[i + 1], text(reply[i + 2]), int(reply[i + 3]))
-        for i in range(1, len(reply), 4)
+        _new(
+            TakenJob,
+            (
+                i.decode() if isinstance(i, bytes) else str(i),
+                env,
+                t.decode() if isinstance(t, bytes) else str(t),
+                int(a),
+            ),
+        )
+        for i, env, t, a in zip(*[iter(reply[1:])] * 4, strict=True)
     ]
     return TakeReply(jobs, int(reply[0]))
 
@@ -140,6 +160,7 @@ class Scripts:
         use_fast = fastconn_enabled() if fastconn is None else fastconn
         self._fast = FastConnection.from_client(redis) if use_fast else None
         self._shebang = not is_fakeredis(redis)
+        self._finish_head: tuple[TakeLimits, Retention, list[Any]] | None = None
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -251,18 +272,28 @@ class Scripts:
     ) -> FinishReply:
         """Record attempt outcomes (fenced by their tokens), then take up to `take` jobs, in one
         call. An outcome whose lease was lost gets the code `LEASE_LOST`, nothing written."""
-        codes, reply = await self._call(
-            self.FINISH,
-            outcomes,
-            take=take,
-            m=len(outcomes),
-            keep_completed=retention.completed,
-            keep_completed_ms=retention.completed_ms,
-            keep_failed=retention.failed,
-            keep_failed_ms=retention.failed_ms,
-            **self._limits(limits),
-            **self._queue,
-        )
+        head = self._finish_head
+        if head is None or head[0] is not limits or head[1] is not retention:
+            # packed by name once per worker settings: this is the worker's hot path
+            argv = self.FINISH.pack(
+                {
+                    "take": 0,
+                    "m": 0,
+                    "keep_completed": retention.completed,
+                    "keep_completed_ms": retention.completed_ms,
+                    "keep_failed": retention.failed,
+                    "keep_failed_ms": retention.failed_ms,
+                    **self._limits(limits),
+                    **self._queue,
+                }
+            )
+            head = self._finish_head = (limits, retention, argv)
+        args = list(head[2])
+        args[_FINISH_TAKE] = take
+        args[_FINISH_M] = len(outcomes)
+        for outcome in outcomes:
+            args.extend(outcome)
+        codes, reply = await self._eval("finish", self._keys["finish"], args)
         return FinishReply([int(c) for c in codes], _decode_take(reply))
 
     RENEW = _spec("renew", keys="active cancels", argv="base lease_ms m", group="id token")
@@ -469,6 +500,9 @@ class Scripts:
         raise_for_code(n, f"job {job_id} of queue {self.keys.queue}")
         return n
 
+
+_FINISH_TAKE = Scripts.FINISH.index("take")
+_FINISH_M = Scripts.FINISH.index("m")
 
 SPECS: Mapping[str, ScriptSpec] = {
     spec.name: spec for spec in vars(Scripts).values() if isinstance(spec, ScriptSpec)

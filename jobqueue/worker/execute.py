@@ -1,5 +1,5 @@
 """Running one job's handler: the handler for its name, async or in the thread pool, under the
-queue's timeout, with the job as `get_current_job()`, its result checked as JSON."""
+queue's timeout."""
 
 from __future__ import annotations
 
@@ -12,32 +12,12 @@ from typing import Any
 
 from ..config import QueueConfig
 from ..core._aio import is_async_callable
-from ..core.codec import decode_envelope, dumps
-from ..core.replies import TakenJob
-from ..core.states import JobState
 from ..errors import InvalidJobError
-from ..job import Job, JobQueue, current_job
+from ..job import Job
 
-__all__ = ["HandlerRunner", "job_from_taken"]
+__all__ = ["HandlerRunner"]
 
 AnyHandler = Callable[[Job], Awaitable[Any] | Any]
-
-
-def job_from_taken(queue: JobQueue, taken: TakenJob) -> Job:
-    """The `Job` a handler gets for a job `take` leased to this worker.
-
-    Raises:
-        InvalidJobError: the stored envelope is not a job (it cannot run).
-    """
-    return Job(
-        queue,
-        taken.job_id,
-        decode_envelope(taken.envelope),
-        state=JobState.ACTIVE,
-        run_state={"a": taken.attempt - 1},
-        token=taken.token,
-        attempt=taken.attempt,
-    )
 
 
 class HandlerRunner:
@@ -55,29 +35,31 @@ class HandlerRunner:
         config: QueueConfig,
         executor: Callable[[], ThreadPoolExecutor],
     ) -> None:
-        self._handler = handler
-        self._config = config
+        # decided once here, not per job: the hot path is one attribute read
+        self._by_name = handler if isinstance(handler, Mapping) else None
+        self._single = None if isinstance(handler, Mapping) else handler
+        self._single_async = self._single is not None and is_async_callable(self._single)
+        self._queue = config.name
+        self._timeout = config.timeout
         self._executor = executor
         self._is_async: dict[int, bool] = {}
 
     def _handler_for(self, job: Job) -> AnyHandler:
-        if not isinstance(self._handler, Mapping):
-            return self._handler
-        handler = self._handler.get(job.name)
+        assert self._by_name is not None
+        handler = self._by_name.get(job.name)
         if handler is None:
-            known = sorted(self._handler)
+            known = sorted(self._by_name)
             shown = ", ".join(map(repr, known[:20])) + (", ..." if len(known) > 20 else "")
             raise InvalidJobError(
-                f"no handler for job name {job.name!r} on queue {self._config.name!r} "
+                f"no handler for job name {job.name!r} on queue {self._queue!r} "
                 f"(known: {shown or 'none'})"
             )
         return handler
 
     async def _call(self, handler: AnyHandler, job: Job) -> Any:
-        key = id(handler)
-        is_async = self._is_async.get(key)
+        is_async = self._is_async.get(id(handler))
         if is_async is None:
-            is_async = self._is_async[key] = is_async_callable(handler)
+            is_async = self._is_async[id(handler)] = is_async_callable(handler)
         if is_async:
             return await handler(job)
         loop = asyncio.get_running_loop()
@@ -88,27 +70,29 @@ class HandlerRunner:
             result = await result
         return result
 
-    async def run(self, job: Job) -> tuple[Any, str]:
-        """Run the job's handler; return its result and the result's JSON.
+    @property
+    def direct(self) -> AnyHandler | None:
+        """The handler to await as it is, when there is one async handler and no timeout."""
+        return self._single if self._single_async and self._timeout is None else None
+
+    async def run(self, job: Job) -> Any:
+        """Run the job's handler (the caller sets the current job); return its result.
 
         Raises:
-            InvalidJobError: no handler for the job's name, or a result that is not JSON.
+            InvalidJobError: no handler for the job's name.
             TimeoutError: the queue's timeout passed (the handler was cancelled; a plain
                 `def` handler's thread cannot be stopped and runs on, its result ignored).
             Exception: whatever the handler raised.
         """
-        handler = self._handler_for(job)
-        timeout = self._config.timeout
-        with current_job(job):
-            if timeout is None:
-                result = await self._call(handler, job)
-            else:
-                cm = asyncio.timeout(timeout)
-                try:
-                    async with cm:
-                        result = await self._call(handler, job)
-                except Exception as exc:
-                    if cm.expired():
-                        raise TimeoutError(f"job timed out after {timeout:g}s") from exc
-                    raise
-        return result, dumps(result, limit=self._config.max_payload, what="job result")
+        handler = self._single or self._handler_for(job)
+        timeout = self._timeout
+        if timeout is None:
+            return await self._call(handler, job)
+        cm = asyncio.timeout(timeout)
+        try:
+            async with cm:
+                return await self._call(handler, job)
+        except Exception as exc:
+            if cm.expired():
+                raise TimeoutError(f"job timed out after {timeout:g}s") from exc
+            raise

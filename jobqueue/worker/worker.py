@@ -20,14 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..core.backoff import exponential_delay
+from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob
+from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
-from ..job import Job
+from ..job import CURRENT_JOB, Job
 from ..queue import Queue
 from .cancels import cancel_listener
-from .execute import HandlerRunner, job_from_taken
+from .execute import HandlerRunner
 from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .leases import renew_loop, stall_loop
@@ -117,8 +119,12 @@ class Worker:
         self._running = RunningJobs()
         self._stats = WorkerStats(self.name, queue.name, concurrency)
         self._hooks = HookRunner(self.hooks)
+        self._on_progress = self._hooks.progress_callback()
+        self._outcome_hooks = self.hooks.any_outcome
         self._executor: ThreadPoolExecutor | None = None
         self._runner = HandlerRunner(handler, self.config, self._executor_for)
+        self._direct = self._runner.direct
+        self._max_payload = self.config.max_payload
         self._outcomes: list[Outcome] = []
         # what the outcome hooks need of a reported outcome: its job and result or error
         self._reported: dict[str, tuple[Job, Any]] = {}
@@ -413,30 +419,44 @@ class Worker:
 
     def _job_of(self, taken: TakenJob) -> Job | None:
         try:
-            return job_from_taken(self.queue, taken)
+            env = decode_envelope(taken.envelope)
         except InvalidJobError as exc:
             # a corrupt job cannot run: fail it for good instead of looping on it
             etype = ErrorType.VALIDATION_ERROR.value
             self._outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
             return None
+        return Job(
+            self.queue,
+            taken.job_id,
+            env,
+            state=JobState.ACTIVE,
+            run_state={"a": taken.attempt - 1},
+            token=taken.token,
+            attempt=taken.attempt,
+        )
 
     # -- running jobs ---------------------------------------------------------------------
 
     def _start(self, job: Job) -> None:
-        job._on_progress = self._hooks.progress_callback()
+        job._on_progress = self._on_progress
         task = asyncio.get_running_loop().create_task(self._execute(job))
-        self._running.add(job, task)
-        self._hooks.fire(self.hooks.on_active, job)
+        self._running[job.id] = (job, task)
+        if self.hooks.on_active is not None:
+            self._hooks.fire(self.hooks.on_active, job)
 
     async def _execute(self, job: Job) -> None:
         outcome: Outcome | None = None
         value: Any = None
+        token = CURRENT_JOB.set(job)
         try:
-            result, payload = await self._runner.run(job)
+            direct = self._direct
+            # one async handler and no timeout: called here, a coroutine frame less per job
+            result = await (direct(job) if direct is not None else self._runner.run(job))
+            payload = dumps(result, limit=self._max_payload, what="job result")
             outcome, value = completed(job, payload), result
             self._stats.completed += 1
         except asyncio.CancelledError as exc:
-            if self._running.discard(job.id):
+            if job.id in self._running.lost:
                 outcome = None  # the lease is gone: another worker owns the job now
             elif job.cancel_reason is not None:
                 outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
@@ -449,10 +469,14 @@ class Worker:
         except Exception as exc:
             outcome, value = self._failure_outcome(job, exc), exc
         finally:
-            self._running.discard(job.id)
+            CURRENT_JOB.reset(token)
+            running = self._running
+            running.pop(job.id, None)
+            if running.lost:
+                running.lost.discard(job.id)
             if outcome is not None:
                 self._outcomes.append(outcome)
-                if self.hooks.any_outcome:
+                if self._outcome_hooks:
                     self._reported[job.id] = (job, value)
             self._poke()
 

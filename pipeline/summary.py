@@ -74,4 +74,4 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
         f"{usage['calls']}, tokens in/out: {usage['i']}/{usage['o']}, cost: ${usage['c']:.4f}; "
         f"time: {seconds:.1f}s"
     )
-    console.print((await cache_share(pool, run_id)).line(), markup=False)
+    console.print((await cache_share(pool, run_id)).line(), markup=False, soft_wrap=True)

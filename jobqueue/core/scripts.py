@@ -101,9 +101,14 @@ def _spec(name: str, *, keys: str, argv: str = "", group: str = "", events: str 
     )  # fmt: skip
 
 
-_TAKE_KEYS = "wait prio priorities delayed active meta limiter limited marker events id_counter"
-_TAKE_ARGV = "base maxlen take worker lease_ms concurrency rate_max rate_per_ms"
-_JOB_KEYS = "wait prio priorities delayed active completed failed cancels events"
+_TAKE_KEYS = (
+    "wait prio priorities delayed active meta limiter limited marker events id_counter failed"
+)
+_SHARED_KEYS = " shared_limiter shared_hold breaker breaker_fails costs"
+_TAKE_ARGV = (
+    "base maxlen take worker lease_ms concurrency rate_max rate_per_ms limiter buckets cost breaker"
+)
+_JOB_KEYS = "wait prio priorities delayed active completed failed cancels events costs"
 
 _CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
     0: "not_found",
@@ -115,6 +120,10 @@ _CLEAN_STATES = frozenset({"completed", "failed", "waiting", "delayed"})
 
 
 _new = tuple.__new__
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _decode_take(reply: Sequence[Any]) -> TakeReply:
@@ -226,9 +235,9 @@ class Scripts:
 
     ADD = _spec(
         "add",
-        keys="id_counter wait prio delayed priorities marker events",
+        keys="id_counter wait prio delayed priorities marker events costs",
         argv="base maxlen n",
-        group="id name envelope delay_ms priority",
+        group="id name envelope delay_ms priority cost",
         events="added",
     )
 
@@ -237,7 +246,9 @@ class Scripts:
         reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
         return [AddedJob(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
 
-    TAKE = _spec("take", keys=_TAKE_KEYS, argv=_TAKE_ARGV, events="active")
+    TAKE = _spec(
+        "take", keys=_TAKE_KEYS + _SHARED_KEYS, argv=_TAKE_ARGV, events="active failed breaker"
+    )
 
     @staticmethod
     def _limits(limits: TakeLimits) -> dict[str, Any]:
@@ -247,6 +258,10 @@ class Scripts:
             "concurrency": limits.concurrency,
             "rate_max": limits.rate_max,
             "rate_per_ms": limits.rate_per_ms,
+            "limiter": limits.limiter,
+            "buckets": limits.buckets,
+            "cost": limits.cost,
+            "breaker": limits.breaker,
         }
 
     async def take(self, n: int, limits: TakeLimits) -> TakeReply:
@@ -256,10 +271,10 @@ class Scripts:
 
     FINISH = _spec(
         "finish",
-        keys=_TAKE_KEYS + " completed failed cancels",
+        keys=_TAKE_KEYS + " completed cancels" + _SHARED_KEYS,
         argv=_TAKE_ARGV + " keep_completed keep_completed_ms keep_failed keep_failed_ms m",
         group="id token kind payload error_type delay_ms limit",
-        events="completed failed retrying returned active",
+        events="completed failed retrying returned active breaker",
     )
 
     async def finish(
@@ -354,6 +369,37 @@ class Scripts:
         )
         raise_for_code(int(code), f"job {job_id}: progress not recorded")
 
+    SETTLE = _spec("settle", keys="active shared_limiter", argv="base id token usage buckets")
+
+    async def settle(self, job_id: str, token: str, usage: str, *, buckets: str) -> None:
+        """Charge a running job's real usage (`bucket=n,...`) to the shared limiter, refunding
+        what its take reserved at the first settle of the attempt.
+
+        Raises:
+            LeaseLostError: the token no longer holds the job (nothing written).
+        """
+        code = await self._call(
+            self.SETTLE, base=self.keys.base, id=job_id, token=token, usage=usage, buckets=buckets
+        )
+        raise_for_code(int(code), f"job {job_id}: usage not settled")
+
+    LEARN = _spec("learn", keys="shared_limiter", argv="bucket limit remaining buckets")
+
+    async def learn(
+        self, bucket: str, *, limit: float | None, remaining: float | None, buckets: str
+    ) -> tuple[float | None, float | None]:
+        """Set a shared-limiter bucket's capacity to `limit` and lower its tokens to
+        `remaining` (each when given). Returns the bucket's (capacity, tokens) after it."""
+        capacity, tokens = await self._call(
+            self.LEARN,
+            bucket=bucket,
+            limit="" if limit is None else _num(limit),
+            remaining="" if remaining is None else _num(remaining),
+            buckets=buckets,
+        )
+        c, t = text(capacity), text(tokens)
+        return (float(c) if c else None), (float(t) if t else None)
+
     # -- reading ---------------------------------------------------------------------------
 
     GETJOB = _spec("getjob", keys="delayed meta", argv="base id")
@@ -443,7 +489,7 @@ class Scripts:
 
     DRAIN = _spec(
         "drain",
-        keys="wait prio priorities delayed cancels events",
+        keys="wait prio priorities delayed cancels events costs",
         argv="base maxlen batch",
         events="removed",
     )
@@ -455,7 +501,7 @@ class Scripts:
 
     CLEAN = _spec(
         "clean",
-        keys="wait prio priorities delayed completed failed cancels events",
+        keys="wait prio priorities delayed completed failed cancels events costs",
         argv="base maxlen state grace_ms limit scan_cap",
         events="removed",
     )

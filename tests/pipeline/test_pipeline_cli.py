@@ -139,13 +139,14 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
 
     code, out, err = await cli(env, "status", str(run))
     assert code == 0, err
-    *job_lines, last = out.splitlines()
+    (share_line,) = [line for line in out.splitlines() if line.startswith("cached input:")]
+    job_lines = [line for line in out.splitlines() if line != share_line]
     usage = await runtime.pool.fetchrow(
         "SELECT sum(input_tokens) AS i, sum(cache_read_input_tokens) AS r, "
         "sum(cache_creation_input_tokens) AS w FROM llm_usage WHERE related_id = $1",
         str(run),
     )
-    cached = CACHED_LINE.match(last)  # one line after the jobs: the run's cached share
+    cached = CACHED_LINE.match(share_line)  # one line of its own: the run's cached share
     assert cached, out
     read, written, uncached = (int(cached.group(i).replace(",", "")) for i in (3, 4, 5))
     assert (uncached, read, written) == (usage["i"], usage["r"], usage["w"])

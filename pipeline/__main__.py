@@ -50,12 +50,15 @@ async def _approve(sub_sector_id: str) -> int:
 async def _status(run_id: str) -> int:
     from pipeline.db import close_pool, get_pool
     from pipeline.status import get_jobs_by_related_id
+    from pipeline.usage_report import cached_share_line
 
-    await get_pool(get_settings().database_url)
+    pool = await get_pool(get_settings().database_url)
     try:
         for row in await get_jobs_by_related_id(run_id):
             err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
+        if cached := await cached_share_line(pool, run_id):
+            print(cached)
     finally:
         await close_pool()
     return 0

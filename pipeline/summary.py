@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.runtime import Runtime
+from pipeline.usage_report import cache_share
 
 __all__ = ["print_summary"]
 
@@ -73,3 +74,4 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
         f"{usage['calls']}, tokens in/out: {usage['i']}/{usage['o']}, cost: ${usage['c']:.4f}; "
         f"time: {seconds:.1f}s"
     )
+    console.print((await cache_share(pool, run_id)).line(), markup=False, soft_wrap=True)

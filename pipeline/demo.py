@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
 from pipeline.workers import Workers
 
-__all__ = ["run_sector"]
+__all__ = ["human_logs_on_a_terminal", "run_sector", "servers"]
 
 _STAGE_ROWS = """
 SELECT job_type, count(*) AS total,
@@ -34,9 +35,26 @@ SELECT bool_and(status IN ('completed', 'failed')) FROM job_status WHERE related
 """
 
 
+def human_logs_on_a_terminal(settings: Settings) -> None:
+    """Log console lines, not JSON, when standard error is a terminal and the user did not
+    ask for a format (`PIPELINE_LOG_FORMAT` unset): a person is reading them, above the live
+    progress view. The root level stays as the entry point set it.
+
+    Args:
+        settings: The run's settings.
+    """
+    from pipeline.logs import configure_logging, log_format
+
+    if settings.log_format == "auto" and log_format("auto", sys.stderr) == "console":
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        configure_logging(fmt="console", level=str(level))
+
+
 @contextlib.contextmanager
 def servers(settings: Settings) -> Iterator[Settings]:
-    """Start embedded Valkey / PostgreSQL for what the settings leave unset."""
+    """Prepare the run's process: human log lines on a terminal (`human_logs_on_a_terminal`),
+    and embedded Valkey / PostgreSQL for what the settings leave unset."""
+    human_logs_on_a_terminal(settings)
     with contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {}
         if not settings.redis_url:

@@ -42,6 +42,8 @@ def _cap(text: str) -> str:
 
 
 def _stable_rng(*parts: str) -> random.Random:
+    # as `offline_rng` (which this module cannot import: `pipeline.ai.offline` imports it),
+    # for choices that must not depend on a call's own seed (research and list must agree)
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
     return random.Random(int.from_bytes(digest[:16], "big"))
 
@@ -91,7 +93,8 @@ def _note(match: Match) -> str:
     if match.how == "keyword":
         closest = f"{sub.name} ({sector})" if sub is not None else f"the {sector} sector"
         return (
-            f"{q} is not one of the 11 GICS sectors; its closest match in the offline "
+            f"{q} is not one of the {len(universe().sectors)} GICS sectors; its closest match "
+            "in the offline "
             f"universe is {closest}, so this research covers {sector}."
         )
     return ""
@@ -116,7 +119,8 @@ def research_plan(query: str) -> ResearchPlan:
         sectors = rng.sample(universe().sectors, MIX_SECTORS)
         subs = tuple(rng.choice(s.sub_sectors) for s in sectors)
         note = (
-            f"{_quoted(query)} is not one of the 11 GICS sectors the offline model covers, "
+            f"{_quoted(query)} is not one of the {len(universe().sectors)} GICS sectors the "
+            "offline model covers, "
             "nor close to one of their sub-sectors, so this research covers a cross-sector "
             "mix instead."
         )

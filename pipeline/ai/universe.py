@@ -230,7 +230,7 @@ class Universe:
                         raise UniverseError(f"ticker {company.ticker!r} is listed twice")
                     self._listings[company.ticker] = Listing(company, sub, sector)
                 self._by_sub[sub.name] = tuple(self._listings[c.ticker] for c in sub.companies)
-        self._words = [
+        self._keywords = [
             (sector, sub, _words(" ".join((sub.name, *sub.aliases))))
             for sector in sectors
             for sub in sector.sub_sectors
@@ -341,7 +341,7 @@ class Universe:
             return Match(query, sector, sub, how)
         wanted = _words(query)
         best: tuple[int, Sector, SubSector | None] | None = None
-        for sector, sub, known in self._words:
+        for sector, sub, known in self._keywords:
             score = len(wanted & known)
             if score and (best is None or score > best[0]):
                 best = (score, sector, sub)

@@ -98,6 +98,7 @@ class ProviderSimulator:
         self._ids = itertools.count(1)
         self._gate = asyncio.Event()
         self._gate.set()
+        self._start_pending = False
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.port = 0
@@ -136,6 +137,23 @@ class ProviderSimulator:
         await self.close()
 
     # -- controls ----------------------------------------------------------------------------
+
+    def reset(self, *, at_first_request: bool = False) -> None:
+        """Start over: simulator time (window 0) starts now, every bucket is full, the prompt
+        cache and the counters are empty. A configured outage keeps its times, relative to
+        the new start. For a harness that starts its clients before the timed part.
+
+        Args:
+            at_first_request: Start simulator time at the next `POST /v1/messages` instead of
+                now, so the clients' start-up leaves no idle windows.
+        """
+        self._start_pending = at_first_request
+        self._t0 = self._clock()
+        self._wall0 = time.time()
+        self._limits.clear()
+        self._cache = PromptCache()
+        self._models.clear()
+        self._stats = Stats(minute_seconds=self.config.minute_seconds, elapsed=0.0)
 
     def now(self) -> float:
         """Seconds of simulator time since `start()`."""
@@ -230,6 +248,10 @@ class ProviderSimulator:
     # -- routes ------------------------------------------------------------------------------
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        if self._start_pending:
+            self._start_pending = False
+            self._t0 = self._clock()
+            self._wall0 = time.time()
         stats = self._stats
         stats.calls += 1
         request_id = f"req_sim_{next(self._ids):010d}"

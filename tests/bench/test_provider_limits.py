@@ -182,3 +182,34 @@ async def test_outage_over_http_and_stats_over_http(make_sim: MakeSim, clock: Ma
     assert [x.overloaded for x in w] == [0, 1]
     assert stats.models[MODEL].limits == Limits(rpm=2, itpm=BIG, otpm=BIG)
     assert w[1].input_tokens > 0 and w[1].output_tokens > 0
+
+
+async def test_reset_starts_time_buckets_and_counters_over(
+    make_sim: MakeSim, clock: ManualClock
+) -> None:
+    sim = await make_sim(clock=clock, minute_seconds=10.0, limits=Limits(rpm=1, itpm=BIG, otpm=BIG))
+    async with sdk(sim) as client:
+        await client.messages.create(model=MODEL, max_tokens=10, messages=user("a"))
+        with pytest.raises(anthropic.RateLimitError):
+            await client.messages.create(model=MODEL, max_tokens=10, messages=user("b"))
+        clock.advance(25.0)
+        sim.reset()
+        assert sim.now() == 0.0
+        assert sim.stats().calls == 0 and sim.stats().models == {}
+        await client.messages.create(model=MODEL, max_tokens=10, messages=user("b"))
+    stats = sim.stats()
+    assert (stats.calls, stats.admitted, stats.full_windows) == (1, 1, 0)
+    assert stats.models[MODEL].windows[0].requests == 1
+
+
+async def test_time_can_start_at_the_first_request(make_sim: MakeSim, clock: ManualClock) -> None:
+    sim = await make_sim(clock=clock, minute_seconds=10.0, outage=(5.0, 10.0))
+    sim.reset(at_first_request=True)
+    clock.advance(30.0)  # clients starting up: no window passes, the outage has not begun
+    async with sdk(sim) as client:
+        await client.messages.create(model=MODEL, max_tokens=10, messages=user("first"))
+        assert sim.now() == 0.0
+        clock.advance(5.0)
+        with pytest.raises(anthropic.OverloadedError):
+            await client.messages.create(model=MODEL, max_tokens=10, messages=user("second"))
+    assert [w.requests for w in sim.stats().models[MODEL].windows] == [1]

@@ -27,26 +27,22 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from jobqueue import ConfigError
 
-from .provider import ProviderSimulator
-from .provider._cli import config_from_args
-from .provider._cli import parser as provider_parser
+from .provider import ProviderSimulator, cli_parser, config_from_args
 from .provider.report import RunResult, render_markdown, summary
+from .provider_procs import ROOT, PipelineProcess, read_outcome, temporary_database
 from .server import PrivateRedis
 
 __all__ = ["CONFIGURATIONS", "SECTORS", "Configuration", "main", "pipeline_env"]
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "provider-latest.json"
 API_KEY = "sk-sim-provider-bench"  # the simulator accepts any key; this one is not a secret
 
@@ -156,106 +152,17 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class _Proc:
-    """A pipeline process with its output in a log file."""
-
-    def __init__(self, label: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.label, self.proc, self.log = label, proc, log
-
-    @classmethod
-    async def start(cls, label: str, argv: list[str], env: dict[str, str], logs: Path) -> _Proc:
-        log = logs / f"{label.replace(' ', '_')}.log"
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *argv,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        return cls(label, proc, log)
-
-    def tail(self, chars: int = 800) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:].strip()
-        return ""
-
-    async def stop(self, grace: float) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-
-
-@contextlib.asynccontextmanager
-async def _database(admin_url: str, name: str) -> Any:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-async def _outcome(database_url: str) -> dict[str, Any]:
-    import asyncpg
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        runs = await conn.fetch("SELECT status, count(*) AS n FROM sector_analysis GROUP BY status")
-        stocks = await conn.fetchrow(
-            """
-            SELECT count(*) AS total,
-                   count(*) FILTER (WHERE status = 'failed') AS failed,
-                   count(*) FILTER (WHERE status = 'failed'
-                                    AND final_reasons::text LIKE '%rejected % times%') AS judged
-            FROM stock WHERE status <> 'ranked'
-            """
-        )
-        usage = await conn.fetchrow(
-            "SELECT count(*) AS calls, coalesce(sum(cost_usd), 0)::float8 AS cost FROM llm_usage"
-        )
-        jobs_failed = await conn.fetchval("SELECT count(*) FROM job_status WHERE status = 'failed'")
-    finally:
-        await conn.close()
-    by_status = {r["status"]: int(r["n"]) for r in runs}
-    return {
-        "sectors": by_status,
-        "stocks_total": int(stocks["total"]),
-        "stocks_failed": int(stocks["failed"]),
-        "stocks_rejected_by_judge": int(stocks["judged"]),
-        "llm_calls_recorded": int(usage["calls"]),
-        "cost_usd": float(usage["cost"]),
-        "jobs_failed": int(jobs_failed),
-    }
-
-
 async def _run_configuration(
     conf: Configuration, args: argparse.Namespace, sectors: list[str], admin_url: str
 ) -> tuple[RunResult, dict[str, Any]]:
     provider = config_from_args(args)
     logs = Path(tempfile.mkdtemp(prefix=f"provbench-{conf.name}-"))
-    workers: list[_Proc] = []
-    runs: list[_Proc] = []
+    workers: list[PipelineProcess] = []
+    runs: list[PipelineProcess] = []
     redis = PrivateRedis().start()
     try:
         async with (
-            _database(
+            temporary_database(
                 admin_url, f"provbench_{os.getpid()}_{conf.name.replace('-', '_')}"
             ) as db_url,
             ProviderSimulator(provider) as sim,
@@ -273,12 +180,16 @@ async def _run_configuration(
                     **args.set.get(conf.name, {}),
                 }
             )
-            migrate = await _Proc.start("migrate", ["-m", "pipeline", "migrate"], env, logs)
+            migrate = await PipelineProcess.start(
+                "migrate", ["-m", "pipeline", "migrate"], env, logs
+            )
             if await migrate.proc.wait() != 0:
                 raise RuntimeError(f"migrate failed: {migrate.tail()}")
             for i in range(args.workers):
                 workers.append(
-                    await _Proc.start(f"workers-{i + 1}", ["-m", "pipeline.workers"], env, logs)
+                    await PipelineProcess.start(
+                        f"workers-{i + 1}", ["-m", "pipeline.workers"], env, logs
+                    )
                 )
             # the timed part: windows, buckets and counters start with the first call (so
             # the processes' start-up leaves no idle windows); the wall time with the launch
@@ -287,14 +198,14 @@ async def _run_configuration(
             run_args = ["--auto-approve", "--timeout", str(args.timeout)]
             if args.launch == "multi":
                 runs.append(
-                    await _Proc.start(
+                    await PipelineProcess.start(
                         "run-all", ["-m", "pipeline", "run", *sectors, *run_args], env, logs
                     )
                 )
             else:
                 for sector in sectors:
                     runs.append(
-                        await _Proc.start(
+                        await PipelineProcess.start(
                             f"run-{sector}", ["-m", "pipeline", "run", sector, *run_args], env, logs
                         )
                     )
@@ -306,7 +217,7 @@ async def _run_configuration(
                 if w.proc.returncode is not None:
                     print(f"  {w.label} ended early ({w.proc.returncode}): {w.tail()}", flush=True)
             await asyncio.gather(*(w.stop(args.grace) for w in workers))
-            outcome = await _outcome(db_url)
+            outcome = await read_outcome(db_url)
     finally:
         await asyncio.gather(*(p.stop(2.0) for p in [*runs, *workers]), return_exceptions=True)
         redis.close()
@@ -341,7 +252,7 @@ async def _run_configuration(
 
 
 async def _follow(
-    name: str, sim: ProviderSimulator, runs: list[_Proc], t0: float, timeout: float
+    name: str, sim: ProviderSimulator, runs: list[PipelineProcess], t0: float, timeout: float
 ) -> None:
     """Wait for every run process; print a line per simulated minute."""
     deadline = t0 + timeout * 4  # `run --timeout` bounds each phase; this bounds a hang
@@ -384,7 +295,7 @@ def _env(text: str) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: the simulator's options plus the benchmark's."""
-    p = provider_parser()
+    p = cli_parser()
     p.prog = "python -m bench.provider_run"
     p.description = __doc__.split("\n\n")[0] if __doc__ else None
     p.set_defaults(minute_seconds=10.0, rpm=30, itpm=2_500, otpm=40_000)

@@ -18,6 +18,8 @@ Standalone: `python -m bench.provider --port 8123 --minute-seconds 10 --rpm 30 -
 """
 
 from ._buckets import Bucket, KeyModelLimits
+from ._cli import config_from_args
+from ._cli import parser as cli_parser
 from ._config import DEFAULT_LIMITS, Limits, ManualClock, ProviderConfig
 from ._content import estimate_input_tokens
 from ._schema import SchemaError, fake_value
@@ -36,6 +38,8 @@ __all__ = [
     "SchemaError",
     "Stats",
     "WindowStats",
+    "cli_parser",
+    "config_from_args",
     "estimate_input_tokens",
     "fake_value",
     "rfc3339",

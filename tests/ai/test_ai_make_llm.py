@@ -97,7 +97,7 @@ async def test_make_llm_passes_configuration(monkeypatch: pytest.MonkeyPatch) ->
         ("claude-sonnet-5-5", Usage(input_tokens=1_000_000, output_tokens=1_000_000), 12.0),
         ("claude-haiku-5-5", Usage(input_tokens=1_000_000, output_tokens=1_000_000), 0.60),
         ("claude-opus-5-5", Usage(cache_read_tokens=1_000_000), 0.20),
-        ("claude-sonnet-5-5", Usage(cache_read_tokens=1_000_000), 0.10),  # cut on 2026-10-07
+        ("claude-sonnet-5-5", Usage(cache_read_tokens=1_000_000), 0.20),
         ("claude-fable-5-1", Usage(cache_read_tokens=1_000_000), 0.25),
         # cache writes: 1.25x input for the 5-minute TTL, 2x for the 1-hour one
         ("claude-opus-5-5", Usage(cache_write_tokens=1_000_000), 5.0),

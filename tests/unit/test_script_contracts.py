@@ -9,7 +9,7 @@ import pytest
 
 from jobqueue.core._loader import LUA_DIR, load_script, parse_header, script_names
 from jobqueue.core.keys import QueueKeys
-from jobqueue.core.scripts import SPECS, Scripts
+from jobqueue.core.scripts import SPECS, Scripts, ScriptSpec
 
 # Redis runs Lua 5.1 (and fakeredis loads lupa's 5.1 too: one Lua version per process)
 lupa = pytest.importorskip("lupa.lua51")
@@ -19,8 +19,11 @@ _EMIT = re.compile(r"emit\(K\.events, A\.maxlen, 'ev', '(\w+)'")
 
 def test_every_script_has_one_method_and_every_method_a_script() -> None:
     assert sorted(SPECS) == list(script_names())
-    # one spec per script, each declared on Scripts beside the method that runs it
-    declared = [v for v in vars(Scripts).values() if isinstance(v, type(SPECS["add"]))]
+    # one spec per script, each declared on Scripts (or its operations part) beside the
+    # method that runs it, and each spec once
+    declared = [
+        v for klass in Scripts.__mro__ for v in vars(klass).values() if isinstance(v, ScriptSpec)
+    ]
     assert sorted(s.name for s in declared) == sorted(SPECS)
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-repeat lint format demo bench clean
+.PHONY: install test test-fast test-repeat lint format demo bench bench-venv bench-provider clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,11 +45,19 @@ demo: $(STAMP)
 
 # The peers pin an older redis-py (arq, bullmq need < 6): they get a venv of their own.
 BENCH_VENV := .venv-bench
-bench:
+bench-venv:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench,testing]'
+
+bench: bench-venv
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# The pipeline against the provider simulator (docs/performance.md); needs a PostgreSQL where
+# it may create a database: TEST_DATABASE_URL or DATABASE_URL.
+PROVIDER_ARGS ?= --sectors 10 --workers 2 --configs per-queue
+bench-provider: bench-venv
+	$(BENCH_VENV)/bin/python -m bench.provider_run $(PROVIDER_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .test-repeat

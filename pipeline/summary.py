@@ -8,6 +8,7 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.budget_report import get_run_budget
 from pipeline.runtime import Runtime
 
 __all__ = ["print_summary"]
@@ -73,3 +74,6 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
         f"{usage['calls']}, tokens in/out: {usage['i']}/{usage['o']}, cost: ${usage['c']:.4f}; "
         f"time: {seconds:.1f}s"
     )
+    budget = await get_run_budget(pool, run_id)
+    if budget is not None:
+        console.print(budget.line(), markup=False, highlight=False)

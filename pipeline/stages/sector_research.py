@@ -7,6 +7,7 @@ from typing import Any
 from jobqueue import Job
 from pipeline.models import SectorResearchPayload, SubSectorList
 from pipeline.prompts import research_prompt, subsector_prompt
+from pipeline.runs import run_of_research
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, record_usage
 
@@ -74,4 +75,6 @@ async def on_final_failure(rt: Runtime, job: Job, p: SectorResearchPayload, erro
     )
 
 
-STAGE = Stage("sector-research", SectorResearchPayload, run, on_final_failure)
+STAGE = Stage(
+    "sector-research", SectorResearchPayload, run, on_final_failure, run_of=run_of_research
+)

@@ -82,6 +82,9 @@ async def test_run_with_auto_approve(runtime: Runtime) -> None:
     assert {r["status"] for r in rows} == {"completed"}
     assert f"jobs: {len(rows)};" in out
     assert re.search(r"model calls: [1-9]", out)
+    spent = await runtime.pool.fetchval("SELECT spent_usd FROM sector_analysis WHERE id=$1", run)
+    assert spent > 0
+    assert re.search(rf"^spent \${spent:.2f} of \$5\.00 budget \(\d+%\)$", out, re.M), out
 
 
 async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime) -> None:
@@ -130,7 +133,9 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
 
     code, out, err = await cli(env, "status", str(run))
     assert code == 0, err
-    lines = [STATUS_LINE.match(line) for line in out.splitlines()]
+    *jobs, spend = out.splitlines()  # a job per line, then the spend against the budget
+    assert re.fullmatch(r"spent \$\d+\.\d\d of \$5\.00 budget \(\d+%\)", spend), out
+    lines = [STATUS_LINE.match(line) for line in jobs]
     assert lines and all(lines), out
     rows = await runtime.pool.fetch(
         "SELECT job_id, job_type, status, progress FROM job_status WHERE related_id=$1", str(run)

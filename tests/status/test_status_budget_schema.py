@@ -3,33 +3,12 @@ the new run status are added in place, and migrating again changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
-
 import asyncpg
 import pytest
-from status_helpers import uid
 
 from pipeline import db
 
 V1_STATUSES = "('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed')"
-
-
-@pytest.fixture
-async def fresh_database(postgres_admin_url: str) -> AsyncIterator[str]:
-    """An empty database of this test's own, dropped afterwards."""
-    name = uid("jq_budget_mig_").replace("-", "_")
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(postgres_admin_url)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def make_version_1(conn: asyncpg.Connection) -> None:

@@ -323,3 +323,31 @@ async def test_the_daily_budget_refuses_across_runs(
         re.M,
     ), out
     assert "spent $0.00 of $5.00 budget (0%); budget exceeded: calls were refused" in out
+
+
+async def test_a_budget_lowered_mid_run_refuses_the_ranking(runtime: Runtime, workers: Any) -> None:
+    """The budget is a column read at every call: lowered to what the research spent, the
+    approved sub-sector's ranking is refused (not retried, although its queue allows three
+    attempts), the sub-sector fails, and the run ends budget_exceeded with its research kept."""
+    await workers(queues=["sector-research", "stock-ranking"])
+    pool = runtime.pool
+    run_id = await start_sector_research("Financials", "u", runtime=runtime)
+    await wait_row(
+        pool, "SELECT status = 'awaiting_approval' FROM sector_analysis WHERE id=$1", run_id
+    )
+    await pool.execute("UPDATE sector_analysis SET budget_usd = spent_usd WHERE id=$1", run_id)
+    sub = await pool.fetchval(
+        "SELECT id FROM sub_sector WHERE sector_analysis_id=$1 ORDER BY name LIMIT 1", run_id
+    )
+    job = await approve_subsector(sub, runtime=runtime)
+    await wait_row(
+        pool, "SELECT status = 'budget_exceeded' FROM sector_analysis WHERE id=$1", run_id
+    )
+    row = await pool.fetchrow("SELECT status, error_message FROM sub_sector WHERE id=$1", sub)
+    assert row["status"] == "failed" and "BUDGET_EXCEEDED" in row["error_message"]
+    assert await pool.fetchval("SELECT count(*) FROM stock WHERE sub_sector_id=$1", sub) == 0
+    assert await pool.fetchval("SELECT research FROM sector_analysis WHERE id=$1", run_id)
+    ranking = await runtime.queues["stock-ranking"].get_job(job.id)
+    assert ranking is not None and ranking.state == JobState.FAILED
+    assert (ranking.max_attempts, ranking.attempts_made) == (3, 1)
+    await reservations_settled(runtime, run_id)

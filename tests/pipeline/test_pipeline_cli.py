@@ -151,6 +151,22 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
     }
 
 
+async def test_run_stopped_by_its_budget(runtime: Runtime) -> None:
+    code, out, err = await cli(
+        cli_env(runtime, PIPELINE_RUN_BUDGET_USD="0.10"),
+        "run",
+        "Technology",
+        "--auto-approve",
+        "--timeout",
+        str(HANG),
+    )
+    assert code == 1, err
+    assert "the research failed" in err
+    run = uuid.UUID(re.search(r"^run (\S+):", out, re.M).group(1))  # type: ignore[union-attr]
+    status = await runtime.pool.fetchval("SELECT status FROM sector_analysis WHERE id=$1", run)
+    assert status == "budget_exceeded"
+
+
 async def test_approve_and_status_errors(runtime: Runtime) -> None:
     env = cli_env(runtime)
     unknown = str(uuid.uuid4())

@@ -423,9 +423,9 @@ class BudgetGuard:
 
 async def end_run_if_stopped(pool: asyncpg.Pool, run_id: UUID) -> bool:
     """After a job refused for budget failed for good: end its run as `budget_exceeded` once
-    nothing of it is left running (a refused research, or a refused ranking of its only
-    sub-sector in progress). Stocks still analysed are left to the fan-in, which ends the run
-    the same way.
+    nothing of it is left running (a refused ranking of its only sub-sector in progress).
+    A refused research's own hook ends the run so; a run with stocks still being analysed is
+    left to the fan-in, which ends it the same way.
 
     Args:
         pool: The PostgreSQL pool.

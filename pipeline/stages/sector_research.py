@@ -68,8 +68,10 @@ async def run(rt: Runtime, job: Job, p: SectorResearchPayload) -> dict[str, Any]
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: SectorResearchPayload, error: str) -> None:
+    # a research its budget refused ends the run as such (never seen `failed` first)
     await rt.pool.execute(
-        "UPDATE sector_analysis SET status = 'failed', error_message = $2 WHERE id = $1",
+        "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
+        "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1",
         p.sector_analysis_id,
         error[:2000],
     )

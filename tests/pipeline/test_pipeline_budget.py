@@ -442,3 +442,61 @@ async def test_budget_guard_through_a_guarded_model(pool: asyncpg.Pool, org: str
     ]
     assert rows[0]["cost_usd"] == round(Decimal(cost_usd("claude-opus-5-5", result.usage)), 8)
     assert spent == rows[0]["cost_usd"] + rows[1]["cost_usd"]
+
+
+# -- where budgets come from -----------------------------------------------------------------
+
+
+def test_budget_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import pydantic
+
+    from pipeline.settings import Settings
+
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+    default = Settings()
+    assert (default.run_budget_usd, default.daily_budget_usd, default.budget_org) == (
+        5.0,
+        None,
+        "default",
+    )
+    monkeypatch.setenv("PIPELINE_RUN_BUDGET_USD", "2.5")
+    monkeypatch.setenv("PIPELINE_DAILY_BUDGET_USD", "40")
+    monkeypatch.setenv("PIPELINE_BUDGET_ORG", "acme")
+    monkeypatch.setenv("PIPELINE_BUDGET_RESERVATION_TTL", "120")
+    s = Settings()
+    assert (s.run_budget_usd, s.daily_budget_usd, s.budget_org) == (2.5, 40.0, "acme")
+    assert s.budget_reservation_ttl == 120.0
+    for name, bad in (
+        ("PIPELINE_RUN_BUDGET_USD", "-1"),
+        ("PIPELINE_RUN_BUDGET_USD", "inf"),
+        ("PIPELINE_DAILY_BUDGET_USD", "nan"),
+        ("PIPELINE_BUDGET_RESERVATION_TTL", "0"),
+    ):
+        with monkeypatch.context() as m:
+            m.setenv(name, bad)
+            field = name.removeprefix("PIPELINE_").lower()
+            with pytest.raises(pydantic.ValidationError, match=field):
+                Settings()
+
+
+async def test_a_run_gets_its_budget_when_it_starts(make_runtime: Any) -> None:
+    from pipeline.flow import start_sector_research
+
+    rt: Runtime = await make_runtime(run_budget_usd=2.5)
+    default = await start_sector_research("Tech", "u", runtime=rt)
+    own = await start_sector_research("Tech", "u", budget_usd=0.75, runtime=rt)
+    budgets = {
+        r["id"]: r["budget_usd"]
+        for r in await rt.pool.fetch(
+            "SELECT id, budget_usd FROM sector_analysis WHERE id = ANY($1::uuid[])", [default, own]
+        )
+    }
+    assert budgets == {default: Decimal("2.5"), own: Decimal("0.75")}
+    before = await rt.pool.fetchval("SELECT count(*) FROM sector_analysis")
+    with pytest.raises(ConfigError, match=r"budget_usd .* got -1"):
+        await start_sector_research("Tech", "u", budget_usd=-1, runtime=rt)
+    assert await rt.pool.fetchval("SELECT count(*) FROM sector_analysis") == before

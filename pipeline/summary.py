@@ -76,4 +76,9 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
     )
     budget = await get_run_budget(pool, run_id)
     if budget is not None:
-        console.print(budget.line(), markup=False, highlight=False)
+        line = budget.line()
+        if budget.spent_usd > 0 and not usage["c"]:
+            # the offline model costs nothing; the budget counts it at the configured models'
+            # prices so that budgets behave offline as they would online
+            line += " (offline: priced as the configured models)"
+        console.print(line, markup=False, highlight=False)

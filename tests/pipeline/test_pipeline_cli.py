@@ -84,7 +84,8 @@ async def test_run_with_auto_approve(runtime: Runtime) -> None:
     assert re.search(r"model calls: [1-9]", out)
     spent = await runtime.pool.fetchval("SELECT spent_usd FROM sector_analysis WHERE id=$1", run)
     assert spent > 0
-    assert re.search(rf"^spent \${spent:.2f} of \$5\.00 budget \(\d+%\)$", out, re.M), out
+    offline = r" \(offline: priced as the configured models\)"
+    assert re.search(rf"^spent \${spent:.2f} of \$5\.00 budget \(\d+%\){offline}$", out, re.M), out
 
 
 async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime) -> None:

@@ -30,9 +30,12 @@ from .errors import (
 )
 from .events import Event, QueueEvents
 from .job import Job, get_current_job
+from .limits import Breaker, Bucket, Limiter
+from .limits.state import BreakerState, BucketState, LimiterState
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
-from .queue_ops import CancelOutcome, QueueLimits
+from .queue_limits import QueueLimits
+from .queue_ops import CancelOutcome
 from .retry import (
     Classification,
     ErrorTypeInfo,
@@ -53,6 +56,10 @@ from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
 __all__ = [
+    "Breaker",
+    "BreakerState",
+    "Bucket",
+    "BucketState",
     "CancelOutcome",
     "Classification",
     "ConfigError",
@@ -67,6 +74,8 @@ __all__ = [
     "JobQueueError",
     "JobState",
     "LeaseLostError",
+    "Limiter",
+    "LimiterState",
     "PayloadTooLargeError",
     "Queue",
     "QueueConfig",

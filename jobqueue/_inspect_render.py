@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "LIMITER_COLUMNS",
     "QUEUE_COLUMNS",
     "format_failed",
     "format_job",
     "format_overview",
+    "limiter_rows",
     "queue_cells",
     "rich_overview",
     "worker_cells",
@@ -30,6 +32,7 @@ QUEUE_COLUMNS = (
     "RATE LIMIT",
     "WORKERS",
 )
+LIMITER_COLUMNS = ("LIMITER", "QUEUES", "BUCKETS (tokens/capacity)", "HOLD", "BREAKER")
 WORKER_COLUMNS = ("WORKER", "QUEUES", "PID", "RUNNING", "COMPLETED", "FAILED", "LAST BEAT")
 
 
@@ -69,6 +72,38 @@ def queue_cells(q: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _amount(value: float | None) -> str:
+    if value is None:
+        return "?"
+    if abs(value) >= 10_000:
+        return f"{value / 1000:.0f}k"
+    return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 10 else f"{value:.1f}"
+
+
+def limiter_rows(queues: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """One row per shared limiter of the queues (see `LIMITER_COLUMNS`)."""
+    by_name: dict[str, tuple[Mapping[str, Any], list[str]]] = {}
+    for q in queues:
+        lim = q.get("limiter")
+        if lim:
+            by_name.setdefault(lim["name"], (lim, []))[1].append(q["name"])
+    rows = []
+    for name, (lim, names) in sorted(by_name.items()):
+        buckets = ", ".join(
+            f"{b['name']} {_amount(b['tokens'])}/{_amount(b['capacity'])}" for b in lim["buckets"]
+        )
+        hold = f"{lim['hold_ms'] / 1000:.1f}s" if lim["hold_ms"] else "-"
+        brk = lim["breaker"]
+        breaker = "-"
+        if brk:
+            breaker = brk["state"]
+            if brk["until"]:
+                breaker += f" until {brk['until'][11:19]}"
+            breaker += f" ({brk['openings']} opening(s))"
+        rows.append([name, ",".join(names), buckets or "-", hold, breaker])
+    return rows
+
+
 def worker_cells(w: Mapping[str, Any]) -> list[str]:
     """The cells of one worker's row."""
     return [
@@ -100,6 +135,10 @@ def format_overview(overview: Mapping[str, Any]) -> str:
         lines.append("no queues found")
         return "\n".join(lines)
     lines += _grid(QUEUE_COLUMNS, [queue_cells(q) for q in queues])
+    limiters = limiter_rows(queues)
+    if limiters:
+        lines.append("")
+        lines += _grid(LIMITER_COLUMNS, limiters)
     workers = [w for q in queues for w in q["workers"]]
     lines.append("")
     if workers:
@@ -127,13 +166,24 @@ def rich_overview(overview: Mapping[str, Any]) -> Any:
         if not q["workers"]:
             cells[10] = f"[red]{cells[10]}[/]"
         queues.add_row(*cells)
+    parts: list[Any] = [queues]
+    limiters = limiter_rows(overview["queues"])
+    if limiters:
+        table = Table(title="shared limiters", title_justify="left")
+        for col in LIMITER_COLUMNS:
+            table.add_column(col)
+        for row in limiters:
+            if row[4].startswith("open"):
+                row[4] = f"[red]{row[4]}[/]"
+            table.add_row(*row)
+        parts.append(table)
     workers = Table(title="workers", title_justify="left")
     for col in WORKER_COLUMNS:
         workers.add_column(col)
     for q in overview["queues"]:
         for w in q["workers"]:
             workers.add_row(*worker_cells(w))
-    return Group(queues, workers)
+    return Group(*parts, workers)
 
 
 def format_job(job: Mapping[str, Any]) -> str:

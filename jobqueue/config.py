@@ -8,7 +8,9 @@ from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
 from .core.keys import validate_queue_name
+from .core.replies import TakeLimits
 from .errors import ConfigError, ErrorType
+from .limits.model import Limiter, encode_cost
 from .retry.types import check_error_type, default_retry_delays
 
 __all__ = ["QueueConfig", "RateLimit"]
@@ -75,6 +77,10 @@ class QueueConfig:
         max_backoff: cap on any retry delay.
         jitter: fraction of the delay added at random (0 = off); it only ever adds.
         rate_limit: `RateLimit(max=, per=)` shared by all workers, or None.
+        limiter: a shared `Limiter` this queue spends with others (its buckets, 429 hold and
+            breaker), or None. The queue's keys then live in the limiter's hash slot.
+        cost: what one job of this queue costs of the limiter's buckets when `Queue.add` is
+            given none (default: nothing).
         lease: seconds a worker holds a job without renewing; renewed every lease/3.
         stall_interval: seconds between stall checks (default lease / 2).
         max_stalls: times a job may lose its lease (worker died) before it fails.
@@ -98,6 +104,8 @@ class QueueConfig:
     max_backoff: float = 3600.0
     jitter: float = 0.0
     rate_limit: RateLimit | None = None
+    limiter: Limiter | None = None
+    cost: Mapping[str, float] | None = None
     lease: float = 30.0
     stall_interval: float | None = None
     max_stalls: int = 1
@@ -128,6 +136,13 @@ class QueueConfig:
             object.__setattr__(self, "retry_delays", MappingProxyType(delays))
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise ConfigError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
+        if self.limiter is not None and not isinstance(self.limiter, Limiter):
+            raise ConfigError(f"limiter must be a Limiter, got {self.limiter!r}")
+        if self.cost is not None:
+            if self.limiter is None:
+                raise ConfigError(f"cost {dict(self.cost)!r} needs a limiter to spend it on")
+            self.check_cost(self.cost, what="cost")
+            object.__setattr__(self, "cost", MappingProxyType(dict(self.cost)))
         _positive("lease", self.lease)
         if self.lease < 0.05:
             raise ConfigError(f"lease must be >= 0.05 s, got {self.lease!r}")
@@ -154,6 +169,37 @@ class QueueConfig:
         for name, delay in (self.retry_delays or {}).items():
             delays[name] = delay  # canonical names since __post_init__
         return delays
+
+    def check_cost(self, cost: Mapping[str, float], *, what: str = "cost") -> str:
+        """A job cost checked against this queue's limiter, encoded for the scripts.
+
+        Raises:
+            ConfigError: no limiter, a bucket the limiter does not have, or a bad amount.
+        """
+        if self.limiter is None:
+            raise ConfigError(f"{what} {dict(cost)!r}: queue {self.name!r} has no limiter")
+        unknown = sorted(set(cost) - set(self.limiter.buckets))
+        if unknown:
+            raise ConfigError(
+                f"{what} names bucket(s) {unknown} that limiter {self.limiter.name!r} does not "
+                f"have (it has {sorted(self.limiter.buckets)})"
+            )
+        return encode_cost(cost, what=what)
+
+    def take_limits(self, worker: str) -> TakeLimits:
+        """What `worker`'s takes apply: its lease and this queue's caps and shared limiter."""
+        rate, limiter = self.rate_limit, self.limiter
+        return TakeLimits(
+            worker=worker,
+            lease_ms=int(self.lease * 1000),
+            concurrency=self.concurrency or 0,
+            rate_max=rate.max if rate else 0,
+            rate_per_ms=int(rate.per * 1000) if rate else 0,
+            limiter=limiter.name if limiter else "",
+            buckets=limiter.encode_buckets() if limiter else "",
+            cost=self.check_cost(self.cost) if self.cost else "",
+            breaker=limiter.encode_breaker() if limiter else "",
+        )
 
     @property
     def stall_check_every(self) -> float:

@@ -38,7 +38,8 @@ from .core.keys import QueueKeys, validate_queue_name
 from .core.redact import redact, redact_url
 from .errors import JobQueueError
 from .job import Job
-from .maintenance import discover_queues, open_queue
+from .limits.state import LimiterState
+from .maintenance import discover_queues, find_queue_keys, open_queue
 from .queue import Queue
 
 __all__ = ["main", "overview"]
@@ -91,15 +92,15 @@ async def _require_queue(redis: Redis, prefix: str, name: str) -> Queue:
         validate_queue_name(name)
     except JobQueueError as exc:
         raise CliError(str(exc)) from None
-    keys = QueueKeys(prefix, name)
-    if not await redis.exists(keys.meta, keys.id_counter):
+    keys = await find_queue_keys(redis, name, prefix=prefix)
+    if keys is None:
         raise CliError(f"unknown queue {name!r} under prefix {prefix!r}")
-    return await open_queue(redis, name, prefix=prefix)
+    return await open_queue(redis, name, prefix=prefix, slot=keys.slot)
 
 
 async def queue_overview(redis: Redis, prefix: str, name: str) -> dict[str, Any]:
     """Counts per state, pause flag, limits in use and live workers of one queue."""
-    queue = await open_queue(redis, name, prefix=prefix)
+    queue = await _require_queue(redis, prefix, name)
     counts = await queue.get_job_counts()
     limits = await queue.get_limits()
     workers = await queue.get_workers()
@@ -117,7 +118,34 @@ async def queue_overview(redis: Redis, prefix: str, name: str) -> dict[str, Any]
         "paused": await queue.is_paused(),
         "concurrency": {"active": limits.active, "cap": limits.concurrency},
         "rate_limit": rate,
+        "limiter": _limiter_dict(limits.shared) if limits.shared else None,
         "workers": [w.to_dict() for w in workers],
+    }
+
+
+def _limiter_dict(state: LimiterState) -> dict[str, Any]:
+    breaker = state.breaker
+    return {
+        "name": state.name,
+        "hold_ms": state.hold_ms,
+        "buckets": [
+            {
+                "name": b.name,
+                "capacity": b.capacity,
+                "tokens": None if b.tokens is None else round(b.tokens, 1),
+                "per": b.per,
+                "learned": b.learned,
+            }
+            for b in state.buckets
+        ],
+        "breaker": None
+        if breaker is None
+        else {
+            "state": breaker.state,
+            "until": breaker.until.isoformat() if breaker.until else None,
+            "recent_failures": breaker.recent_failures,
+            "openings": breaker.openings,
+        },
     }
 
 

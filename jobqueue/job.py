@@ -198,6 +198,27 @@ class Job:
         if self._on_progress is not None:
             self._on_progress(self, progress)
 
+    async def settle(self, usage: Mapping[str, float]) -> None:
+        """Charge what this attempt really used (e.g. the tokens of a model call) to its
+        queue's shared limiter. The first settle of an attempt also refunds the cost its start
+        reserved; call it after each call the attempt makes.
+
+        Args:
+            usage: bucket name -> amount used, e.g. `{"requests": 1, "input_tokens": 812}`.
+
+        Raises:
+            ConfigError: the queue has no shared limiter, or a bucket it does not have.
+            LeaseLostError: this worker no longer holds the job (nothing written).
+        """
+        config = self._queue.config
+        encoded = config.check_cost(usage, what="usage")
+        if self.token is None:
+            raise LeaseLostError(f"job {self.id} is not running in this process")
+        assert config.limiter is not None  # check_cost refused a queue without one
+        await self._queue.scripts.settle(
+            self.id, self.token, encoded, buckets=config.limiter.encode_buckets()
+        )
+
     async def get_state(self) -> JobState | None:
         """The job's current state, read from Redis (None once it was removed)."""
         return await self._queue.get_job_state(self.id)

@@ -9,17 +9,25 @@ from redis.asyncio import Redis
 
 from .config import QueueConfig
 from .core.codec import text as _s
-from .core.keys import QueueKeys, queue_from_key, queue_scan_patterns
+from .core.keys import QueueKeys, keys_from_key, queue_scan_patterns
 from .errors import ConfigError
+from .limits.state import decode_limiter
 from .queue import Queue
 
-__all__ = ["cleanup_old_jobs", "discover_queues", "open_queue"]
+__all__ = [
+    "cleanup_old_jobs",
+    "discover_queue_keys",
+    "discover_queues",
+    "find_queue_keys",
+    "open_queue",
+]
 
 log = logging.getLogger(__name__)
 
 
-async def discover_queues(redis: Redis, prefix: str = "jq") -> list[str]:
-    """The names of the queues under `prefix`, sorted.
+async def discover_queue_keys(redis: Redis, prefix: str = "jq") -> list[QueueKeys]:
+    """The keys of every queue under `prefix` (in its own slot or a shared limiter's), sorted
+    by queue name.
 
     A queue is found by its `meta` key (written when a worker starts or the queue is paused)
     or its `id` counter (written by the first add), with SCAN (never KEYS).
@@ -28,26 +36,59 @@ async def discover_queues(redis: Redis, prefix: str = "jq") -> list[str]:
         redis: the client.
         prefix: the key prefix of the queues.
     """
-    names: set[str] = set()
+    found: dict[tuple[str, str | None], QueueKeys] = {}
     for pattern in queue_scan_patterns(prefix):
         async for key in redis.scan_iter(match=pattern, count=1000):
-            name = queue_from_key(prefix, _s(key))
-            if name is not None:
-                names.add(name)
-    return sorted(names)
+            keys = keys_from_key(prefix, _s(key))
+            if keys is not None:
+                found[(keys.queue, keys.slot)] = keys
+    return [found[k] for k in sorted(found, key=lambda k: (k[0], k[1] or ""))]
 
 
-async def open_queue(redis: Redis, name: str, *, prefix: str = "jq") -> Queue:
-    """A `Queue` for an existing queue, with the events cap its workers published in `meta`
-    (so that removals made from here do not create a stream on a queue with events off)."""
-    raw = await redis.hget(QueueKeys(prefix, name).meta, "events_maxlen")
+async def discover_queues(redis: Redis, prefix: str = "jq") -> list[str]:
+    """The names of the queues under `prefix`, sorted (see `discover_queue_keys`).
+
+    Args:
+        redis: the client.
+        prefix: the key prefix of the queues.
+    """
+    return sorted({keys.queue for keys in await discover_queue_keys(redis, prefix)})
+
+
+async def find_queue_keys(redis: Redis, name: str, *, prefix: str = "jq") -> QueueKeys | None:
+    """The keys of the queue `name` under `prefix`, in whichever slot it lives; None when no
+    such queue exists."""
+    own = QueueKeys(prefix, name)
+    if await redis.exists(own.meta, own.id_counter):
+        return own
+    for keys in await discover_queue_keys(redis, prefix):
+        if keys.queue == name:
+            return keys
+    return None
+
+
+async def open_queue(
+    redis: Redis, name: str, *, prefix: str = "jq", slot: str | None = None
+) -> Queue:
+    """A `Queue` for an existing queue, as its workers published it in `meta`: its events cap
+    (so that removals made from here do not create a stream on a queue with events off) and
+    its shared limiter (so that its keys, in the limiter's slot, are found). The slot is looked
+    up when not given."""
+    keys = (
+        QueueKeys(prefix, name, slot) if slot else await find_queue_keys(redis, name, prefix=prefix)
+    )
+    keys = keys or QueueKeys(prefix, name)
+    meta = {_s(k): _s(v) for k, v in (await redis.hgetall(keys.meta)).items()}
     maxlen = 10_000
-    if raw is not None:
-        try:
-            maxlen = max(0, int(_s(raw)))
-        except ValueError:
-            pass
-    return Queue(QueueConfig(name, events_maxlen=maxlen), redis=redis, prefix=prefix)
+    try:
+        maxlen = max(0, int(meta.get("events_maxlen", maxlen)))
+    except ValueError:
+        pass
+    limiter = None
+    if keys.slot is not None:
+        limiter = decode_limiter(keys.slot, meta.get("buckets", ""), meta.get("breaker", ""))
+    config = QueueConfig(name, events_maxlen=maxlen, limiter=limiter)
+    return Queue(config, redis=redis, prefix=prefix)
 
 
 async def cleanup_old_jobs(redis: Redis, days: float, *, prefix: str = "jq") -> int:

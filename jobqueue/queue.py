@@ -19,6 +19,7 @@ from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import ConfigError, InvalidJobError
 from .job import Job
+from .queue_limits import QueueLimitsMixin
 from .queue_ops import QueueOpsMixin
 from .tasks import Task, TaskDecorator, TaskRegistry
 
@@ -26,6 +27,7 @@ __all__ = ["JobSpec", "Queue"]
 
 log = logging.getLogger(__name__)
 
+_SPEC_KEYS = frozenset({"name", "data", "job_id", "delay", "priority", "attempts", "cost"})
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _checked_servers: set[str] = set()
 
@@ -49,7 +51,7 @@ def _validate_name(name: str) -> str:
     return name
 
 
-class Queue(QueueOpsMixin):
+class Queue(QueueOpsMixin, QueueLimitsMixin):
     """A named queue in Redis.
 
     Args:
@@ -73,7 +75,10 @@ class Queue(QueueOpsMixin):
             else QueueConfig(config_or_name)
         )
         self.prefix = validate_prefix(prefix)
-        self.keys = QueueKeys(self.prefix, self.config.name)
+        limiter = self.config.limiter
+        # a queue on a shared limiter lives in the limiter's hash slot (one script may then
+        # check the queue and the limiter together on Redis Cluster)
+        self.keys = QueueKeys(self.prefix, self.config.name, limiter.name if limiter else None)
         if isinstance(redis, str):
             self.redis = connect(redis)
             self._owns_client = True
@@ -124,6 +129,7 @@ class Queue(QueueOpsMixin):
         delay: float,
         priority: int,
         attempts: int | None,
+        cost: Mapping[str, float] | None = None,
     ) -> NewJob:
         _validate_name(name)
         if job_id is not None:
@@ -152,7 +158,13 @@ class Queue(QueueOpsMixin):
         if priority:
             env += f',"p":{priority}'
         env += "}"
-        return NewJob(job_id or "", name, env, int(delay * 1000), priority)
+        encoded_cost = ""
+        if cost is not None:
+            try:
+                encoded_cost = self.config.check_cost(cost, what="job cost")
+            except ConfigError as exc:
+                raise InvalidJobError(str(exc)) from None
+        return NewJob(job_id or "", name, env, int(delay * 1000), priority, encoded_cost)
 
     async def add(
         self,
@@ -163,6 +175,7 @@ class Queue(QueueOpsMixin):
         delay: float = 0.0,
         priority: int = 0,
         attempts: int | None = None,
+        cost: Mapping[str, float] | None = None,
     ) -> Job:
         """Add one job. Adding an existing `job_id` enqueues nothing and returns that job.
 
@@ -173,20 +186,23 @@ class Queue(QueueOpsMixin):
             delay: seconds before the job may start.
             priority: higher is taken first; equal priorities keep FIFO.
             attempts: total attempts for this job (default: the queue's).
+            cost: what the job costs of the queue's shared limiter, per bucket (an estimate;
+                the handler settles the real usage with `job.settle`); default: the queue's
+                `QueueConfig.cost`.
 
         Raises:
-            InvalidJobError: a bad name, id, data, delay, priority or attempts (nothing written).
+            InvalidJobError: a bad name, id, data, delay, priority, attempts or cost (nothing
+                written).
         """
-        return (
-            await self._add_many([self._encode(name, data, job_id, delay, priority, attempts)])
-        )[0]
+        new = self._encode(name, data, job_id, delay, priority, attempts, cost)
+        return (await self._add_many([new]))[0]
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
         """Add many jobs in one round trip (one atomic script call).
 
         Each item is a mapping with the keyword arguments of `add` (`name`, `data`, `job_id`,
-        `delay`, `priority`, `attempts`) or a `(name, data)` pair. All are validated before
-        anything is written.
+        `delay`, `priority`, `attempts`, `cost`) or a `(name, data)` pair. All are validated
+        before anything is written.
         """
         encoded = []
         for spec in jobs:
@@ -194,7 +210,7 @@ class Queue(QueueOpsMixin):
                 name, data = spec
                 encoded.append(self._encode(name, data, None, 0.0, 0, None))
             else:
-                unknown = set(spec) - {"name", "data", "job_id", "delay", "priority", "attempts"}
+                unknown = set(spec) - _SPEC_KEYS
                 if unknown or "name" not in spec:
                     raise InvalidJobError(f"bad job spec {dict(spec)!r}: unknown keys {unknown}")
                 encoded.append(
@@ -205,6 +221,7 @@ class Queue(QueueOpsMixin):
                         spec.get("delay", 0.0),
                         spec.get("priority", 0),
                         spec.get("attempts"),
+                        spec.get("cost"),
                     )
                 )
         if not encoded:

@@ -1,5 +1,5 @@
 """Queue operations beyond adding and reading jobs, mixed into `Queue`: remove, cancel, drain,
-clean, obliterate, retry, job logs, workers, limits and events.
+clean, obliterate, retry, job logs, workers and events (limits: `queue_limits`).
 
 Each change of job state is one Lua script (`lua/remove.lua`, `cancel.lua`, `drain.lua`,
 `clean.lua`, `retry.lua`, `obliterate.lua`) that also appends its events to the queue's stream.
@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -33,7 +30,6 @@ __all__ = [
     "MAX_LOG_LINES",
     "MAX_LOG_LINE_BYTES",
     "CancelOutcome",
-    "QueueLimits",
     "QueueOpsMixin",
 ]
 
@@ -60,29 +56,6 @@ def _truncate(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
     if len(raw) <= limit:
         return line
     return raw[: limit - 3].decode(errors="ignore") + "..."
-
-
-@dataclass(frozen=True, slots=True)
-class QueueLimits:
-    """Concurrency and rate limit of a queue, and how much of them is in use.
-
-    Attributes:
-        active: jobs running now.
-        concurrency: the cap on active jobs across all workers (None = no cap).
-        rate_max: job starts allowed per `rate_per` seconds (None = no rate limit).
-        rate_per: the rate limit's period in seconds.
-        tokens: starts available now in the shared token bucket (None = no rate limit).
-        limited_ms: ms during which no job starts because of a Retry-After (0 = none).
-        published: whether the values come from a worker (`meta`) rather than this process.
-    """
-
-    active: int
-    concurrency: int | None
-    rate_max: int | None
-    rate_per: float | None
-    tokens: float | None
-    limited_ms: int
-    published: bool
 
 
 class QueueOpsMixin:
@@ -316,68 +289,6 @@ class QueueOpsMixin:
         if dead:
             await self.redis.zrem(self.keys.worker_set, *dead)
         return sorted(live, key=lambda w: w.name)
-
-    async def publish_config(self) -> None:
-        """Write this queue's limits into `meta`, for `inspect` (workers do it on start)."""
-        cfg = self.config
-        rate = cfg.rate_limit
-        await self.redis.hset(
-            self.keys.meta,
-            mapping={
-                "concurrency": cfg.concurrency or 0,
-                "rate_max": rate.max if rate else 0,
-                "rate_per_ms": int(rate.per * 1000) if rate else 0,
-                "lease_ms": int(cfg.lease * 1000),
-                "attempts": cfg.attempts,
-                "events_maxlen": cfg.events_maxlen,
-                "config_ts": int(time.time() * 1000),
-            },
-        )
-
-    async def get_limits(self) -> QueueLimits:
-        """Concurrency and rate limit in use: active jobs vs the cap, tokens left.
-
-        The limits published by the queue's workers in `meta` are used when present, else
-        this process's `QueueConfig`.
-        """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.meta)
-            pipe.zcard(self.keys.active)
-            pipe.hmget(self.keys.limiter, ["t", "ts"])
-            pipe.pttl(self.keys.limited)
-            pipe.time()
-            meta_raw, active, bucket, limited, now_raw = await pipe.execute()
-        meta: Mapping[str, Any] = {_s(k): v for k, v in meta_raw.items()}
-        published = "concurrency" in meta
-        if published:
-            concurrency = _int(meta.get("concurrency")) or None
-            rate_max = _int(meta.get("rate_max")) or None
-            per_ms = _int(meta.get("rate_per_ms"))
-            rate_per = per_ms / 1000 if rate_max and per_ms else None
-        else:
-            rate = self.config.rate_limit
-            concurrency = self.config.concurrency
-            rate_max = rate.max if rate else None
-            rate_per = rate.per if rate else None
-        tokens: float | None = None
-        if rate_max and rate_per:
-            now = int(now_raw[0]) * 1000 + int(now_raw[1]) // 1000
-            t, ts = bucket
-            if t is None or ts is None:
-                tokens = float(rate_max)
-            else:
-                elapsed = max(0, now - int(float(_s(ts))))
-                tokens = float(_s(t)) + elapsed * rate_max / (rate_per * 1000)
-                tokens = min(float(rate_max), tokens)
-        return QueueLimits(
-            active=int(active),
-            concurrency=concurrency,
-            rate_max=rate_max,
-            rate_per=rate_per,
-            tokens=tokens,
-            limited_ms=max(0, int(limited)),
-            published=published,
-        )
 
     def events(self, *, last_id: str = "$") -> QueueEvents:
         """An iterator over the queue's events from `last_id` ("$" = from now on).

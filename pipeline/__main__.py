@@ -53,6 +53,7 @@ async def _status(run_id: str) -> int:
     from pipeline.budget_report import get_day_budget, get_run_budget
     from pipeline.db import close_pool, get_pool
     from pipeline.status import get_jobs_by_related_id
+    from pipeline.usage_report import cached_share_line
 
     settings = get_settings()
     pool = await get_pool(settings.database_url)
@@ -60,6 +61,8 @@ async def _status(run_id: str) -> int:
         for row in await get_jobs_by_related_id(run_id):
             err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
+        if cached := await cached_share_line(pool, run_id):
+            print(cached)
         try:
             budget = await get_run_budget(pool, UUID(run_id))
         except ValueError:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from pipeline.budget_report import get_run_budget
 from pipeline.runtime import Runtime
+from pipeline.usage_report import cache_share
 
 __all__ = ["print_summary"]
 
@@ -74,6 +75,7 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
         f"{usage['calls']}, tokens in/out: {usage['i']}/{usage['o']}, cost: ${usage['c']:.4f}; "
         f"time: {seconds:.1f}s"
     )
+    console.print((await cache_share(pool, run_id)).line(), markup=False, soft_wrap=True)
     budget = await get_run_budget(pool, run_id)
     if budget is not None:
         line = budget.line()
@@ -81,4 +83,4 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
             # the offline model costs nothing; the budget counts it at the configured models'
             # prices so that budgets behave offline as they would online
             line += " (offline: priced as the configured models)"
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

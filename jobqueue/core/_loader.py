@@ -6,7 +6,8 @@ Every script under `lua/` opens with a header that is its contract:
     --[[ finish: what it does...
     KEYS: wait prio priorities ...          the queue keys it touches, by QueueKeys name
     ARGV:
-      base      what it is                  one fixed argument per line
+      base      what it is                  one fixed argument per line (2 spaces in;
+                                            deeper lines continue the one above)
       take      ...
       per outcome:                          then a group repeated per item (optional)
       id        ...
@@ -103,8 +104,8 @@ def parse_header(name: str, text: str) -> Header:
     group: list[str] = []
     group_of = ""
     for line in sections["ARGV"]:
-        if not line.strip():
-            continue
+        if not line.strip() or line.startswith("   "):
+            continue  # a blank line, or the continuation of the line above (indented deeper)
         per = _GROUP_RE.match(line)
         if per:
             group_of = per.group(1)

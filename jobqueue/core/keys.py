@@ -16,6 +16,7 @@ from ..errors import ConfigError
 __all__ = [
     "QUEUE_NAME_RE",
     "QueueKeys",
+    "keys_from_key",
     "queue_from_key",
     "queue_scan_patterns",
     "validate_prefix",
@@ -54,35 +55,92 @@ def queue_scan_patterns(prefix: str) -> list[str]:
         prefix: the key prefix (validated).
 
     Returns:
-        Patterns like `jq:{*}:meta`; queue names cannot hold glob characters.
+        Patterns like `jq:{*}:meta`; they match both layouts (`jq:{emails}:meta` and, for a queue
+        in a shared slot, `jq:{llm}emails:meta`); queue names cannot hold glob characters.
     """
     validate_prefix(prefix)
     return [f"{prefix}:{{*}}:{suffix}" for suffix in _MARKER_SUFFIXES]
 
 
+def keys_from_key(prefix: str, key: str) -> QueueKeys | None:
+    """The keys of the queue that owns a key matched by `queue_scan_patterns`, or None."""
+    head = f"{prefix}:{{"
+    if not key.startswith(head):
+        return None
+    for suffix in _MARKER_SUFFIXES:
+        tail = f":{suffix}"
+        if not key.endswith(tail):
+            continue
+        middle = key[len(head) : -len(tail)]  # `queue}` or `slot}queue`
+        tag, sep, rest = middle.partition("}")
+        if not sep or not QUEUE_NAME_RE.match(tag):
+            continue
+        if rest == "":
+            return QueueKeys(prefix, tag)
+        if QUEUE_NAME_RE.match(rest):
+            return QueueKeys(prefix, rest, slot=tag)
+    return None
+
+
 def queue_from_key(prefix: str, key: str) -> str | None:
     """The queue name in a key matched by `queue_scan_patterns`, or None if it is not one."""
-    head = f"{prefix}:{{"
-    for suffix in _MARKER_SUFFIXES:
-        tail = f"}}:{suffix}"
-        if key.startswith(head) and key.endswith(tail):
-            name = key[len(head) : -len(tail)]
-            if QUEUE_NAME_RE.match(name):
-                return name
-    return None
+    keys = keys_from_key(prefix, key)
+    return None if keys is None else keys.queue
 
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """Key names of one queue."""
+    """Key names of one queue.
+
+    A queue's keys share one Redis Cluster hash slot, so one script may touch them all: its own
+    (`<prefix>:{<queue>}:...`), or, for a queue attached to a shared limiter, the limiter's
+    (`<prefix>:{<slot>}<queue>:...`), where the limiter's own keys (`<prefix>:{<slot>}!...`)
+    live too: a take can then check the queue and the limiter in one atomic script.
+    """
 
     prefix: str
     queue: str
+    slot: str | None = None
 
     @property
     def base(self) -> str:
-        """`<prefix>:{<queue>}:`, the start of every key of this queue."""
-        return f"{self.prefix}:{{{self.queue}}}:"
+        """The start of every key of this queue: `<prefix>:{<queue>}:`, or
+        `<prefix>:{<slot>}<queue>:` in a shared slot."""
+        if self.slot is None:
+            return f"{self.prefix}:{{{self.queue}}}:"
+        return f"{self.prefix}:{{{self.slot}}}{self.queue}:"
+
+    @property
+    def _slot_base(self) -> str:
+        # keys of the shared limiter; `!` cannot start a queue name, so none collides
+        return f"{self.prefix}:{{{self.slot or self.queue}}}!"
+
+    @property
+    def shared_limiter(self) -> str:
+        """Hash of the shared limiter's buckets (`c:`/`w:`/`t:`/`ts:<bucket>`); for a queue
+        without one, a key of its own slot that nothing writes."""
+        return self._slot_base + "limiter"
+
+    @property
+    def shared_hold(self) -> str:
+        """String with PX: no job of any queue on the shared limiter starts until it expires
+        (a 429's Retry-After)."""
+        return self._slot_base + "hold"
+
+    @property
+    def breaker(self) -> str:
+        """Hash of the shared limiter's circuit breaker (`state`, `until`, `trial`...)."""
+        return self._slot_base + "breaker"
+
+    @property
+    def breaker_fails(self) -> str:
+        """Zset of the breaker's recent server-side failures (score = ms)."""
+        return self._slot_base + "fails"
+
+    @property
+    def costs(self) -> str:
+        """Hash id -> cost of the jobs added with their own cost (`bucket=n,...`)."""
+        return self.base + "costs"
 
     def job(self, job_id: str) -> str:
         """String key with the job's JSON envelope (name, data, options)."""

@@ -50,9 +50,11 @@ def raise_for_code(code: int, context: str = "") -> None:
     raise cls(f"{message}: {context}" if context else message)
 
 
-OutcomeKind = Literal["c", "f", "r", "d", "h"]
-"""`c` completed, `f` failed attempt, `r` rate limited (holds the queue), `d` deferred without an
-attempt, `h` handed back at shutdown."""
+OutcomeKind = Literal["c", "f", "r", "d", "b", "h"]
+"""`c` completed, `f` failed attempt, `r` rate limited (holds the queue, or every queue of its
+shared limiter), `d` deferred without an attempt, `b` deferred by a server-side failure under a
+circuit breaker (without an attempt, within the breaker's max wait), `h` handed back at
+shutdown."""
 
 
 class Outcome(NamedTuple):
@@ -80,6 +82,8 @@ class NewJob(NamedTuple):
     """The job's JSON object; the server appends its creation time."""
     delay_ms: int
     priority: int
+    cost: str = ""
+    """Its cost of the queue's shared limiter (`bucket=n,...`; '' = the queue's default)."""
 
 
 class AddedJob(NamedTuple):
@@ -100,6 +104,10 @@ class TakeLimits:
         concurrency: cap on active jobs across all workers (0 = none).
         rate_max: job starts per `rate_per_ms` (0 = no rate limit).
         rate_per_ms: the rate limit's period.
+        limiter: the queue's shared limiter ('' = none).
+        buckets: its configured buckets (`Limiter.encode_buckets`).
+        cost: the queue's default job cost (`bucket=n,...`).
+        breaker: its breaker (`Limiter.encode_breaker`, '' = none).
     """
 
     worker: str
@@ -107,6 +115,10 @@ class TakeLimits:
     concurrency: int = 0
     rate_max: int = 0
     rate_per_ms: int = 0
+    limiter: str = ""
+    buckets: str = ""
+    cost: str = ""
+    breaker: str = ""
 
 
 @dataclass(frozen=True, slots=True)

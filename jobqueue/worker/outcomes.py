@@ -85,6 +85,12 @@ def failure(
         return Outcome(
             job.id, token, "d", msg, etype, max(1, int(delay * 1000)), config.max_deferrals
         ), c
+    limiter = config.limiter
+    if limiter is not None and limiter.breaker is not None and etype == ErrorType.NETWORK_ERROR:
+        # the provider failed server-side: the job waits without spending an attempt (the
+        # breaker counts the failure and, open, holds every job of its limiter)
+        delay = backoff_delay(c, 1, max_delay=config.max_backoff)
+        return Outcome(job.id, token, "b", msg, etype, max(1, int(delay * 1000)), 0), c
     delay = backoff_delay(
         c, max(1, job.attempt), max_delay=config.max_backoff, jitter=config.jitter, rng=rng
     )

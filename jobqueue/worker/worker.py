@@ -23,7 +23,7 @@ from ..core.backoff import exponential_delay
 from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
-from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob
+from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
 from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import CURRENT_JOB, Job
@@ -137,14 +137,7 @@ class Worker:
         self._wakeup = Wakeup(queue)
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
-        rate = self.config.rate_limit
-        self._limits = TakeLimits(
-            worker=self.name,
-            lease_ms=int(self.config.lease * 1000),
-            concurrency=self.config.concurrency or 0,
-            rate_max=rate.max if rate else 0,
-            rate_per_ms=int(rate.per * 1000) if rate else 0,
-        )
+        self._limits = self.config.take_limits(self.name)
         self._retention = Retention(*self.config.retention_ms)
 
     # -- public ---------------------------------------------------------------------------

@@ -2,6 +2,11 @@
 
     llm = make_llm(api_key=settings.anthropic_api_key, mode=settings.llm_mode)
     result = await llm.complete(tier="research", system=..., prompt=..., web_search=True)
+    # stable blocks first, each a prompt-cache breakpoint; the per-call prompt last
+    result = await llm.complete(
+        tier="analysis", system=PromptBlock(rubric, cache="1h"),
+        context=[PromptBlock(research, cache="1h")], prompt=ticker_question,
+    )
     verdict, result = await llm.structured(tier="judge", system=..., prompt=..., schema=Verdict)
 
 Failures raise `LLMError` (with `error_type`, `retry_after` and `retryable`), which the job queue
@@ -21,10 +26,12 @@ from pipeline.ai.base import (
     LLM,
     PRICES,
     TIERS,
+    CacheTTL,
     Effort,
     LLMError,
     LLMResult,
     ModelPrice,
+    PromptBlock,
     Tier,
     Usage,
     cost_usd,
@@ -49,6 +56,7 @@ __all__ = [
     "PRICES",
     "TIERS",
     "AnthropicLLM",
+    "CacheTTL",
     "Effort",
     "Fault",
     "FixtureFactory",
@@ -56,6 +64,7 @@ __all__ = [
     "LLMResult",
     "ModelPrice",
     "OfflineLLM",
+    "PromptBlock",
     "Tier",
     "Usage",
     "classify_sdk_error",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import anthropic
@@ -21,16 +21,26 @@ from jobqueue import ErrorType
 from pipeline.ai.base import (
     DEFAULT_EFFORTS,
     DEFAULT_MODELS,
+    CacheTTL,
     Effort,
     LLMError,
     LLMResult,
+    PromptBlock,
     Tier,
     Usage,
+    check_prompt_blocks,
     cost_usd,
 )
 from pipeline.ai.errors import classify_sdk_error
 
-__all__ = ["MAX_PAUSE_CONTINUATIONS", "WEB_SEARCH_TOOL", "AnthropicLLM", "usage_from_sdk"]
+__all__ = [
+    "MAX_PAUSE_CONTINUATIONS",
+    "WEB_SEARCH_TOOL",
+    "AnthropicLLM",
+    "system_param",
+    "usage_from_sdk",
+    "user_content_param",
+]
 
 log = logging.getLogger("pipeline.ai")
 
@@ -47,25 +57,79 @@ MAX_PAUSE_CONTINUATIONS = 3
 """How many times a `pause_turn` reply is sent back to let the model continue."""
 
 
-def usage_from_sdk(usage: Any) -> Usage:
+def usage_from_sdk(usage: Any, *, write_ttl: CacheTTL = "5m") -> Usage:
     """Convert the SDK's `message.usage` into our `Usage`.
 
     Args:
         usage: An `anthropic.types.Usage` (or anything with the same attributes).
+        write_ttl: Whose price cache writes get when the reply has no per-TTL split
+            (`usage.cache_creation`): the API sends it, a stand-in server may not.
 
     Returns:
         The token, cache, search and thinking counts, missing ones as 0.
     """
     server_tools = getattr(usage, "server_tool_use", None)
     details = getattr(usage, "output_tokens_details", None)
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    split = getattr(usage, "cache_creation", None)
+    if split is not None:
+        written_1h = getattr(split, "ephemeral_1h_input_tokens", None) or 0
+        # the split is authoritative; the total is at least its sum
+        written = max(written, written_1h + (getattr(split, "ephemeral_5m_input_tokens", 0) or 0))
+    else:
+        written_1h = written if write_ttl == "1h" else 0
     return Usage(
         input_tokens=getattr(usage, "input_tokens", None) or 0,
         output_tokens=getattr(usage, "output_tokens", None) or 0,
         cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
-        cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=written_1h,
         web_searches=getattr(server_tools, "web_search_requests", None) or 0,
         thinking_tokens=getattr(details, "thinking_tokens", None) or 0,
     )
+
+
+def _block_param(block: PromptBlock) -> dict[str, Any]:
+    param: dict[str, Any] = {"type": "text", "text": block.text}
+    if block.cache is not None:
+        param["cache_control"] = {"type": "ephemeral", "ttl": block.cache}
+    return param
+
+
+def system_param(system: str | PromptBlock) -> str | list[dict[str, Any]]:
+    """The request's `system`: a plain string, or one text block (with `cache_control`).
+
+    Args:
+        system: The system prompt.
+
+    Returns:
+        The value sent as `system`.
+    """
+    if isinstance(system, PromptBlock):
+        return [_block_param(system)] if system.cache is not None else system.text
+    return system
+
+
+def user_content_param(context: Sequence[PromptBlock], prompt: str) -> str | list[dict[str, Any]]:
+    """The user message's `content`: the context blocks (stable first), then the prompt.
+
+    Args:
+        context: Blocks sent before the per-call prompt.
+        prompt: The per-call text, last and never a breakpoint.
+
+    Returns:
+        The prompt string alone when there is no context, else a list of text blocks.
+    """
+    if not context:
+        return prompt
+    return [*(_block_param(b) for b in context), {"type": "text", "text": prompt}]
+
+
+def _write_ttl(system: str | PromptBlock, context: Sequence[PromptBlock]) -> CacheTTL:
+    # Without the API's per-TTL split, writes are priced at the longest TTL the request asked
+    # for: the bill is never under-reported.
+    blocks = [system, *context] if isinstance(system, PromptBlock) else list(context)
+    return "1h" if any(b.cache == "1h" for b in blocks) else "5m"
 
 
 def _text_of(content: Any) -> str:
@@ -145,8 +209,9 @@ class AnthropicLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 16000,
         effort: Effort | None = None,
         web_search: bool = False,
@@ -156,8 +221,9 @@ class AnthropicLLM:
 
         Args:
             tier: Which stage is calling; selects the model and default effort.
-            system: The system prompt.
-            prompt: The user message.
+            system: The system prompt; a cached `PromptBlock` is sent with `cache_control`.
+            prompt: The per-call part of the user message, sent last.
+            context: Text blocks sent before `prompt` (cached ones with `cache_control`).
             max_tokens: Output budget per request (thinking included).
             effort: Overrides the tier's default effort.
             web_search: Offer the server-side web search tool.
@@ -170,14 +236,20 @@ class AnthropicLLM:
             LLMError: On any SDK failure.
         """
         del seed_key
+        check_prompt_blocks(system, context)
         model = self.model_for(tier)
-        kwargs: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "system": system}
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "system": system_param(system),
+        }
         output_config = self._output_config(tier, effort)
         if output_config:
             kwargs["output_config"] = output_config
         if web_search:
             kwargs["tools"] = [dict(WEB_SEARCH_TOOL)]
-        user = {"role": "user", "content": prompt}
+        user = {"role": "user", "content": user_content_param(context, prompt)}
+        write_ttl = _write_ttl(system, context)
         assistant_blocks: list[Any] = []
         texts: list[str] = []
         usage = Usage()
@@ -194,7 +266,7 @@ class AnthropicLLM:
                         message = await stream.get_final_message()
                         request_id = stream.request_id or request_id
                     texts.append(_text_of(message.content))
-                    usage = usage + usage_from_sdk(message.usage)
+                    usage = usage + usage_from_sdk(message.usage, write_ttl=write_ttl)
                     stop_reason = message.stop_reason
                     served_by = message.model or model
                     if stop_reason != "pause_turn":
@@ -217,9 +289,10 @@ class AnthropicLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
         schema: type[T],
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 8000,
         effort: Effort | None = None,
         seed_key: str = "",
@@ -228,9 +301,10 @@ class AnthropicLLM:
 
         Args:
             tier: Which stage is calling; selects the model and default effort.
-            system: The system prompt.
-            prompt: The user message.
+            system: The system prompt; a cached `PromptBlock` is sent with `cache_control`.
+            prompt: The per-call part of the user message, sent last.
             schema: The pydantic model the reply must validate against.
+            context: Text blocks sent before `prompt` (cached ones with `cache_control`).
             max_tokens: Output budget (thinking included).
             effort: Overrides the tier's default effort.
             seed_key: Ignored (only the offline model uses it).
@@ -243,12 +317,13 @@ class AnthropicLLM:
                 `VALIDATION_ERROR` and not retryable.
         """
         del seed_key
+        check_prompt_blocks(system, context)
         model = self.model_for(tier)
         kwargs: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens,
-            "system": system,
-            "messages": [{"role": "user", "content": prompt}],
+            "system": system_param(system),
+            "messages": [{"role": "user", "content": user_content_param(context, prompt)}],
             "output_format": schema,
         }
         output_config = self._output_config(tier, effort)
@@ -260,7 +335,7 @@ class AnthropicLLM:
             except Exception as exc:
                 raise classify_sdk_error(exc) from exc
         served_by = message.model or model
-        usage = usage_from_sdk(message.usage)
+        usage = usage_from_sdk(message.usage, write_ttl=_write_ttl(system, context))
         request_id = getattr(message, "_request_id", None)
         parsed = message.parsed_output
         if not isinstance(parsed, schema):

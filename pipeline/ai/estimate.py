@@ -1,8 +1,10 @@
 """What a model call may cost, estimated locally before it is made, and what it did cost.
 
 Input tokens are estimated from the prompt text (`CHARS_PER_TOKEN` characters a token, rounded
-up: English prose runs near 4, code and JSON lower, so 3.5 leans high); output is `max_tokens`,
-the most the call can be billed for; a call offering web search may run the tool's `max_uses`
+up: English prose runs near 4, code and JSON lower, so 3.5 leans high); the prompt up to a
+cache breakpoint is counted as written to the cache with the breakpoint's TTL (a miss, the
+dearest case: a write costs more than plain input, a read less); output is `max_tokens`, the
+most the call can be billed for; a call offering web search may run the tool's `max_uses`
 searches. Priced with `pipeline.ai.base.price_for` / `cost_usd`, the estimate is an upper bound
 for one request (a `pause_turn` continuation sends more than one; settling with the real usage
 corrects the difference).
@@ -50,7 +52,7 @@ class CallEstimate:
     """The worst case of one call.
 
     Attributes:
-        input_tokens: Estimated from the system prompt and the user message.
+        input_tokens: Estimated from the whole prompt (system, context blocks, prompt).
         output_tokens: The call's `max_tokens`.
         web_searches: The searches it may make.
         cost_usd: Their price for the call's model (0.0 for a model without a price).
@@ -71,13 +73,22 @@ def estimate_call(call: LLMCall) -> CallEstimate:
     Returns:
         Its token counts and cost, priced as `call.model`.
     """
+    pending = written = written_1h = 0
+    for block in call.blocks:
+        pending += estimate_tokens(block.text)
+        if block.cache is not None:  # the prefix up to here may be written with this TTL
+            written += pending
+            written_1h += pending if block.cache == "1h" else 0
+            pending = 0
     usage = Usage(
-        input_tokens=estimate_tokens(call.system) + estimate_tokens(call.prompt),
+        input_tokens=pending + estimate_tokens(call.prompt),
+        cache_write_tokens=written,
+        cache_write_1h_tokens=written_1h,
         output_tokens=call.max_tokens,
         web_searches=WEB_SEARCHES_PER_CALL if call.web_search else 0,
     )
     return CallEstimate(
-        input_tokens=usage.input_tokens,
+        input_tokens=usage.input_tokens + written,
         output_tokens=usage.output_tokens,
         web_searches=usage.web_searches,
         cost_usd=cost_usd(call.model, usage),

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from pipeline.ai.base import DEFAULT_MODELS, LLM, Effort, LLMResult, Tier
+from pipeline.ai.base import DEFAULT_MODELS, LLM, Effort, LLMResult, PromptBlock, Tier
 
 __all__ = [
     "Guard",
@@ -103,8 +103,9 @@ class LLMCall:
         tier: The calling stage's tier.
         model: The model the call is priced as: the tier's configured model (the offline model
             has no price, so its calls are priced as the configured model would be).
-        system: The system prompt.
-        prompt: The user message.
+        system: The system prompt (a `PromptBlock` may be a cache breakpoint).
+        prompt: The per-call part of the user message.
+        context: The blocks of the user message before `prompt`.
         max_tokens: The output budget: the most output the call can be billed for.
         web_search: Whether the server-side web search tool is offered.
         run_id: The run the call is for, from the `job_scope` (None outside a job).
@@ -117,9 +118,10 @@ class LLMCall:
     kind: Literal["complete", "structured"]
     tier: Tier
     model: str
-    system: str
+    system: str | PromptBlock
     prompt: str
     max_tokens: int
+    context: tuple[PromptBlock, ...] = ()
     web_search: bool = False
     run_id: UUID | None = None
     job_id: str | None = None
@@ -128,14 +130,20 @@ class LLMCall:
     stage: str | None = None
 
     @property
+    def blocks(self) -> tuple[PromptBlock, ...]:
+        """The prompt before `prompt`, in the order it is sent: system, then context."""
+        system = self.system if isinstance(self.system, PromptBlock) else PromptBlock(self.system)
+        return (system, *self.context)
+
+    @property
     def system_chars(self) -> int:
         """Length of the system prompt in characters."""
-        return len(self.system)
+        return len(self.system.text if isinstance(self.system, PromptBlock) else self.system)
 
     @property
     def prompt_chars(self) -> int:
-        """Length of the user message in characters."""
-        return len(self.prompt)
+        """Length of the user message (context blocks and prompt) in characters."""
+        return sum(len(b.text) for b in self.context) + len(self.prompt)
 
 
 class Guard(Protocol[R]):
@@ -222,7 +230,8 @@ class GuardedLLM:
         self,
         kind: Literal["complete", "structured"],
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
+        context: Sequence[PromptBlock],
         prompt: str,
         max_tokens: int,
         web_search: bool,
@@ -239,6 +248,7 @@ class GuardedLLM:
             system=system,
             prompt=prompt,
             max_tokens=max_tokens,
+            context=tuple(context),
             web_search=web_search,
             run_id=scope.run_id if scope else None,
             job_id=scope.job_id if scope else None,
@@ -288,21 +298,23 @@ class GuardedLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 16000,
         effort: Effort | None = None,
         web_search: bool = False,
         seed_key: str = "",
     ) -> LLMResult:
         """`LLM.complete` of the wrapped model, between the guards."""
-        call = self._call("complete", tier, system, prompt, max_tokens, web_search)
+        call = self._call("complete", tier, system, context, prompt, max_tokens, web_search)
         result: LLMResult = await self._guarded(
             call,
             lambda: self.inner.complete(
                 tier=tier,
                 system=system,
                 prompt=prompt,
+                context=context,
                 max_tokens=max_tokens,
                 effort=effort,
                 web_search=web_search,
@@ -316,15 +328,16 @@ class GuardedLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
         schema: type[T],
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 8000,
         effort: Effort | None = None,
         seed_key: str = "",
     ) -> tuple[T, LLMResult]:
         """`LLM.structured` of the wrapped model, between the guards."""
-        call = self._call("structured", tier, system, prompt, max_tokens, False)
+        call = self._call("structured", tier, system, context, prompt, max_tokens, False)
         answer: tuple[T, LLMResult] = await self._guarded(
             call,
             lambda: self.inner.structured(
@@ -332,6 +345,7 @@ class GuardedLLM:
                 system=system,
                 prompt=prompt,
                 schema=schema,
+                context=context,
                 max_tokens=max_tokens,
                 effort=effort,
                 seed_key=seed_key,

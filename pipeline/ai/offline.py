@@ -26,7 +26,8 @@ from typing import Any, Literal, TypeVar, get_args
 from pydantic import BaseModel
 
 from jobqueue import ErrorType
-from pipeline.ai.base import Effort, LLMError, LLMResult, Tier, Usage
+from pipeline.ai._prefix_cache import PrefixCache
+from pipeline.ai.base import Effort, LLMError, LLMResult, PromptBlock, Tier, Usage
 from pipeline.ai.generate import GenerationError, generate_instance, research_text
 
 __all__ = [
@@ -240,6 +241,11 @@ def _tokens(text: str) -> int:
 class OfflineLLM:
     """Deterministic `LLM` for tests, demos and machines without an API key.
 
+    Answers are steered and seeded by the per-call `prompt` only. The prompt cache is
+    simulated (`PrefixCache`): a call whose blocks up to a breakpoint were already sent by an
+    earlier call of this instance reports them as `cache_read_tokens`, the first as
+    `cache_write_tokens`.
+
     Args:
         latency: Seconds each call sleeps (asyncio) to simulate the model.
         faults: Failures injected into the first matching calls.
@@ -268,6 +274,7 @@ class OfflineLLM:
         self._lock = threading.Lock()
         self.calls = 0
         self.calls_by_tier: Counter[str] = Counter()
+        self.prompt_cache = PrefixCache()
 
     @classmethod
     def from_env(
@@ -335,8 +342,9 @@ class OfflineLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 16000,
         effort: Effort | None = None,
         web_search: bool = False,
@@ -346,8 +354,7 @@ class OfflineLLM:
         await self._begin(tier)
         rng = offline_rng("complete", seed_key, prompt)
         text = research_text(rng, prompt)
-        usage = Usage(
-            input_tokens=_tokens(system + prompt),
+        usage = self.prompt_cache.usage(tier, system, context, prompt) + Usage(
             output_tokens=min(max_tokens, _tokens(text)),
             web_searches=rng.randint(1, 5) if web_search else 0,
         )
@@ -359,9 +366,10 @@ class OfflineLLM:
         self,
         *,
         tier: Tier,
-        system: str,
+        system: str | PromptBlock,
         prompt: str,
         schema: type[T],
+        context: Sequence[PromptBlock] = (),
         max_tokens: int = 8000,
         effort: Effort | None = None,
         seed_key: str = "",
@@ -386,7 +394,9 @@ class OfflineLLM:
         finally:
             _REJECT_FIRST_ATTEMPT.reset(token)
         text = instance.model_dump_json()
-        usage = Usage(input_tokens=_tokens(system + prompt), output_tokens=_tokens(text))
+        usage = self.prompt_cache.usage(tier, system, context, prompt) + Usage(
+            output_tokens=_tokens(text)
+        )
         result = LLMResult(
             text=text, model=OFFLINE_MODEL, usage=usage, cost_usd=0.0, stop_reason="end_turn"
         )

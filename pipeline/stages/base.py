@@ -106,7 +106,9 @@ async def record_usage(
     results: list[LLMResult],
     related_id: Any,
 ) -> tuple[int, int, float]:
-    """Store each model call's tokens and cost for this job attempt; returns the totals."""
+    """Store each model call's tokens, cache reads and writes, and cost (cache tokens priced
+    by `cost_usd`) for this job attempt; a replayed attempt overwrites its rows. Returns the
+    totals: uncached input tokens, output tokens, cost."""
     total_in = total_out = 0
     cost = 0.0
     for i, r in enumerate(results):
@@ -118,8 +120,11 @@ async def record_usage(
                 cache_read_input_tokens, web_search_requests, cost_usd)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
             ON CONFLICT (job_id, attempt, call_index) DO UPDATE SET
-                input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
-                cost_usd = excluded.cost_usd
+                model = excluded.model, input_tokens = excluded.input_tokens,
+                output_tokens = excluded.output_tokens,
+                cache_creation_input_tokens = excluded.cache_creation_input_tokens,
+                cache_read_input_tokens = excluded.cache_read_input_tokens,
+                web_search_requests = excluded.web_search_requests, cost_usd = excluded.cost_usd
             """,
             job.id,
             job.attempt,

@@ -34,9 +34,14 @@ async def run(rt: Runtime, job: Job, p: FormatInsightsPayload) -> dict[str, Any]
     if a is None or not a["approved"]:
         raise UnrecoverableError(f"no approved stock analysis {p.stock_analysis_id}")
     await job.update_progress(20)
-    system, prompt = format_prompt(a["ticker"], a["name"] or a["ticker"], a["analysis"] or "")
+    ask = format_prompt(a["ticker"], a["name"] or a["ticker"], a["analysis"] or "")
     insights, result = await rt.llm.structured(
-        tier="format", system=system, prompt=prompt, schema=Insights, seed_key=a["ticker"]
+        tier="format",
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
+        schema=Insights,
+        seed_key=a["ticker"],
     )
     await job.update_progress(70)
     async with rt.pool.acquire() as conn, conn.transaction():

@@ -29,13 +29,12 @@ async def run(rt: Runtime, job: Job, p: JudgeReviewPayload) -> dict[str, Any]:
     if a is None:
         raise UnrecoverableError(f"no stock analysis {p.stock_analysis_id}")
     await job.update_progress(20)
-    system, prompt = judge_prompt(
-        a["ticker"], a["name"] or a["ticker"], a["analysis"] or "", a["attempt"]
-    )
+    ask = judge_prompt(a["ticker"], a["name"] or a["ticker"], a["analysis"] or "", a["attempt"])
     verdict, result = await rt.llm.structured(
         tier="judge",
-        system=system,
-        prompt=prompt,
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
         schema=Verdict,
         seed_key=f"{a['ticker']}:{a['attempt']}",
     )

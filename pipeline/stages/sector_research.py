@@ -22,17 +22,23 @@ async def run(rt: Runtime, job: Job, p: SectorResearchPayload) -> dict[str, Any]
         p.sector_analysis_id,
     )
     await job.update_progress(10)
-    system, prompt = research_prompt(p.sector_name)
+    ask = research_prompt(p.sector_name)
     research = await rt.llm.complete(
-        tier="research", system=system, prompt=prompt, web_search=True, seed_key=p.sector_name
+        tier="research",
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
+        web_search=True,
+        seed_key=p.sector_name,
     )
     await job.update_progress(60)
-    system, prompt = subsector_prompt(p.sector_name, research.text)
+    ask = subsector_prompt(p.sector_name, research.text)
     await job.update_progress(70)
     ideas, parsed = await rt.llm.structured(
         tier="research",
-        system=system,
-        prompt=prompt,
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
         schema=SubSectorList,
         seed_key=p.sector_name,
     )

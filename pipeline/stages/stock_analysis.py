@@ -18,8 +18,9 @@ __all__ = ["STAGE"]
 
 _STOCK = """
 SELECT s.ticker, s.name, s.rationale, s.status, ss.name AS sub_sector, ss.thesis,
-       ss.sector_analysis_id
-FROM stock s JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE s.id = $1
+       ss.sector_analysis_id, sa.sector_name, sa.research
+FROM stock s JOIN sub_sector ss ON ss.id = s.sub_sector_id
+JOIN sector_analysis sa ON sa.id = ss.sector_analysis_id WHERE s.id = $1
 """
 
 
@@ -29,7 +30,7 @@ async def run(rt: Runtime, job: Job, p: StockAnalysisPayload) -> dict[str, Any]:
     if stock is None:
         raise UnrecoverableError(f"no stock {p.stock_id}")
     await job.update_progress(10)
-    system, prompt = analysis_prompt(
+    ask = analysis_prompt(
         ticker=stock["ticker"],
         name=stock["name"] or stock["ticker"],
         sub_sector=stock["sub_sector"],
@@ -38,9 +39,15 @@ async def run(rt: Runtime, job: Job, p: StockAnalysisPayload) -> dict[str, Any]:
         attempt=p.attempt,
         angle=p.variation.angle if p.variation else None,
         judge_reasons=p.variation.judge_reasons if p.variation else (),
+        sector=stock["sector_name"],
+        research=stock["research"],
     )
     result = await rt.llm.complete(
-        tier="analysis", system=system, prompt=prompt, seed_key=f"{stock['ticker']}:{p.attempt}"
+        tier="analysis",
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
+        seed_key=f"{stock['ticker']}:{p.attempt}",
     )
     await job.update_progress(80)
     variation = json.loads(p.variation.model_dump_json()) if p.variation else None

@@ -19,7 +19,8 @@ __all__ = ["STAGE"]
 async def run(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
     await job.update_progress(0)
     row = await rt.pool.fetchrow(
-        "SELECT ss.name, ss.thesis, ss.sector_analysis_id, sa.sector_name FROM sub_sector ss "
+        "SELECT ss.name, ss.thesis, ss.sector_analysis_id, sa.sector_name, sa.research "
+        "FROM sub_sector ss "
         "JOIN sector_analysis sa ON sa.id = ss.sector_analysis_id WHERE ss.id = $1",
         p.sub_sector_id,
     )
@@ -30,9 +31,14 @@ async def run(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
         p.sub_sector_id,
     )
     await job.update_progress(10)
-    system, prompt = ranking_prompt(row["sector_name"], row["name"], row["thesis"] or "")
+    ask = ranking_prompt(row["sector_name"], row["name"], row["thesis"] or "", row["research"])
     ranking, result = await rt.llm.structured(
-        tier="ranking", system=system, prompt=prompt, schema=StockRanking, seed_key=row["name"]
+        tier="ranking",
+        system=ask.system,
+        context=ask.context,
+        prompt=ask.prompt,
+        schema=StockRanking,
+        seed_key=row["name"],
     )
     await job.update_progress(70)
     top = rt.settings.stocks_to_analyze

@@ -22,6 +22,7 @@ import itertools
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,8 @@ class FakeAnthropic:
     Attributes:
         text_blocks: Text blocks of a normal reply (a thinking block always comes first).
         structured_json: Reply text for structured-output requests.
+        structured_reply: When set, computes that reply text from the request body instead
+            (e.g. by the properties of `output_config.format.schema`).
         usage: The `usage` object of every reply.
         slow_seconds: How long the "slow" scenario waits (it is woken by `close()`).
         pair_delayed: Successful replies wait for each other two by two (`asyncio.Barrier(2)`):
@@ -92,6 +95,7 @@ class FakeAnthropic:
 
     text_blocks: list[str] = field(default_factory=lambda: ["Hello, ", "world."])
     structured_json: str = "{}"
+    structured_reply: Callable[[dict[str, Any]], str] | None = None
     usage: dict[str, Any] = field(
         default_factory=lambda: {
             "input_tokens": 1000,
@@ -188,7 +192,8 @@ class FakeAnthropic:
     def _message(self, body: dict[str, Any], scenario: str, request_id: str) -> dict[str, Any]:
         fmt = (body.get("output_config") or {}).get("format")
         if fmt and fmt.get("type") == "json_schema":
-            texts = ['{"not": "valid"}' if scenario == "bad-json" else self.structured_json]
+            reply = self.structured_reply(body) if self.structured_reply else self.structured_json
+            texts = ['{"not": "valid"}' if scenario == "bad-json" else reply]
         else:
             texts = list(self.text_blocks)
         turn = sum(  # earlier (paused) turns, sent back as one assistant message

@@ -98,6 +98,13 @@ async def test_make_llm_passes_configuration(monkeypatch: pytest.MonkeyPatch) ->
         ("claude-haiku-5-5", Usage(input_tokens=1_000_000, output_tokens=1_000_000), 0.60),
         ("claude-opus-5-5", Usage(cache_read_tokens=1_000_000), 0.20),
         ("claude-sonnet-5-5", Usage(cache_read_tokens=1_000_000), 0.20),
+        ("claude-fable-5-1", Usage(cache_read_tokens=1_000_000), 0.25),
+        # cache writes: 1.25x input for the 5-minute TTL, 2x for the 1-hour one
+        ("claude-opus-5-5", Usage(cache_write_tokens=1_000_000), 5.0),
+        ("claude-opus-5-5", Usage(cache_write_tokens=1_000_000, cache_write_1h_tokens=10**6), 8.0),
+        ("claude-sonnet-5-5", Usage(cache_write_tokens=10**6, cache_write_1h_tokens=400_000), 3.1),
+        ("claude-haiku-5-5", Usage(cache_write_tokens=10**6, cache_write_1h_tokens=10**6), 0.20),
+        ("claude-fable-5-1", Usage(cache_write_tokens=10**6), 12.5),
         ("claude-opus-5-5", Usage(web_searches=3), 0.03),
         ("claude-opus-5-5-20260101", Usage(input_tokens=1_000_000), 4.0),
         ("offline", Usage(input_tokens=1_000_000), 0.0),
@@ -119,13 +126,18 @@ def test_thinking_tokens_are_not_billed_twice() -> None:
 
 def test_usage_addition() -> None:
     total = Usage(input_tokens=1, output_tokens=2, web_searches=1) + Usage(
-        input_tokens=10, cache_read_tokens=5, cache_write_tokens=3, thinking_tokens=7
+        input_tokens=10,
+        cache_read_tokens=5,
+        cache_write_tokens=3,
+        cache_write_1h_tokens=2,
+        thinking_tokens=7,
     )
     assert total == Usage(
         input_tokens=11,
         output_tokens=2,
         cache_read_tokens=5,
         cache_write_tokens=3,
+        cache_write_1h_tokens=2,
         web_searches=1,
         thinking_tokens=7,
     )

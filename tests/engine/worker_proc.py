@@ -7,7 +7,12 @@ Modes (the handler's behaviour): `record` records each start and end (pid, time)
 `"gate": true`, then sleeps `job.data["sleep"]` seconds (asyncio); `block` blocks the event
 loop (so leases are not renewed) until `<prefix>:test:release` exists, records its end from
 inside the block and returns without awaiting anything; `first-hangs` hangs on a job's first
-run and completes on later runs. Prints "ready" once the worker runs. SIGUSR1 writes the
+run and completes on later runs. In `record` mode a job's data may also ask for
+`"rate_limit_once": seconds` (its first run raises a RATE_LIMIT RetryAfter), `"fail_while_down":
+true` (it raises a connection error while `<prefix>:test:down` exists) and `"usage": {...}`
+(settled on the queue's shared limiter). The queue config JSON may hold `"limiter": {"name",
+"buckets": {name: [capacity, per]}, "breaker": {failures, window, cooldown, max_wait}}`. Prints
+"ready" once the worker runs. SIGUSR1 writes the
 stack of every task to the log (what a hung worker is waiting for).
 
 Handlers reach Redis through `jobqueue.connect`: a plain redis-py client (socket timeout 5 s by
@@ -27,7 +32,19 @@ from typing import Any
 
 import redis
 
-from jobqueue import Job, Queue, QueueConfig, RateLimit, Worker, connect
+from jobqueue import (
+    Breaker,
+    Bucket,
+    ErrorType,
+    Job,
+    Limiter,
+    Queue,
+    QueueConfig,
+    RateLimit,
+    RetryAfter,
+    Worker,
+    connect,
+)
 
 # a blocked or gated handler gives up after this long: a test never waits that long
 _GIVE_UP = 120.0
@@ -64,6 +81,13 @@ async def main() -> None:
     cfg: dict[str, Any] = json.loads(cfg_json)
     if "rate_limit" in cfg:
         cfg["rate_limit"] = RateLimit(**cfg["rate_limit"])
+    if "limiter" in cfg:
+        spec = cfg["limiter"]
+        cfg["limiter"] = Limiter(
+            spec["name"],
+            {name: Bucket(c, per=per) for name, (c, per) in spec.get("buckets", {}).items()},
+            Breaker(**spec["breaker"]) if spec.get("breaker") else None,
+        )
     for key in ("keep_completed", "keep_failed"):
         if key in cfg:
             cfg[key] = tuple(cfg[key])
@@ -95,6 +119,13 @@ async def main() -> None:
             deadline = time.monotonic() + _GIVE_UP
             while not await side.exists(f"{prefix}:test:gate") and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+        first = data.get("rate_limit_once") and await side.incr(f"{prefix}:test:runs:{job.id}")
+        if first == 1:
+            raise RetryAfter(data["rate_limit_once"], "429", error_type=ErrorType.RATE_LIMIT)
+        if data.get("fail_while_down") and await side.exists(f"{prefix}:test:down"):
+            raise ConnectionError("the provider is down (HTTP 529)")
+        if data.get("usage"):
+            await job.settle(data["usage"])
         await asyncio.sleep(float(data.get("sleep", 0)))
         if data.get("fail"):
             raise RuntimeError(f"asked to fail: {data['fail']}")

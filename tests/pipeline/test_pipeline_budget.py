@@ -17,6 +17,7 @@ import pytest
 from jobqueue import ConfigError, classify_error
 from pipeline import db
 from pipeline.ai import LLMError, LLMResult, OfflineLLM, Usage, cost_usd
+from pipeline.ai.base import PromptBlock
 from pipeline.ai.estimate import actual_cost, estimate_call, estimate_tokens
 from pipeline.ai.guard import GuardedLLM, LLMCall, current_scope, job_scope
 from pipeline.budget import (
@@ -101,6 +102,17 @@ def test_estimate_is_the_worst_case_of_one_call() -> None:
     assert searching.web_searches == 5
     assert math.isclose(searching.cost_usd - estimate_call(a_call(None)).cost_usd, 0.05 + 0.02)
     assert estimate_call(a_call(None, model="offline")).cost_usd == 0.0  # no price, no cost
+    # the prompt up to a cache breakpoint may be written to the cache: priced as such
+    cached = a_call(
+        None,
+        system=PromptBlock("s" * 350, cache="1h"),
+        context=(PromptBlock("c" * 70), PromptBlock("r" * 280, cache="5m")),
+        prompt="p" * 35,
+        max_tokens=100,
+    )
+    est = estimate_call(cached)
+    assert est.input_tokens == 100 + 20 + 80 + 10
+    assert math.isclose(est.cost_usd, (100 * 8.0 + 100 * 5.0 + 10 * 4.0 + 100 * 20.0) / 1e6)
 
 
 def test_actual_cost_prices_the_offline_model_as_the_configured_one() -> None:

@@ -20,6 +20,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
 UUID_LINE = re.compile(r"^\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+\S")
 STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed)\s+(\d+)%\s+(\S+)")
+CACHED_LINE = re.compile(
+    r"^cached input: (\d+\.\d)% of ([\d,]+) prompt tokens \(cache reads ([\d,]+), "
+    r"cache writes ([\d,]+), uncached ([\d,]+)\)$",
+    re.M,
+)
 
 
 def cli_env(rt: Runtime, **extra: str) -> dict[str, str]:
@@ -82,6 +87,10 @@ async def test_run_with_auto_approve(runtime: Runtime) -> None:
     assert {r["status"] for r in rows} == {"completed"}
     assert f"jobs: {len(rows)};" in out
     assert re.search(r"model calls: [1-9]", out)
+    # the offline model reads the run's shared prefixes from its prompt cache
+    cached = CACHED_LINE.search(out)
+    assert cached, out
+    assert float(cached.group(1)) > 0
     spent = await runtime.pool.fetchval("SELECT spent_usd FROM sector_analysis WHERE id=$1", run)
     assert spent > 0
     offline = r" \(offline: priced as the configured models\)"
@@ -134,9 +143,24 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
 
     code, out, err = await cli(env, "status", str(run))
     assert code == 0, err
-    *jobs, spend = out.splitlines()  # a job per line, then the spend against the budget
+    (share_line,) = [line for line in out.splitlines() if line.startswith("cached input:")]
+    (spend,) = [line for line in out.splitlines() if line.startswith("spent $")]
     assert re.fullmatch(r"spent \$\d+\.\d\d of \$5\.00 budget \(\d+%\)", spend), out
-    lines = [STATUS_LINE.match(line) for line in jobs]
+    job_lines = [line for line in out.splitlines() if line not in (share_line, spend)]
+    usage = await runtime.pool.fetchrow(
+        "SELECT sum(input_tokens) AS i, sum(cache_read_input_tokens) AS r, "
+        "sum(cache_creation_input_tokens) AS w FROM llm_usage WHERE related_id = $1",
+        str(run),
+    )
+    cached = CACHED_LINE.match(share_line)  # one line of its own: the run's cached share
+    assert cached, out
+    read, written, uncached = (int(cached.group(i).replace(",", "")) for i in (3, 4, 5))
+    assert (uncached, read, written) == (usage["i"], usage["r"], usage["w"])
+    assert read > 0
+    assert float(cached.group(1)) == pytest.approx(
+        100 * read / (read + written + uncached), abs=0.051
+    )
+    lines = [STATUS_LINE.match(line) for line in job_lines]
     assert lines and all(lines), out
     rows = await runtime.pool.fetch(
         "SELECT job_id, job_type, status, progress FROM job_status WHERE related_id=$1", str(run)

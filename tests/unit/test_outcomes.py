@@ -144,3 +144,23 @@ def test_a_registered_type_with_delays_held_by_a_running_worker() -> None:
     register_error_rule(QuotaExceeded, "QUOTA_EXCEEDED")
     outcome, _ = failure(cfg, make_job(cfg, 1), QuotaExceeded(), delays=delays)
     assert outcome[4:6] == ("QUOTA_EXCEEDED", 500)
+
+
+def test_a_provider_failure_under_a_breaker_waits_without_an_attempt() -> None:
+    from jobqueue import Breaker, Limiter
+
+    guarded = QueueConfig("g", limiter=Limiter("llm", {}, Breaker()), attempts=1)
+    outcome, _ = failure(guarded, make_job(guarded), ConnectionError("reset by peer"))
+    assert (outcome.kind, outcome.error_type) == ("b", "NETWORK_ERROR")
+    assert outcome.delay_ms > 0
+    # not a provider failure: the usual table
+    outcome, _ = failure(guarded, make_job(guarded), ValueError("bad"))
+    assert outcome.kind == "f"
+    # an outage of something else the job needs stays a plain deferral
+    outage = RetryAfter(1, "db down", error_type=ErrorType.NETWORK_ERROR, spend_attempt=False)
+    outcome, _ = failure(guarded, make_job(guarded), outage)
+    assert outcome.kind == "d"
+    # a limiter without a breaker: a network error spends an attempt as before
+    plain = QueueConfig("p", limiter=Limiter("llm", {}), attempts=1)
+    outcome, _ = failure(plain, make_job(plain), ConnectionError("reset"))
+    assert outcome.kind == "f"

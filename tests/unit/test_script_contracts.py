@@ -9,7 +9,7 @@ import pytest
 
 from jobqueue.core._loader import LUA_DIR, load_script, parse_header, script_names
 from jobqueue.core.keys import QueueKeys
-from jobqueue.core.scripts import SPECS, Scripts
+from jobqueue.core.scripts import SPECS, Scripts, ScriptSpec
 
 # Redis runs Lua 5.1 (and fakeredis loads lupa's 5.1 too: one Lua version per process)
 lupa = pytest.importorskip("lupa.lua51")
@@ -19,8 +19,11 @@ _EMIT = re.compile(r"emit\(K\.events, A\.maxlen, 'ev', '(\w+)'")
 
 def test_every_script_has_one_method_and_every_method_a_script() -> None:
     assert sorted(SPECS) == list(script_names())
-    # one spec per script, each declared on Scripts beside the method that runs it
-    declared = [v for v in vars(Scripts).values() if isinstance(v, type(SPECS["add"]))]
+    # one spec per script, each declared on Scripts (or its operations part) beside the
+    # method that runs it, and each spec once
+    declared = [
+        v for klass in Scripts.__mro__ for v in vars(klass).values() if isinstance(v, ScriptSpec)
+    ]
     assert sorted(s.name for s in declared) == sorted(SPECS)
 
 
@@ -42,16 +45,35 @@ def test_header_lists_the_events_the_script_emits(name: str) -> None:
     assert script.source.count("'XADD'") == 1 if "emit(" in script.source else True
 
 
+def _hash_tag(key: str) -> str:
+    """The part of a key Redis Cluster hashes: between the first `{` and the next `}`."""
+    start = key.index("{")
+    return key[start + 1 : key.index("}", start + 1)]
+
+
 @pytest.mark.parametrize("name", script_names())
-def test_keys_are_queue_keys_and_route_the_call(name: str) -> None:
+@pytest.mark.parametrize("slot", [None, "anthropic.opus"])
+def test_every_key_of_a_call_is_in_one_cluster_slot(name: str, slot: str | None) -> None:
+    # a queue alone, and a queue on a shared limiter (its keys in the limiter's slot)
     spec = SPECS[name]
     assert spec.keys, "a script without KEYS cannot be routed on Redis Cluster"
-    keys = QueueKeys("jq", "q")
+    keys = QueueKeys("jq", "q", slot=slot)
+    tags = set()
     for key in spec.keys:
-        attr = key.removesuffix("(id)")
-        value = getattr(keys, attr)
+        value = getattr(keys, key.removesuffix("(id)"))
         built = value("7") if key.endswith("(id)") else value
-        assert isinstance(built, str) and built.startswith(keys.base), key
+        assert isinstance(built, str), key
+        tags.add(_hash_tag(built))
+    # and the job keys a script builds from A.base
+    tags |= {_hash_tag(keys.job("7")), _hash_tag(keys.state("7")), _hash_tag(keys.logs("7"))}
+    assert tags == {slot or "q"}
+
+
+def test_queues_on_one_limiter_share_its_slot_and_nothing_else() -> None:
+    a, b = QueueKeys("jq", "a", slot="lim"), QueueKeys("jq", "b", slot="lim")
+    assert a.shared_limiter == b.shared_limiter and a.breaker == b.breaker
+    assert a.base != b.base and not b.base.startswith(a.base)
+    assert {a.meta, a.shared_limiter}.isdisjoint({b.meta, QueueKeys("jq", "lim").meta})
 
 
 @pytest.mark.parametrize("name", script_names())
@@ -92,7 +114,8 @@ def test_prelude_names_keys_and_arguments() -> None:
     source = load_script("finish").source
     assert "local K = {wait = KEYS[1], prio = KEYS[2]" in source
     assert "local A = {base = ARGV[1], maxlen = ARGV[2], take = ARGV[3]" in source
-    assert "local o = 13 + i * 7" in source
+    fixed = len(SPECS["finish"].argv)
+    assert f"local o = {fixed} + i * 7" in source
 
 
 def test_spec_packs_arguments_by_name() -> None:

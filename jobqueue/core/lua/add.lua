@@ -1,6 +1,6 @@
 #!lua
 --[[ add: store new jobs and make them ready (or delayed), deduplicating by job id.
-KEYS: id_counter wait prio delayed priorities marker events
+KEYS: id_counter wait prio delayed priorities marker events costs
 ARGV:
   base      '<prefix>:{<queue>}:', the start of every key of the queue
   maxlen    cap of the event stream (0 = no events)
@@ -11,6 +11,7 @@ ARGV:
   envelope  the job's JSON object; the server's creation time is appended to it
   delay_ms  0 = ready now
   priority  0 = the FIFO list, else the priority zset
+  cost      what it costs of the queue's shared limiter ('' = the queue's default)
 EVENTS: added
 Returns: flat array {id1, created1, id2, created2, ...}; created is 1, or 0 when a job with
 that id already existed (nothing was written for it).
@@ -21,7 +22,7 @@ local now = now_ms()
 local out = {}
 local poked = false
 for i = 0, tonumber(A.n) - 1 do
-  local id, name, env, delay, priority = argv_group(i)
+  local id, name, env, delay, priority, cost = argv_group(i)
   delay, priority = tonumber(delay), tonumber(priority)
   local seq = redis.call('INCR', K.id_counter)
   if id == '' then id = tostring(seq) end
@@ -33,6 +34,7 @@ for i = 0, tonumber(A.n) - 1 do
     -- the creation time is the server's, appended to the client's JSON object
     redis.call('SET', jkey, string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
     if priority ~= 0 then redis.call('HSET', K.priorities, id, priority) end
+    if cost ~= '' then redis.call('HSET', K.costs, id, cost) end
     local st = 'waiting'
     if delay > 0 then
       st = 'delayed'

@@ -1,7 +1,7 @@
 #!lua
 --[[ drain: remove waiting (including prioritized and paused) and delayed jobs, a batch per
 call. Active and finished jobs are kept.
-KEYS: wait prio priorities delayed cancels events
+KEYS: wait prio priorities delayed cancels events costs
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream

@@ -3,10 +3,14 @@
 trip both reports and fetches). Kinds of outcome: 'c' completed; 'f' a failed attempt, retried
 later or failed for good; 'r' rate limited: the job is deferred without spending an attempt and
 the whole queue is held until then (a rate limit belongs to the API key, not the job); 'd'
-deferred: the same for this job only; 'h' handed back (worker shutdown): to the front of the
-queue at once.
+deferred: the same for this job only; 'b' deferred after a server-side failure on a queue whose
+shared limiter has a circuit breaker: no attempt spent, the failure counts towards opening the
+breaker, and the job fails once it waited longer than the breaker's max_wait; 'h' handed back
+(worker shutdown): to the front of the queue at once. On a queue with a shared limiter a rate
+limit holds every queue of the limiter, and outcomes drive its breaker (a completion closes it,
+a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
-  completed failed cancels
+  failed completed cancels shared_limiter shared_hold breaker breaker_fails costs
 ARGV:
   base               '<prefix>:{<queue>}:'
   maxlen             cap of the event stream
@@ -16,6 +20,10 @@ ARGV:
   concurrency        cap on active jobs across all workers (0 = none)
   rate_max           job starts per rate period (0 = no rate limit)
   rate_per_ms        the rate period
+  limiter            the shared limiter's name ('' = none)
+  buckets            its configured buckets, 'name=capacity/per_ms,...'
+  cost               the queue's default job cost, 'name=n,...'
+  breaker            its breaker, 'failures/window_ms/cooldown_ms/max_wait_ms' ('' = none)
   keep_completed     completed jobs kept (-1 = all)
   keep_completed_ms  age of the oldest completed job kept (-1 = forever)
   keep_failed        failed jobs kept (-1 = all)
@@ -24,19 +32,23 @@ ARGV:
   per outcome:
   id                 the job
   token              the lease token of the attempt (fencing)
-  kind               c completed, f failed attempt, r rate limited, d deferred, h handed back
+  kind               c completed, f failed attempt, r rate limited, d deferred, b deferred
+                     by the breaker, h handed back
   payload            result JSON (c) or error message (f, r, d)
   error_type         the error type (f, r, d)
-  delay_ms           f: retry delay, < 0 = not retryable; r, d: deferral
-  limit              f: max attempts in all; r, d: max deferrals
-EVENTS: completed failed retrying returned active
+  delay_ms           f: retry delay, < 0 = not retryable; r, d, b: deferral
+  limit              f: max attempts in all; r, d: max deferrals; b: unused
+EVENTS: completed failed retrying returned active breaker
 Returns: {codes, take_reply}: codes[i] is 1 (recorded, the job finished), 2 (recorded, it
 will run again), or -2 (lease lost: refused, nothing written for it); take_reply as `take`.
 ]]
 --@include common.lua
+--@include limiter.lua
+--@include breaker.lua
 --@include take.lua
 
 local now = now_ms()
+local shared = A.limiter ~= ''
 local any_cancels = redis.call('HLEN', K.cancels) > 0
 local m = tonumber(A.m)
 local codes = {}
@@ -71,7 +83,11 @@ for i = 0, m - 1 do
   else
     if any_cancels then redis.call('HDEL', K.cancels, id) end
     local made = tonumber(st[2] or '0')
+    if kind == 'b' then
+      payload = payload .. brk_failure(id, now)
+    end
     if kind == 'c' then
+      if shared then brk_close(now) end
       made = made + 1
       -- the emptied token fences this attempt off like a deleted one, in the same command
       redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
@@ -97,9 +113,28 @@ for i = 0, m - 1 do
         codes[#codes + 1] = 1
       else
         retry_later(id, skey, made, etype, payload, delay)
-        if kind == 'r' and delay > 0 and redis.call('PTTL', K.limited) < delay then
-          redis.call('SET', K.limited, '1', 'PX', delay)
+        if kind == 'r' and delay > 0 then
+          -- every queue on the shared limiter, or this queue alone, waits out the Retry-After
+          local hold = K.limited
+          if shared then hold = K.shared_hold end
+          if redis.call('PTTL', hold) < delay then redis.call('SET', hold, '1', 'PX', delay) end
         end
+        codes[#codes + 1] = 2
+      end
+    elseif kind == 'b' then
+      redis.call('HDEL', skey, 'k')
+      local first = tonumber(redis.call('HGET', skey, 'bw'))
+      if not first then
+        first = now
+        redis.call('HSET', skey, 'bw', now)
+      end
+      local cfg = brk_config()
+      if cfg and now - first > cfg.max_wait then
+        fail_final(id, skey, made, etype, 'the provider stayed unavailable for more than ' ..
+          math.floor(cfg.max_wait / 1000) .. 's; last error: ' .. payload)
+        codes[#codes + 1] = 1
+      else
+        retry_later(id, skey, made, etype, payload, delay)
         codes[#codes + 1] = 2
       end
     else -- 'h'

@@ -1,6 +1,6 @@
 #!lua
 --[[ remove: delete one job that is not running, with its run state and its log.
-KEYS: wait prio priorities delayed active completed failed cancels events
+KEYS: wait prio priorities delayed active completed failed cancels events costs
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream

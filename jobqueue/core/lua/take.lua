@@ -2,6 +2,7 @@
 --[[ take: move up to n ready jobs to active, each with a lease and a fencing token (see
 includes/take.lua; workers use `finish`, which reports outcomes and takes in one call).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
+  failed shared_limiter shared_hold breaker breaker_fails costs
 ARGV:
   base         '<prefix>:{<queue>}:'
   maxlen       cap of the event stream
@@ -11,10 +12,16 @@ ARGV:
   concurrency  cap on active jobs across all workers (0 = none)
   rate_max     job starts per rate period (0 = no rate limit)
   rate_per_ms  the rate period
-EVENTS: active
+  limiter      the shared limiter's name ('' = none)
+  buckets      its configured buckets, 'name=capacity/per_ms,...'
+  cost         the queue's default job cost, 'name=n,...'
+  breaker      its breaker, 'failures/window_ms/cooldown_ms/max_wait_ms' ('' = none)
+EVENTS: active failed breaker
 Returns: {wait_hint_ms, id, envelope, token, attempt, ...} (see includes/take.lua)
 ]]
 --@include common.lua
+--@include limiter.lua
+--@include breaker.lua
 --@include take.lua
 
 return take(A.take, now_ms())

@@ -1,6 +1,6 @@
 -- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean): they
--- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels and events
--- of K, and A.base / A.maxlen. Needs common.lua.
+-- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels, costs and
+-- events of K, and A.base / A.maxlen. Needs common.lua.
 
 -- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'delayed' or 'waiting'.
 local function job_state(id)
@@ -28,6 +28,7 @@ end
 -- Delete a detached job's keys (envelope, state, log) and announce it.
 local function forget_job(id, prev, reason, now)
   redis.call('HDEL', K.cancels, id)
+  redis.call('HDEL', K.costs, id)
   delete_job(A.base, K.priorities, id)
   emit(K.events, A.maxlen, 'ev', 'removed', 'id', id, 'prev', prev, 'reason', reason, 'ts', now)
 end

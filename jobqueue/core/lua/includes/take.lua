@@ -1,8 +1,12 @@
 -- take(n, now): promotes due delayed jobs, then moves up to n ready jobs to active under the
--- global concurrency cap and the shared token bucket, each with a lease and a fencing token
--- `<worker>:<starts>`. Uses the keys wait, prio, priorities, delayed, active, meta, limiter,
--- limited, marker, events and id_counter of K, and A.base, A.maxlen, A.worker, A.lease_ms,
--- A.concurrency, A.rate_max, A.rate_per_ms. Needs common.lua. Emits `active` per job taken.
+-- global concurrency cap, the queue's token bucket and, when the queue is on a shared limiter
+-- (A.limiter ~= ''), the limiter's 429 hold, its breaker and its buckets (each job's cost is
+-- reserved as it starts; a job whose cost exceeds a bucket's capacity fails at once). Each job
+-- gets a lease and a fencing token `<worker>:<starts>`. Uses the keys wait, prio, priorities,
+-- delayed, active, meta, limiter, limited, marker, events, id_counter, failed of K (and the
+-- shared limiter's, see limiter.lua), and A.base, A.maxlen, A.worker, A.lease_ms,
+-- A.concurrency, A.rate_max, A.rate_per_ms. Needs common.lua and limiter.lua. Emits `active`
+-- per job taken, `failed` per job whose cost can never fit, `breaker` on a half-open trial.
 -- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, id2, ...}:
 -- wait_hint_ms is -1 when jobs were taken, else how long a worker may block before anything
 -- can change on its own (0 = until poked).
@@ -34,6 +38,77 @@ end
 
 local function ready_count()
   return redis.call('LLEN', K.wait) + redis.call('ZCARD', K.prio)
+end
+
+-- The next `cap` ready ids in take order (priority > 0, the FIFO list, priority < 0), left
+-- in place, with where each one is: 'z' (the priority zset) or 'l' (the list).
+local function peek_ready(cap)
+  local ids, from = {}, {}
+  local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
+  for i = 1, #high do ids[#ids + 1] = high[i]; from[#from + 1] = 'z' end
+  if #ids < cap then
+    local listed = redis.call('LRANGE', K.wait, 0, cap - #ids - 1)
+    for i = 1, #listed do ids[#ids + 1] = listed[i]; from[#from + 1] = 'l' end
+  end
+  if #ids < cap then
+    local low = redis.call('ZRANGEBYSCORE', K.prio, '0', '+inf', 'LIMIT', 0, cap - #ids)
+    for i = 1, #low do ids[#ids + 1] = low[i]; from[#from + 1] = 'z' end
+  end
+  return ids, from
+end
+
+-- Take the first `k` ids of a peek out of the ready list and zset.
+local function unready(ids, from, k)
+  local listed = 0
+  for i = 1, k do
+    if from[i] == 'z' then redis.call('ZREM', K.prio, ids[i]) else listed = listed + 1 end
+  end
+  if listed > 0 then redis.call('LPOP', K.wait, listed) end
+end
+
+-- A job whose cost can never fit the limiter fails for good, without running.
+local function reject_cost(id, bucket, now)
+  local msg = 'its cost of ' .. bucket .. ' exceeds the capacity of limiter ' .. A.limiter ..
+    ': it can never start'
+  local skey = state_key(A.base, id)
+  redis.call('HSET', skey, 's', 'failed', 'em', msg, 'et', 'VALIDATION_ERROR', 'tf', now)
+  redis.call('HDEL', K.costs, id)
+  redis.call('ZADD', K.failed, now, id)
+  emit(K.events, A.maxlen, 'ev', 'failed', 'id', id, 'a', 0, 'et', 'VALIDATION_ERROR',
+    'em', msg, 'ts', now)
+end
+
+-- Which of up to `cap` ready jobs the shared limiter lets start now (their costs reserved),
+-- in take order; and how long to wait when it stopped at a job it cannot pay yet.
+local function limiter_pick(cap, now)
+  local hold = redis.call('PTTL', K.shared_hold)
+  if hold > 0 then return {}, {}, hold end
+  local gate, left = brk_gate(now)
+  if gate == 'open' or gate == 'busy' then return {}, {}, left end
+  if gate == 'trial' then cap = 1 end
+  local ids, from = peek_ready(cap)
+  local b = lim_load(now)
+  local picked, costs, processed, wait = {}, {}, 0, 0
+  for i = 1, #ids do
+    local cost = lim_cost_of(ids[i])
+    local verdict, detail = lim_check(b, cost)
+    if verdict == 'wait' then
+      wait = detail
+      break
+    end
+    processed = i
+    if verdict == 'never' then
+      reject_cost(ids[i], detail, now)
+    else
+      lim_apply(b, cost, -1)
+      picked[#picked + 1] = ids[i]
+      costs[#costs + 1] = cost
+    end
+  end
+  unready(ids, from, processed)
+  lim_save(b, now)
+  if gate == 'trial' and #picked > 0 then brk_start_trial(picked[1], now) end
+  return picked, costs, wait
 end
 
 local function take(n, now)
@@ -87,24 +162,28 @@ local function take(n, now)
     return {hint}
   end
 
-  local ids = {}
-  -- priority > 0 first (negative scores), then the FIFO list, then priority < 0
-  local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
-  for i = 1, #high do
-    redis.call('ZREM', K.prio, high[i])
-    ids[#ids + 1] = high[i]
-  end
-  if #ids < cap then
-    local popped = redis.call('LPOP', K.wait, cap - #ids)
-    if popped then
-      for i = 1, #popped do ids[#ids + 1] = popped[i] end
+  local ids, costs, limiter_wait = {}, nil, 0
+  if A.limiter ~= '' then
+    ids, costs, limiter_wait = limiter_pick(cap, now)
+  else
+    -- priority > 0 first (negative scores), then the FIFO list, then priority < 0
+    local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
+    for i = 1, #high do
+      redis.call('ZREM', K.prio, high[i])
+      ids[#ids + 1] = high[i]
     end
-  end
-  if #ids < cap then
-    local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
-    for i = 1, #low do
-      redis.call('ZREM', K.prio, low[i])
-      ids[#ids + 1] = low[i]
+    if #ids < cap then
+      local popped = redis.call('LPOP', K.wait, cap - #ids)
+      if popped then
+        for i = 1, #popped do ids[#ids + 1] = popped[i] end
+      end
+    end
+    if #ids < cap then
+      local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
+      for i = 1, #low do
+        redis.call('ZREM', K.prio, low[i])
+        ids[#ids + 1] = low[i]
+      end
     end
   end
 
@@ -121,6 +200,12 @@ local function take(n, now)
       local starts = tonumber(st[2] or '0') + 1
       local token = A.worker .. ':' .. starts
       redis.call('HSET', skey, 'a', made, 'n', starts, 'k', token, 's', 'active', 'ts', now)
+      if costs then
+        -- the reservation a settle refunds (the cost stays with the job for its retries)
+        redis.call('HSET', skey, 'lc', costs[i])
+        redis.call('HDEL', skey, 'ls')
+        redis.call('HDEL', K.costs, id)
+      end
       redis.call('ZADD', K.active, deadline, id)
       emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now)
       out[#out + 1] = id
@@ -134,7 +219,7 @@ local function take(n, now)
     redis.call('HSET', K.limiter, 't', tokens - taken, 'ts', now)
   end
   if #out == 1 then
-    out[1] = delayed_hint
+    out[1] = min_hint(limiter_wait, delayed_hint)
   end
   -- more work left and room for it: wake another worker
   if taken == n and ready_count() > 0 then

@@ -1,0 +1,169 @@
+"""Running the scripts: EVALSHA (through the fast connection when the client allows it),
+loading on NOSCRIPT, KEYS resolved once, ARGV packed by name from each script's `ScriptSpec`.
+
+`Scripts` (`jobqueue.core.scripts`) builds on `ScriptRunner`: one method per script.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from ._loader import load_script, script_names
+from .connection import is_fakeredis
+from .fastconn import FastConnection
+from .keys import QueueKeys
+
+__all__ = ["FASTCONN_ENV", "ScriptRunner", "ScriptSpec", "fastconn_enabled", "spec"]
+
+FASTCONN_ENV = "JOBQUEUE_FASTCONN"
+"""Environment variable: `0` (or `false`, `no`, `off`) runs every script through redis-py."""
+
+
+def fastconn_enabled() -> bool:
+    """Whether the environment allows the fast connection (default: yes)."""
+    return os.environ.get(FASTCONN_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """What a method declares of its script: the names its header must list.
+
+    Attributes:
+        name: the script (`lua/<name>.lua`).
+        keys: `QueueKeys` names (`name(id)` for a key of one job), in KEYS order.
+        argv: the fixed ARGV names, in order.
+        group: the names of the ARGV group repeated per item, in order.
+        events: the events the script may emit.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    group: tuple[str, ...]
+    events: frozenset[str]
+    _argset: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_argset", frozenset(self.argv))
+
+    def index(self, arg: str) -> int:
+        """The position of a fixed ARGV name."""
+        return self.argv.index(arg)
+
+    def pack(self, values: Mapping[str, Any]) -> list[Any]:
+        """The fixed ARGV in header order, from values by name (every name exactly once)."""
+        if values.keys() != self._argset:
+            raise TypeError(f"{self.name}.lua takes ARGV {list(self.argv)}, got {sorted(values)}")
+        return [values[a] for a in self.argv]
+
+
+def spec(name: str, *, keys: str, argv: str = "", group: str = "", events: str = "") -> ScriptSpec:
+    """A `ScriptSpec` from space-separated names."""
+    return ScriptSpec(
+        name, tuple(keys.split()), tuple(argv.split()), tuple(group.split()),
+        frozenset(events.split()),
+    )  # fmt: skip
+
+
+class ScriptRunner:
+    """Runs the scripts of one queue on one Redis client (see `Scripts` for its methods).
+
+    Args:
+        redis: the redis-py client; its connection settings (host, port or unix path, db,
+            username, password, timeouts) are copied for the fast connection.
+        keys: the queue's key names.
+        events_maxlen: cap of the queue's event stream (0 = no events).
+        fastconn: send EVALSHA over a `FastConnection` (default: on, unless the environment
+            sets `JOBQUEUE_FASTCONN=0`); False keeps everything on `redis`.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: QueueKeys,
+        *,
+        events_maxlen: int = 10_000,
+        fastconn: bool | None = None,
+    ) -> None:
+        self._redis = redis
+        self.keys = keys
+        self.events_maxlen = events_maxlen
+        use_fast = fastconn_enabled() if fastconn is None else fastconn
+        self._fast = FastConnection.from_client(redis) if use_fast else None
+        self._shebang = not is_fakeredis(redis)
+        # KEYS of each script, resolved once (keys of one job are resolved per call)
+        self._keys = {
+            spec.name: [getattr(keys, k) for k in spec.keys]
+            for spec in self.specs().values()
+            if not any("(" in k for k in spec.keys)
+        }
+
+    @property
+    def fast(self) -> FastConnection | None:
+        """The fast connection in use, or None when scripts run through redis-py."""
+        return self._fast
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _eval(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        script = load_script(name, shebang=self._shebang)
+        fast = self._fast
+        if fast is not None:
+            try:
+                return await fast.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await fast.execute("SCRIPT", "LOAD", script.source)
+                return await fast.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(script.source)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _call(
+        self,
+        spec: ScriptSpec,
+        groups: Iterable[Sequence[Any]] = (),
+        *,
+        keys: list[str] | None = None,
+        **argv: Any,
+    ) -> Any:
+        """Run `spec`'s script: its KEYS, its fixed ARGV by name, then each group in order."""
+        args = spec.pack(argv)
+        for group in groups:
+            args.extend(group)
+        return await self._eval(spec.name, self._keys[spec.name] if keys is None else keys, args)
+
+    async def load_all(self) -> None:
+        """Load every script up front (saves the first NOSCRIPT round trip)."""
+        for name in script_names():
+            source = load_script(name, shebang=self._shebang).source
+            if self._fast is not None:
+                await self._fast.execute("SCRIPT", "LOAD", source)
+            else:
+                await self._redis.script_load(source)
+
+    async def aclose(self) -> None:
+        """Close the fast connection (the redis-py client is its owner's to close)."""
+        if self._fast is not None:
+            await self._fast.aclose()
+
+    @property
+    def _queue(self) -> dict[str, Any]:
+        return {"base": self.keys.base, "maxlen": self.events_maxlen}
+
+    @classmethod
+    def specs(cls) -> dict[str, ScriptSpec]:
+        """Every script this class runs, by name (each declared beside its method)."""
+        return {
+            value.name: value
+            for klass in reversed(cls.__mro__)
+            for value in vars(klass).values()
+            if isinstance(value, ScriptSpec)
+        }

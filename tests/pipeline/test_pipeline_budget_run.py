@@ -78,6 +78,18 @@ async def status_output(rt: Runtime, run_id: UUID, **env: str) -> str:
     return out.decode()
 
 
+async def failed_job(rt: Runtime, job_type: str, job_id: str) -> Any:
+    """The job once the engine recorded its failure (its final-failure hook, which moves the
+    rows, runs before that)."""
+    queue = rt.queues[job_type]
+
+    async def failed() -> Any:
+        job = await queue.get_job(job_id)
+        return job if job is not None and job.state == JobState.FAILED else None
+
+    return await wait_for(failed, what=f"{job_id} failed")
+
+
 async def reservations_settled(rt: Runtime, run_id: UUID) -> None:
     """Nothing of the run is held any more, and what it spent is what its calls cost."""
     row = await rt.pool.fetchrow(
@@ -190,8 +202,7 @@ async def test_a_refused_research_ends_the_run(runtime: Runtime, workers: Any) -
         run_id,
     )
     assert row[0] == "budget_exceeded" and "run budget exhausted" in row[1]
-    job = await runtime.queues["sector-research"].get_job(f"sector-research:{run_id}")
-    assert job is not None and job.state == JobState.FAILED
+    job = await failed_job(runtime, "sector-research", f"sector-research:{run_id}")
     assert (job.max_attempts, job.attempts_made) == (2, 1)
     assert (
         await runtime.pool.fetchval(
@@ -340,7 +351,6 @@ async def test_a_budget_lowered_mid_run_refuses_the_ranking(runtime: Runtime, wo
     assert row["status"] == "failed" and "BUDGET_EXCEEDED" in row["error_message"]
     assert await pool.fetchval("SELECT count(*) FROM stock WHERE sub_sector_id=$1", sub) == 0
     assert await pool.fetchval("SELECT research FROM sector_analysis WHERE id=$1", run_id)
-    ranking = await runtime.queues["stock-ranking"].get_job(job.id)
-    assert ranking is not None and ranking.state == JobState.FAILED
+    ranking = await failed_job(runtime, "stock-ranking", job.id)
     assert (ranking.max_attempts, ranking.attempts_made) == (3, 1)
     await reservations_settled(runtime, run_id)

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS sector_analysis (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     completed_at  timestamptz,
     CONSTRAINT sector_analysis_status_check CHECK (
-        status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed')
+        status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed',
+                   'budget_exceeded')
     ),
     CONSTRAINT sector_analysis_sector_name_check CHECK (length(sector_name) BETWEEN 1 AND 200)
 );
@@ -186,4 +187,83 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+-- ---------------------------------------------------------------------------------------------
+-- Version 2: cost budgets. A run has a budget in USD (NULL: none) and the money its model calls
+-- spent and hold reserved; a call's estimate is reserved before it and settled after it
+-- (`pipeline.budget`). A run a budget stopped ends `budget_exceeded` (`budget_exceeded_at` is
+-- set by the first refusal). Columns and the CHECK are added in place on a version-1 database.
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS budget_usd numeric(14, 8);
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS spent_usd numeric(14, 8) NOT NULL DEFAULT 0;
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS reserved_usd numeric(14, 8) NOT NULL DEFAULT 0;
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS budget_exceeded_at timestamptz;
+
+DO $$
+BEGIN
+    -- The status CHECK of version 1 lacks 'budget_exceeded': replaced once, not at every run.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'sector_analysis_status_check'
+          AND conrelid = 'sector_analysis'::regclass
+          AND pg_get_constraintdef(oid) LIKE '%budget_exceeded%'
+    ) THEN
+        ALTER TABLE sector_analysis DROP CONSTRAINT IF EXISTS sector_analysis_status_check;
+        ALTER TABLE sector_analysis ADD CONSTRAINT sector_analysis_status_check CHECK (
+            status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed',
+                       'budget_exceeded')
+        );
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'sector_analysis_budget_check' AND conrelid = 'sector_analysis'::regclass
+    ) THEN
+        ALTER TABLE sector_analysis ADD CONSTRAINT sector_analysis_budget_check CHECK (
+            (budget_usd IS NULL OR budget_usd >= 0) AND spent_usd >= 0 AND reserved_usd >= 0
+        );
+    END IF;
+END
+$$;
+
+-- The organisation's spend per UTC day, against PIPELINE_DAILY_BUDGET_USD (a setting, not a
+-- column: changing it applies at once). `org` is one name per deployment (PIPELINE_BUDGET_ORG).
+CREATE TABLE IF NOT EXISTS budget_day (
+    org          text NOT NULL,
+    day          date NOT NULL,
+    spent_usd    numeric(14, 8) NOT NULL DEFAULT 0,
+    reserved_usd numeric(14, 8) NOT NULL DEFAULT 0,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org, day),
+    CONSTRAINT budget_day_amounts_check CHECK (spent_usd >= 0 AND reserved_usd >= 0)
+);
+
+-- One row per reserved model call: what was held where, until it is settled (the real cost),
+-- released (the call failed) or expired (its holder crashed; reclaimed after `expires_at`).
+-- The run reference is cleared, not cascaded, so the day's reservation is still given back.
+CREATE TABLE IF NOT EXISTS budget_reservation (
+    id           bigserial PRIMARY KEY,
+    run_id       uuid REFERENCES sector_analysis (id) ON DELETE SET NULL,
+    org          text NOT NULL,
+    day          date NOT NULL,
+    job_id       text,
+    attempt      int,
+    call_index   int,
+    stage        text,
+    model        text NOT NULL,
+    estimate_usd numeric(14, 8) NOT NULL,
+    cost_usd     numeric(14, 8),
+    state        text NOT NULL DEFAULT 'held',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    finished_at  timestamptz,
+    CONSTRAINT budget_reservation_state_check
+        CHECK (state IN ('held', 'settled', 'released', 'expired')),
+    CONSTRAINT budget_reservation_amounts_check
+        CHECK (estimate_usd >= 0 AND (cost_usd IS NULL OR cost_usd >= 0))
+);
+CREATE INDEX IF NOT EXISTS budget_reservation_run_idx ON budget_reservation (run_id);
+CREATE INDEX IF NOT EXISTS budget_reservation_job_idx
+    ON budget_reservation (job_id, attempt, call_index) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS budget_reservation_expiry_idx
+    ON budget_reservation (expires_at) WHERE state = 'held';
+
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;

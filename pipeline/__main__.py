@@ -48,17 +48,30 @@ async def _approve(sub_sector_id: str) -> int:
 
 
 async def _status(run_id: str) -> int:
+    from uuid import UUID
+
+    from pipeline.budget_report import get_day_budget, get_run_budget
     from pipeline.db import close_pool, get_pool
     from pipeline.status import get_jobs_by_related_id
     from pipeline.usage_report import cached_share_line
 
-    pool = await get_pool(get_settings().database_url)
+    settings = get_settings()
+    pool = await get_pool(settings.database_url)
     try:
         for row in await get_jobs_by_related_id(run_id):
             err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
         if cached := await cached_share_line(pool, run_id):
             print(cached)
+        try:
+            budget = await get_run_budget(pool, UUID(run_id))
+        except ValueError:
+            budget = None  # not a run id: no run, no budget
+        if budget is not None:
+            print(budget.line())
+            if settings.daily_budget_usd is not None:
+                day = await get_day_budget(pool, settings.budget_org, settings.daily_budget_usd)
+                print(day.line())
     finally:
         await close_pool()
     return 0

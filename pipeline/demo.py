@@ -134,7 +134,7 @@ async def run_sector(
         try:
             await _wait(
                 rt,
-                "SELECT status IN ('awaiting_approval', 'failed') FROM "
+                "SELECT status IN ('awaiting_approval', 'failed', 'budget_exceeded') FROM "
                 "sector_analysis WHERE id = $1",
                 run_id,
                 timeout,

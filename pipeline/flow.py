@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +17,9 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from jobqueue import InvalidJobError, Job
-from pipeline.models import PAYLOAD_MODELS
+from pipeline.budget import check_usd
+from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload
+from pipeline.runs import RUN_OF
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.status import create_job_status
 
@@ -73,22 +76,8 @@ def default_job_id(job_type: str, payload: BaseModel) -> str:
 
 
 async def _related_id(rt: Runtime, job_type: str, payload: BaseModel) -> str | None:
-    p = payload.model_dump()
-    queries = {
-        "sector-research": None,
-        "stock-ranking": "SELECT sector_analysis_id FROM sub_sector WHERE id = $1",
-        "stock-analysis": "SELECT ss.sector_analysis_id FROM stock s "
-        "JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE s.id = $1",
-    }
-    if job_type == "sector-research":
-        return str(p["sector_analysis_id"])
-    sql = queries.get(job_type) or (
-        "SELECT ss.sector_analysis_id FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
-        "JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE a.id = $1"
-    )
-    key = next(iter(p.values()))
     try:
-        value = await rt.pool.fetchval(sql, key)
+        value = await RUN_OF[job_type](rt.pool, payload)
     except (OSError, asyncpg.PostgresError) as exc:
         log.warning("could not look up the run of a %s job: %s", job_type, type(exc).__name__)
         return None
@@ -169,11 +158,30 @@ async def enqueue_many(
 
 
 async def start_sector_research(
-    sector_name: str, user_id: str, *, runtime: Runtime | None = None
+    sector_name: str,
+    user_id: str,
+    *,
+    budget_usd: float | None = None,
+    runtime: Runtime | None = None,
 ) -> UUID:
-    """Create a `sector_analysis` row and enqueue its research; returns the run's id."""
-    from pipeline.models import SectorResearchPayload
+    """Create a `sector_analysis` row and enqueue its research; returns the run's id.
 
+    Args:
+        sector_name: The sector to research.
+        user_id: Who asked.
+        budget_usd: USD the run's model calls may cost; default `PIPELINE_RUN_BUDGET_USD`.
+            A call that would not fit is refused (BUDGET_EXCEEDED) and the run ends
+            `budget_exceeded` with what it finished kept.
+        runtime: The runtime to use (default: the process's, from the environment).
+
+    Returns:
+        The run's id.
+
+    Raises:
+        PayloadError: A bad sector name or user id (nothing is written).
+        ConfigError: `budget_usd` is not a finite number >= 0.
+    """
+    budget = None if budget_usd is None else check_usd(budget_usd, "budget_usd")
     rt = runtime or await get_runtime()
     # validate before writing anything
     probe = validate_payload(
@@ -182,9 +190,11 @@ async def start_sector_research(
     )
     assert isinstance(probe, SectorResearchPayload)
     run_id: UUID = await rt.pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name) VALUES ($1, $2) RETURNING id",
+        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd) VALUES ($1, $2, $3) "
+        "RETURNING id",
         probe.user_id,
         probe.sector_name,
+        Decimal(str(rt.settings.run_budget_usd if budget is None else budget)),
     )
     await enqueue(
         "sector-research",

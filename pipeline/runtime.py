@@ -15,6 +15,8 @@ from redis.asyncio import Redis
 from jobqueue import Queue, connect
 from pipeline import db
 from pipeline.ai import LLM, make_llm
+from pipeline.ai.guard import GuardedLLM
+from pipeline.budget import BudgetGuard
 from pipeline.offline_fixtures import register_offline_fixtures
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 
@@ -60,24 +62,39 @@ class Runtime:
 
     @property
     def llm(self) -> LLM:
-        """The model client, made on first use (offline unless ANTHROPIC_API_KEY is set)."""
+        """The model client, made on first use (offline unless ANTHROPIC_API_KEY is set), with
+        the guards of every call around it (the run's and the day's budget)."""
         if self._llm is None:
             s = self.settings
             register_offline_fixtures()
             key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
-            self._llm = make_llm(
-                api_key=key,
-                mode=s.llm_mode,
-                base_url=s.anthropic_base_url,
-                models=s.models,  # type: ignore[arg-type]
-                latency=s.offline_latency,
+            self._llm = self._guarded(
+                make_llm(
+                    api_key=key,
+                    mode=s.llm_mode,
+                    base_url=s.anthropic_base_url,
+                    models=s.models,  # type: ignore[arg-type]
+                    latency=s.offline_latency,
+                )
             )
         return self._llm
 
     def use_llm(self, llm: LLM) -> None:
-        """Use this model client (tests, or an application's own)."""
+        """Use this model client (tests, or an application's own), behind the same guards."""
         register_offline_fixtures()
-        self._llm = llm
+        self._llm = self._guarded(llm)
+
+    def _guarded(self, llm: LLM) -> LLM:
+        if isinstance(llm, GuardedLLM):
+            return llm
+        s = self.settings
+        budget = BudgetGuard(
+            self.pool,
+            org=s.budget_org,
+            daily_budget_usd=s.daily_budget_usd,
+            reservation_ttl=s.budget_reservation_ttl,
+        )
+        return GuardedLLM(llm, [budget], models=s.models)
 
     async def close(self) -> None:
         """Close the connections this runtime made."""

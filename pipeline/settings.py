@@ -116,6 +116,30 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a dead mirror's unapplied events are taken over",
     )
+    run_budget_usd: float = Field(
+        default=5.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD a sector run may spend on model calls (start_sector_research budget_usd=)",
+    )
+    daily_budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD the organisation may spend per UTC day; None for no limit",
+    )
+    budget_org: str = Field(
+        default="default",
+        min_length=1,
+        max_length=200,
+        description="the organisation (one per deployment) whose daily budget applies",
+    )
+    budget_reservation_ttl: float = Field(
+        default=3600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds before a reservation its crashed holder never settled is reclaimed",
+    )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
 

@@ -8,6 +8,7 @@ from uuid import UUID
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.budget_report import get_run_budget
 from pipeline.runtime import Runtime
 from pipeline.usage_report import cache_share
 
@@ -75,3 +76,11 @@ async def print_summary(rt: Runtime, run_id: UUID, seconds: float) -> None:
         f"time: {seconds:.1f}s"
     )
     console.print((await cache_share(pool, run_id)).line(), markup=False, soft_wrap=True)
+    budget = await get_run_budget(pool, run_id)
+    if budget is not None:
+        line = budget.line()
+        if budget.spent_usd > 0 and not usage["c"]:
+            # the offline model costs nothing; the budget counts it at the configured models'
+            # prices so that budgets behave offline as they would online
+            line += " (offline: priced as the configured models)"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -15,6 +15,9 @@ from pydantic import BaseModel
 
 from jobqueue import ErrorType, Job, RetryAfter, classify_error, is_final_failure
 from pipeline.ai import LLMResult
+from pipeline.ai.guard import job_scope
+from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
+from pipeline.runs import RunOf
 from pipeline.runtime import Runtime
 
 __all__ = ["Stage", "complete_subsector_if_done", "make_handler", "record_usage"]
@@ -40,27 +43,33 @@ FailFn = Callable[[Runtime, Job, Any, str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage: its job type, payload model and the two functions it runs."""
+    """One pipeline stage: its job type, payload model and the two functions it runs, and how
+    to find the run a payload belongs to (its model calls count against that run's budget)."""
 
     job_type: str
     payload: type[BaseModel]
     run: RunFn
     on_final_failure: FailFn | None = None
+    run_of: RunOf | None = None
 
 
 def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[str, Any]]]:
-    """The engine handler of a stage: validates the payload, logs `→ ✓ ✗`, and runs the
-    stage's final-failure hook when the job will not be retried (so a run never hangs on a
-    stock that can no longer finish)."""
+    """The engine handler of a stage: validates the payload, logs `→ ✓ ✗`, attributes the
+    job's model calls to its run (`job_scope`), and runs the stage's final-failure hook when
+    the job will not be retried (so a run never hangs on a stock that can no longer finish).
+    A job refused for budget then ends its run `budget_exceeded` once nothing of it runs."""
 
     async def handler(job: Job) -> dict[str, Any]:
         payload = stage.payload.model_validate(job.data)
         bound = log.bind(stage=stage.job_type, job_id=job.id, attempt=job.attempt)
         bound.info(f"→ {stage.job_type} started")
         t0 = time.monotonic()
+        run_id = None
         try:
             try:
-                result = await stage.run(rt, job, payload)
+                run_id = await stage.run_of(rt.pool, payload) if stage.run_of else None
+                with job_scope(run_id, job_id=job.id, attempt=job.attempt, stage=stage.job_type):
+                    result = await stage.run(rt, job, payload)
             except INFRA_ERRORS as exc:
                 # PostgreSQL or Redis is away: wait for it without spending an attempt (an
                 # expensive analysis has a single one), bounded by the queue's max_deferrals
@@ -81,6 +90,8 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
             )
             if final and stage.on_final_failure is not None and c.error_type != ErrorType.CANCELLED:
                 await stage.on_final_failure(rt, job, payload, f"{c.error_type}: {c.message}")
+            if final and c.error_type == BUDGET_EXCEEDED and run_id is not None:
+                await end_run_if_stopped(rt.pool, run_id)
             raise
         bound.info(f"✓ {stage.job_type} done", seconds=round(time.monotonic() - t0, 3))
         return result
@@ -162,8 +173,10 @@ async def complete_subsector_if_done(
         "RETURNING sector_analysis_id",
         sub_sector_id,
     )
+    # a run a budget stopped ends as such, with what it finished kept
     await conn.execute(
-        "UPDATE sector_analysis SET status = 'completed', completed_at = now() WHERE id = $1",
+        "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
+        "THEN 'completed' ELSE 'budget_exceeded' END, completed_at = now() WHERE id = $1",
         run_id,
     )
     log.info("✓ sub-sector completed", sub_sector_id=str(sub_sector_id))

@@ -8,6 +8,7 @@ from typing import Any
 from jobqueue import Job, UnrecoverableError
 from pipeline.models import FormatInsightsPayload, Insights
 from pipeline.prompts import format_prompt
+from pipeline.runs import run_of_analysis
 from pipeline.runtime import Runtime
 from pipeline.stages.base import (
     Stage,
@@ -69,4 +70,6 @@ async def on_final_failure(rt: Runtime, job: Job, p: FormatInsightsPayload, erro
     await fail_stock_of_analysis(rt, p.stock_analysis_id, f"formatting failed: {error}")
 
 
-STAGE = Stage("format-insights", FormatInsightsPayload, run, on_final_failure)
+STAGE = Stage(
+    "format-insights", FormatInsightsPayload, run, on_final_failure, run_of=run_of_analysis
+)

@@ -10,6 +10,7 @@ from jobqueue import Job, UnrecoverableError
 from pipeline.flow import enqueue
 from pipeline.models import JudgeReviewPayload, Verdict
 from pipeline.prompts import ANGLES, judge_prompt
+from pipeline.runs import run_of_analysis
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, fail_stock, fail_stock_of_analysis, record_usage
 
@@ -93,4 +94,4 @@ async def on_final_failure(rt: Runtime, job: Job, p: JudgeReviewPayload, error: 
     await fail_stock_of_analysis(rt, p.stock_analysis_id, f"judge review failed: {error}")
 
 
-STAGE = Stage("judge-review", JudgeReviewPayload, run, on_final_failure)
+STAGE = Stage("judge-review", JudgeReviewPayload, run, on_final_failure, run_of=run_of_analysis)

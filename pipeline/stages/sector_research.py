@@ -7,6 +7,7 @@ from typing import Any
 from jobqueue import Job
 from pipeline.models import SectorResearchPayload, SubSectorList
 from pipeline.prompts import research_prompt, subsector_prompt
+from pipeline.runs import run_of_research
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, record_usage
 
@@ -73,11 +74,15 @@ async def run(rt: Runtime, job: Job, p: SectorResearchPayload) -> dict[str, Any]
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: SectorResearchPayload, error: str) -> None:
+    # a research its budget refused ends the run as such (never seen `failed` first)
     await rt.pool.execute(
-        "UPDATE sector_analysis SET status = 'failed', error_message = $2 WHERE id = $1",
+        "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
+        "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1",
         p.sector_analysis_id,
         error[:2000],
     )
 
 
-STAGE = Stage("sector-research", SectorResearchPayload, run, on_final_failure)
+STAGE = Stage(
+    "sector-research", SectorResearchPayload, run, on_final_failure, run_of=run_of_research
+)

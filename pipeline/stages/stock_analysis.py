@@ -10,6 +10,7 @@ from jobqueue import Job, UnrecoverableError
 from pipeline.flow import enqueue
 from pipeline.models import StockAnalysisPayload
 from pipeline.prompts import analysis_prompt
+from pipeline.runs import run_of_stock
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, fail_stock, record_usage
 
@@ -88,4 +89,4 @@ async def on_final_failure(rt: Runtime, job: Job, p: StockAnalysisPayload, error
     await fail_stock(rt, p.stock_id, [f"analysis attempt {p.attempt} failed: {error}"])
 
 
-STAGE = Stage("stock-analysis", StockAnalysisPayload, run, on_final_failure)
+STAGE = Stage("stock-analysis", StockAnalysisPayload, run, on_final_failure, run_of=run_of_stock)

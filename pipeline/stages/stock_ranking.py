@@ -9,6 +9,7 @@ from jobqueue import Job, UnrecoverableError
 from pipeline.flow import enqueue_many
 from pipeline.models import StockRanking, StockRankingPayload
 from pipeline.prompts import ranking_prompt
+from pipeline.runs import run_of_sub_sector
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, record_usage
 
@@ -82,4 +83,4 @@ async def on_final_failure(rt: Runtime, job: Job, p: StockRankingPayload, error:
     )
 
 
-STAGE = Stage("stock-ranking", StockRankingPayload, run, on_final_failure)
+STAGE = Stage("stock-ranking", StockRankingPayload, run, on_final_failure, run_of=run_of_sub_sector)

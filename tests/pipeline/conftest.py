@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from pipeline_helpers import HANG, fast_settings
 
@@ -65,3 +67,15 @@ async def workers(
     for w, task in started:
         await w.close()
         await asyncio.wait_for(task, HANG)  # bounds a hang only
+
+
+@pytest.fixture
+async def pool(runtime: Runtime) -> asyncpg.Pool:
+    """The pool of the test's runtime (a migrated database)."""
+    return runtime.pool
+
+
+@pytest.fixture
+def org() -> str:
+    """An organisation of this test's own: its daily row is shared with no other test."""
+    return f"org-{uuid.uuid4()}"

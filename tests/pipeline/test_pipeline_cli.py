@@ -91,6 +91,10 @@ async def test_run_with_auto_approve(runtime: Runtime) -> None:
     cached = CACHED_LINE.search(out)
     assert cached, out
     assert float(cached.group(1)) > 0
+    spent = await runtime.pool.fetchval("SELECT spent_usd FROM sector_analysis WHERE id=$1", run)
+    assert spent > 0
+    offline = r" \(offline: priced as the configured models\)"
+    assert re.search(rf"^spent \${spent:.2f} of \$5\.00 budget \(\d+%\){offline}$", out, re.M), out
 
 
 async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime) -> None:
@@ -140,7 +144,9 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
     code, out, err = await cli(env, "status", str(run))
     assert code == 0, err
     (share_line,) = [line for line in out.splitlines() if line.startswith("cached input:")]
-    job_lines = [line for line in out.splitlines() if line != share_line]
+    (spend,) = [line for line in out.splitlines() if line.startswith("spent $")]
+    assert re.fullmatch(r"spent \$\d+\.\d\d of \$5\.00 budget \(\d+%\)", spend), out
+    job_lines = [line for line in out.splitlines() if line not in (share_line, spend)]
     usage = await runtime.pool.fetchrow(
         "SELECT sum(input_tokens) AS i, sum(cache_read_input_tokens) AS r, "
         "sum(cache_creation_input_tokens) AS w FROM llm_usage WHERE related_id = $1",
@@ -168,6 +174,22 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
         "judge-review",
         "format-insights",
     }
+
+
+async def test_run_stopped_by_its_budget(runtime: Runtime) -> None:
+    code, out, err = await cli(
+        cli_env(runtime, PIPELINE_RUN_BUDGET_USD="0.10"),
+        "run",
+        "Technology",
+        "--auto-approve",
+        "--timeout",
+        str(HANG),
+    )
+    assert code == 1, err
+    assert "the research failed" in err
+    run = uuid.UUID(re.search(r"^run (\S+):", out, re.M).group(1))  # type: ignore[union-attr]
+    status = await runtime.pool.fetchval("SELECT status FROM sector_analysis WHERE id=$1", run)
+    assert status == "budget_exceeded"
 
 
 async def test_approve_and_status_errors(runtime: Runtime) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -30,6 +31,23 @@ async def pool(migrated_url: str) -> AsyncIterator[asyncpg.Pool]:
     yield p
     db.set_pool(None)
     await p.close()
+
+
+@pytest.fixture
+async def fresh_database(postgres_admin_url: str) -> AsyncIterator[str]:
+    """An empty database of this test's own (not migrated), dropped afterwards."""
+    name = uid("jq_status_mig_").replace("-", "_")
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield urlunsplit(urlsplit(postgres_admin_url)._replace(path=f"/{name}"))
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

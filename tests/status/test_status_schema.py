@@ -6,9 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -27,23 +25,6 @@ TABLES = {
     "stock_analysis",
     "llm_usage",
 }
-
-
-@pytest.fixture
-async def fresh_database(postgres_admin_url: str) -> AsyncIterator[str]:
-    """An empty database of this test's own, dropped afterwards."""
-    name = uid("jq_status_mig_").replace("-", "_")
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlunsplit(urlsplit(postgres_admin_url)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def tables(url: str) -> set[str]:

@@ -9,9 +9,11 @@ the SDK requires for large `max_tokens`; structured output uses `messages.parse`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anthropic
@@ -32,6 +34,7 @@ from pipeline.ai.base import (
     cost_usd,
 )
 from pipeline.ai.errors import classify_sdk_error
+from pipeline.ai.ratelimits import RateLimitReading, read_rate_limits
 
 __all__ = [
     "MAX_PAUSE_CONTINUATIONS",
@@ -132,6 +135,61 @@ def _write_ttl(system: str | PromptBlock, context: Sequence[PromptBlock]) -> Cac
     return "1h" if any(b.cache == "1h" for b in blocks) else "5m"
 
 
+# The headers of the responses a call received, collected by `_HeaderCapture`: the SDK runs its
+# middleware inside the caller's task, so a context variable ties each response to its call
+# even when many calls share the client.
+_RESPONSES: ContextVar[list[Mapping[str, str]] | None] = ContextVar(
+    "pipeline_anthropic_responses", default=None
+)
+
+
+class _HeaderCapture(anthropic.Middleware):
+    """Keeps the headers of every HTTP response (errors too) for the call that asked for them:
+    `messages.parse` gives no raw response, the rate-limit headers are needed from all."""
+
+    async def handle_async(self, request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        sink = _RESPONSES.get()
+        if sink is not None:
+            sink.append(response.headers)
+        return response
+
+
+@contextlib.contextmanager
+def _capture() -> Iterator[list[Mapping[str, str]]]:
+    sink: list[Mapping[str, str]] = []
+    token = _RESPONSES.set(sink)
+    try:
+        yield sink
+    finally:
+        _RESPONSES.reset(token)
+
+
+def _latest_limits(sink: list[Mapping[str, str]]) -> dict[str, RateLimitReading]:
+    return read_rate_limits(sink[-1]) if sink else {}
+
+
+def _settled_output(
+    limits: dict[str, RateLimitReading], max_tokens: int, output_tokens: int
+) -> dict[str, RateLimitReading]:
+    """A stream's headers come before its answer, while the provider still holds `max_tokens`
+    of output against the call; it gives back what went unused when the call ends, so the
+    output bucket's `remaining` after the call is that much higher."""
+    reading = limits.get("output_tokens")
+    if reading is None or reading.remaining is None:
+        return limits
+    remaining = reading.remaining + max(0, max_tokens - output_tokens)
+    if reading.limit is not None:
+        remaining = min(remaining, reading.limit)
+    return {**limits, "output_tokens": reading.model_copy(update={"remaining": remaining})}
+
+
+def _with_limits(err: LLMError, sink: list[Mapping[str, str]]) -> LLMError:
+    if not err.rate_limits:
+        err.rate_limits = _latest_limits(sink)
+    return err
+
+
 def _text_of(content: Any) -> str:
     """Join every `text` block; thinking and tool blocks may come first, so never `content[0]`."""
     return "".join(block.text for block in content if getattr(block, "type", None) == "text")
@@ -171,6 +229,7 @@ class AnthropicLLM:
             base_url=self.base_url,
             max_retries=0,
             timeout=anthropic.Timeout(timeout, connect=10.0),
+            middleware=[_HeaderCapture()],
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
 
@@ -256,24 +315,32 @@ class AnthropicLLM:
         stop_reason: str | None = None
         request_id: str | None = None
         served_by = model
+        last_output = 0
         async with self._semaphore:
-            try:
-                for _turn in range(1 + MAX_PAUSE_CONTINUATIONS):
-                    messages: list[Any] = [user]
-                    if assistant_blocks:
-                        messages.append({"role": "assistant", "content": list(assistant_blocks)})
-                    async with self.client.messages.stream(messages=messages, **kwargs) as stream:
-                        message = await stream.get_final_message()
-                        request_id = stream.request_id or request_id
-                    texts.append(_text_of(message.content))
-                    usage = usage + usage_from_sdk(message.usage, write_ttl=write_ttl)
-                    stop_reason = message.stop_reason
-                    served_by = message.model or model
-                    if stop_reason != "pause_turn":
-                        break
-                    assistant_blocks.extend(message.content)
-            except Exception as exc:
-                raise classify_sdk_error(exc) from exc
+            with _capture() as sink:
+                try:
+                    for _turn in range(1 + MAX_PAUSE_CONTINUATIONS):
+                        messages: list[Any] = [user]
+                        if assistant_blocks:
+                            messages.append(
+                                {"role": "assistant", "content": list(assistant_blocks)}
+                            )
+                        async with self.client.messages.stream(
+                            messages=messages, **kwargs
+                        ) as stream:
+                            message = await stream.get_final_message()
+                            request_id = stream.request_id or request_id
+                        texts.append(_text_of(message.content))
+                        turn = usage_from_sdk(message.usage, write_ttl=write_ttl)
+                        usage, last_output = usage + turn, turn.output_tokens
+                        stop_reason = message.stop_reason
+                        served_by = message.model or model
+                        if stop_reason != "pause_turn":
+                            break
+                        assistant_blocks.extend(message.content)
+                except Exception as exc:
+                    raise _with_limits(classify_sdk_error(exc), sink) from exc
+                limits = _settled_output(_latest_limits(sink), max_tokens, last_output)
         if stop_reason == "pause_turn":
             log.warning("model %s still paused after %d continuations", served_by, len(texts) - 1)
         return LLMResult(
@@ -283,6 +350,7 @@ class AnthropicLLM:
             cost_usd=cost_usd(served_by, usage),
             stop_reason=stop_reason,
             request_id=request_id,
+            rate_limits=limits,
         )
 
     async def structured(
@@ -330,10 +398,13 @@ class AnthropicLLM:
         if output_config:
             kwargs["output_config"] = output_config
         async with self._semaphore:
-            try:
-                message = await self.client.messages.parse(**kwargs)
-            except Exception as exc:
-                raise classify_sdk_error(exc) from exc
+            with _capture() as sink:
+                try:
+                    message = await self.client.messages.parse(**kwargs)
+                except Exception as exc:
+                    raise _with_limits(classify_sdk_error(exc), sink) from exc
+        # a plain response's headers come with the whole answer: the provider has settled it
+        limits = _latest_limits(sink)
         served_by = message.model or model
         usage = usage_from_sdk(message.usage, write_ttl=_write_ttl(system, context))
         request_id = getattr(message, "_request_id", None)
@@ -345,6 +416,7 @@ class AnthropicLLM:
                 error_type=ErrorType.VALIDATION_ERROR if refused else ErrorType.UNKNOWN,
                 retryable=not refused,
                 request_id=request_id,
+                rate_limits=limits,
             )
         result = LLMResult(
             text=_text_of(message.content),
@@ -353,5 +425,6 @@ class AnthropicLLM:
             cost_usd=cost_usd(served_by, usage),
             stop_reason=message.stop_reason,
             request_id=request_id,
+            rate_limits=limits,
         )
         return parsed, result

@@ -10,14 +10,15 @@ handler can simply let it propagate.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue import ErrorType, error_type_info
 from jobqueue import redact as _redact
+from pipeline.ai.ratelimits import RateLimitReading
 
 __all__ = [
     "DEFAULT_EFFORTS",
@@ -151,6 +152,9 @@ class LLMResult(BaseModel):
     cost_usd: float
     stop_reason: str | None = None
     request_id: str | None = None
+    rate_limits: dict[str, RateLimitReading] = Field(default_factory=dict)
+    """What the provider's rate-limit headers said of its limits after the call (limiter
+    bucket name -> reading); empty when it said nothing (the offline model)."""
 
 
 class LLMError(Exception):
@@ -163,6 +167,7 @@ class LLMError(Exception):
         retryable: Whether repeating the same request can succeed (default: the type's).
         status_code: The HTTP status, if the failure came with one.
         request_id: The provider's request id, if known.
+        rate_limits: What the error response's rate-limit headers said (a 429 states them too).
 
     Raises:
         ValueError: `error_type` is not a known error type.
@@ -177,6 +182,7 @@ class LLMError(Exception):
         retryable: bool | None = None,
         status_code: int | None = None,
         request_id: str | None = None,
+        rate_limits: Mapping[str, RateLimitReading] | None = None,
     ) -> None:
         message = redact(message)
         super().__init__(message)
@@ -189,6 +195,7 @@ class LLMError(Exception):
         self.retryable = info.retryable if retryable is None else bool(retryable)
         self.status_code = status_code
         self.request_id = request_id
+        self.rate_limits: dict[str, RateLimitReading] = dict(rate_limits or {})
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle with the keyword attributes (plain `Exception` pickling drops them)."""

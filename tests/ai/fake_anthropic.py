@@ -107,6 +107,10 @@ class FakeAnthropic:
         }
     )
     slow_seconds: float = 3600.0
+    ratelimit_headers: dict[str, str] = field(default_factory=dict)
+    """Sent on every answer (errors too), e.g. `anthropic-ratelimit-requests-remaining`."""
+    ratelimit_for: Callable[[dict[str, Any]], dict[str, str]] | None = None
+    """When set, the rate-limit headers of each answer, from its request body."""
     pair_delayed: bool = False
     in_flight: int = 0
     max_in_flight: int = 0
@@ -117,6 +121,7 @@ class FakeAnthropic:
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _pairs: asyncio.Barrier = field(default_factory=lambda: asyncio.Barrier(2))
     base_url: str = ""
+    _limits: dict[str, dict[str, str]] = field(default_factory=dict)  # per request id
 
     def enqueue(self, *scenarios: str) -> None:
         """Use these scenarios, in order, for requests without an `x-fake-scenario` header."""
@@ -150,6 +155,9 @@ class FakeAnthropic:
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(RecordedRequest(scenario, headers, body))
         request_id = f"req_fake_{next(self._ids)}"
+        self._limits[request_id] = (
+            self.ratelimit_for(body) if self.ratelimit_for else dict(self.ratelimit_headers)
+        )
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if API_KEY not in (bearer, request.headers.get("x-api-key")):
             return self._error(
@@ -187,7 +195,9 @@ class FakeAnthropic:
         message = self._message(body, scenario, request_id)
         if body.get("stream"):
             return await self._stream(request, message, request_id, scenario == "sse-overloaded")
-        return web.json_response(message, headers={"request-id": request_id})
+        return web.json_response(
+            message, headers={"request-id": request_id, **self._limits.get(request_id, {})}
+        )
 
     def _message(self, body: dict[str, Any], scenario: str, request_id: str) -> dict[str, Any]:
         fmt = (body.get("output_config") or {}).get("format")
@@ -234,14 +244,20 @@ class FakeAnthropic:
             error["details"] = {"error_code": error_code}
         payload = {"type": "error", "error": error, "request_id": request_id}
         return web.json_response(
-            payload, status=status, headers={"request-id": request_id, **headers}
+            payload,
+            status=status,
+            headers={"request-id": request_id, **self._limits.get(request_id, {}), **headers},
         )
 
     async def _stream(
         self, request: web.Request, message: dict[str, Any], request_id: str, fail: bool
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"content-type": "text/event-stream", "request-id": request_id}
+            headers={
+                "content-type": "text/event-stream",
+                "request-id": request_id,
+                **self._limits.get(request_id, {}),
+            }
         )
         await response.prepare(request)
 

@@ -55,11 +55,12 @@ def queue_scan_patterns(prefix: str) -> list[str]:
         prefix: the key prefix (validated).
 
     Returns:
-        Patterns like `jq:{*}:meta`; they match both layouts (`jq:{emails}:meta` and, for a queue
+        Patterns like `jq:{*}*:meta`; they match both layouts (`jq:{emails}:meta` and, for a queue
         in a shared slot, `jq:{llm}emails:meta`); queue names cannot hold glob characters.
     """
     validate_prefix(prefix)
-    return [f"{prefix}:{{*}}:{suffix}" for suffix in _MARKER_SUFFIXES]
+    # `{*}*:` and not `{*}:`: a queue in a shared slot has its name after the brace
+    return [f"{prefix}:{{*}}*:{suffix}" for suffix in _MARKER_SUFFIXES]
 
 
 def keys_from_key(prefix: str, key: str) -> QueueKeys | None:

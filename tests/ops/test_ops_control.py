@@ -12,11 +12,13 @@ from jobqueue import (
     ConfigError,
     Job,
     JobNotFoundError,
+    Limiter,
     QueueStateError,
     UnrecoverableError,
     cleanup_old_jobs,
     discover_queues,
 )
+from jobqueue.maintenance import discover_queue_keys
 
 
 async def events_of(queue, name: str) -> list[dict[str, str]]:
@@ -333,7 +335,9 @@ async def test_job_log_is_bounded_and_kept_with_the_job(make_queue, run_worker):
 
 async def test_cleanup_old_jobs_across_queues(make_queue, run_worker, prefix):
     first = make_queue("cleanup-a", attempts=1)
-    second = make_queue("cleanup-b", attempts=1)
+    # a queue on a shared limiter lives in the limiter's slot: found all the same
+    second = make_queue("cleanup-b", attempts=1, limiter=Limiter("llm.cleanup"))
+    assert second.keys.slot == "llm.cleanup"
 
     async def handler(job: Job) -> str:
         if job.data == "fail":
@@ -349,6 +353,10 @@ async def test_cleanup_old_jobs_across_queues(make_queue, run_worker, prefix):
     waiting = await first.add("later", delay=60)
 
     assert await discover_queues(first.redis, prefix) == ["cleanup-a", "cleanup-b"]
+    assert [k.slot for k in await discover_queue_keys(first.redis, prefix)] == [
+        None,
+        "llm.cleanup",
+    ]
     assert await cleanup_old_jobs(first.redis, 1, prefix=prefix) == 0
     assert await cleanup_old_jobs(first.redis, 0, prefix=prefix) == 4
     for queue in (first, second):

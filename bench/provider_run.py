@@ -92,14 +92,13 @@ CONFIGURATIONS: dict[str, Configuration] = {
         "per-queue",
         "today: each stage queue has its own job-start bucket (the seed's 5-20 per minute, "
         "per simulated minute); no shared limiter, no breaker",
+        env={"PIPELINE_LIMITS": "per-queue"},
     ),
-    # TODO(lead): once the pipeline's shared limiter and breaker are wired, put the settings
-    # that turn them on here (or pass them with --set shared:KEY=VALUE) and set ready=True.
     "shared": Configuration(
         "shared",
         "one limiter per API key and model shared by every queue (RPM/ITPM/OTPM, learned from "
         "the ratelimit headers, settled with usage), and the breaker",
-        ready=False,
+        env={"PIPELINE_LIMITS": "shared"},
     ),
 }
 """The configurations the benchmark knows."""
@@ -137,6 +136,11 @@ def pipeline_env(
     }
     for stage in STAGE_KEYS:
         env[f"PIPELINE_QUEUES__{stage}__RATE_PER"] = f"{minute_seconds:g}"
+    # the shared limiter's buckets refill over the simulated minute; the breaker's window and
+    # cool-down shrink with it (its max wait stays: no job should fail on an outage)
+    env["PIPELINE_LIMIT_WINDOW"] = f"{minute_seconds:g}"
+    env["PIPELINE_BREAKER_WINDOW"] = f"{30.0 * scale:g}"
+    env["PIPELINE_BREAKER_COOLDOWN"] = f"{30.0 * scale:g}"
     return env
 
 

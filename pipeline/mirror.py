@@ -108,6 +108,8 @@ class StatusMirror:
         redis: the client to read with; its socket timeout must exceed `block_ms`.
         queues: names of the queues to follow.
         prefix: the engine's key prefix.
+        keys: the keys of queues that do not live under their own name (a queue on a shared
+            limiter lives in the limiter's slot): pass `Queue.keys`; others use `prefix`.
         database_url: PostgreSQL URL for a pool of the mirror's own (closed by `close`).
         pool: a pool to use instead (not closed by `close`). With neither, the process-wide
             pool of `pipeline.db.get_pool` is used.
@@ -131,6 +133,7 @@ class StatusMirror:
         queues: Sequence[str],
         *,
         prefix: str = "jq",
+        keys: Mapping[str, QueueKeys] | None = None,
         database_url: str | None = None,
         pool: asyncpg.Pool | None = None,
         group: str = "status-mirror",
@@ -154,7 +157,8 @@ class StatusMirror:
         self.consumer = consumer or f"mirror-{socket.gethostname()}"
         self.batch_size, self.block_ms = batch_size, block_ms
         self.stats = MirrorStats()
-        self._keys = {q: QueueKeys(prefix, q).events for q in self.queues}
+        given = dict(keys or {})
+        self._keys = {q: (given.get(q) or QueueKeys(prefix, q)).events for q in self.queues}
         self._queue_of = {k: q for q, k in self._keys.items()}
         self._database_url, self._pool, self._owns_pool = database_url, pool, False
         self._backoff = (retry_backoff_base, retry_backoff_max)

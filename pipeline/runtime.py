@@ -17,6 +17,7 @@ from pipeline import db
 from pipeline.ai import LLM, make_llm
 from pipeline.ai.guard import GuardedLLM
 from pipeline.budget import BudgetGuard
+from pipeline.limit_guard import ProviderLimitGuard
 from pipeline.offline_fixtures import register_offline_fixtures
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 
@@ -63,7 +64,8 @@ class Runtime:
     @property
     def llm(self) -> LLM:
         """The model client, made on first use (offline unless ANTHROPIC_API_KEY is set), with
-        the guards of every call around it (the run's and the day's budget)."""
+        the guards of every call around it (the run's and the day's budget, then the shared
+        limits' settling and learning)."""
         if self._llm is None:
             s = self.settings
             register_offline_fixtures()
@@ -94,7 +96,8 @@ class Runtime:
             daily_budget_usd=s.daily_budget_usd,
             reservation_ttl=s.budget_reservation_ttl,
         )
-        return GuardedLLM(llm, [budget], models=s.models)
+        # the budget refuses a call before anything else; the limits settle after it
+        return GuardedLLM(llm, [budget, ProviderLimitGuard(self.queues)], models=s.models)
 
     async def close(self) -> None:
         """Close the connections this runtime made."""

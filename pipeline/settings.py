@@ -13,10 +13,19 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jobqueue import QueueConfig, RateLimit
+from jobqueue import Breaker, Limiter, QueueConfig, RateLimit
 from pipeline.ai.errors import JUDGE_REJECTION
+from pipeline.provider_limits import model_limiter, stage_cost
 
-__all__ = ["JOB_TYPES", "JobType", "QueueOverride", "QueueSettings", "Settings", "get_settings"]
+__all__ = [
+    "JOB_TYPES",
+    "JobType",
+    "ModelLimits",
+    "QueueOverride",
+    "QueueSettings",
+    "Settings",
+    "get_settings",
+]
 
 JobType = Literal[
     "sector-research", "stock-ranking", "stock-analysis", "judge-review", "format-insights"
@@ -29,9 +38,24 @@ JOB_TYPES: tuple[JobType, ...] = (
     "format-insights",
 )
 
+_TIERS: dict[str, str] = {
+    "sector-research": "research",
+    "stock-ranking": "ranking",
+    "stock-analysis": "analysis",
+    "judge-review": "judge",
+    "format-insights": "format",
+}
+
 
 class QueueSettings(BaseModel):
-    """One stage's queue: global concurrency, timeout per attempt, attempts, rate limit."""
+    """One stage's queue: global concurrency, timeout per attempt, attempts, job-start rate
+    limit, and what one job is estimated to cost of its model's shared limits.
+
+    `rate_max`/`rate_per` are the seed's per-queue job starts per period: always applied with
+    `PIPELINE_LIMITS=per-queue`; with `shared` only when `rate_max` is set for the queue in the
+    environment. `input_tokens` is the estimated prompt of one job's calls; `output_tokens`
+    its output reservation (None: the calls' `max_tokens`, as the provider counts it).
+    """
 
     concurrency: int = Field(ge=1)
     timeout: float = Field(gt=0)
@@ -39,6 +63,8 @@ class QueueSettings(BaseModel):
     rate_max: int = Field(ge=1)
     rate_per: float = Field(default=60.0, gt=0)
     worker_concurrency: int | None = Field(default=None, ge=1)
+    input_tokens: int = Field(default=2000, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
 
 
 class QueueOverride(BaseModel):
@@ -50,16 +76,38 @@ class QueueOverride(BaseModel):
     rate_max: int | None = Field(default=None, ge=1)
     rate_per: float | None = Field(default=None, gt=0)
     worker_concurrency: int | None = Field(default=None, ge=1)
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+
+
+class ModelLimits(BaseModel):
+    """Starting per-minute limits of one model (None: learned from the provider's headers)."""
+
+    requests: int | None = Field(default=None, ge=1)
+    input_tokens: int | None = Field(default=None, ge=1)
+    output_tokens: int | None = Field(default=None, ge=1)
 
 
 def _seed_queues() -> dict[str, QueueSettings]:
-    # from the seed: concurrency / timeout / attempts / rate limit per minute
+    # from the seed: concurrency / timeout / attempts / rate limit per minute; input_tokens:
+    # the prompt of one job's calls as measured on the offline pipeline, rounded up (a real
+    # model's longer research and analyses make later prompts longer; usage settles it)
     return {
-        "sector_research": QueueSettings(concurrency=2, timeout=900, attempts=2, rate_max=5),
-        "stock_ranking": QueueSettings(concurrency=3, timeout=300, attempts=3, rate_max=5),
-        "stock_analysis": QueueSettings(concurrency=5, timeout=900, attempts=1, rate_max=10),
-        "judge_review": QueueSettings(concurrency=10, timeout=300, attempts=3, rate_max=20),
-        "format_insights": QueueSettings(concurrency=10, timeout=180, attempts=3, rate_max=20),
+        "sector_research": QueueSettings(
+            concurrency=2, timeout=900, attempts=2, rate_max=5, input_tokens=1000
+        ),
+        "stock_ranking": QueueSettings(
+            concurrency=3, timeout=300, attempts=3, rate_max=5, input_tokens=1000
+        ),
+        "stock_analysis": QueueSettings(
+            concurrency=5, timeout=900, attempts=1, rate_max=10, input_tokens=1200
+        ),
+        "judge_review": QueueSettings(
+            concurrency=10, timeout=300, attempts=3, rate_max=20, input_tokens=800
+        ),
+        "format_insights": QueueSettings(
+            concurrency=10, timeout=180, attempts=3, rate_max=20, input_tokens=800
+        ),
     }
 
 
@@ -140,6 +188,31 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds before a reservation its crashed holder never settled is reclaimed",
     )
+    limits: Literal["shared", "per-queue"] = Field(
+        default="shared",
+        description="shared: one limiter per model (tokens, learned limits, breaker); "
+        "per-queue: the seed's job-start buckets only",
+    )
+    limit_window: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds over which the provider's per-minute limits refill",
+    )
+    limiter_namespace: str = Field(
+        default="anthropic",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,49}$",
+        description="the organisation's limiters are named <namespace>.<model>",
+    )
+    model_limits: dict[str, ModelLimits] = Field(
+        default_factory=dict,
+        description="starting limits per model id (JSON); unset buckets are learned",
+    )
+    breaker: bool = True
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_window: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    breaker_cooldown: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    breaker_max_wait: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
 
@@ -164,16 +237,45 @@ class Settings(BaseSettings):
             return seed
         return seed.model_copy(update=override.model_dump(exclude_none=True))
 
+    def limiter(self, job_type: str) -> Limiter | None:
+        """The shared limiter of a stage's model; None with `limits=per-queue`."""
+        if self.limits != "shared":
+            return None
+        model = self.models[_TIERS[job_type]]
+        given = self.model_limits.get(model)
+        return model_limiter(
+            self.limiter_namespace,
+            model,
+            window=self.limit_window,
+            capacities=given.model_dump() if given else None,
+            breaker=Breaker(
+                failures=self.breaker_failures,
+                window=self.breaker_window,
+                cooldown=self.breaker_cooldown,
+                max_wait=self.breaker_max_wait,
+            )
+            if self.breaker
+            else None,
+        )
+
     def queue_config(self, job_type: str) -> QueueConfig:
         """The engine's `QueueConfig` for one stage."""
         qs = self.queue_settings(job_type)
         scale = self.retry_scale
+        limiter = self.limiter(job_type)
+        override = self.queues.get(job_type.replace("-", "_"))
+        # beside a shared limiter, a job-start bucket only where one is asked for
+        per_queue = limiter is None or (override is not None and override.rate_max is not None)
         return QueueConfig(
             job_type,
             concurrency=qs.concurrency,
             timeout=qs.timeout,
             attempts=qs.attempts,
-            rate_limit=RateLimit(max=qs.rate_max, per=qs.rate_per),
+            rate_limit=RateLimit(max=qs.rate_max, per=qs.rate_per) if per_queue else None,
+            limiter=limiter,
+            cost=stage_cost(job_type, input_tokens=qs.input_tokens, output_tokens=qs.output_tokens)
+            if limiter
+            else None,
             backoff=5.0 * scale,
             retry_delays={
                 "RATE_LIMIT": 60.0 * scale,  # used only when the API sent no Retry-After

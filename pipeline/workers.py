@@ -58,6 +58,7 @@ class Workers:
                 rt.redis,
                 list(queues),
                 prefix=rt.settings.prefix,
+                keys={q: rt.queues[q].keys for q in queues},
                 pool=rt.pool,
                 reconcile=self._reconcile,
                 block_ms=500,

@@ -59,7 +59,7 @@ async def test_trimmed_stream_rebuilds_rows_from_the_job_keys(runtime: Runtime) 
             raise UnrecoverableError("judge unreachable", error_type=ErrorType.API_ERROR)
         elif kind == "retry":
             await job.update_progress(25)
-            raise RetryAfter(3600, "quote not ready", error_type=ErrorType.NETWORK_ERROR)
+            raise RetryAfter(3600, "quote not ready", error_type=ErrorType.UNKNOWN)
         elif kind == "running":
             await job.update_progress(30)
             await release.wait()

@@ -189,19 +189,20 @@ async def _trimmed_since(queue: Queue, since_ms: int) -> bool:
 
 
 async def count_rate_limited(
-    queues: Iterable[Queue], since_ms: int, job_ids: Iterable[str] | None = None
+    queues: Iterable[Queue], since_ms: int, jobs: Iterable[tuple[str, str]] | None = None
 ) -> RateLimited:
     """Count the 429s jobs received since `since_ms` (Redis clock), from the event streams.
 
     Args:
         queues: The queues whose streams to read (each stream once, whatever the repeats).
         since_ms: Where to start reading (a stream id is `<ms>-<seq>`).
-        job_ids: Count the events of these jobs only; None counts those of every job.
+        jobs: Count the events of these jobs only, as (queue name, job id): a job id is unique
+            in its queue only. None counts those of every job.
 
     Returns:
         The count, among how many jobs, and whether every event of the window was still there.
     """
-    wanted = None if job_ids is None else set(job_ids)
+    wanted = None if jobs is None else set(jobs)
     streams = {q.keys.events: q for q in queues}
     count, complete = 0, True
     for key, queue in streams.items():
@@ -211,7 +212,8 @@ async def count_rate_limited(
             entries: list[Any] = list(raw or ())
             for entry_id, fields in entries:
                 event = Event.from_entry(entry_id, fields)
-                if _is_429(event) and (wanted is None or event.job_id in wanted):
+                mine = wanted is None or (queue.name, event.job_id or "") in wanted
+                if mine and _is_429(event):
                     count += 1
             if len(entries) < _PAGE:
                 break
@@ -246,11 +248,13 @@ async def command_totals(
         sum(s.cache_write_tokens for s in shares),
     )
     # the runs' jobs by their status rows (every stage's job of a run has the run as related id)
-    job_ids: set[str] = set()
+    jobs: set[tuple[str, str]] = set()
     async with rt.pool.acquire() as conn:
         for run in ids:
-            job_ids.update(row.job_id for row in await get_jobs_by_related_id(run, conn=conn))
-    rate_limited = await count_rate_limited(rt.queues.values(), baseline.since_ms, job_ids)
+            for row in await get_jobs_by_related_id(run, conn=conn):
+                # a row the mirror has not completed yet may lack its queue: its job type it is
+                jobs.add((row.queue or row.job_type, row.job_id))
+    rate_limited = await count_rate_limited(rt.queues.values(), baseline.since_ms, jobs)
     now = await breaker_openings(rt)
     openings = (
         {name: n - baseline.openings.get(name, 0) for name, n in now.items()} if now else None

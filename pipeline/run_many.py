@@ -197,7 +197,7 @@ async def _print_runs(rt: Runtime, runs: Sequence[_Run], console: Any) -> None:
     table.add_column("run", no_wrap=True)  # whole: it is what `status RUN_ID` takes
     table.add_column("status")
     table.add_column("sub-sector", overflow="fold")
-    table.add_column("done/failed")
+    table.add_column("stocks\ndone/failed")
     table.add_column("cost")
     for run in runs:
         row = rows.get(run.run_id)

@@ -11,10 +11,10 @@ PostgreSQL database of its own (created on the server of `TEST_DATABASE_URL` or
 `python -m pipeline.workers` processes, then the sector runs; when they have all ended, the
 stocks failed and the cost are read from PostgreSQL and the simulator's counters are taken.
 
-Today's pipeline has no multi-sector command yet: `--launch per-sector` (the default) starts
-one `python -m pipeline run SECTOR --auto-approve` per sector, and each of those runs its own
-workers too (that is what `run` does). `--launch multi` starts one
-`python -m pipeline run S1 S2 ... --auto-approve` instead, for when that command lands.
+`--launch per-sector` (the default) starts one `python -m pipeline run SECTOR --auto-approve`
+per sector, and each of those runs its own workers too (that is what `run` does).
+`--launch multi` starts one `python -m pipeline run S1 S2 ... --auto-approve` instead: every
+sector concurrently in one process.
 
 The benchmark never imports the pipeline: it runs it as processes.
 """

@@ -1,4 +1,4 @@
-"""`python -m pipeline`: run a sector end to end, approve a sub-sector, show a run, migrate."""
+"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show a run, migrate."""
 
 from __future__ import annotations
 
@@ -12,16 +12,36 @@ from pipeline.settings import get_settings
 __all__ = ["main"]
 
 
+_RUN_EXIT_CODES = """exit codes:
+  0  every run completed
+  1  a run did not complete: its research failed, its budget ran out, its sub-sector
+     failed, or a phase timed out (the other runs go on to their end all the same)
+  2  a usage error: a sector given twice, a bad sector name (nothing is started)"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one sector to the end in this process")
-    run.add_argument("sector", help='sector name, e.g. "Technology"')
+    run = sub.add_parser(
+        "run",
+        help="run one or more sectors to the end in this process",
+        description="Run each sector as a run of its own, concurrently, on workers in this "
+        "process, with live progress and one summary (per run, then totals: spend, cached "
+        "input, 429s, breaker openings, wall time).",
+        epilog=_RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "sectors",
+        nargs="+",
+        metavar="SECTOR",
+        help='sector name, e.g. "Technology"; several run concurrently, each once',
+    )
     run.add_argument("--user-id", default="demo-user")
     run.add_argument(
         "--auto-approve",
         action="store_true",
-        help="approve the first sub-sector without waiting for a user",
+        help="approve each run's first sub-sector without waiting for a user",
     )
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
@@ -84,16 +104,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     if args.command == "run":
-        from pipeline.demo import run_sector, servers
+        from pipeline.demo import servers
+        from pipeline.run_many import check_sectors, run_sectors
 
+        # refused before any server starts: nothing is written for a usage error
+        problem = check_sectors(args.sectors)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         # the live progress owns the terminal: only warnings, printed above it (console lines
         # on a terminal, JSON lines when stderr is a pipe or a file)
         configure_logging(fmt=settings.log_format, level="WARNING")
         with servers(settings) as s:
             return asyncio.run(
-                run_sector(
+                run_sectors(
                     s,
-                    args.sector,
+                    args.sectors,
                     user_id=args.user_id,
                     auto_approve=args.auto_approve,
                     timeout=args.timeout,

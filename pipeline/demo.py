@@ -1,5 +1,6 @@
 """`python -m pipeline run`: one process that runs a whole sector to the end, with live
-progress per stage and a summary."""
+progress per stage and a summary. The pieces of one run (its phases, its per-stage progress)
+are here; several sectors at once are `pipeline.run_many`."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-from pipeline.db import migrate
-from pipeline.flow import approve_subsector, start_sector_research
+from pipeline.flow import approve_subsector
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
-from pipeline.workers import Workers
 
-__all__ = ["run_sector", "servers"]
+__all__ = ["drive_run", "follow_run", "run_sector", "servers", "wait_value"]
 
 _STAGE_ROWS = """
 SELECT job_type, count(*) AS total,
@@ -77,7 +76,7 @@ def _render(counts: dict[str, dict[str, int]], elapsed: float) -> Any:
     return table
 
 
-async def _follow(rt: Runtime, run_id: UUID, done: asyncio.Event, t0: float) -> None:
+async def follow_run(rt: Runtime, run_id: UUID, done: asyncio.Event, t0: float) -> None:
     """Show progress until `done` is set: rich Live on a terminal, plain lines otherwise."""
     if sys.stdout.isatty():
         from rich.live import Live
@@ -103,7 +102,8 @@ async def _follow(rt: Runtime, run_id: UUID, done: asyncio.Event, t0: float) -> 
             await asyncio.wait_for(done.wait(), 0.5)
 
 
-async def _wait(rt: Runtime, sql: str, arg: Any, timeout: float) -> Any:
+async def wait_value(rt: Runtime, sql: str, arg: Any, timeout: float) -> Any:
+    """Re-run `sql` until it returns something truthy (returned); TimeoutError after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = await rt.pool.fetchval(sql, arg)
@@ -113,71 +113,75 @@ async def _wait(rt: Runtime, sql: str, arg: Any, timeout: float) -> Any:
     raise TimeoutError(f"timed out after {timeout:.0f}s")
 
 
+async def drive_run(
+    rt: Runtime, run_id: UUID, *, auto_approve: bool, timeout: float, label: str = ""
+) -> str | None:
+    """Follow a started run to its end: wait for its research, approve its first sub-sector
+    (or list them for a user to approve), wait until the sub-sector ends and the mirror has
+    applied the last events of its jobs.
+
+    Args:
+        rt: The runtime (its workers run elsewhere in this process, or in other processes).
+        run_id: The run.
+        auto_approve: Approve the first sub-sector instead of waiting for a user.
+        timeout: Seconds each phase may last.
+        label: Put before what is printed (the sector, when several runs share the output).
+
+    Returns:
+        None when the run was followed to its end, else why not (printed on stderr too).
+    """
+    try:
+        await wait_value(
+            rt,
+            "SELECT status IN ('awaiting_approval', 'failed', 'budget_exceeded') FROM "
+            "sector_analysis WHERE id = $1",
+            run_id,
+            timeout,
+        )
+        subs = await rt.pool.fetch(
+            "SELECT id, name FROM sub_sector WHERE sector_analysis_id = $1 ORDER BY name",
+            run_id,
+        )
+        if not subs:
+            print(f"{label}the research failed; see the job status rows", file=sys.stderr)
+            return "the research failed"
+        if auto_approve:
+            await approve_subsector(subs[0]["id"], runtime=rt)
+        else:
+            print(
+                f"{label}sub-sectors awaiting approval (approve one with "
+                "`python -m pipeline approve ID` from another shell):"
+            )
+            for s in subs:
+                print(f"  {s['id']}  {s['name']}")
+            # flushed now: a pipe or a log file must show the ids while the run waits
+            sys.stdout.flush()
+        await wait_value(
+            rt,
+            "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
+            "WHERE sector_analysis_id = $1",
+            run_id,
+            timeout,
+        )
+        if rt.settings.mirror:
+            # the summary counts job rows: let the mirror apply the last events first
+            with contextlib.suppress(TimeoutError):
+                await wait_value(rt, _ROWS_SETTLED, str(run_id), min(timeout, 10.0))
+        return None
+    except TimeoutError as exc:
+        print(f"{label}the run did not finish: {exc}", file=sys.stderr)
+        return f"did not finish: {exc}"
+
+
 async def run_sector(
     settings: Settings, sector: str, *, user_id: str, auto_approve: bool, timeout: float
 ) -> int:
-    """Run one sector end to end in this process; print the summary; 0 when it completed."""
-    from pipeline.summary import print_summary
+    """Run one sector end to end in this process; print the summary; 0 when it completed.
 
-    rt = await Runtime.create(settings)
-    workers: Workers | None = None
-    task: asyncio.Task[None] | None = None
-    try:
-        await migrate(rt.pool)
-        workers = Workers(rt)
-        task = asyncio.create_task(workers.run())
-        t0 = time.monotonic()
-        run_id = await start_sector_research(sector, user_id, runtime=rt)
-        print(f"run {run_id}: researching {sector!r}", flush=True)
-        done = asyncio.Event()
-        follower = asyncio.create_task(_follow(rt, run_id, done, t0))
-        try:
-            await _wait(
-                rt,
-                "SELECT status IN ('awaiting_approval', 'failed', 'budget_exceeded') FROM "
-                "sector_analysis WHERE id = $1",
-                run_id,
-                timeout,
-            )
-            subs = await rt.pool.fetch(
-                "SELECT id, name FROM sub_sector WHERE sector_analysis_id = $1 ORDER BY name",
-                run_id,
-            )
-            if not subs:
-                print("the research failed; see the job status rows", file=sys.stderr)
-                return 1
-            if auto_approve:
-                await approve_subsector(subs[0]["id"], runtime=rt)
-            else:
-                print(
-                    "sub-sectors awaiting approval (approve one with "
-                    "`python -m pipeline approve ID` from another shell):"
-                )
-                for s in subs:
-                    print(f"  {s['id']}  {s['name']}")
-                # flushed now: a pipe or a log file must show the ids while the run waits
-                sys.stdout.flush()
-            await _wait(
-                rt,
-                "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
-                "WHERE sector_analysis_id = $1",
-                run_id,
-                timeout,
-            )
-            if rt.settings.mirror:
-                # the summary counts job rows: let the mirror apply the last events first
-                with contextlib.suppress(TimeoutError):
-                    await _wait(rt, _ROWS_SETTLED, str(run_id), min(timeout, 10.0))
-        finally:
-            done.set()
-            await follower
-        await print_summary(rt, run_id, time.monotonic() - t0)
-        return 0
-    except TimeoutError as exc:
-        print(f"the run did not finish: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if workers is not None and task is not None:
-            await workers.close()
-            await task
-        await rt.close()
+    The same as `pipeline.run_many.run_sectors` with one sector.
+    """
+    from pipeline.run_many import run_sectors
+
+    return await run_sectors(
+        settings, [sector], user_id=user_id, auto_approve=auto_approve, timeout=timeout
+    )

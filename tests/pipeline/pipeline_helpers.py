@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +14,8 @@ import asyncpg
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Seconds a wait may last before the test fails: a bound on a hang, never a speed requirement
 #: (a whole offline run takes a few seconds; a loaded 2-core machine may take many times that).
@@ -101,3 +106,47 @@ def fast_settings(redis_url: str, database_url: str, prefix: str, **extra: Any) 
     }
     values.update(extra)
     return Settings(**values)
+
+
+def cli_env(rt: Runtime, **extra: str) -> dict[str, str]:
+    """The environment of a pipeline process on the test servers, with test timings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIPELINE_", "ANTHROPIC_")) and k not in ("REDIS_URL", "DATABASE_URL")
+    }
+    s = rt.settings
+    env.update(
+        {
+            "REDIS_URL": s.redis_url or "",
+            "DATABASE_URL": s.database_url or "",
+            "PIPELINE_PREFIX": s.prefix,
+            "PIPELINE_LLM_MODE": "offline",
+            "PIPELINE_REJECTION_DELAY": "0.05",
+            "PIPELINE_RETRY_SCALE": "0.01",
+            "PIPELINE_DRAIN_DELAY": "0.3",
+            "PIPELINE_STALL_INTERVAL": "0.2",
+            "PIPELINE_SHUTDOWN_GRACE": "1",
+            "PIPELINE_STOCKS_TO_ANALYZE": "2",
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+    )
+    return env
+
+
+async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """Run `python -m pipeline ARGS` to its end; returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), HANG)  # bounds a hang only
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

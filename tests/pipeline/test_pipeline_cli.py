@@ -4,20 +4,17 @@ and PostgreSQL: exit codes, what they print, and what they leave in the database
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
-from pipeline_helpers import HANG
+from pipeline_helpers import HANG, ROOT, cli, cli_env
 
 from pipeline.runtime import Runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parents[2]
 UUID_LINE = re.compile(r"^\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+\S")
 STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed)\s+(\d+)%\s+(\S+)")
 CACHED_LINE = re.compile(
@@ -25,50 +22,6 @@ CACHED_LINE = re.compile(
     r"cache writes ([\d,]+), uncached ([\d,]+)\)$",
     re.M,
 )
-
-
-def cli_env(rt: Runtime, **extra: str) -> dict[str, str]:
-    """The environment of a pipeline process on the test servers, with test timings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PIPELINE_", "ANTHROPIC_")) and k not in ("REDIS_URL", "DATABASE_URL")
-    }
-    s = rt.settings
-    env.update(
-        {
-            "REDIS_URL": s.redis_url or "",
-            "DATABASE_URL": s.database_url or "",
-            "PIPELINE_PREFIX": s.prefix,
-            "PIPELINE_LLM_MODE": "offline",
-            "PIPELINE_REJECTION_DELAY": "0.05",
-            "PIPELINE_RETRY_SCALE": "0.01",
-            "PIPELINE_DRAIN_DELAY": "0.3",
-            "PIPELINE_STALL_INTERVAL": "0.2",
-            "PIPELINE_SHUTDOWN_GRACE": "1",
-            "PIPELINE_STOCKS_TO_ANALYZE": "2",
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-    )
-    return env
-
-
-async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """Run `python -m pipeline ARGS` to its end; returns (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), HANG)  # bounds a hang only
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_run_with_auto_approve(runtime: Runtime) -> None:
@@ -95,6 +48,15 @@ async def test_run_with_auto_approve(runtime: Runtime) -> None:
     assert spent > 0
     offline = r" \(offline: priced as the configured models\)"
     assert re.search(rf"^spent \${spent:.2f} of \$5\.00 budget \(\d+%\){offline}$", out, re.M), out
+    # then the totals of the command, as for several sectors (the cached share printed once)
+    totals = out[out.index("\ntotals\n") :]
+    assert "runs: 1 of 1 completed" in totals
+    assert (
+        f"429s received: 0 (RATE_LIMIT events among the {len(rows)} jobs of these runs)" in totals
+    )
+    assert "breaker openings: 0 (no breaker configured)" in totals
+    assert re.search(r"^wall time: \d+\.\ds$", totals, re.M), totals
+    assert len(CACHED_LINE.findall(out)) == 1
 
 
 async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime) -> None:

@@ -16,6 +16,7 @@ from .core.redact import redact, redact_url
 from .core.states import JobState
 from .errors import (
     ConfigError,
+    CrossSlotFlowError,
     ErrorType,
     InvalidJobError,
     JobFailedError,
@@ -29,6 +30,7 @@ from .errors import (
     UnsafeRedisError,
 )
 from .events import Event, QueueEvents
+from .flows import Child, ChildFailure
 from .job import Job, get_current_job
 from .limits import Breaker, Bucket, Limiter
 from .limits.state import BreakerState, BucketState, LimiterState
@@ -61,8 +63,11 @@ __all__ = [
     "Bucket",
     "BucketState",
     "CancelOutcome",
+    "Child",
+    "ChildFailure",
     "Classification",
     "ConfigError",
+    "CrossSlotFlowError",
     "ErrorType",
     "ErrorTypeInfo",
     "ErrorVerdict",

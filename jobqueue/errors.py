@@ -22,6 +22,7 @@ from enum import StrEnum
 
 __all__ = [
     "ConfigError",
+    "CrossSlotFlowError",
     "ErrorType",
     "InvalidJobError",
     "JobFailedError",
@@ -58,6 +59,11 @@ class JobQueueError(Exception):
 
 class ConfigError(JobQueueError, ValueError):
     """An option has a bad value; the message names the option and the value."""
+
+
+class CrossSlotFlowError(ConfigError):
+    """A flow names a child queue outside its parent queue's Redis Cluster hash slot (a flow
+    lives in one slot: one queue, or queues on one shared limiter); nothing was written."""
 
 
 class InvalidJobError(JobQueueError, ValueError):

@@ -19,6 +19,7 @@ from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import InvalidJobError, LeaseLostError
 from .events import DEFAULT_BLOCK, wait_for_job
+from .flows.types import ChildFailure
 
 __all__ = ["CURRENT_JOB", "Job", "JobQueue", "get_current_job"]
 
@@ -60,7 +61,9 @@ class JobQueue(Protocol):
 
     async def retry_job(self, job_id: str) -> None: ...
 
-    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome: ...
+    async def cancel(
+        self, job_id: str, reason: str = "cancelled", *, children: bool = False
+    ) -> CancelOutcome: ...
 
     async def remove(self, job_id: str) -> bool: ...
 
@@ -247,10 +250,29 @@ class Job:
         self.state = JobState.WAITING
         self.attempts_made = 0
 
-    async def cancel(self, reason: str = "cancelled") -> CancelOutcome:
-        """Cancel this job (see `Queue.cancel`): "removed", "signalled", "finished" or
-        "not_found"."""
-        return await self._queue.cancel(self.id, reason)
+    async def cancel(self, reason: str = "cancelled", *, children: bool = False) -> CancelOutcome:
+        """Cancel this job, and with `children` every job of its flow under it (see
+        `Queue.cancel`): "removed", "signalled", "finished" or "not_found"."""
+        return await self._queue.cancel(self.id, reason, children=children)
+
+    async def children_results(self) -> dict[str, Any]:
+        """The results of this flow parent's completed children, by `"<queue>:<id>"`.
+
+        Complete once the parent runs (every child has ended); a child that failed is not
+        here (see `children_failures`).
+        """
+        raw = await self._queue.redis.hgetall(self._queue.keys.children_results(self.id))
+        return {_s(k): json.loads(v) for k, v in raw.items()}
+
+    async def children_failures(self) -> dict[str, ChildFailure]:
+        """The children with `on_failure="continue"` that failed (or were cancelled or
+        removed), by `"<queue>:<id>"`."""
+        raw = await self._queue.redis.hgetall(self._queue.keys.children_failures(self.id))
+        out = {}
+        for k, v in raw.items():
+            value = json.loads(v)
+            out[_s(k)] = ChildFailure(str(value.get("et") or ""), str(value.get("em") or ""))
+        return out
 
     async def remove(self) -> bool:
         """Delete this job if it is not running (see `Queue.remove`)."""

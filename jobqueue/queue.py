@@ -18,6 +18,7 @@ from .core.replies import NewJob
 from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import ConfigError, InvalidJobError
+from .flows._queue import QueueFlowsMixin
 from .job import Job
 from .queue_limits import QueueLimitsMixin
 from .queue_ops import QueueOpsMixin
@@ -51,7 +52,7 @@ def _validate_name(name: str) -> str:
     return name
 
 
-class Queue(QueueOpsMixin, QueueLimitsMixin):
+class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
     """A named queue in Redis.
 
     Args:
@@ -255,10 +256,11 @@ class Queue(QueueOpsMixin, QueueLimitsMixin):
         return None if record is None else JobState(record.state)
 
     async def get_job_counts(self) -> dict[str, int]:
-        """Jobs per state: waiting, active, delayed, completed, failed, paused.
+        """Jobs per state: waiting, active, delayed, completed, failed, paused,
+        waiting-children.
 
         `paused` counts the jobs held back because the queue is paused (they are not in
-        `waiting`).
+        `waiting`); `waiting-children` the flow parents waiting for their children.
         """
         c = await self.scripts.counts()
         return {
@@ -268,6 +270,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin):
             "completed": c.completed,
             "failed": c.failed,
             "paused": c.paused,
+            "waiting-children": c.waiting_children,
         }
 
     async def get_job_ids(self, state: JobState | str, *, limit: int = 100) -> list[str]:
@@ -284,6 +287,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin):
                 JobState.ACTIVE: k.active,
                 JobState.COMPLETED: k.completed,
                 JobState.FAILED: k.failed,
+                JobState.WAITING_CHILDREN: k.waiting_children,
             }[st]
             raw = list(await self.redis.zrange(key, 0, limit - 1))
         return [x.decode() if isinstance(x, bytes) else str(x) for x in raw[:limit]]

@@ -18,6 +18,7 @@ from .core.codec import text as _s
 from .core.keys import QueueKeys
 from .core.replies import CancelOutcome
 from .core.scripts import Scripts
+from .core.scripts_ops import CANCEL_OUTCOMES as _CANCEL_OUTCOMES
 from .core.states import JobState
 from .errors import ConfigError
 from .events import QueueEvents
@@ -91,21 +92,35 @@ class QueueOpsMixin:
         """
         return await self.scripts.remove(job_id)
 
-    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome:
-        """Cancel a job wherever it is.
+    async def cancel(
+        self, job_id: str, reason: str = "cancelled", *, children: bool = False
+    ) -> CancelOutcome:
+        """Cancel a job wherever it is (and, with `children`, every job of its flow under it).
 
-        A waiting or delayed job is removed. An active job is signalled: its worker (in any
-        process) cancels the handler at once (pub/sub) or at its next lease renewal, and the
-        job ends `failed` with error type `CANCELLED`, without retry.
+        A waiting, delayed or waiting-children job is removed. An active job is signalled: its
+        worker (in any process) cancels the handler at once (pub/sub) or at its next lease
+        renewal, and the job ends `failed` with error type `CANCELLED`, without retry. A flow
+        child that ends so counts as failed for its parent (its `on_failure` applies).
 
         Args:
             job_id: the job's id.
             reason: recorded as the job's error message.
+            children: also cancel every job under it that has not ended, on any queue of the
+                flow, in the same atomic step: parents are removed before their children's
+                ends could release them, so no parent of the tree runs afterwards.
 
         Returns:
-            "removed", "signalled", "finished" (it had already ended: nothing changed) or
-            "not_found".
+            For the job itself: "removed", "signalled", "finished" (it had already ended:
+            nothing changed) or "not_found".
         """
+        if children:
+            done = await self.scripts.cancel_tree(job_id, reason or "cancelled")
+            outcome = _CANCEL_OUTCOMES[done.root]
+            log.info(
+                "queue %s: cancel of job %s and its children: %s (%d removed, %d signalled)",
+                self.name, job_id, outcome, done.removed, done.signalled,
+            )  # fmt: skip
+            return outcome
         outcome = await self.scripts.cancel(job_id, reason or "cancelled")
         log.info("queue %s: cancel of job %s: %s", self.name, job_id, outcome)
         return outcome

@@ -45,6 +45,9 @@ def test_engine_contract_names() -> None:
         "ErrorVerdict",
         "retry_after_seconds",
         "redact",
+        "Child",
+        "ChildFailure",
+        "CrossSlotFlowError",
     ):
         assert name in jobqueue.__all__
 

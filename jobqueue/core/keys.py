@@ -156,6 +156,25 @@ class QueueKeys:
         return f"{self.base}l:{job_id}"
 
     @property
+    def waiting_children(self) -> str:
+        """Zset of the flow parents waiting for their children; score = creation time in ms."""
+        return self.base + "wc"
+
+    def dependencies(self, job_id: str) -> str:
+        """Hash of a flow parent's pending children: `<queue>:<id>` -> the child queue's base
+        (exists only while the parent waits for children)."""
+        return f"{self.base}d:{job_id}"
+
+    def children_results(self, job_id: str) -> str:
+        """Hash of a flow parent's completed children: `<queue>:<id>` -> result JSON."""
+        return f"{self.base}cr:{job_id}"
+
+    def children_failures(self, job_id: str) -> str:
+        """Hash of a flow parent's failed `continue` children: `<queue>:<id>` -> `{"et", "em"}`
+        JSON."""
+        return f"{self.base}cf:{job_id}"
+
+    @property
     def id_counter(self) -> str:
         """String counter: the ids of jobs added without one, and enqueue sequence numbers."""
         return self.base + "id"

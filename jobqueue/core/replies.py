@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from ..errors import JobNotFoundError, JobQueueError, LeaseLostError, QueueStateError
+from ..errors import (
+    InvalidJobError,
+    JobNotFoundError,
+    JobQueueError,
+    LeaseLostError,
+    QueueStateError,
+)
 
 __all__ = [
     "CODE_ERRORS",
@@ -36,6 +42,7 @@ CODE_ERRORS: dict[int, tuple[type[JobQueueError], str]] = {
     -4: (QueueStateError, "the queue has active jobs"),
     -5: (QueueStateError, "the job is active (running); cancel it instead"),
     -6: (QueueStateError, "the job has not failed"),
+    -7: (InvalidJobError, "a job of the flow has the id of an existing job (nothing written)"),
 }
 
 LEASE_LOST = -2
@@ -201,6 +208,8 @@ class Counts:
     failed: int
     paused: int
     limited_ms: int
+    waiting_children: int = 0
+    """Flow parents waiting for their children."""
 
 
 CancelOutcome = Literal["removed", "signalled", "not_found", "finished"]

@@ -39,6 +39,7 @@ from .replies import (
     TakeReply,
     raise_for_code,
 )
+from .scripts_flows import FlowScripts
 from .scripts_ops import OperationScripts
 
 __all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
@@ -75,7 +76,7 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
     return TakeReply(jobs, int(reply[0]))
 
 
-class Scripts(OperationScripts):
+class Scripts(OperationScripts, FlowScripts):
     """The scripts of one queue, one typed method each (the operations ones come from
     `OperationScripts`); see `ScriptRunner` for the arguments."""
 
@@ -97,7 +98,10 @@ class Scripts(OperationScripts):
         return [AddedJob(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
 
     TAKE = spec(
-        "take", keys=_TAKE_KEYS + _SHARED_KEYS, argv=_TAKE_ARGV, events="active failed breaker"
+        "take",
+        keys=_TAKE_KEYS + _SHARED_KEYS,
+        argv=_TAKE_ARGV,
+        events="active failed breaker waiting",
     )
 
     @staticmethod
@@ -124,7 +128,7 @@ class Scripts(OperationScripts):
         keys=_TAKE_KEYS + " completed cancels" + _SHARED_KEYS,
         argv=_TAKE_ARGV + " keep_completed keep_completed_ms keep_failed keep_failed_ms m",
         group="id token kind payload error_type delay_ms limit",
-        events="completed failed retrying returned active breaker",
+        events="completed failed retrying returned active breaker waiting",
     )
 
     async def finish(
@@ -176,7 +180,7 @@ class Scripts(OperationScripts):
         "recover",
         keys="stall_lock active wait prio priorities id_counter failed cancels marker events",
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
-        events="stalled",
+        events="stalled failed waiting",
     )
 
     async def recover(
@@ -263,7 +267,9 @@ class Scripts(OperationScripts):
         run_state = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         return JobRecord(env, text(state), run_state)
 
-    COUNTS = spec("counts", keys="wait prio active delayed completed failed meta limited")
+    COUNTS = spec(
+        "counts", keys="wait prio active delayed completed failed meta limited waiting_children"
+    )
 
     async def counts(self) -> Counts:
         """Jobs per state, in one snapshot."""

@@ -8,11 +8,11 @@ from ._runner import ScriptRunner, spec
 from .codec import text
 from .replies import CancelOutcome, raise_for_code
 
-__all__ = ["OperationScripts"]
+__all__ = ["CANCEL_OUTCOMES", "OperationScripts"]
 
 _JOB_KEYS = "wait prio priorities delayed active completed failed cancels events costs"
 
-_CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
+CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
     0: "not_found",
     1: "removed",
     2: "signalled",
@@ -37,7 +37,7 @@ class OperationScripts(ScriptRunner):
         "cancel",
         keys=_JOB_KEYS,
         argv="base maxlen id reason channel",
-        events="removed cancelling",
+        events="removed cancelling failed waiting",
     )
 
     async def cancel(self, job_id: str, reason: str) -> CancelOutcome:
@@ -52,9 +52,9 @@ class OperationScripts(ScriptRunner):
             )
         )
         raise_for_code(code, f"job {job_id}")
-        return _CANCEL_OUTCOMES[code]
+        return CANCEL_OUTCOMES[code]
 
-    REMOVE = spec("remove", keys=_JOB_KEYS, argv="base maxlen id", events="removed")
+    REMOVE = spec("remove", keys=_JOB_KEYS, argv="base maxlen id", events="removed failed waiting")
 
     async def remove(self, job_id: str) -> bool:
         """Delete a job that is not running; False when there is none.
@@ -94,7 +94,7 @@ class OperationScripts(ScriptRunner):
         "drain",
         keys="wait prio priorities delayed cancels events costs",
         argv="base maxlen batch",
-        events="removed",
+        events="removed failed waiting",
     )
 
     async def drain(self, batch: int) -> tuple[int, int]:
@@ -106,7 +106,7 @@ class OperationScripts(ScriptRunner):
         "clean",
         keys="wait prio priorities delayed completed failed cancels events costs",
         argv="base maxlen state grace_ms limit scan_cap",
-        events="removed",
+        events="removed failed waiting",
     )
 
     async def clean(self, state: str, *, grace_ms: int, limit: int, scan_cap: int) -> list[str]:

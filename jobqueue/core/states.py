@@ -11,6 +11,8 @@ class JobState(StrEnum):
     """Where a job is in its life."""
 
     WAITING = "waiting"
+    WAITING_CHILDREN = "waiting-children"
+    """A flow parent: it runs once each of its children has ended (see `Queue.add_flow`)."""
     PAUSED = "paused"
     DELAYED = "delayed"
     ACTIVE = "active"

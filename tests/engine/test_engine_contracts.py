@@ -108,6 +108,7 @@ async def test_add_get_and_counts(make_queue: Any) -> None:
         "completed": 0,
         "failed": 0,
         "paused": 0,
+        "waiting-children": 0,
     }
 
 

@@ -67,7 +67,8 @@ async def test_remove_deletes_a_job_and_refuses_an_active_one(make_queue, run_wo
     assert not await queue.redis.exists(queue.keys.logs(waiting.id))
     assert await queue.remove(waiting.id) is False
     assert await queue.get_job_counts() == dict.fromkeys(
-        ("waiting", "active", "delayed", "completed", "failed", "paused"), 0
+        ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"),
+        0,
     )
     removed = await events_of(queue, "removed")
     assert [(e["id"], e["prev"]) for e in removed] == [
@@ -148,6 +149,7 @@ async def test_drain_removes_waiting_and_delayed_jobs_only(make_queue, run_worke
         "completed": 1,
         "failed": 0,
         "paused": 0,
+        "waiting-children": 0,
     }
     assert len(await events_of(queue, "removed")) == 1505
     assert await queue.drain() == 0
@@ -185,7 +187,8 @@ async def test_clean_removes_old_jobs_of_one_state(make_queue, run_worker):
     assert sorted(await queue.clean("waiting", 0)) == sorted([fresh.id, prio.id])
     assert await queue.clean("delayed", 0) == [later.id]
     assert await queue.get_job_counts() == dict.fromkeys(
-        ("waiting", "active", "delayed", "completed", "failed", "paused"), 0
+        ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"),
+        0,
     )
     with pytest.raises(ConfigError):
         await queue.clean("active", 0)
@@ -247,6 +250,7 @@ async def test_obliterate_refuses_with_active_jobs_unless_forced(make_queue, run
         "completed": 0,
         "failed": 0,
         "paused": 0,
+        "waiting-children": 0,
     }
 
 
@@ -259,7 +263,8 @@ async def test_obliterate_an_idle_queue(make_queue):
     assert await queue.obliterate() > 2500
     assert await keys_of(queue) == set()
     assert await queue.get_job_counts() == dict.fromkeys(
-        ("waiting", "active", "delayed", "completed", "failed", "paused"), 0
+        ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"),
+        0,
     )
 
 
@@ -289,6 +294,7 @@ async def test_retry_failed_and_job_retry(make_queue, run_worker):
         "completed": 0,
         "failed": 1,
         "paused": 3,
+        "waiting-children": 0,
     }
     assert await queue.retry_failed() == 1
     assert await queue.retry_failed() == 0

@@ -9,7 +9,7 @@ ARGV:
   id       the job
   reason   recorded as the job's error message
   channel  the queue's cancel channel (pub/sub)
-EVENTS: removed cancelling
+EVENTS: removed cancelling failed waiting
 Returns: 1 removed (event `removed`), 2 signalled (event `cancelling`; the worker ends the job
 as failed/CANCELLED), 3 already finished (nothing changed), 0 when no such job.
 ]]

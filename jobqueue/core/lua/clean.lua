@@ -9,7 +9,7 @@ ARGV:
   grace_ms  minimum age of the jobs removed
   limit     most jobs removed
   scan_cap  most waiting/delayed ids examined
-EVENTS: removed
+EVENTS: removed failed waiting
 Returns: the removed ids (one `removed` event each).
 ]]
 --@include common.lua

@@ -6,7 +6,7 @@ ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream
   batch   most jobs removed by this call
-EVENTS: removed
+EVENTS: removed failed waiting
 Returns: {removed, left}: jobs removed by this call (one `removed` event each), and waiting +
 delayed jobs left (call again while both are > 0).
 ]]

@@ -38,13 +38,14 @@ ARGV:
   error_type         the error type (f, r, d)
   delay_ms           f: retry delay, < 0 = not retryable; r, d, b: deferral
   limit              f: max attempts in all; r, d: max deferrals; b: unused
-EVENTS: completed failed retrying returned active breaker
+EVENTS: completed failed retrying returned active breaker waiting
 Returns: {codes, take_reply}: codes[i] is 1 (recorded, the job finished), 2 (recorded, it
 will run again), or -2 (lease lost: refused, nothing written for it); take_reply as `take`.
 ]]
 --@include common.lua
 --@include limiter.lua
 --@include breaker.lua
+--@include flows.lua
 --@include take.lua
 
 local now = now_ms()
@@ -59,6 +60,7 @@ local function fail_final(id, skey, made, etype, msg)
   redis.call('ZADD', K.failed, now, id)
   emit(K.events, A.maxlen, 'ev', 'failed', 'id', id, 'a', made, 'et', etype, 'em', msg,
     'ts', now)
+  flow_child_ended(A.base, id, false, '', etype, msg, now)
   done_failed = true
 end
 
@@ -93,6 +95,7 @@ for i = 0, m - 1 do
       redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
       redis.call('ZADD', K.completed, now, id)
       emit(K.events, A.maxlen, 'ev', 'completed', 'id', id, 'a', made, 'ts', now)
+      flow_child_ended(A.base, id, true, payload, '', '', now)
       done_ok = true
       codes[#codes + 1] = 1
     elseif kind == 'f' then

@@ -12,10 +12,11 @@ ARGV:
   owner           the worker taking the lock
   keep_failed     failed jobs kept (-1 = all)
   keep_failed_ms  age of the oldest failed job kept (-1 = forever)
-EVENTS: stalled
+EVENTS: stalled failed waiting
 Returns: {1, requeued_ids, failed_ids}, or {0} when another worker holds the stall lock.
 ]]
 --@include common.lua
+--@include flows.lua
 
 if not redis.call('SET', K.stall_lock, A.owner, 'NX', 'PX', A.lock_ms) then
   return {0}
@@ -43,6 +44,7 @@ for i = 1, #expired do
     redis.call('ZADD', K.failed, now, id)
     emit(K.events, A.maxlen, 'ev', 'stalled', 'id', id, 'st', 'failed', 'et', etype, 'em', msg,
       'ts', now)
+    flow_child_ended(A.base, id, false, '', etype, msg, now)
     failed[#failed + 1] = id
   else
     redis.call('HDEL', skey, 's')

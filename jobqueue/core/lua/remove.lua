@@ -5,7 +5,7 @@ ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream
   id      the job
-EVENTS: removed
+EVENTS: removed failed waiting
 Returns: 1 removed (event `removed`), 0 when no such job, -5 when the job is active (nothing
 changed: cancel it instead).
 ]]

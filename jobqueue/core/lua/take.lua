@@ -16,7 +16,7 @@ ARGV:
   buckets      its configured buckets, 'name=capacity/per_ms,...'
   cost         the queue's default job cost, 'name=n,...'
   breaker      its breaker, 'failures/window_ms/cooldown_ms/max_wait_ms' ('' = none)
-EVENTS: active failed breaker
+EVENTS: active failed breaker waiting
 Returns: {wait_hint_ms, id, envelope, token, attempt, ...} (see includes/take.lua)
 ]]
 --@include common.lua

@@ -49,7 +49,8 @@ end
 
 -- Delete every key of a job (and its priority, when `priorities` is given).
 local function delete_job(base, priorities, id)
-  redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id))
+  redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id),
+    deps_key(base, id), results_key(base, id), failures_key(base, id))
   if priorities then redis.call('HDEL', priorities, id) end
 end
 

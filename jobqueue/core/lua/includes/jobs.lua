@@ -1,13 +1,15 @@
 -- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean): they
 -- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels, costs and
 -- events of K, and A.base / A.maxlen. Needs common.lua.
+--@include flows.lua
 
--- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'delayed' or 'waiting'.
+-- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'waiting-children',
+-- 'delayed' or 'waiting'.
 local function job_state(id)
   if redis.call('EXISTS', job_key(A.base, id)) == 0 then return nil end
   if redis.call('ZSCORE', K.active, id) then return 'active' end
   local s = redis.call('HGET', state_key(A.base, id), 's')
-  if s == 'completed' or s == 'failed' then return s end
+  if s == 'completed' or s == 'failed' or s == 'waiting-children' then return s end
   if redis.call('ZSCORE', K.delayed, id) then return 'delayed' end
   return 'waiting'
 end
@@ -22,11 +24,19 @@ local function detach_job(id, prev)
     redis.call('ZREM', K.completed, id)
   elseif prev == 'failed' then
     redis.call('ZREM', K.failed, id)
+  elseif prev == 'waiting-children' then
+    redis.call('ZREM', queue_keys(A.base).waiting_children, id)
   end
 end
 
 -- Delete a detached job's keys (envelope, state, log) and announce it.
 local function forget_job(id, prev, reason, now)
+  if prev ~= 'completed' and prev ~= 'failed' then
+    -- a flow child that had not ended ends now, for its parent (before its link is deleted)
+    local why = reason
+    if why == '' then why = 'removed' end
+    flow_child_ended(A.base, id, false, '', 'CANCELLED', why, now)
+  end
   redis.call('HDEL', K.cancels, id)
   redis.call('HDEL', K.costs, id)
   delete_job(A.base, K.priorities, id)

@@ -14,3 +14,26 @@ end
 local function log_key(base, id)
   return base .. 'l:' .. id
 end
+
+-- Flows (includes/flows.lua): a parent's pending children, and what its ended children left.
+local function deps_key(base, id)
+  return base .. 'd:' .. id
+end
+
+local function results_key(base, id)
+  return base .. 'cr:' .. id
+end
+
+local function failures_key(base, id)
+  return base .. 'cf:' .. id
+end
+
+-- The keys of another queue of the script's hash slot, from its base (a flow's parent or
+-- child on another queue of the same shared limiter: same slot, so one script may touch them).
+local function queue_keys(base)
+  return {wait = base .. 'wait', prio = base .. 'prio', priorities = base .. 'pri',
+    delayed = base .. 'delayed', active = base .. 'active', completed = base .. 'completed',
+    failed = base .. 'failed', id_counter = base .. 'id', marker = base .. 'marker',
+    events = base .. 'events', cancels = base .. 'cancel', cancel_channel = base .. 'cancel-ch',
+    costs = base .. 'costs', waiting_children = base .. 'wc'}
+end

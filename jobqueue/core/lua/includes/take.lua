@@ -9,7 +9,8 @@
 -- per job taken, `failed` per job whose cost can never fit, `breaker` on a half-open trial.
 -- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, id2, ...}:
 -- wait_hint_ms is -1 when jobs were taken, else how long a worker may block before anything
--- can change on its own (0 = until poked).
+-- can change on its own (0 = until poked). A failed job ends for its flow parent (flows.lua).
+--@include flows.lua
 
 local function promote_due(now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now * 1024 + 1023, 'LIMIT', 0, 1000)
@@ -76,6 +77,7 @@ local function reject_cost(id, bucket, now)
   redis.call('ZADD', K.failed, now, id)
   emit(K.events, A.maxlen, 'ev', 'failed', 'id', id, 'a', 0, 'et', 'VALIDATION_ERROR',
     'em', msg, 'ts', now)
+  flow_child_ended(A.base, id, false, '', 'VALIDATION_ERROR', msg, now)
 end
 
 -- Which of up to `cap` ready jobs the shared limiter lets start now (their costs reserved),

@@ -1,0 +1,81 @@
+"""The flow scripts of a queue (`add_flow`, `cancel_tree`): one method per script, as in
+`jobqueue.core.scripts`. Their jobs may live on other queues of the same hash slot: those are
+named by their base (`QueueKeys.base`) in ARGV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ._runner import ScriptRunner, spec
+from .codec import text
+from .replies import raise_for_code
+
+__all__ = ["FlowNodeArgs", "FlowScripts", "TreeCancel"]
+
+
+class FlowNodeArgs(NamedTuple):
+    """One job of a flow for `add_flow` (its ARGV group, in header order); parents first."""
+
+    qbase: str
+    """`QueueKeys.base` of the job's queue (in the root's hash slot)."""
+    queue: str
+    job_id: str
+    """'' = its queue's counter gives the id."""
+    name: str
+    envelope: str
+    delay_ms: int
+    priority: int
+    cost: str
+    parent: int
+    """Index of the parent node, -1 for the root."""
+    on_failure: str
+    """'fail', 'ignore' or 'continue'; '' for the root."""
+
+
+class TreeCancel(NamedTuple):
+    """What `cancel_tree` did: the root's code (as `cancel`), jobs removed and signalled."""
+
+    root: int
+    removed: int
+    signalled: int
+
+
+class FlowScripts(ScriptRunner):
+    """The scripts that add and cancel trees of jobs."""
+
+    ADD_FLOW = spec(
+        "add_flow",
+        keys="id_counter marker events",
+        argv="base maxlen n",
+        group="qbase queue id name envelope delay_ms priority cost parent on_failure",
+        events="added",
+    )
+
+    async def add_flow(self, nodes: Sequence[FlowNodeArgs]) -> tuple[bool, list[str]]:
+        """Store a tree of jobs atomically. Returns (True, the ids in node order), or (False,
+        [root id]) when the root existed already (nothing written).
+
+        Raises:
+            InvalidJobError: a child's id is taken by an existing job (nothing written).
+        """
+        reply = await self._call(self.ADD_FLOW, nodes, n=len(nodes), **self._queue)
+        code = int(reply[0])
+        if code < 0:
+            bad = nodes[int(reply[1])]
+            raise_for_code(code, f"job {bad.job_id} of queue {bad.queue}")
+        return code == 1, [text(x) for x in reply[1:]]
+
+    CANCEL_TREE = spec(
+        "cancel_tree",
+        keys="events cancels",
+        argv="base maxlen id reason",
+        events="removed cancelling failed waiting",
+    )
+
+    async def cancel_tree(self, job_id: str, reason: str) -> TreeCancel:
+        """Cancel a job and every job under it that has not ended (see `cancel_tree.lua`)."""
+        root, removed, signalled = await self._call(
+            self.CANCEL_TREE, id=job_id, reason=reason, **self._queue
+        )
+        return TreeCancel(int(root), int(removed), int(signalled))

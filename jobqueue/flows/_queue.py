@@ -1,0 +1,187 @@
+"""`Queue.add_flow`, mixed into `Queue`: validate a tree of jobs, then add it in one script."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..core.codec import decode_envelope
+from ..core.keys import QueueKeys, validate_queue_name
+from ..core.replies import NewJob
+from ..core.scripts import Scripts
+from ..core.scripts_flows import FlowNodeArgs
+from ..core.states import JobState
+from ..errors import ConfigError, CrossSlotFlowError, InvalidJobError
+from .types import ON_FAILURE, Child
+
+if TYPE_CHECKING:
+    from ..job import Job
+
+__all__ = ["MAX_FLOW_JOBS", "QueueFlowsMixin"]
+
+log = logging.getLogger(__name__)
+
+MAX_FLOW_JOBS = 10_000
+"""Most jobs in one flow (one atomic script writes them all)."""
+
+
+def slot_tag(keys: QueueKeys) -> str:
+    """The hash tag of a queue's keys: its limiter's name, or its own."""
+    return keys.slot or keys.queue
+
+
+class QueueFlowsMixin:
+    """`add_flow` of `Queue`."""
+
+    # provided by Queue
+    keys: QueueKeys
+    prefix: str
+    scripts: Scripts
+
+    if TYPE_CHECKING:
+
+        @property
+        def name(self) -> str: ...
+
+        def _encode(
+            self,
+            name: str,
+            data: Any,
+            job_id: str | None,
+            delay: float,
+            priority: int,
+            attempts: int | None,
+            cost: Mapping[str, float] | None = None,
+        ) -> NewJob: ...
+
+        async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def add_flow(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        children: Sequence[Child],
+        job_id: str | None = None,
+        priority: int = 0,
+        attempts: int | None = None,
+        cost: Mapping[str, float] | None = None,
+    ) -> Job:
+        """Add a parent job of this queue with its children, atomically, as one tree.
+
+        The parent waits in state `waiting-children` until every child has ended (completed,
+        or failed for good, cancelled or removed: then its `on_failure` decides), then it runs
+        and reads `await job.children_results()` (and `job.children_failures()`). Children
+        may have children. Every job of the flow lives in this queue's Redis Cluster hash slot:
+        this queue, or queues on the same shared limiter (`QueueConfig(limiter=...)`).
+
+        Args:
+            name: the parent's job name.
+            data: the parent's JSON data.
+            children: at least one `Child`.
+            job_id: the parent's own id: adding a flow whose parent exists already writes
+                nothing and returns that job.
+            priority: the parent's priority once it is ready.
+            attempts: the parent's total attempts (default: the queue's).
+            cost: the parent's cost of the shared limiter (see `Queue.add`).
+
+        Returns:
+            The parent job (state `waiting-children`).
+
+        Raises:
+            InvalidJobError: a bad job of the tree, a bad `on_failure`, two jobs with one id, a
+                child id taken by an existing job (nothing written).
+            CrossSlotFlowError: a child's queue is not in this queue's hash slot.
+        """
+        if isinstance(children, Child) or not isinstance(children, Sequence) or not children:
+            raise InvalidJobError(f"children must be a non-empty list of Child, got {children!r}")
+        root = self._encode(name, data, job_id, 0.0, priority, attempts, cost)
+        nodes = [
+            FlowNodeArgs(
+                self.keys.base, self.name, root.job_id, root.name, root.envelope, 0,
+                root.priority, root.cost, -1, "",
+            )
+        ]  # fmt: skip
+        seen: set[tuple[str, str]] = set()
+        if job_id is not None:
+            seen.add((self.keys.base, job_id))
+        self._flatten(children, 0, nodes, seen)
+        created, ids = await self.scripts.add_flow(nodes)
+        if not created:
+            existing = await self.get_job(ids[0])
+            if existing is not None:
+                return existing
+        log.info("queue %s: flow %s added (%d job(s))", self.name, ids[0], len(nodes))
+        from ..job import Job  # job.py imports nothing of queues: no cycle, kept local anyway
+
+        state = JobState.WAITING_CHILDREN if created else JobState.WAITING
+        return Job(self, ids[0], decode_envelope(root.envelope), state=state)  # type: ignore[arg-type]
+
+    def _flatten(
+        self,
+        children: Sequence[Child],
+        parent: int,
+        nodes: list[FlowNodeArgs],
+        seen: set[tuple[str, str]],
+    ) -> None:
+        for child in children:
+            if not isinstance(child, Child):
+                raise InvalidJobError(f"a flow child must be a Child, got {child!r}")
+            if child.on_failure not in ON_FAILURE:
+                raise InvalidJobError(
+                    f"on_failure must be one of {sorted(ON_FAILURE)}, got {child.on_failure!r}"
+                )
+            kids = child.children
+            if isinstance(kids, Child) or not isinstance(kids, Sequence):
+                raise InvalidJobError(f"children must be a list of Child, got {kids!r}")
+            if kids and child.delay:
+                raise InvalidJobError(
+                    f"child {child.name!r}: a child with children cannot have a delay"
+                )
+            keys, encoder = self._child_queue(child)
+            new = encoder._encode(
+                child.name, child.data, child.job_id, child.delay, child.priority,
+                child.attempts, child.cost,
+            )  # fmt: skip
+            if child.job_id is not None:
+                if (keys.base, child.job_id) in seen:
+                    raise InvalidJobError(
+                        f"job id {child.job_id!r} appears twice in the flow on queue {keys.queue}"
+                    )
+                seen.add((keys.base, child.job_id))
+            if len(nodes) >= MAX_FLOW_JOBS:
+                raise InvalidJobError(f"a flow holds at most {MAX_FLOW_JOBS} jobs")
+            nodes.append(
+                FlowNodeArgs(
+                    keys.base, keys.queue, new.job_id, new.name, new.envelope, new.delay_ms,
+                    new.priority, new.cost, parent, child.on_failure,
+                )
+            )  # fmt: skip
+            if kids:
+                self._flatten(kids, len(nodes) - 1, nodes, seen)
+
+    def _child_queue(self, child: Child) -> tuple[QueueKeys, QueueFlowsMixin]:
+        """The child's queue keys, and the queue whose settings validate its job."""
+        target = child.queue
+        if isinstance(target, str):
+            validate_queue_name(target)
+            if target == self.name:
+                return self.keys, self
+            # a name: the queue of that name in this queue's slot (the same shared limiter)
+            return QueueKeys(self.prefix, target, self.keys.slot), self
+        keys = getattr(target, "keys", None)
+        if not isinstance(target, QueueFlowsMixin) or not isinstance(keys, QueueKeys):
+            raise ConfigError(f"a child's queue must be a Queue or a queue name, got {target!r}")
+        if keys.prefix != self.prefix:
+            raise ConfigError(
+                f"child queue {keys.queue!r} has prefix {keys.prefix!r}, the flow's queue "
+                f"{self.name!r} has {self.prefix!r}: a flow lives under one prefix"
+            )
+        if slot_tag(keys) != slot_tag(self.keys):
+            raise CrossSlotFlowError(
+                f"child queue {keys.queue!r} is in hash slot {{{slot_tag(keys)}}}, the flow's "
+                f"queue {self.name!r} in {{{slot_tag(self.keys)}}}: every queue of a flow must "
+                "share one slot (the same queue, or queues on one shared limiter)"
+            )
+        return keys, target

@@ -10,7 +10,8 @@ inside the block and returns without awaiting anything; `first-hangs` hangs on a
 run and completes on later runs. In `record` mode a job's data may also ask for
 `"rate_limit_once": seconds` (its first run raises a RATE_LIMIT RetryAfter), `"fail_while_down":
 true` (it raises a connection error while `<prefix>:test:down` exists) and `"usage": {...}`
-(settled on the queue's shared limiter). The queue config JSON may hold `"limiter": {"name",
+(settled on the queue's shared limiter); `"children": true` returns the flow children's results
+(`{"pid", "children"}`). The queue config JSON may hold `"limiter": {"name",
 "buckets": {name: [capacity, per]}, "breaker": {failures, window, cooldown, max_wait}}`. Prints
 "ready" once the worker runs. SIGUSR1 writes the
 stack of every task to the log (what a hung worker is waiting for).
@@ -130,6 +131,8 @@ async def main() -> None:
         if data.get("fail"):
             raise RuntimeError(f"asked to fail: {data['fail']}")
         await side.rpush(log_key, entry("end", job))
+        if data.get("children"):
+            return {"pid": pid, "children": await job.children_results()}
         return {"pid": pid}
 
     worker = Worker(queue, handler, concurrency=concurrency, shutdown_grace=grace)

@@ -52,14 +52,24 @@ async def test_table_shows_every_queue(busy):
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("QUEUE"))
-    for column in ("WAITING", "ACTIVE", "DELAYED", "COMPLETED", "FAILED", "PAUSED", "WORKERS"):
+    for column in (
+        "WAITING",
+        "ACTIVE",
+        "DELAYED",
+        "COMPLETED",
+        "FAILED",
+        "PAUSED",
+        "WAITING-CHILDREN",
+        "WORKERS",
+    ):
         assert column in header
     served = next(line for line in lines if line.startswith("served")).split()
     idle = next(line for line in lines if line.startswith("idle")).split()
-    # QUEUE STATE WAITING ACTIVE DELAYED COMPLETED FAILED PAUSED CONCURRENCY RATE... WORKERS
-    assert served[:9] == ["served", "running", "0", "0", "2", "1", "1", "0", "0/5"]
-    assert served[9].endswith("/50") and served[-1] == "1"
-    assert idle[:9] == ["idle", "paused", "0", "0", "0", "0", "0", "2", "0/-"]
+    # QUEUE STATE WAITING ACTIVE DELAYED COMPLETED FAILED PAUSED WAITING-CHILDREN CONCURRENCY
+    # RATE... WORKERS
+    assert served[:10] == ["served", "running", "0", "0", "2", "1", "1", "0", "0", "0/5"]
+    assert served[10].endswith("/50") and served[-1] == "1"
+    assert idle[:10] == ["idle", "paused", "0", "0", "0", "0", "0", "2", "0", "0/-"]
     assert idle[-1] == "0"
     assert "WORKER" in result.stdout  # the workers table
 

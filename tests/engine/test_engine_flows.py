@@ -6,10 +6,13 @@ atomic call whose effect is checked right after it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
+from engine_helpers import wait_for
 from test_engine_contracts import events, finish, recover_until, take
 
 from jobqueue import (
@@ -17,9 +20,12 @@ from jobqueue import (
     ChildFailure,
     CrossSlotFlowError,
     InvalidJobError,
+    Job,
     JobState,
     Limiter,
     Queue,
+    UnrecoverableError,
+    Worker,
 )
 from jobqueue.core.keys import QueueKeys
 
@@ -395,3 +401,55 @@ async def test_cancel_of_a_subtree_ends_it_for_the_parent_above(make_queue: Any)
     assert list(tokens) == ["o"]
     await finish(q, [ok("o", tokens["o"], 1)])
     assert await state(q, "r") == JobState.WAITING
+
+
+async def test_workers_run_a_flow_with_a_retried_child_and_every_policy(make_queue: Any) -> None:
+    fast = {"retry_delays": {"UNKNOWN": 0.01}, "drain_delay": 0.2, "attempts": 2}
+    top = make_queue("top", limiter=SLOT, **fast)
+    low = make_queue("low", limiter=SLOT, **fast)
+    runs: Counter[str] = Counter()
+
+    async def handler(job: Job) -> Any:
+        runs[job.id] += 1
+        if job.name == "flaky" and job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        if job.name == "broken":
+            raise UnrecoverableError("never works")
+        if job.name == "parent":
+            failures = await job.children_failures()
+            return {
+                "results": await job.children_results(),
+                "failures": {k: f.message for k, f in failures.items()},
+            }
+        return job.data
+
+    parent = await top.add_flow(
+        "parent",
+        job_id="p",
+        children=[
+            Child(queue=low, name="flaky", data=1, job_id="f"),
+            Child(queue=low, name="broken", job_id="b", on_failure="continue"),
+            Child(queue=low, name="broken", job_id="i", on_failure="ignore"),
+            Child(queue=top, name="fine", data=2, job_id="o"),
+        ],
+    )
+    workers = [Worker(q, handler, handle_signals=False, shutdown_grace=0.5) for q in (top, low)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+
+        async def done() -> bool:
+            return await top.get_job_state(parent.id) == JobState.COMPLETED
+
+        await wait_for(done, what="the parent to complete")
+    finally:
+        for w in workers:
+            await w.close()
+        await asyncio.gather(*tasks)
+    job = await top.get_job("p")
+    assert job is not None
+    assert job.result == {
+        "results": {"low:f": 1, "top:o": 2},
+        "failures": {"low:b": "UnrecoverableError: never works"},
+    }
+    # the retried child counted once; the parent ran once
+    assert (runs["f"], runs["p"]) == (2, 1)

@@ -54,13 +54,15 @@ local any_cancels = redis.call('HLEN', K.cancels) > 0
 local m = tonumber(A.m)
 local codes = {}
 local done_ok, done_failed = false, false
+-- the outcome's job is a flow child (its state hash links a parent): read with its token
+local in_flow = false
 
 local function fail_final(id, skey, made, etype, msg)
   redis.call('HSET', skey, 's', 'failed', 'em', msg, 'et', etype, 'tf', now, 'a', made)
   redis.call('ZADD', K.failed, now, id)
   emit(K.events, A.maxlen, 'ev', 'failed', 'id', id, 'a', made, 'et', etype, 'em', msg,
     'ts', now)
-  flow_child_ended(A.base, id, false, '', etype, msg, now)
+  if in_flow then flow_child_ended(A.base, id, false, '', etype, msg, now) end
   done_failed = true
 end
 
@@ -77,7 +79,8 @@ for i = 0, m - 1 do
   local id, token, kind, payload, etype, delay, limit = argv_group(i)
   delay, limit = tonumber(delay), tonumber(limit)
   local skey = state_key(A.base, id)
-  local st = redis.call('HMGET', skey, 'k', 'a', 'rl')
+  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb')
+  in_flow = st[4] ~= false
   -- fencing: only the holder of the current token may finish, and only an active job
   -- (ZREM runs only for the holder; its count says whether the job was still active)
   if st[1] ~= token or redis.call('ZREM', K.active, id) == 0 then
@@ -95,7 +98,7 @@ for i = 0, m - 1 do
       redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
       redis.call('ZADD', K.completed, now, id)
       emit(K.events, A.maxlen, 'ev', 'completed', 'id', id, 'a', made, 'ts', now)
-      flow_child_ended(A.base, id, true, payload, '', '', now)
+      if in_flow then flow_child_ended(A.base, id, true, payload, '', '', now) end
       done_ok = true
       codes[#codes + 1] = 1
     elseif kind == 'f' then

@@ -202,6 +202,8 @@ def format_job(job: Mapping[str, Any]) -> str:
         "error_message",
         "result",
         "data",
+        "parent",
+        "children_pending",
         "created_at",
         "started_at",
         "finished_at",

@@ -36,6 +36,7 @@ from .core.codec import text as _s
 from .core.connection import connect
 from .core.keys import QueueKeys, validate_queue_name
 from .core.redact import redact, redact_url
+from .core.states import JobState
 from .errors import JobQueueError
 from .job import Job
 from .limits.state import LimiterState
@@ -186,6 +187,7 @@ def _job_dict(job: Job, logs: list[str]) -> dict[str, Any]:
         "error_message": job.error_message,
         "result": job.result,
         "data": job.data,
+        "parent": job.parent,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
@@ -277,6 +279,8 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
         if job is None:
             raise CliError(f"job {args.job_id!r} not found in queue {queue.name!r}")
         data = _job_dict(job, await queue.get_job_logs(job.id))
+        if job.state == JobState.WAITING_CHILDREN:
+            data["children_pending"] = await job.pending_children()
         _emit(args, data, render.format_job(data))
     elif cmd == "failed":
         jobs = [_job_dict(j, []) for j in await queue.get_failed_jobs(args.limit)]

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from .config import QueueConfig
 from .core.codec import decode_envelope
 from .core.codec import text as _s
-from .core.keys import QueueKeys
+from .core.keys import QueueKeys, queue_of_base
 from .core.replies import CancelOutcome, JobRecord
 from .core.scripts import Scripts
 from .core.states import JobState
@@ -105,6 +105,7 @@ class Job:
         created_at, started_at, finished_at: UTC datetimes from the Redis clock.
         attempt: (in a handler) the number of the attempt running now, from 1.
         token: (in a handler) the fencing token of this attempt's lease.
+        parent: for a flow child, its parent as `"<queue>:<id>"`, else None.
     """
 
     __slots__ = (
@@ -121,6 +122,7 @@ class Job:
         "id",
         "max_attempts",
         "name",
+        "parent",
         "priority",
         "progress",
         "result",
@@ -161,6 +163,10 @@ class Job:
         self.error_type: str | None = _s(rs["et"]) if rs.get("et") is not None else None
         self.started_at = _ms_to_dt(rs.get("ts"))
         self.finished_at = _ms_to_dt(rs.get("tf"))
+        parent_base, parent_id = rs.get("pb"), rs.get("pi")
+        self.parent: str | None = None
+        if parent_base is not None and parent_id is not None:
+            self.parent = f"{queue_of_base(_s(parent_base))}:{_s(parent_id)}"
 
     @classmethod
     def from_record(cls, queue: JobQueue, job_id: str, record: JobRecord) -> Job:
@@ -263,6 +269,12 @@ class Job:
         """
         raw = await self._queue.redis.hgetall(self._queue.keys.children_results(self.id))
         return {_s(k): json.loads(v) for k, v in raw.items()}
+
+    async def pending_children(self) -> list[str]:
+        """The children this flow parent still waits for, as `"<queue>:<id>"` (empty once it
+        is released, failed or removed)."""
+        raw = await self._queue.redis.hkeys(self._queue.keys.dependencies(self.id))
+        return sorted(_s(k) for k in raw)
 
     async def children_failures(self) -> dict[str, ChildFailure]:
         """The children with `on_failure="continue"` that failed (or were cancelled or

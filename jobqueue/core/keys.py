@@ -18,6 +18,7 @@ __all__ = [
     "QueueKeys",
     "keys_from_key",
     "queue_from_key",
+    "queue_of_base",
     "queue_scan_patterns",
     "validate_prefix",
     "validate_queue_name",
@@ -87,6 +88,13 @@ def queue_from_key(prefix: str, key: str) -> str | None:
     """The queue name in a key matched by `queue_scan_patterns`, or None if it is not one."""
     keys = keys_from_key(prefix, key)
     return None if keys is None else keys.queue
+
+
+def queue_of_base(base: str) -> str:
+    """The queue name in a `QueueKeys.base` (`jq:{emails}:` or, in a shared slot,
+    `jq:{llm}emails:`), as flow children store their parent's."""
+    tag, _, rest = base[base.index("{") + 1 :].partition("}")
+    return rest.removesuffix(":") or tag
 
 
 @dataclass(frozen=True, slots=True)

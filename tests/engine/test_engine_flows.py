@@ -71,12 +71,16 @@ async def test_parent_waits_for_its_children_then_runs_with_their_results(
     added = [(e["id"], e["st"]) for e in await events(q) if e["ev"] == "added"]
     assert added == [("p", "waiting-children"), ("c1", "waiting"), ("c2", "waiting")]
 
+    assert await parent.pending_children() == ["flow:c1", "flow:c2"]
+    child = await q.get_job("c1")
+    assert child is not None and child.parent == "flow:p"
     tokens = await take_all(q)
     assert set(tokens) == {"c1", "c2"}  # the parent is not ready
     assert await finish(q, [ok("c1", tokens["c1"], 10)]) == [1]
     assert await state(q, "p") == JobState.WAITING_CHILDREN
     assert await finish(q, [ok("c2", tokens["c2"], 32)]) == [1]
     assert await state(q, "p") == JobState.WAITING
+    assert await parent.pending_children() == []
     assert (await q.get_job_counts())["waiting-children"] == 0
     assert [e["id"] for e in await events(q) if e["ev"] == "waiting"] == ["p"]
 
@@ -204,6 +208,8 @@ async def test_nested_children_and_a_tree_spanning_two_queues(make_queue: Any) -
     assert (await top.get_job_counts())["waiting-children"] == 1
     assert (await low.get_job_counts())["waiting-children"] == 1
     assert await state(low, "m") == JobState.WAITING_CHILDREN
+    leaf = await top.get_job("l1")
+    assert leaf is not None and leaf.parent == "low:m"
     low_tokens = await take_all(low)
     assert list(low_tokens) == ["s"]
     leaf_tokens = await take_all(top)

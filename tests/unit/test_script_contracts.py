@@ -139,3 +139,24 @@ def test_spec_packs_arguments_by_name() -> None:
 def test_malformed_headers_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_header("x", text)
+
+
+def test_lua_flow_key_names_match_queue_keys() -> None:
+    # a flow's scripts build other queues' keys from their base (same slot): as QueueKeys does
+    from jobqueue.core.keys import queue_of_base
+
+    runtime = lupa.LuaRuntime()
+    include = (LUA_DIR / "includes" / "keys.lua").read_text()
+    lua = runtime.execute(
+        include + "\nreturn {deps = deps_key, results = results_key, failures = failures_key,"
+        " queue = queue_keys}"
+    )
+    for keys in (QueueKeys("jq", "emails"), QueueKeys("a.b", "q-1", slot="llm.opus")):
+        assert lua["deps"](keys.base, "7") == keys.dependencies("7")
+        assert lua["results"](keys.base, "7") == keys.children_results("7")
+        assert lua["failures"](keys.base, "7") == keys.children_failures("7")
+        table = lua["queue"](keys.base)
+        for name in table.keys():
+            assert table[name] == getattr(keys, name), name
+        assert len(list(table.keys())) == 14
+        assert queue_of_base(keys.base) == keys.queue

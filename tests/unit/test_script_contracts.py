@@ -155,8 +155,8 @@ def test_lua_flow_key_names_match_queue_keys() -> None:
         assert lua["deps"](keys.base, "7") == keys.dependencies("7")
         assert lua["results"](keys.base, "7") == keys.children_results("7")
         assert lua["failures"](keys.base, "7") == keys.children_failures("7")
-        table = lua["queue"](keys.base)
-        for name in table.keys():
-            assert table[name] == getattr(keys, name), name
-        assert len(list(table.keys())) == 14
+        table = dict(lua["queue"](keys.base).items())
+        assert len(table) == 14
+        for name, key in table.items():
+            assert key == getattr(keys, name), name
         assert queue_of_base(keys.base) == keys.queue

@@ -107,7 +107,8 @@ class QueueOpsMixin:
             reason: recorded as the job's error message.
             children: also cancel every job under it that has not ended, on any queue of the
                 flow, in the same atomic step: parents are removed before their children's
-                ends could release them, so no parent of the tree runs afterwards.
+                ends could release them, so no parent of the tree runs afterwards. Without it,
+                a cancelled flow parent is removed alone and its children run on.
 
         Returns:
             For the job itself: "removed", "signalled", "finished" (it had already ended:

@@ -1,6 +1,7 @@
 """Flows end to end with real worker processes: a worker killed (SIGKILL) while the last child
-runs, and right as it finishes, runs no parent twice and loses nothing; a tree cancelled while
-its children run in two processes stops them and starts nothing more.
+runs, and right as it finishes, runs no parent twice and loses nothing; so does a wide flow over
+two queues and three processes, one killed; a tree cancelled while its children run in two
+processes stops them and starts nothing more.
 
 Nothing depends on the machine's speed: handlers wait on a gate the test opens, and every wait
 is on a state or a log line (deadlines only bound a hang)."""
@@ -175,3 +176,38 @@ async def test_cancel_of_a_tree_running_in_two_processes(
         counts = await q.get_job_counts()
         assert counts["waiting"] + counts["delayed"] + counts["active"] == 0, counts
         assert counts["waiting-children"] == 0
+
+
+async def test_a_wide_flow_over_three_processes_one_killed_fans_in_once(
+    redis_url: str,
+    prefix: str,
+    procs: list[WorkerProcess],
+    side: aioredis.Redis,
+    queues: tuple[Queue, Queue],
+) -> None:
+    top, low = queues
+    n = 60
+    await top.add_flow(
+        "parent",
+        {"children": True},
+        job_id="p",
+        children=[
+            Child(queue=(top, low)[i % 2], name="c", job_id=f"c{i}", data={"sleep": 0.05})
+            for i in range(n)
+        ],
+    )
+    victim = worker(redis_url, prefix, "low", concurrency=4)
+    procs.append(victim)
+
+    async def some_done() -> bool:
+        ends = [e for e in await read_log(side, prefix) if e["ev"] == "end"]
+        return len(ends) >= 3
+
+    await wait_for(some_done, what="the first worker to finish a few children")
+    victim.kill()  # with children running, or right as one finishes
+    procs += [worker(redis_url, prefix, "low"), worker(redis_url, prefix, "top")]
+    parent = await top.get_job("p")
+    assert parent is not None
+    result = await parent.wait_until_finished(timeout=HANG)
+    assert set(result["children"]) == {f"{('top', 'low')[i % 2]}:c{i}" for i in range(n)}
+    assert await count(side, prefix, "start", "p") == 1

@@ -168,6 +168,11 @@ class QueueFlowsMixin:
             validate_queue_name(target)
             if target == self.name:
                 return self.keys, self
+            if self.keys.slot is None:
+                raise CrossSlotFlowError(
+                    f"child queue {target!r}: the flow's queue {self.name!r} has no shared "
+                    "limiter, so no other queue shares its hash slot (a flow lives in one slot)"
+                )
             # a name: the queue of that name in this queue's slot (the same shared limiter)
             return QueueKeys(self.prefix, target, self.keys.slot), self
         keys = getattr(target, "keys", None)

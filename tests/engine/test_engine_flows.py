@@ -256,6 +256,8 @@ async def test_a_queue_of_another_slot_is_refused(make_queue: Any) -> None:
             await a.add_flow("p", job_id="p", children=[Child(queue=other, name="x")])
     with pytest.raises(CrossSlotFlowError):
         await on_slot.add_flow("p", children=[Child(queue=a, name="x")])
+    with pytest.raises(CrossSlotFlowError, match="no shared limiter"):
+        await a.add_flow("p", job_id="p", children=[Child(queue="b", name="x")])
     assert await a.get_job("p") is None
     assert (await b.get_job_counts())["waiting"] == 0
 

@@ -207,3 +207,87 @@ async def test_a_dropped_call_keeps_its_reservation(
     finally:
         await queue.obliterate(force=True)
         await queue.close()
+
+
+async def test_a_prompt_bigger_than_the_reservation_waits_for_the_buckets(
+    redis_url: str,
+    prefix: str,
+    fake_anthropic: FakeAnthropic,
+    client: AnthropicLLM,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 2,000 characters are ~572 tokens; the job reserved none, and the bucket is empty: the
+    # guard holds them and the call waits until they have flowed in (1,000 a second)
+    queue = Queue(
+        QueueConfig(
+            "hold-q",
+            limiter=Limiter("llm.hold", buckets={"input_tokens": Bucket(1000, per=1.0)}),
+            cost={"input_tokens": 0},
+        ),
+        redis=redis_url,
+        prefix=prefix,
+    )
+    try:
+        await queue.learn_limit("input_tokens", remaining=0)
+        caplog.set_level("INFO", logger="pipeline.limit_guard")
+        job = await _run_one(
+            queue,
+            client,
+            lambda llm: llm.complete(tier="format", system="s", prompt="p" * 2000),
+        )
+        assert await queue.get_job_state(job.id) == JobState.COMPLETED
+        assert any("waits" in r.getMessage() for r in caplog.records)
+        assert len(fake_anthropic.requests) == 1
+    finally:
+        await queue.obliterate(force=True)
+        await queue.close()
+
+
+async def test_a_prompt_that_can_never_fit_is_not_sent(
+    redis_url: str, prefix: str, fake_anthropic: FakeAnthropic, client: AnthropicLLM
+) -> None:
+    queue = Queue(
+        QueueConfig(
+            "never-q",
+            limiter=Limiter("llm.never", buckets={"input_tokens": Bucket(100, per=60.0)}),
+            cost={"input_tokens": 10},
+        ),
+        redis=redis_url,
+        prefix=prefix,
+    )
+    try:
+        job = await _run_one(
+            queue,
+            client,
+            lambda llm: llm.complete(tier="format", system="s", prompt="p" * 2000),
+        )
+        assert await queue.get_job_state(job.id) == JobState.FAILED
+        failed = await queue.get_job(job.id)
+        assert failed is not None and failed.error_type == "VALIDATION_ERROR"
+        assert "can never fit" in (failed.error_message or "")
+        assert fake_anthropic.requests == []  # nothing was sent
+    finally:
+        await queue.obliterate(force=True)
+        await queue.close()
+
+
+def test_expected_input_leaves_out_a_prefix_cached_recently() -> None:
+    from pipeline.ai.base import PromptBlock
+    from pipeline.ai.guard import LLMCall
+    from pipeline.limit_guard import _prefixes, expected_input
+
+    call = LLMCall(
+        kind="complete",
+        tier="analysis",
+        model="claude-opus-5-5",
+        system=PromptBlock("s" * 350, cache="1h"),
+        context=(PromptBlock("r" * 3500, cache="5m"),),
+        prompt="p" * 70,
+        max_tokens=100,
+    )
+    assert expected_input(call, {}, now=0.0) == 100 + 1000 + 20  # nothing cached: all of it
+    [(system_key, system_tokens, ttl_1h), (research_key, tokens, ttl_5m)] = _prefixes(call)
+    assert (system_tokens, tokens, ttl_1h, ttl_5m) == (100, 1100, 3600.0, 300.0)
+    assert expected_input(call, {research_key: 10.0}, now=5.0) == 20  # read from the cache
+    assert expected_input(call, {system_key: 10.0}, now=5.0) == 1000 + 20
+    assert expected_input(call, {research_key: 10.0}, now=11.0) == 1120  # expired

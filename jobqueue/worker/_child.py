@@ -170,7 +170,9 @@ class _Runner:
         found = self.handlers.get(ref)
         if found is None:
             obj = resolve_ref(ref)
-            found = self.handlers[ref] = obj.handler if isinstance(obj, Task) else cast(Callable[..., Any], obj)
+            found = self.handlers[ref] = (
+                obj.handler if isinstance(obj, Task) else cast(Callable[..., Any], obj)
+            )
         return found
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -256,7 +258,7 @@ def _die_with_parent() -> None:
             import ctypes
 
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except Exception:  # noqa: S110 - best effort: EOF on stdin is the portable signal
+        except Exception:
             pass
 
 

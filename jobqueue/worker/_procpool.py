@@ -58,7 +58,8 @@ class _Child:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.tasks = 0
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         self.stdin: asyncio.StreamWriter = proc.stdin
         self.stdout: asyncio.StreamReader = proc.stdout
 
@@ -145,7 +146,9 @@ class ProcessPool:
             raise
         if kind != wire.READY:
             self._drop(child)
-            raise HandlerCrashedError(f"the handler's process (pid {child.pid}) did not start: {body[:200]!r}")
+            raise HandlerCrashedError(
+                f"the handler's process (pid {child.pid}) did not start: {body[:200]!r}"
+            )
         log.debug("isolated child %d started", child.pid)
         return child
 
@@ -184,7 +187,9 @@ class ProcessPool:
                     raise
                 except Exception as exc:
                     if cm.expired():
-                        raise TimeoutError(f"job timed out after {timeout:g}s (its process was killed)") from exc
+                        raise TimeoutError(
+                            f"job timed out after {timeout:g}s (its process was killed)"
+                        ) from exc
                     raise
             clean = True
             return value

@@ -23,7 +23,18 @@ import os
 import struct
 from typing import Any, Final
 
-__all__ = ["ANSWER", "ERROR", "HELLO", "JOB", "READY", "REQUEST", "RESULT", "frame", "read_frame", "write_all"]
+__all__ = [
+    "ANSWER",
+    "ERROR",
+    "HELLO",
+    "JOB",
+    "READY",
+    "REQUEST",
+    "RESULT",
+    "frame",
+    "read_frame",
+    "write_all",
+]
 
 HELLO: Final = b"H"
 JOB: Final = b"J"

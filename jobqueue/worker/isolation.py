@@ -195,7 +195,9 @@ class HandlerRef:
         return cls(str(value["module"]), str(value["qualname"]), value.get("file"))
 
 
-def handler_ref(fn: object, *, what: str = "handler", task: Task[Any, Any, Any] | None = None) -> HandlerRef:
+def handler_ref(
+    fn: object, *, what: str = "handler", task: Task[Any, Any, Any] | None = None
+) -> HandlerRef:
     """The reference by which a child process imports `fn`, checked here: it must resolve,
     in this process, to `fn` itself (or to `task`, for a task's handler).
 
@@ -222,7 +224,7 @@ def handler_ref(fn: object, *, what: str = "handler", task: Task[Any, Any, Any] 
         file = os.path.abspath(file)
     ref = HandlerRef(module, qualname, file)
     try:
-        found = _lookup(sys.modules[module] if module in sys.modules else None, module, qualname)
+        found = _lookup(sys.modules.get(module), module, qualname)
     except Exception as exc:
         raise ConfigError(f"{hint} ({ref} does not resolve: {exc})") from None
     if found is not target:

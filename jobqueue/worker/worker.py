@@ -28,9 +28,9 @@ from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
+from ._procpool import IsolatedRunner
 from .cancels import cancel_listener
 from .execute import HandlerRunner
-from ._procpool import IsolatedRunner
 from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation

@@ -185,7 +185,7 @@ async def test_a_hang_past_the_timeout_is_killed(running: Running) -> None:
 
 
 async def test_cancel_kills_the_running_child(running: Running) -> None:
-    q, w = await running(attempts=3)
+    q, _ = await running(attempts=3)
     hung = await q.add("x", {"do": "hang"})
     pid = await hanging(q, hung.id)
     assert await q.cancel(hung.id, "no longer needed") == "signalled"

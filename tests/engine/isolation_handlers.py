@@ -9,7 +9,7 @@ import signal
 import time
 from typing import Any
 
-from jobqueue import Job, RetryAfter, UnrecoverableError, get_current_job
+from jobqueue import Job, Queue, QueueConfig, RetryAfter, UnrecoverableError, get_current_job
 
 INIT_MARK = "JQ_ISOLATION_INIT"
 
@@ -30,7 +30,9 @@ async def work(job: Job) -> Any:
         os._exit(3)
     if do == "kill_self":
         os.kill(os.getpid(), signal.SIGSEGV)
-    if do == "hang":
+    if do == "hang_once" and await job.get_logs():
+        return {"pid": os.getpid(), "attempt": job.attempt, "logs": await job.get_logs()}
+    if do in ("hang", "hang_once"):
         await job.log(f"hanging in {os.getpid()}")
         while True:  # ignores cancellation: only a kill ends it
             time.sleep(0.05)
@@ -60,3 +62,20 @@ def cpu(job: Job) -> Any:
 def init() -> None:
     """An initializer: marks the child's environment."""
     os.environ[INIT_MARK] = f"ready:{os.getpid()}"
+
+
+# a module-level queue whose tasks a worker of another queue runs isolated (nothing here
+# connects: a Queue opens its connection on first use)
+tasks_queue = Queue(QueueConfig("isotasks"), redis="redis://127.0.0.1:1/0")
+
+
+@tasks_queue.task
+def square(x: int) -> dict[str, int]:
+    """A sync task."""
+    return {"square": x * x, "pid": os.getpid()}
+
+
+@tasks_queue.task(name="greet")
+async def greet(name: str, *, punct: str = "!") -> str:
+    """An async task."""
+    return f"hello {name}{punct}"

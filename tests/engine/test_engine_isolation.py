@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
-from collections.abc import AsyncIterator
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import isolation_handlers as h
 import pytest
-from engine_helpers import HANG, wait_for
+from engine_helpers import HANG, ROOT, wait_for
 
 from jobqueue import (
     ConfigError,
@@ -137,6 +143,15 @@ async def test_json_round_trip_and_progress_from_the_child(running: Running) -> 
     assert done.state == JobState.COMPLETED and done.progress == 100
     assert done.result["lines"] == 1 and done.result["logs"] == ["half way"]
     assert seen == [40, 100]  # the worker's on_progress hook saw the child's progress
+
+
+async def test_tasks_run_isolated(running: Running) -> None:
+    q, _ = await running(h.tasks_queue.tasks)
+    square = await q.add(h.square.name, h.square.call_data([7]))
+    greet = await q.add("greet", h.greet.call_data(["ada"], {"punct": "?"}))
+    done = await finished(q, square.id)
+    assert done.result["square"] == 49 and done.result["pid"] != os.getpid()
+    assert (await finished(q, greet.id)).result == "hello ada?"
 
 
 async def test_a_segfault_fails_the_attempt_and_the_job_is_retried(running: Running) -> None:
@@ -275,3 +290,105 @@ def test_handlers_a_child_cannot_import_are_refused(redis_url: str, prefix: str)
     with pytest.raises(ConfigError, match="initializer"):
         ProcessIsolation(initializer=lambda: None)
     Worker(q, {"a": h.work, "b": h.cpu}, isolation="process")  # importable: accepted
+
+
+# -- end to end: worker processes ------------------------------------------------------------
+
+
+class IsolatedWorkerProcess:
+    """`isolated_worker_proc.py` in a process of its own; its log goes to a file."""
+
+    def __init__(self, url: str, prefix: str, config: dict[str, Any], grace: float) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="jq-iso-", suffix=".log", delete=False)  # noqa: SIM115 - kept open for the process
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        script = Path(__file__).parent / "isolated_worker_proc.py"
+        args = [sys.executable, str(script), url, prefix, json.dumps(config), str(grace)]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=str(ROOT)
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        assert "ready" in line, Path(self.log.name).read_text()
+
+    async def exited(self) -> int:
+        async def ended() -> bool:
+            return self.proc.poll() is not None
+
+        await wait_for(ended, what="the worker process to exit")
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(HANG)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[IsolatedWorkerProcess]]:
+    started: list[IsolatedWorkerProcess] = []
+    yield started
+    for p in started:
+        p.close()
+
+
+async def test_kill_9_of_the_worker_takes_its_child_along_and_the_job_runs_elsewhere(
+    redis_url: str, prefix: str, procs: list[IsolatedWorkerProcess], running: Running
+) -> None:
+    # the victim runs no stall check while it lives (its first takes the stall lock for an
+    # hour): nobody takes its job before the kill
+    victim_cfg = {"name": "isok9", "lease": 0.5, "stall_interval": 3600, "drain_delay": 0.3}
+    victim = IsolatedWorkerProcess(redis_url, prefix, victim_cfg, grace=5)
+    procs.append(victim)
+    q = Queue(QueueConfig("isok9"), redis=redis_url, prefix=prefix)
+    try:
+        job = await q.add("x", {"do": "hang_once"})
+        child = await hanging(q, job.id)
+        assert child != victim.proc.pid
+
+        async def stall_locked() -> bool:
+            return bool(await q.redis.exists(q.keys.stall_lock))
+
+        await wait_for(stall_locked, what="the victim's stall check")
+        victim.proc.kill()
+        await victim.exited()
+        await gone(child)  # no orphan: the child dies with its worker
+        await q.redis.delete(q.keys.stall_lock)  # the dead victim's lock
+        rescue = Queue(
+            QueueConfig("isok9", stall_interval=0.1, drain_delay=0.3),
+            redis=redis_url,
+            prefix=prefix,
+        )
+        running.queues.append(rescue)
+        w = Worker(rescue, h.work, handle_signals=False, isolation="process")
+        running.workers.append((w, asyncio.create_task(w.run())))
+        done = await finished(q, job.id)
+        assert done.state == JobState.COMPLETED and done.attempts_made == 1
+        assert done.result["logs"] == [f"hanging in {child}"]
+        assert done.result["pid"] not in (child, victim.proc.pid, os.getpid())
+    finally:
+        await q.close()
+
+
+async def test_sigterm_stops_the_worker_and_its_children(
+    redis_url: str, prefix: str, procs: list[IsolatedWorkerProcess]
+) -> None:
+    worker = IsolatedWorkerProcess(redis_url, prefix, {"name": "isoterm"}, grace=0.3)
+    procs.append(worker)
+    q = Queue(QueueConfig("isoterm"), redis=redis_url, prefix=prefix)
+    try:
+        idle = await finished(q, (await q.add("x", {"do": "pid"})).id)
+        hung = await q.add("x", {"do": "hang"})
+        busy = await hanging(q, hung.id)
+        worker.proc.send_signal(signal.SIGTERM)
+        assert await worker.exited() == 0
+        # the hung job's child was killed past the grace, the job handed back
+        await gone(busy)
+        assert await q.get_job_state(hung.id) == JobState.WAITING
+        assert idle.result["pid"] == busy  # the same child ran both jobs
+    finally:
+        await q.close()

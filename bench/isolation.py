@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from jobqueue import Job, JobState, Queue, QueueConfig, Worker
 
@@ -22,12 +22,13 @@ async def echo(job: Job) -> Any:
     return job.data
 
 
-async def _drain(url: str, n: int, isolation: str | None) -> tuple[float, float]:
+async def _drain(url: str, n: int, isolation: Literal["process"] | None) -> tuple[float, float]:
     prefix = f"bench-iso-{uuid.uuid4().hex[:8]}"
-    q = Queue(QueueConfig("iso", drain_delay=0.2, keep_completed=(None, None)), redis=url, prefix=prefix)
+    config = QueueConfig("iso", drain_delay=0.2, keep_completed=(None, None))
+    q = Queue(config, redis=url, prefix=prefix)
     try:
         first = await q.add("x", {"i": -1})
-        w = Worker(q, echo, concurrency=2, handle_signals=False, isolation=isolation)  # type: ignore[arg-type]
+        w = Worker(q, echo, concurrency=2, handle_signals=False, isolation=isolation)
         task = asyncio.create_task(w.run())
         t0 = time.perf_counter()
         await first.wait_until_finished(timeout=120)
@@ -54,7 +55,8 @@ async def main() -> None:
     parser.add_argument("url", nargs="?", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--jobs", type=int, default=500)
     args = parser.parse_args()
-    for mode in (None, "process"):
+    modes: tuple[Literal["process"] | None, ...] = (None, "process")
+    for mode in modes:
         rate, startup = await _drain(args.url, args.jobs, mode)
         print(
             f"isolation={mode or 'none':8s} {args.jobs} jobs, concurrency 2: {rate:8.0f} jobs/s "

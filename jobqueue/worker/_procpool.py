@@ -86,9 +86,9 @@ class _Child:
         except TimeoutError:
             self.kill()
             code = None
-        return HandlerCrashedError(
-            f"the handler's process (pid {self.pid}) {_exit_text(code)} {what}", exit_code=code
-        )
+        message = f"the handler's process (pid {self.pid}) {_exit_text(code)} {what}"
+        log.warning("%s", message)  # a crash is news even when the retry succeeds
+        return HandlerCrashedError(message, exit_code=code)
 
 
 class ProcessPool:
@@ -141,6 +141,12 @@ class ProcessPool:
             error = await child.died("while it started (see its stderr)")
             self._drop(child)
             raise error from None
+        except TimeoutError:
+            self._drop(child)
+            raise HandlerCrashedError(
+                f"the handler's process (pid {child.pid}) did not start within "
+                f"{self.options.start_timeout:g}s"
+            ) from None
         except BaseException:
             self._drop(child)
             raise
@@ -173,7 +179,12 @@ class ProcessPool:
             HandlerCrashedError: the child died before it answered.
             TimeoutError: `timeout` passed (the child is killed).
         """
-        child = self._idle.pop() if self._idle else await self._spawn()
+        child = self._idle.pop() if self._idle else None
+        while child is not None and not child.alive:  # died idle (the OOM killer...)
+            self._drop(child)
+            child = self._idle.pop() if self._idle else None
+        if child is None:
+            child = await self._spawn()
         clean = False
         try:
             if timeout is None:

@@ -227,7 +227,7 @@ def handler_ref(
         found = _lookup(sys.modules.get(module), module, qualname)
     except Exception as exc:
         raise ConfigError(f"{hint} ({ref} does not resolve: {exc})") from None
-    if found is not target:
+    if found is not target and found != target:  # a classmethod is a new object per lookup
         raise ConfigError(f"{hint} ({ref} names {found!r}, another object)")
     return ref
 

@@ -179,6 +179,17 @@ async def test_a_handler_that_always_crashes_fails_for_good(running: Running) ->
     assert not w._stopping
 
 
+async def test_a_child_that_died_idle_is_replaced_before_the_next_job(running: Running) -> None:
+    q, w = await running(attempts=1)
+    first = await finished(q, (await q.add("x", {"do": "pid"})).id)
+    child = first.result["pid"]
+    os.kill(child, signal.SIGKILL)  # as the OOM killer would, between two jobs
+    await gone(child)
+    second = await finished(q, (await q.add("x", {"do": "pid"})).id)
+    assert second.state == JobState.COMPLETED and second.result["pid"] != child
+    assert w.failed == 0
+
+
 async def test_os_exit_fails_the_attempt(running: Running) -> None:
     q, _ = await running(attempts=2)
     done = await finished(q, (await q.add("x", {"do": "exit_once"})).id)

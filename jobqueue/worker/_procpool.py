@@ -17,7 +17,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import QueueConfig
@@ -25,6 +26,7 @@ from ..errors import InvalidJobError
 from ..job import Job
 from ..tasks import TaskRegistry
 from . import _procwire as wire
+from .execute import HandlerRunner
 from .isolation import (
     HandlerCrashedError,
     HandlerRef,
@@ -34,7 +36,7 @@ from .isolation import (
     remote_error,
 )
 
-__all__ = ["IsolatedRunner", "ProcessPool"]
+__all__ = ["IsolatedRunner", "ProcessPool", "make_runner"]
 
 log = logging.getLogger("jobqueue.worker")
 
@@ -341,3 +343,20 @@ class IsolatedRunner:
     async def aclose(self) -> None:
         """Stop the child processes."""
         await self.pool.aclose()
+
+
+def make_runner(
+    handler: Any,
+    config: QueueConfig,
+    executor: Callable[[], ThreadPoolExecutor],
+    isolation: object,
+) -> HandlerRunner | IsolatedRunner:
+    """A worker's runner: in its own process (`isolation` None), or in child processes.
+
+    Raises:
+        ConfigError: `isolation` is not acceptable, or a handler cannot be imported by name.
+    """
+    options = ProcessIsolation.of(isolation)
+    if options is None:
+        return HandlerRunner(handler, config, executor)
+    return IsolatedRunner(handler, config, options)

@@ -28,9 +28,8 @@ from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
-from ._procpool import IsolatedRunner
+from ._procpool import make_runner
 from .cancels import cancel_listener
-from .execute import HandlerRunner
 from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
@@ -128,12 +127,7 @@ class Worker:
         self._on_progress = self._hooks.progress_callback()
         self._outcome_hooks = self.hooks.any_outcome
         self._executor: ThreadPoolExecutor | None = None
-        options = ProcessIsolation.of(isolation)
-        self._runner: HandlerRunner | IsolatedRunner = (
-            HandlerRunner(handler, self.config, self._executor_for)
-            if options is None
-            else IsolatedRunner(handler, self.config, options)
-        )
+        self._runner = make_runner(handler, self.config, self._executor_for, isolation)
         self._direct = self._runner.direct
         self._max_payload = self.config.max_payload
         self._outcomes: list[Outcome] = []

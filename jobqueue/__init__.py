@@ -51,7 +51,13 @@ from .retry import (
     with_retry,
 )
 from .tasks import Task, TaskRegistry
-from .worker import Worker, WorkerHooks
+from .worker import (
+    HandlerCrashedError,
+    IsolatedHandlerError,
+    ProcessIsolation,
+    Worker,
+    WorkerHooks,
+)
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
@@ -67,7 +73,9 @@ __all__ = [
     "ErrorTypeInfo",
     "ErrorVerdict",
     "Event",
+    "HandlerCrashedError",
     "InvalidJobError",
+    "IsolatedHandlerError",
     "Job",
     "JobFailedError",
     "JobNotFoundError",
@@ -77,6 +85,7 @@ __all__ = [
     "Limiter",
     "LimiterState",
     "PayloadTooLargeError",
+    "ProcessIsolation",
     "Queue",
     "QueueConfig",
     "QueueEvents",

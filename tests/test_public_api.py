@@ -45,6 +45,8 @@ def test_engine_contract_names() -> None:
         "ErrorVerdict",
         "retry_after_seconds",
         "redact",
+        "ProcessIsolation",
+        "HandlerCrashedError",
     ):
         assert name in jobqueue.__all__
 

@@ -53,7 +53,13 @@ from .retry import (
     with_retry,
 )
 from .tasks import Task, TaskRegistry
-from .worker import Worker, WorkerHooks
+from .worker import (
+    HandlerCrashedError,
+    IsolatedHandlerError,
+    ProcessIsolation,
+    Worker,
+    WorkerHooks,
+)
 from .worker.outcomes import is_final_failure
 from .workerinfo import WorkerInfo
 
@@ -72,7 +78,9 @@ __all__ = [
     "ErrorTypeInfo",
     "ErrorVerdict",
     "Event",
+    "HandlerCrashedError",
     "InvalidJobError",
+    "IsolatedHandlerError",
     "Job",
     "JobFailedError",
     "JobNotFoundError",
@@ -82,6 +90,7 @@ __all__ = [
     "Limiter",
     "LimiterState",
     "PayloadTooLargeError",
+    "ProcessIsolation",
     "Queue",
     "QueueConfig",
     "QueueEvents",

@@ -2,10 +2,12 @@
 
     python -m jobqueue worker myapp.tasks [--queues a,b] [--concurrency N]
                                           [--shutdown-grace SECONDS] [--log-level LEVEL]
+                                          [--isolation process [--max-tasks-per-child N]]
 
 Imports MODULE (the current directory is on the import path), finds its queues (module
 attributes that are `Queue`s, and the queues of its `Task`s) and runs one `Worker` per queue
-that has tasks, each with `queue.tasks` as its handlers. The module decides where its queues
+that has tasks, each with `queue.tasks` as its handlers (run in child processes with
+`--isolation process`, see `jobqueue.worker.isolation`). The module decides where its queues
 live (for example from `REDIS_URL`), as it does for the producers that import it. SIGTERM or
 SIGINT stops taking jobs and lets running ones finish within the grace period; a second signal
 hands them back to their queues at once.
@@ -30,9 +32,10 @@ from types import ModuleType
 
 from .core.connection import describe_client
 from .core.redact import redact
+from .errors import ConfigError
 from .queue import Queue
 from .tasks import Task
-from .worker import Worker
+from .worker import ProcessIsolation, Worker
 
 __all__ = ["find_queues", "main"]
 
@@ -89,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         help="time running jobs get to finish after the first signal (default 25)",
     )
     p.add_argument(
+        "--isolation",
+        choices=["process"],
+        help="run each job in a child process of a pool (a crash fails the job, not the worker)",
+    )
+    p.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        metavar="N",
+        help="with --isolation process: jobs a child runs before a fresh one replaces it",
+    )
+    p.add_argument(
         "--log-level",
         type=str.upper,
         default="INFO",
@@ -126,9 +140,18 @@ def _select(module: ModuleType, names: str | None) -> list[Queue]:
     return [by_name[n] for n in dict.fromkeys(wanted)]
 
 
-async def _serve(queues: list[Queue], *, concurrency: int, grace: float) -> int:
+async def _serve(
+    queues: list[Queue], *, concurrency: int, grace: float, isolation: ProcessIsolation | None
+) -> int:
     workers = [
-        Worker(q, q.tasks, concurrency=concurrency, shutdown_grace=grace, handle_signals=False)
+        Worker(
+            q,
+            q.tasks,
+            concurrency=concurrency,
+            shutdown_grace=grace,
+            handle_signals=False,
+            isolation=isolation,
+        )
         for q in queues
     ]
     loop = asyncio.get_running_loop()
@@ -190,10 +213,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        isolation = _isolation(args.isolation, args.max_tasks_per_child)
         queues = _select(_import(args.module), args.queues)
-    except _UsageError as exc:
+        for q in queues if isolation is not None else ():
+            # checked here: a task a child could not import by name is a usage error
+            Worker(q, q.tasks, handle_signals=False, isolation=isolation)
+    except (_UsageError, ConfigError) as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     for q in queues:
         log.info("queue %s: tasks %s", q.name, ", ".join(sorted(q.tasks)))
-    return asyncio.run(_serve(queues, concurrency=args.concurrency, grace=args.shutdown_grace))
+    return asyncio.run(
+        _serve(queues, concurrency=args.concurrency, grace=args.shutdown_grace, isolation=isolation)
+    )
+
+
+def _isolation(mode: str | None, max_tasks: int | None) -> ProcessIsolation | None:
+    if mode is None:
+        if max_tasks is not None:
+            raise _UsageError("--max-tasks-per-child needs --isolation process")
+        return None
+    try:
+        return ProcessIsolation(max_tasks_per_child=max_tasks)
+    except ConfigError as exc:
+        raise _UsageError(
+            str(exc).replace("max_tasks_per_child", "--max-tasks-per-child")
+        ) from None

@@ -51,6 +51,7 @@ class ErrorType(StrEnum):
     UNKNOWN = "UNKNOWN"
     CANCELLED = "CANCELLED"
     STALLED = "STALLED"
+    CRASHED = "CRASHED"
 
 
 class JobQueueError(Exception):

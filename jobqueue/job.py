@@ -17,7 +17,7 @@ from .core.keys import QueueKeys, queue_of_base
 from .core.replies import CancelOutcome, JobRecord
 from .core.scripts import Scripts
 from .core.states import JobState
-from .errors import InvalidJobError, LeaseLostError
+from .errors import ErrorType, InvalidJobError, LeaseLostError, UnrecoverableError
 from .events import DEFAULT_BLOCK, wait_for_job
 from .flows.types import ChildFailure
 
@@ -227,6 +227,42 @@ class Job:
         await self._queue.scripts.settle(
             self.id, self.token, encoded, buckets=config.limiter.encode_buckets()
         )
+
+    async def reserve(self, cost: Mapping[str, float]) -> float:
+        """Hold more of the queue's shared limiter for this attempt's next call, once its size
+        is known (e.g. from its prompt, beyond what the job's cost reserved at start). The
+        amount is spent at once, even into debt, so other jobs wait behind it; the next
+        `settle` gives it back and charges the real usage.
+
+        Args:
+            cost: bucket name -> amount, e.g. `{"requests": 1, "input_tokens": 5200}`.
+
+        Returns:
+            Seconds until the buckets could pay it: wait that long before the call to stay
+            within the limits (0: at once).
+
+        Raises:
+            ConfigError: the queue has no shared limiter, or a bucket it does not have.
+            UnrecoverableError: a bucket's capacity is below the amount: the call can never
+                fit (error type VALIDATION_ERROR; nothing held).
+            LeaseLostError: this worker no longer holds the job (nothing written).
+        """
+        config = self._queue.config
+        encoded = config.check_cost(cost, what="reservation")
+        if self.token is None:
+            raise LeaseLostError(f"job {self.id} is not running in this process")
+        assert config.limiter is not None  # check_cost refused a queue without one
+        wait, bucket, capacity = await self._queue.scripts.reserve(
+            self.id, self.token, encoded, buckets=config.limiter.encode_buckets()
+        )
+        if bucket is not None:
+            raise UnrecoverableError(
+                f"job {self.id} needs {dict(cost).get(bucket)} {bucket} for one call, more than "
+                f"limiter {config.limiter.name!r} allows ({capacity:g} per "
+                f"{config.limiter.buckets[bucket].per:g}s): it can never fit",
+                error_type=ErrorType.VALIDATION_ERROR,
+            )
+        return wait
 
     async def get_state(self) -> JobState | None:
         """The job's current state, read from Redis (None once it was removed)."""

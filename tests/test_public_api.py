@@ -48,6 +48,8 @@ def test_engine_contract_names() -> None:
         "Child",
         "ChildFailure",
         "CrossSlotFlowError",
+        "ProcessIsolation",
+        "HandlerCrashedError",
     ):
         assert name in jobqueue.__all__
 

@@ -11,6 +11,8 @@ Definitions:
   last window is left out), input tokens charged / ITPM and output tokens / OTPM; the cell is
   the mean over those windows. The headline takes, per model, the mean of each window's
   larger share (the binding bucket), and shows the busiest model: the one the run is bound by.
+  Windows of an outage (any model answered 529 or dropped a connection in them) are left out
+  too: the provider allowed nothing then, so no client could use its limits.
 - **429s after the first window**: 429 answers in windows 1.. over every call to
   `POST /v1/messages` (a fast first window is expected from any client that starts cold).
 """
@@ -89,9 +91,13 @@ def model_shares(stats: Stats) -> dict[str, dict[str, float | int]]:
         models with no measured window are left out.
     """
     out: dict[str, dict[str, float | int]] = {}
+    outage = {
+        w.index for m in stats.models.values() for w in m.windows if w.overloaded or w.dropped
+    }
     for name, model in sorted(stats.models.items()):
-        # full windows after the first; a window with no request counts as unused
-        measured = range(1, stats.full_windows)
+        # full windows after the first, outside the outage; a window with no request counts
+        # as unused
+        measured = [i for i in range(1, stats.full_windows) if i not in outage]
         if not measured:
             continue
         lim = model.limits

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import JobQueueError
 from ._runner import FASTCONN_ENV, ScriptSpec, fastconn_enabled, spec
 from .codec import text
 from .replies import (
@@ -236,6 +237,31 @@ class Scripts(OperationScripts, FlowScripts):
             self.SETTLE, base=self.keys.base, id=job_id, token=token, usage=usage, buckets=buckets
         )
         raise_for_code(int(code), f"job {job_id}: usage not settled")
+
+    RESERVE = spec("reserve", keys="active shared_limiter", argv="base id token cost buckets")
+
+    async def reserve(
+        self, job_id: str, token: str, cost: str, *, buckets: str
+    ) -> tuple[float, str | None, float | None]:
+        """Hold `cost` (`bucket=n,...`) more of the shared limiter for a running job, given
+        back at its next settle.
+
+        Returns:
+            (seconds until the buckets could pay it, None, None) once held; (0, bucket,
+            capacity) when a bucket's capacity is below the amount (nothing held).
+
+        Raises:
+            LeaseLostError: the token no longer holds the job (nothing written).
+        """
+        reply = await self._call(
+            self.RESERVE, base=self.keys.base, id=job_id, token=token, cost=cost, buckets=buckets
+        )
+        if not isinstance(reply, list):
+            raise_for_code(int(reply), f"job {job_id}: nothing reserved")
+            raise JobQueueError(f"reserve of job {job_id} answered {reply!r}")
+        if int(reply[0]) == 0:
+            return 0.0, text(reply[1]), float(text(reply[2]))
+        return int(reply[1]) / 1000.0, None, None
 
     LEARN = spec("learn", keys="shared_limiter", argv="bucket limit remaining buckets")
 

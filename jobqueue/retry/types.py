@@ -11,6 +11,7 @@ everywhere; a built-in is returned as its `ErrorType` member (also a `str`).
     NETWORK_ERROR      10 s               yes
     UNKNOWN            5 s (`backoff`)    yes
     STALLED            as UNKNOWN         yes (set by the stall check, never by classification)
+    CRASHED            as UNKNOWN         yes (an isolated handler's process died: a segfault...)
     API_ERROR, VALIDATION_ERROR, CANCELLED    no
 """
 
@@ -69,6 +70,7 @@ _BUILTINS: Final[Mapping[str, ErrorTypeInfo]] = MappingProxyType(
             ErrorTypeInfo(_E.UNKNOWN, 5.0, True, True),
             ErrorTypeInfo(_E.CANCELLED, None, False, True),
             ErrorTypeInfo(_E.STALLED, None, True, True),
+            ErrorTypeInfo(_E.CRASHED, None, True, True),
         )
     }
 )

@@ -75,6 +75,10 @@ class HandlerRunner:
         """The handler to await as it is, when there is one async handler and no timeout."""
         return self._single if self._single_async and self._timeout is None else None
 
+    async def aclose(self) -> None:
+        """Nothing to stop: the worker owns the thread pool (an `IsolatedRunner` stops its
+        child processes here)."""
+
     async def run(self, job: Job) -> Any:
         """Run the job's handler (the caller sets the current job); return its result.
 

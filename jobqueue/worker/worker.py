@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..core.backoff import exponential_delay
 from ..core.codec import decode_envelope, dumps
@@ -28,10 +28,11 @@ from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
+from ._procpool import make_runner
 from .cancels import cancel_listener
-from .execute import HandlerRunner
 from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
+from .isolation import ProcessIsolation
 from .leases import renew_loop, stall_loop
 from .outcomes import completed, failed_for_good, failure, handed_back
 from .running import RunningJobs, WorkerStats
@@ -61,6 +62,9 @@ class Worker:
             then they are cancelled and handed back to the queue at once.
         handle_signals: install SIGTERM/SIGINT handlers while `run()` runs (main thread only).
         reconnect_backoff: (first, max) seconds between attempts while Redis is unreachable.
+        isolation: None runs handlers in this process; "process" (or a `ProcessIsolation`
+            with options) runs each job in a child process of a pool, so that a handler that
+            crashes, leaks or hangs fails its job, not the worker (see `worker.isolation`).
         on_active, on_progress, on_completed, on_failed, on_stalled, on_error: lifecycle
             hooks (see `WorkerHooks`): plain functions or coroutine functions.
     """
@@ -79,6 +83,7 @@ class Worker:
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        isolation: Literal["process"] | ProcessIsolation | None = None,
         on_active: Hook | None = None,
         on_progress: Hook | None = None,
         on_completed: Hook | None = None,
@@ -122,7 +127,7 @@ class Worker:
         self._on_progress = self._hooks.progress_callback()
         self._outcome_hooks = self.hooks.any_outcome
         self._executor: ThreadPoolExecutor | None = None
-        self._runner = HandlerRunner(handler, self.config, self._executor_for)
+        self._runner = make_runner(handler, self.config, self._executor_for, isolation)
         self._direct = self._runner.direct
         self._max_payload = self.config.max_payload
         self._outcomes: list[Outcome] = []
@@ -192,6 +197,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self._running.stop_all()
+            await self._runner.aclose()
             await self._hooks.drain(timeout=self.shutdown_grace)
             await self._wakeup.aclose()
             if self._executor is not None:

@@ -81,6 +81,22 @@ def _near(got: float | None, want: float) -> bool:
 
 
 @pytest.fixture
+async def make_queue(redis_url: str, prefix: str) -> Any:
+    """Queues under the test's prefix, obliterated at teardown."""
+    made: list[Queue] = []
+
+    def make(name: str, **options: Any) -> Queue:
+        queue = Queue(QueueConfig(name, **options), redis=redis_url, prefix=prefix)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        await queue.obliterate(force=True)
+        await queue.close()
+
+
+@pytest.fixture
 async def client(fake_anthropic: FakeAnthropic) -> Any:
     llm = AnthropicLLM(API_KEY, base_url=fake_anthropic.base_url, timeout=HANG)
     yield llm
@@ -88,34 +104,24 @@ async def client(fake_anthropic: FakeAnthropic) -> Any:
 
 
 async def test_a_call_settles_its_reservation_with_the_real_usage(
-    redis_url: str, prefix: str, client: AnthropicLLM
+    make_queue: Any, client: AnthropicLLM
 ) -> None:
     cost = {"requests": 1, "input_tokens": 5000, "output_tokens": 16000}
-    queue = Queue(
-        QueueConfig(
-            "settle-q",
-            limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
-            cost=cost,
-        ),
-        redis=redis_url,
-        prefix=prefix,
+    queue = make_queue(
+        "settle-q",
+        limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
+        cost=cost,
     )
-    try:
-        await _run_one(
-            queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p")
-        )
-        state = _tokens(await queue.get_limiter_state())
-        # the reservation (5000 in, 16000 out) came back; the call's real usage was charged
-        assert _near(state["input_tokens"][1], 30000 - USED_INPUT), state
-        assert _near(state["output_tokens"][1], 32000 - USED_OUTPUT), state
-        assert _near(state["requests"][1], 49), state
-    finally:
-        await queue.obliterate(force=True)
-        await queue.close()
+    await _run_one(queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p"))
+    state = _tokens(await queue.get_limiter_state())
+    # the reservation (5000 in, 16000 out) came back; the call's real usage was charged
+    assert _near(state["input_tokens"][1], 30000 - USED_INPUT), state
+    assert _near(state["output_tokens"][1], 32000 - USED_OUTPUT), state
+    assert _near(state["requests"][1], 49), state
 
 
 async def test_the_limiter_learns_capacities_and_remaining_from_the_headers(
-    redis_url: str, prefix: str, fake_anthropic: FakeAnthropic, client: AnthropicLLM
+    make_queue: Any, fake_anthropic: FakeAnthropic, client: AnthropicLLM
 ) -> None:
     fake_anthropic.ratelimit_headers = {
         "anthropic-ratelimit-requests-limit": "40",
@@ -126,84 +132,125 @@ async def test_the_limiter_learns_capacities_and_remaining_from_the_headers(
         "anthropic-ratelimit-output-tokens-remaining": "7500",
     }
     fake_anthropic.structured_json = '{"approved": true}'
-    queue = Queue(
-        QueueConfig("learn-q", limiter=_limiter(), cost={"requests": 1, "input_tokens": 900}),
-        redis=redis_url,
-        prefix=prefix,
+    queue = make_queue("learn-q", limiter=_limiter(), cost={"requests": 1, "input_tokens": 900})
+    before = _tokens(await queue.get_limiter_state())
+    assert before["input_tokens"] == (None, None)  # nothing configured: unknown
+    await _run_one(
+        queue,
+        client,
+        lambda llm: llm.structured(tier="judge", system="s", prompt="p", schema=Verdict),
     )
-    try:
-        before = _tokens(await queue.get_limiter_state())
-        assert before["input_tokens"] == (None, None)  # nothing configured: unknown
-        await _run_one(
-            queue,
-            client,
-            lambda llm: llm.structured(tier="judge", system="s", prompt="p", schema=Verdict),
-        )
-        state = await queue.get_limiter_state()
-        got = _tokens(state)
-        assert got["requests"][0] == 40 and got["input_tokens"][0] == 20000
-        assert got["output_tokens"][0] == 8000
-        assert _near(got["input_tokens"][1], 12000), got  # lowered to the provider's count
-        assert _near(got["requests"][1], 39), got
-        assert all(b.learned for b in state.buckets)
-    finally:
-        await queue.obliterate(force=True)
-        await queue.close()
+    state = await queue.get_limiter_state()
+    got = _tokens(state)
+    assert got["requests"][0] == 40 and got["input_tokens"][0] == 20000
+    assert got["output_tokens"][0] == 8000
+    assert _near(got["input_tokens"][1], 12000), got  # lowered to the provider's count
+    assert _near(got["requests"][1], 39), got
+    assert all(b.learned for b in state.buckets)
 
 
 async def test_a_429_gives_the_reservation_back_and_teaches_what_is_left(
-    redis_url: str, prefix: str, fake_anthropic: FakeAnthropic, client: AnthropicLLM
+    make_queue: Any, fake_anthropic: FakeAnthropic, client: AnthropicLLM
 ) -> None:
     fake_anthropic.ratelimit_headers = {
         "anthropic-ratelimit-input-tokens-limit": "30000",
         "anthropic-ratelimit-input-tokens-remaining": "25000",
     }
     fake_anthropic.enqueue("429")
-    queue = Queue(
-        QueueConfig(
-            "limited-q",
-            limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
-            cost={"requests": 1, "input_tokens": 2000, "output_tokens": 16000},
-        ),
-        redis=redis_url,
-        prefix=prefix,
+    queue = make_queue(
+        "limited-q",
+        limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
+        cost={"requests": 1, "input_tokens": 2000, "output_tokens": 16000},
     )
-    try:
-        job = await _run_one(
-            queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p")
-        )
-        assert await queue.get_job_state(job.id) == JobState.DELAYED  # deferred, not failed
-        got = _tokens(await queue.get_limiter_state())
-        assert _near(got["output_tokens"][1], 32000), got  # refunded: nothing was used
-        assert _near(got["requests"][1], 50), got
-        assert _near(got["input_tokens"][1], 25000), got  # then lowered to the provider's
-    finally:
-        await queue.obliterate(force=True)
-        await queue.close()
+    job = await _run_one(
+        queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p")
+    )
+    assert await queue.get_job_state(job.id) == JobState.DELAYED  # deferred, not failed
+    got = _tokens(await queue.get_limiter_state())
+    assert _near(got["output_tokens"][1], 32000), got  # refunded: nothing was used
+    assert _near(got["requests"][1], 50), got
+    assert _near(got["input_tokens"][1], 25000), got  # then lowered to the provider's
 
 
 async def test_a_dropped_call_keeps_its_reservation(
-    redis_url: str, prefix: str, fake_anthropic: FakeAnthropic, client: AnthropicLLM
+    make_queue: Any, fake_anthropic: FakeAnthropic, client: AnthropicLLM
 ) -> None:
     # the provider may have counted a call whose answer never came: nothing is given back
     fake_anthropic.enqueue("drop")
-    queue = Queue(
-        QueueConfig(
-            "dropped-q",
-            limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
-            cost={"requests": 1, "input_tokens": 2000, "output_tokens": 16000},
-            attempts=1,
-        ),
-        redis=redis_url,
-        prefix=prefix,
+    queue = make_queue(
+        "dropped-q",
+        limiter=_limiter(requests=50, input_tokens=30000, output_tokens=32000),
+        cost={"requests": 1, "input_tokens": 2000, "output_tokens": 16000},
+        attempts=1,
     )
-    try:
-        await _run_one(
-            queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p")
-        )
-        got = _tokens(await queue.get_limiter_state())
-        assert _near(got["input_tokens"][1], 28000), got
-        assert _near(got["output_tokens"][1], 16000), got
-    finally:
-        await queue.obliterate(force=True)
-        await queue.close()
+    await _run_one(queue, client, lambda llm: llm.complete(tier="research", system="s", prompt="p"))
+    got = _tokens(await queue.get_limiter_state())
+    assert _near(got["input_tokens"][1], 28000), got
+    assert _near(got["output_tokens"][1], 16000), got
+
+
+async def test_a_prompt_bigger_than_the_reservation_waits_for_the_buckets(
+    make_queue: Any,
+    fake_anthropic: FakeAnthropic,
+    client: AnthropicLLM,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 2,000 characters are ~572 tokens; the job reserved none, and the bucket is empty: the
+    # guard holds them and the call waits until they have flowed in (1,000 a second)
+    queue = make_queue(
+        "hold-q",
+        limiter=Limiter("llm.hold", buckets={"input_tokens": Bucket(1000, per=1.0)}),
+        cost={"input_tokens": 0},
+    )
+    await queue.learn_limit("input_tokens", remaining=0)
+    caplog.set_level("INFO", logger="pipeline.limit_guard")
+    job = await _run_one(
+        queue,
+        client,
+        lambda llm: llm.complete(tier="format", system="s", prompt="p" * 2000),
+    )
+    assert await queue.get_job_state(job.id) == JobState.COMPLETED
+    assert any("waits" in r.getMessage() for r in caplog.records)
+    assert len(fake_anthropic.requests) == 1
+
+
+async def test_a_prompt_that_can_never_fit_is_not_sent(
+    make_queue: Any, fake_anthropic: FakeAnthropic, client: AnthropicLLM
+) -> None:
+    queue = make_queue(
+        "never-q",
+        limiter=Limiter("llm.never", buckets={"input_tokens": Bucket(100, per=60.0)}),
+        cost={"input_tokens": 10},
+    )
+    job = await _run_one(
+        queue,
+        client,
+        lambda llm: llm.complete(tier="format", system="s", prompt="p" * 2000),
+    )
+    assert await queue.get_job_state(job.id) == JobState.FAILED
+    failed = await queue.get_job(job.id)
+    assert failed is not None and failed.error_type == "VALIDATION_ERROR"
+    assert "can never fit" in (failed.error_message or "")
+    assert fake_anthropic.requests == []  # nothing was sent
+
+
+def test_expected_input_leaves_out_a_prefix_cached_recently() -> None:
+    from pipeline.ai.base import PromptBlock
+    from pipeline.ai.guard import LLMCall
+    from pipeline.limit_guard import _prefixes, expected_input
+
+    call = LLMCall(
+        kind="complete",
+        tier="analysis",
+        model="claude-opus-5-5",
+        system=PromptBlock("s" * 350, cache="1h"),
+        context=(PromptBlock("r" * 3500, cache="5m"),),
+        prompt="p" * 70,
+        max_tokens=100,
+    )
+    assert expected_input(call, {}, now=0.0) == 100 + 1000 + 20  # nothing cached: all of it
+    [(system_key, system_tokens, ttl_1h), (research_key, tokens, ttl_5m)] = _prefixes(call)
+    assert (system_tokens, tokens, ttl_1h, ttl_5m) == (100, 1100, 3600.0, 300.0)
+    assert expected_input(call, {research_key: 10.0}, now=5.0) == 20  # read from the cache
+    assert expected_input(call, {system_key: 10.0}, now=5.0) == 1000 + 20
+    assert expected_input(call, {research_key: 10.0}, now=11.0) == 1120  # expired

@@ -225,6 +225,17 @@ def test_shares_count_full_windows_after_the_first() -> None:
     assert s["late_429_share"] == pytest.approx(1 / 57)
 
 
+def test_shares_leave_the_outage_windows_out() -> None:
+    stats = _stats(
+        [(20, 1900, 100, 0), (10, 950, 400, 0), (1, 10, 10, 0), (10, 900, 400, 0), (1, 5, 5, 0)],
+        elapsed=45.0,
+    )
+    stats.models["claude-opus-5-5"].windows[2].overloaded = 7  # the provider was down
+    shares = model_shares(stats)["claude-opus-5-5"]
+    assert shares["windows"] == 2
+    assert shares["input"] == pytest.approx((0.95 + 0.9) / 2)
+
+
 def test_rows_put_configurations_side_by_side_with_goals() -> None:
     good = RunResult(
         "shared limiter",

@@ -140,6 +140,67 @@ async def test_job_settle_checks_its_usage(make_queue: Any) -> None:
         await job.settle({"gpu_hours": 1})
 
 
+async def test_reserve_holds_more_until_the_next_settle(make_queue: Any) -> None:
+    from jobqueue import Job, UnrecoverableError
+
+    q = make_queue("rs", limiter=LLM)
+    await q.add("x", None, cost={"requests": 1, "input_tokens": 300}, job_id="j")
+    reply = await q.scripts.take(1, limits(q))
+    job = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token=reply.jobs[0].token, attempt=1)
+    assert (await tokens(q))["input_tokens"] == pytest.approx(700, abs=1)
+    # the call's prompt turns out bigger: 500 more held at once, the buckets could pay it now
+    assert await job.reserve({"input_tokens": 500}) == 0
+    assert (await tokens(q))["input_tokens"] == pytest.approx(200, abs=1)
+    # more than is left: held all the same (a debt others wait behind); the caller should wait
+    # until 600 more have flowed in (1000 per 60 s: about 24 s)
+    wait = await job.reserve({"input_tokens": 600})
+    assert wait == pytest.approx(24.0, abs=0.5)
+    assert (await tokens(q))["input_tokens"] == pytest.approx(-400, abs=1)
+    # the settle gives back the take's reservation and every hold, and charges the usage
+    await job.settle({"input_tokens": 250})
+    assert (await tokens(q))["input_tokens"] == pytest.approx(750, abs=1)
+    # a hold after it is given back by the next settle only
+    await job.reserve({"requests": 1, "input_tokens": 100})
+    assert (await tokens(q))["input_tokens"] == pytest.approx(650, abs=1)
+    await job.settle({"input_tokens": 40})
+    assert (await tokens(q))["input_tokens"] == pytest.approx(710, abs=1)
+    # a call bigger than a bucket's capacity can never fit: nothing held, a clear error
+    with pytest.raises(UnrecoverableError, match="can never fit") as info:
+        await job.reserve({"input_tokens": 1500})
+    assert info.value.error_type == "VALIDATION_ERROR"
+    assert (await tokens(q))["input_tokens"] == pytest.approx(710, abs=1)
+    # a late worker holds nothing
+    late = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token="w9:1", attempt=1)
+    with pytest.raises(LeaseLostError):
+        await late.reserve({"input_tokens": 1})
+
+
+async def test_holds_of_a_crashed_attempt_stay_spent(make_queue: Any) -> None:
+    from jobqueue import Job
+
+    q = make_queue("rc", limiter=LLM)
+    await q.add("x", None, cost={"input_tokens": 100}, job_id="j")
+    reply = await q.scripts.take(1, limits(q, lease_ms=1))
+    job = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token=reply.jobs[0].token, attempt=1)
+    await job.reserve({"input_tokens": 300})
+    assert (await tokens(q))["input_tokens"] == pytest.approx(600, abs=1)
+    # the lease expires (1 ms): the stall check hands the job back; its next attempt's settle
+    # must not give back the dead attempt's hold (the provider may have counted that call)
+    async with asyncio.timeout(HANG):
+        while True:
+            back = await q.scripts.recover(
+                owner="me", max_stalls=5, lock_ms=1, batch=10, retention=Retention()
+            )
+            if back is not None and back.requeued:
+                break
+            await asyncio.sleep(0.01)
+    reply = await q.scripts.take(1, limits(q, worker="w2"))
+    again = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token=reply.jobs[0].token, attempt=2)
+    await again.settle({"input_tokens": 10})
+    # first attempt: 100 reserved + 300 held (spent); second: 100 reserved, refunded, 10 used
+    assert (await tokens(q))["input_tokens"] == pytest.approx(590, abs=1)
+
+
 async def test_learned_limits_replace_the_configured_ones(make_queue: Any) -> None:
     unknown = Limiter("learned", {"requests": Bucket(None, per=60)})
     q = make_queue("l", limiter=unknown, cost={"requests": 1})

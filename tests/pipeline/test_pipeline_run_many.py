@@ -64,7 +64,10 @@ async def test_two_sectors_at_once(runtime: Runtime) -> None:
         [str(r) for r in ids],
     )
     assert f"429s received: 0 (RATE_LIMIT events among the {jobs} jobs of these runs)" in totals
-    assert "breaker openings: 0 (no breaker configured)" in totals
+    assert (
+        "breaker openings: 0 (anthropic.claude-haiku-5-5 0, anthropic.claude-opus-5-5 0, "
+        "anthropic.claude-sonnet-5-5 0)"
+    ) in totals
     assert re.search(r"^wall time: \d+\.\ds$", totals, re.M), totals
 
 
@@ -154,10 +157,10 @@ def _handler(calls: dict[tuple[str, str], int]) -> Any:
     return handle
 
 
-async def test_totals_count_429s_and_breaker_openings(runtime: Runtime) -> None:
+async def test_totals_count_429s_and_breaker_openings(make_runtime: Any) -> None:
     """Queues on a shared limiter with a breaker (two of them), one on a limiter without; jobs
     of our run and of another; the 429s and an opening before the baseline are not counted."""
-    rt = runtime
+    rt: Runtime = await make_runtime(limits="per-queue")  # the limiters are the test's own
     prefix = rt.settings.prefix
     llm = Limiter(
         "llm.test",
@@ -230,7 +233,8 @@ async def test_totals_count_429s_and_breaker_openings(runtime: Runtime) -> None:
     assert (every.count, every.jobs) == (6, None)
 
 
-async def test_totals_without_a_limiter(runtime: Runtime) -> None:
+async def test_totals_without_a_limiter(make_runtime: Any) -> None:
+    runtime = await make_runtime(limits="per-queue")
     baseline = await take_baseline(runtime)
     assert baseline.openings == {}
     totals = await command_totals(runtime, [uuid.uuid4()], baseline, 0.0)

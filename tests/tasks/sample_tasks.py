@@ -59,5 +59,11 @@ async def echo(value: object) -> object:
     return value
 
 
+@other.task
+def pid() -> int:
+    """The process that runs it (a worker, or its child with --isolation process)."""
+    return os.getpid()
+
+
 if __name__ == "__main__":
     print(add.name)

@@ -171,6 +171,26 @@ async def test_second_signal_hands_the_running_job_back(
     assert stored.attempts_made == 0  # handed back: no attempt spent
 
 
+async def test_isolation_runs_tasks_in_child_processes(
+    start_cli: Callable[..., CliProcess], queues: dict[str, Queue]
+) -> None:
+    other = queues["tasks-other"]
+    proc = start_cli(
+        "worker", "sample_tasks", "--queues", "tasks-other", "--isolation", "process",
+        "--max-tasks-per-child", "1",
+    )  # fmt: skip
+    first = await other.add("sample_tasks.pid", call())
+    pid1 = await first.wait_until_finished(timeout=DEADLINE)
+    second = await other.add("sample_tasks.pid", call())
+    pid2 = await second.wait_until_finished(timeout=DEADLINE)
+    echoed = await other.add("sample_tasks.echo", call([1, "two"]))
+    assert await echoed.wait_until_finished(timeout=DEADLINE) == [1, "two"]
+    assert proc.proc.pid not in (pid1, pid2)
+    assert pid1 != pid2  # each child ran one job
+    proc.signal(signal.SIGTERM)
+    assert await proc.exit_code() == 0, proc.output()
+
+
 async def test_queues_option_runs_only_the_named_queues(
     start_cli: Callable[..., CliProcess], queues: dict[str, Queue]
 ) -> None:
@@ -206,6 +226,14 @@ async def test_queues_option_runs_only_the_named_queues(
         (["worker", "sample_tasks", "--concurrency", "0"], "error: --concurrency must be >= 1"),
         (["worker", "sample_tasks", "--shutdown-grace", "inf"], "error: --shutdown-grace"),
         (["frobnicate"], "error: unknown command 'frobnicate'"),
+        (
+            ["worker", "sample_tasks", "--max-tasks-per-child", "2"],
+            "error: --max-tasks-per-child needs --isolation process",
+        ),
+        (
+            ["worker", "sample_tasks", "--isolation", "process", "--max-tasks-per-child", "0"],
+            "error: --max-tasks-per-child must be an int >= 1",
+        ),
         ([], "usage: python -m jobqueue COMMAND"),
     ],
 )

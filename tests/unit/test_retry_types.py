@@ -31,7 +31,7 @@ def test_builtins_and_their_defaults() -> None:
     assert list(error_types()) == list(ErrorType)
     assert "JUDGE_REJECTION" not in ErrorType.__members__  # an application's type, not the engine's
     retried = {name for name, info in error_types().items() if info.retryable}
-    assert retried == {"RATE_LIMIT", "NETWORK_ERROR", "UNKNOWN", "STALLED"}
+    assert retried == {"RATE_LIMIT", "NETWORK_ERROR", "UNKNOWN", "STALLED", "CRASHED"}
     assert default_retry_delays() == {"RATE_LIMIT": 60, "NETWORK_ERROR": 10, "UNKNOWN": 5}
 
 

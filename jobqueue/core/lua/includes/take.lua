@@ -205,7 +205,8 @@ local function take(n, now)
       if costs then
         -- the reservation a settle refunds (the cost stays with the job for its retries)
         redis.call('HSET', skey, 'lc', costs[i])
-        redis.call('HDEL', skey, 'ls')
+        -- a crashed attempt's holds stay spent: the provider may have counted its calls
+        redis.call('HDEL', skey, 'ls', 'lx')
         redis.call('HDEL', K.costs, id)
       end
       redis.call('ZADD', K.active, deadline, id)

@@ -13,10 +13,8 @@ from ..core.scripts import Scripts
 from ..core.scripts_flows import FlowNodeArgs
 from ..core.states import JobState
 from ..errors import ConfigError, CrossSlotFlowError, InvalidJobError
+from ..job import Job
 from .types import ON_FAILURE, Child
-
-if TYPE_CHECKING:
-    from ..job import Job
 
 __all__ = ["MAX_FLOW_JOBS", "QueueFlowsMixin"]
 
@@ -112,9 +110,8 @@ class QueueFlowsMixin:
             existing = await self.get_job(ids[0])
             if existing is not None:
                 return existing
-        log.info("queue %s: flow %s added (%d job(s))", self.name, ids[0], len(nodes))
-        from ..job import Job  # job.py imports nothing of queues: no cycle, kept local anyway
-
+        else:
+            log.info("queue %s: flow %s added (%d job(s))", self.name, ids[0], len(nodes))
         state = JobState.WAITING_CHILDREN if created else JobState.WAITING
         return Job(self, ids[0], decode_envelope(root.envelope), state=state)  # type: ignore[arg-type]
 

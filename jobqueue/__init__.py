@@ -14,6 +14,7 @@ from .core.connection import connect
 from .core.keys import QueueKeys
 from .core.redact import redact, redact_url
 from .core.states import JobState
+from .dedup import Dedup
 from .errors import (
     ConfigError,
     ErrorType,
@@ -63,6 +64,7 @@ __all__ = [
     "CancelOutcome",
     "Classification",
     "ConfigError",
+    "Dedup",
     "ErrorType",
     "ErrorTypeInfo",
     "ErrorVerdict",

@@ -45,6 +45,7 @@ __all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
 
 _TAKE_KEYS = (
     "wait prio priorities delayed active meta limiter limited marker events id_counter failed"
+    " groups"
 )
 _SHARED_KEYS = " shared_limiter shared_hold breaker breaker_fails costs"
 _TAKE_ARGV = (
@@ -85,16 +86,19 @@ class Scripts(OperationScripts):
 
     ADD = spec(
         "add",
-        keys="id_counter wait prio delayed priorities marker events costs",
+        keys="id_counter wait prio delayed priorities marker events costs groups",
         argv="base maxlen n",
-        group="id name envelope delay_ms priority cost",
-        events="added",
+        group="id name envelope delay_ms priority cost group dedup",
+        events="added deduplicated",
     )
 
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
-        """Store new jobs, ready or delayed; a job whose id exists already is left as it is."""
+        """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
+        a duplicate by dedup key is dropped or replaces its waiting holder."""
         reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
-        return [AddedJob(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+        return [
+            AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
+        ]
 
     TAKE = spec(
         "take", keys=_TAKE_KEYS + _SHARED_KEYS, argv=_TAKE_ARGV, events="active failed breaker"
@@ -174,7 +178,7 @@ class Scripts(OperationScripts):
 
     RECOVER = spec(
         "recover",
-        keys="stall_lock active wait prio priorities id_counter failed cancels marker events",
+        keys="stall_lock active wait prio priorities id_counter failed cancels marker events groups",
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
         events="stalled",
     )
@@ -263,7 +267,7 @@ class Scripts(OperationScripts):
         run_state = {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         return JobRecord(env, text(state), run_state)
 
-    COUNTS = spec("counts", keys="wait prio active delayed completed failed meta limited")
+    COUNTS = spec("counts", keys="wait prio active delayed completed failed meta limited groups")
 
     async def counts(self) -> Counts:
         """Jobs per state, in one snapshot."""

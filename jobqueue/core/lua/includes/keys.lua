@@ -14,3 +14,13 @@ end
 local function log_key(base, id)
   return base .. 'l:' .. id
 end
+
+-- The zset of the waiting jobs of one group (includes/groups.lua).
+local function group_key(base, group)
+  return base .. 'gz:' .. group
+end
+
+-- The string naming the job that holds a deduplication key (includes/dedup.lua).
+local function dedup_key(base, key)
+  return base .. 'dd:' .. key
+end

@@ -161,34 +161,6 @@ local function grp_left(g)
   grp_forget_if_idle(g)
 end
 
--- Replace the tokens among popped ready members by their groups' head jobs. `pop(k)` pops
--- the next k members in take order; it is called again while tokens of parked or empty groups
--- left the take short (each round takes a job or drops a token, so it ends). Returns the ids
--- and a table id -> group of the grouped ones.
-local function grp_resolve(ids, cap, pop)
-  local out, of = {}, {}
-  while true do
-    local tokens = 0
-    for i = 1, #ids do
-      local id = ids[i]
-      if grp_is_token(id) then
-        tokens = tokens + 1
-        local g = string.sub(id, 2)
-        local job = grp_take(g)
-        if job then
-          out[#out + 1] = job
-          of[job] = g
-        end
-      else
-        out[#out + 1] = id
-      end
-    end
-    if tokens == 0 or #ids == 0 or #out >= cap then break end
-    ids = pop(cap - #out)
-  end
-  return out, of
-end
-
 -- The grouped job whose K.priorities value is v goes back to its group (front or back).
 local function grp_push_job(id, v, front)
   local priority, cap, g = grp_parse(v)

@@ -94,12 +94,15 @@ local function limiter_pick(cap, now)
     local heads, tokens, processed = {}, 0, 0
     for i = 1, #ids do
       if grp_is_token(ids[i]) then
-        tokens = tokens + 1
+        -- a round ends at a token: it goes back behind the members peeked after it
+        for j = #ids, i + 1, -1 do ids[j] = nil end
+        tokens = 1
         local g = string.sub(ids[i], 2)
         heads[i] = false -- at its cap, or empty: the token is parked or dropped
         if not grp_at_cap(g) then
           heads[i] = redis.call('ZRANGE', group_key(A.base, g), 0, 0)[1] or false
         end
+        break
       end
     end
     local verdicts = {}
@@ -169,6 +172,37 @@ local function pop_ready(cap)
   return ids
 end
 
+-- The next `cap` ready jobs in take order when group tokens are among them: members are taken
+-- up to the first token, which stands for its group's head job (groups.lua) and goes back at
+-- the back of its level, so each round looks again from the top.
+local function take_grouped(cap)
+  local out, of = {}, {}
+  while #out < cap do
+    local ids, from = peek_ready(cap - #out)
+    if #ids == 0 then break end
+    local k = #ids
+    for i = 1, #ids do
+      if grp_is_token(ids[i]) then
+        k = i
+        break
+      end
+    end
+    unready(ids, from, k)
+    for i = 1, k - 1 do out[#out + 1] = ids[i] end
+    if grp_is_token(ids[k]) then
+      local g = string.sub(ids[k], 2)
+      local job = grp_take(g) -- nil: the group is at its cap (its token is parked now)
+      if job then
+        out[#out + 1] = job
+        of[job] = g
+      end
+    else
+      out[#out + 1] = ids[k]
+    end
+  end
+  return out, of
+end
+
 local function take(n, now)
   n = tonumber(n)
   local concurrency = tonumber(A.concurrency)
@@ -224,12 +258,11 @@ local function take(n, now)
   if A.limiter ~= '' then
     ids, costs, limiter_wait, grouped = limiter_pick(cap, now)
   else
-    ids = pop_ready(cap)
-    for i = 1, #ids do
-      if grp_is_token(ids[i]) then
-        ids, grouped = grp_resolve(ids, cap, pop_ready)
-        break
-      end
+    local tokens = redis.call('HGET', K.groups, 't')
+    if tokens and tokens ~= '0' then
+      ids, grouped = take_grouped(cap)
+    else
+      ids = pop_ready(cap) -- no group has jobs ready: the plain path
     end
   end
 

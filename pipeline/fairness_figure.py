@@ -61,9 +61,10 @@ class Figure:
 async def _events(rt: Runtime, ev: bytes) -> list[tuple[tuple[int, int], str, str]]:
     """Every event `ev` on the queues so far: (stream id, queue, job id), in stream order
     (the streams' ids come from one Redis clock)."""
-    out = []
+    out: list[tuple[tuple[int, int], str, str]] = []
     for queue in JOB_TYPES:
-        for entry_id, fields in await rt.redis.xrange(rt.queues[queue].keys.events):
+        entries: Any = await rt.redis.xrange(rt.queues[queue].keys.events)
+        for entry_id, fields in entries:
             if fields.get(b"ev") == ev:
                 ms, seq = entry_id.decode().split("-")
                 out.append(((int(ms), int(seq)), queue, fields[b"id"].decode()))
@@ -82,9 +83,7 @@ async def measure(settings: Settings, *, runs_a: int, groups: bool, timeout: flo
     from pipeline.ai.universe import universe
 
     prefix = f"fair{uuid.uuid4().hex[:8]}"
-    rt = await Runtime.create(
-        settings.model_copy(update={"prefix": prefix, "fair_groups": groups})
-    )
+    rt = await Runtime.create(settings.model_copy(update={"prefix": prefix, "fair_groups": groups}))
     workers: Workers | None = None
     task: asyncio.Task[None] | None = None
     drivers: list[asyncio.Task[Any]] = []
@@ -128,9 +127,7 @@ async def measure(settings: Settings, *, runs_a: int, groups: bool, timeout: flo
             groups=groups,
             jobs_of_a_before=len(before),
             analyses_of_a_before=sum(q == _ANALYSIS for _, q, _ in before),
-            analyses_of_a_while_b_waited=sum(
-                q == _ANALYSIS and at > added for at, q, _ in before
-            ),
+            analyses_of_a_while_b_waited=sum(q == _ANALYSIS and at > added for at, q, _ in before),
             seconds=seconds,
         )
     finally:

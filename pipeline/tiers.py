@@ -64,6 +64,5 @@ async def fairness_of_runs(
         "SELECT id, user_id, user_tier FROM sector_analysis WHERE id = ANY($1::uuid[])", ids
     )
     return {
-        str(r["id"]): (user_group(r["user_id"]), TIER_PRIORITY.get(r["user_tier"], 0))
-        for r in rows
+        str(r["id"]): (user_group(r["user_id"]), TIER_PRIORITY.get(r["user_tier"], 0)) for r in rows
     }

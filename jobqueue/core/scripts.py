@@ -178,7 +178,9 @@ class Scripts(OperationScripts):
 
     RECOVER = spec(
         "recover",
-        keys="stall_lock active wait prio priorities id_counter failed cancels marker events groups",
+        keys=(
+            "stall_lock active wait prio priorities id_counter failed cancels marker events groups"
+        ),
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
         events="stalled",
     )

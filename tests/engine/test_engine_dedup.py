@@ -98,12 +98,10 @@ async def test_replace_debounces_a_waiting_job(make_queue: Any) -> None:
     assert (after - before) / 1024 >= 29_000
     assert (await q.get_job_counts())["delayed"] == 1
     # replaced with no delay: ready now, in its new group
-    now = await q.add(
-        "save", {"v": 3}, group="G", dedup=Dedup("doc-1", replace=True)
-    )
+    now = await q.add("save", {"v": 3}, group="G", dedup=Dedup("doc-1", replace=True))
     assert now.deduplicated == "replaced" and now.group == "G"
     await check_groups(q)
-    [(job_id, token)] = await take(q, 5)
+    [(job_id, _)] = await take(q, 5)
     assert job_id == first.id
     # started: a replace no longer applies; without a window a new job is added
     fresh = await q.add("save", {"v": 4}, dedup=Dedup("doc-1", replace=True))

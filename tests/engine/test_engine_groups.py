@@ -8,9 +8,8 @@ import random
 from typing import Any
 
 import pytest
-from groups_helpers import check_groups, finish, names, take
-
 from engine_helpers import wait_for
+from groups_helpers import check_groups, finish, names, take
 
 from jobqueue import InvalidJobError, JobState, QueueStateError
 from jobqueue.core.replies import Retention
@@ -113,7 +112,8 @@ async def test_group_concurrency_cap(make_queue: Any) -> None:
     counts = await q.get_job_counts()
     assert counts["waiting"] == 3 + 3 + 4 and counts["active"] == 6
     # a finished job of A frees one slot of A, and only of A
-    a_job = next(j for j, g in zip(first, await names(q, [j for j, _ in first])) if g == "A")
+    groups = await names(q, [j for j, _ in first])
+    a_job = next(j for j, g in zip(first, groups, strict=True) if g == "A")
     codes, more = await finish(q, [(a_job[0], a_job[1], "c", "null", "", 0, 0)], n=20)
     assert codes == [1]
     assert await names(q, [j for j, _ in more]) == ["A"]

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("tier", ["free", "pro", "enterprise"])
 async def test_the_tier_is_stored_and_sets_the_priority(runtime: Runtime, tier: str) -> None:
     run_id = await start_sector_research("Energy", "user-1", user_tier=tier, runtime=runtime)
-    assert await runtime.pool.fetchval(
-        "SELECT user_tier FROM sector_analysis WHERE id = $1", run_id
-    ) == tier
+    assert (
+        await runtime.pool.fetchval("SELECT user_tier FROM sector_analysis WHERE id = $1", run_id)
+        == tier
+    )
     job = await runtime.queues["sector-research"].get_job(f"sector-research:{run_id}")
     assert job is not None
     assert job.priority == TIER_PRIORITY[tier] and job.group == "u:user-1"

@@ -4,6 +4,7 @@ that the group structures (lua/includes/groups.lua) agree with the jobs they hol
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from jobqueue import Queue
@@ -12,10 +13,8 @@ from jobqueue.core.replies import Outcome, Retention, TakeLimits
 
 
 def limits(q: Queue, worker: str = "w1", lease_ms: int = 30_000) -> TakeLimits:
-    return TakeLimits(
-        worker=worker, lease_ms=lease_ms, concurrency=q.config.concurrency or 0,
-        rate_max=0, rate_per_ms=0,
-    )  # fmt: skip
+    """The queue's own take limits (its shared limiter too), with this worker and lease."""
+    return replace(q.config.take_limits(worker), lease_ms=lease_ms)
 
 
 async def take(q: Queue, n: int, worker: str = "w1", lease_ms: int = 30_000) -> list[Any]:

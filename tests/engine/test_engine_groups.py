@@ -11,7 +11,7 @@ import pytest
 from engine_helpers import wait_for
 from groups_helpers import check_groups, finish, names, take
 
-from jobqueue import InvalidJobError, JobState, QueueStateError
+from jobqueue import Bucket, InvalidJobError, JobState, Limiter, QueueStateError
 from jobqueue.core.replies import Retention
 
 pytestmark = pytest.mark.integration
@@ -137,6 +137,24 @@ async def test_a_stalled_job_frees_its_group_slot(make_queue: Any) -> None:
     again = await take(q, 5)
     assert [j for j, _ in again] == [job_id]  # back at the front of its group
     await check_groups(q)
+
+
+async def test_groups_on_a_shared_limiter(make_queue: Any) -> None:
+    lim = Limiter("lim", {"requests": Bucket(100, per=60), "tokens": Bucket(50, per=60)})
+    q = make_queue(limiter=lim, cost={"requests": 1})
+    await q.add_bulk([{"name": "a", "group": "A"} for _ in range(4)])
+    too_big = await q.add("b", None, group="B", cost={"requests": 1, "tokens": 500})
+    await q.add_bulk([{"name": "b", "group": "B"} for _ in range(2)])
+    await q.add("c", None, group="C")
+    jobs = await take(q, 1)
+    jobs += await take(q, 10)
+    # the job whose cost can never fit failed at once, in its turn; the rest alternate
+    assert await names(q, [j for j, _ in jobs]) == ["A", "C", "A", "B", "A", "B", "A"]
+    got = await q.get_job(too_big.id)
+    assert got is not None and got.state == JobState.FAILED
+    assert got.error_type == "VALIDATION_ERROR"
+    await check_groups(q)
+    assert (await q.redis.hgetall(q.keys.groups)).get(b"a:B") == b"2"
 
 
 async def test_bad_groups_are_refused(make_queue: Any) -> None:

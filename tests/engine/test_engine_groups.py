@@ -11,7 +11,7 @@ import pytest
 from engine_helpers import wait_for
 from groups_helpers import check_groups, finish, names, take
 
-from jobqueue import Bucket, InvalidJobError, JobState, Limiter, QueueStateError
+from jobqueue import Bucket, Dedup, InvalidJobError, JobState, Limiter, QueueStateError
 from jobqueue.core.replies import Retention
 
 pytestmark = pytest.mark.integration
@@ -198,6 +198,8 @@ async def _random_walk(q: Any, rng: random.Random, steps: int) -> list[tuple[str
                     spec["group_concurrency"] = rng.choice([None, 1, 2])
                 if rng.random() < 0.15:
                     spec["delay"] = rng.choice([0.001, 0.02])
+                if rng.random() < 0.2:  # a duplicate is dropped or moves its holder
+                    spec["dedup"] = Dedup(rng.choice(["k1", "k2"]), replace=rng.random() < 0.6)
                 specs.append(spec)
             ids += [j.id for j in await q.add_bulk(specs)]
         elif op == "take":

@@ -75,6 +75,8 @@ for i = 0, tonumber(A.n) - 1 do
       unplace(holder)
       redis.call('HDEL', K.priorities, holder)
       redis.call('HDEL', K.costs, holder)
+      -- a run it had before (a retry due) was of its old group; its next take sets the new one
+      redis.call('HDEL', state_key(A.base, holder), 'g')
       local st = place(holder, env, delay, priority, cost, group, seq)
       dd_hold(A.base, K.priorities, dedup, holder, now)
       emit(K.events, A.maxlen, 'ev', 'added', 'id', holder, 'name', name, 'st', st,

@@ -5,7 +5,8 @@
 -- gets a lease and a fencing token `<worker>:<starts>`. Uses the keys wait, prio, priorities,
 -- delayed, active, meta, limiter, limited, marker, events, id_counter, failed of K (and the
 -- shared limiter's, see limiter.lua), and A.base, A.maxlen, A.worker, A.lease_ms,
--- A.concurrency, A.rate_max, A.rate_per_ms. Needs common.lua and limiter.lua. Emits `active`
+-- A.concurrency, A.rate_max, A.rate_per_ms; K.groups when group tokens are ready (groups.lua:
+-- a token stands for its group's head job). Needs common.lua and limiter.lua. Emits `active`
 -- per job taken, `failed` per job whose cost can never fit, `breaker` on a half-open trial.
 -- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, id2, ...}:
 -- wait_hint_ms is -1 when jobs were taken, else how long a worker may block before anything

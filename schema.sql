@@ -266,4 +266,25 @@ CREATE INDEX IF NOT EXISTS budget_reservation_job_idx
 CREATE INDEX IF NOT EXISTS budget_reservation_expiry_idx
     ON budget_reservation (expires_at) WHERE state = 'held';
 
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
+-- ---------------------------------------------------------------------------------------------
+-- Version 3: subscription tiers. A run records its user's tier; every job of the run gets the
+-- tier's priority and the user as its group (`pipeline.tiers`). Added in place on an older
+-- database (its runs are 'free').
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS user_tier text NOT NULL DEFAULT 'free';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'sector_analysis_user_tier_check'
+          AND conrelid = 'sector_analysis'::regclass
+    ) THEN
+        ALTER TABLE sector_analysis ADD CONSTRAINT sector_analysis_user_tier_check CHECK (
+            user_tier IN ('free', 'pro', 'enterprise')
+        );
+    END IF;
+END
+$$;
+
+INSERT INTO schema_version (version) VALUES (3) ON CONFLICT (version) DO NOTHING;

@@ -14,6 +14,7 @@ from .core.connection import connect
 from .core.keys import QueueKeys
 from .core.redact import redact, redact_url
 from .core.states import JobState
+from .dedup import Dedup
 from .errors import (
     ConfigError,
     CrossSlotFlowError,
@@ -74,6 +75,7 @@ __all__ = [
     "Classification",
     "ConfigError",
     "CrossSlotFlowError",
+    "Dedup",
     "ErrorType",
     "ErrorTypeInfo",
     "ErrorVerdict",

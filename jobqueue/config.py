@@ -92,6 +92,9 @@ class QueueConfig:
         max_payload: largest job data (and result), in bytes of JSON.
         heartbeat_interval: seconds between a worker's heartbeats; its heartbeat key
             expires after 3 intervals without one (so a dead worker disappears).
+        group_concurrency: at most this many jobs of one group (`Queue.add(group=...)`)
+            run at once across all workers; None = no cap. Applied by `Queue.add` (which may
+            override it per job).
     """
 
     name: str
@@ -116,11 +119,14 @@ class QueueConfig:
     drain_delay: float = 5.0
     max_payload: int = 1_048_576
     heartbeat_interval: float = 5.0
+    group_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.name)
         if self.concurrency is not None:
             _count("concurrency", self.concurrency, minimum=1)
+        if self.group_concurrency is not None:
+            _count("group_concurrency", self.group_concurrency, minimum=1)
         if self.timeout is not None:
             _positive("timeout", self.timeout)
         _count("attempts", self.attempts, minimum=1)

@@ -71,6 +71,7 @@ def _expected_types(keys: QueueKeys) -> dict[str, str]:
         keys.meta: h,
         keys.limiter: h,
         keys.priorities: h,
+        keys.groups: h,
         keys.cancels: h,
         keys.limited: s,
         keys.id_counter: s,

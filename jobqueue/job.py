@@ -100,6 +100,10 @@ class Job:
         attempts_made: finished attempts (failed ones and the successful one).
         max_attempts: total attempts allowed.
         priority: higher runs first.
+        group: the group given at `add` (fair share between groups), or None.
+        deduplicated: set on the job `Queue.add` returned for a duplicate (see `Dedup`):
+            "dropped" (this is the job that holds the key) or "replaced" (its data was
+            replaced by the duplicate's); None otherwise.
         result: the handler's return value once completed.
         error_message, error_type: of the last failed attempt.
         created_at, started_at, finished_at: UTC datetimes from the Redis clock.
@@ -116,9 +120,11 @@ class Job:
         "cancel_reason",
         "created_at",
         "data",
+        "deduplicated",
         "error_message",
         "error_type",
         "finished_at",
+        "group",
         "id",
         "max_attempts",
         "name",
@@ -149,6 +155,8 @@ class Job:
         self.data: Any = envelope.get("d")
         self.max_attempts: int = int(envelope.get("at", queue.config.attempts))
         self.priority: int = int(envelope.get("p", 0))
+        self.group: str | None = envelope.get("g")
+        self.deduplicated: str | None = None
         self.created_at = _ms_to_dt(envelope.get("ts"))
         self.state = JobState(state)
         self.token = token

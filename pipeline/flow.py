@@ -2,7 +2,8 @@
 
 Every job id is derived from what the job works on, so enqueueing twice (a retried handler,
 a double click on "approve") enqueues once. `related_id` of every job of a run is the run's
-`sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run.
+`sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run. Every job of a
+run has the priority of the run's user tier and the user as its group (`pipeline.tiers`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload
 from pipeline.runs import RUN_OF
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.status import create_job_status
+from pipeline.tiers import DEFAULT_TIER, RunFairness, check_tier, fairness_of_runs
 
 __all__ = [
     "PayloadError",
@@ -126,28 +128,34 @@ async def enqueue_many(
     by_queue: dict[str, list[int]] = {}
     for i, (t, _) in enumerate(validated):
         by_queue.setdefault(t, []).append(i)
+    related = [await _related_id(rt, t, p) for t, p in validated]
+    fairness = await _fairness(rt, related)
     jobs: list[Job | None] = [None] * len(validated)
     for job_type, indexes in by_queue.items():
-        specs = [
-            {
+        specs = []
+        for i in indexes:
+            spec: dict[str, Any] = {
                 "name": job_type,
                 "data": validated[i][1].model_dump(mode="json"),
                 "job_id": ids[i] or default_job_id(job_type, validated[i][1]),
                 "delay": delay,
             }
-            for i in indexes
-        ]
+            run = related[i]
+            if run is not None and run in fairness:
+                group, spec["priority"] = fairness[run]
+                if rt.settings.fair_groups:
+                    spec["group"] = group
+            specs.append(spec)
         added = await rt.queues[job_type].add_bulk(specs)
         for i, job in zip(indexes, added, strict=True):
             jobs[i] = job
     # The queue is the truth: its job exists now. The status row is best effort here; if
     # PostgreSQL is down, the mirror creates it from the `added` event once it is back.
     done = [j for j in jobs if j is not None]
-    for (job_type, payload), job in zip(validated, done, strict=True):
+    for (job_type, _payload), job, run in zip(validated, done, related, strict=True):
         try:
-            related = await _related_id(rt, job_type, payload)
             async with rt.pool.acquire() as conn:
-                await create_job_status(job.id, job_type, related, queue=job_type, conn=conn)
+                await create_job_status(job.id, job_type, run, queue=job_type, conn=conn)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning(
                 "status row of %s not written (%s): the mirror will create it",
@@ -157,11 +165,22 @@ async def enqueue_many(
     return done
 
 
+async def _fairness(rt: Runtime, runs: Sequence[str | None]) -> dict[str, RunFairness]:
+    """(group, priority) per run. Should PostgreSQL be unreachable the jobs are still added,
+    ungrouped at the default priority: fairness degrades, nothing is lost."""
+    try:
+        return await fairness_of_runs(rt.pool, [r for r in runs if r is not None])
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not read the runs' tiers (%s): jobs added ungrouped", type(exc).__name__)
+        return {}
+
+
 async def start_sector_research(
     sector_name: str,
     user_id: str,
     *,
     budget_usd: float | None = None,
+    user_tier: str = DEFAULT_TIER,
     runtime: Runtime | None = None,
 ) -> UUID:
     """Create a `sector_analysis` row and enqueue its research; returns the run's id.
@@ -172,16 +191,23 @@ async def start_sector_research(
         budget_usd: USD the run's model calls may cost; default `PIPELINE_RUN_BUDGET_USD`.
             A call that would not fit is refused (BUDGET_EXCEEDED) and the run ends
             `budget_exceeded` with what it finished kept.
+        user_tier: The user's subscription tier, "free", "pro" or "enterprise", stored on the
+            run: every job of the run runs at its priority (enterprise first), and within a
+            tier users are served in turn (`pipeline.tiers`).
         runtime: The runtime to use (default: the process's, from the environment).
 
     Returns:
         The run's id.
 
     Raises:
-        PayloadError: A bad sector name or user id (nothing is written).
+        PayloadError: A bad sector name, user id or user tier (nothing is written).
         ConfigError: `budget_usd` is not a finite number >= 0.
     """
     budget = None if budget_usd is None else check_usd(budget_usd, "budget_usd")
+    try:
+        tier = check_tier(user_tier)
+    except ValueError as exc:
+        raise PayloadError("sector-research", str(exc)) from None
     rt = runtime or await get_runtime()
     # validate before writing anything
     probe = validate_payload(
@@ -190,11 +216,12 @@ async def start_sector_research(
     )
     assert isinstance(probe, SectorResearchPayload)
     run_id: UUID = await rt.pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd) VALUES ($1, $2, $3) "
-        "RETURNING id",
+        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd, user_tier) "
+        "VALUES ($1, $2, $3, $4) RETURNING id",
         probe.user_id,
         probe.sector_name,
         Decimal(str(rt.settings.run_budget_usd if budget is None else budget)),
+        tier,
     )
     await enqueue(
         "sector-research",

@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         description="deferrals (rate limits, outages) a job may take before it fails",
     )
     stocks_to_analyze: int = Field(default=5, ge=1, le=10)
+    fair_groups: bool = Field(
+        default=True,
+        description="group every job of a run by its user (round-robin between users within "
+        "a tier); off: one FIFO per priority",
+    )
     retry_scale: float = Field(default=1.0, gt=0, description="multiplies every retry delay")
     lease: float = Field(default=30.0, gt=0)
     stall_interval: float | None = Field(default=None, gt=0)

@@ -50,6 +50,7 @@ def test_engine_contract_names() -> None:
         "CrossSlotFlowError",
         "ProcessIsolation",
         "HandlerCrashedError",
+        "Dedup",
     ):
         assert name in jobqueue.__all__
 

@@ -199,8 +199,24 @@ class QueueKeys:
 
     @property
     def priorities(self) -> str:
-        """Hash id -> priority of jobs with a non-zero priority (kept across retries)."""
+        """Hash id -> priority of jobs with a non-zero priority (kept across retries), or
+        `<priority>:<cap>:<group>` for a job of a group; `#<id>` -> the dedup key it holds."""
         return self.base + "pri"
+
+    @property
+    def groups(self) -> str:
+        """Hash of the groups' state (`lua/includes/groups.lua`): `n` grouped jobs waiting,
+        `t` group tokens in wait/prio, per group `q:<g>` where its token is, `a:<g>` its
+        active jobs, `c:<g>` its concurrency cap."""
+        return self.base + "groups"
+
+    def group_wait(self, group: str) -> str:
+        """Zset of the waiting jobs of one group (score as in `prio`)."""
+        return f"{self.base}gz:{group}"
+
+    def dedup(self, key: str) -> str:
+        """String `<job id> <window end ms>`: the job holding a deduplication key."""
+        return f"{self.base}dd:{key}"
 
     @property
     def delayed(self) -> str:

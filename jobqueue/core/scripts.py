@@ -47,6 +47,7 @@ __all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
 
 _TAKE_KEYS = (
     "wait prio priorities delayed active meta limiter limited marker events id_counter failed"
+    " groups"
 )
 _SHARED_KEYS = " shared_limiter shared_hold breaker breaker_fails costs"
 _TAKE_ARGV = (
@@ -87,16 +88,19 @@ class Scripts(OperationScripts, FlowScripts):
 
     ADD = spec(
         "add",
-        keys="id_counter wait prio delayed priorities marker events costs",
+        keys="id_counter wait prio delayed priorities marker events costs groups",
         argv="base maxlen n",
-        group="id name envelope delay_ms priority cost",
-        events="added",
+        group="id name envelope delay_ms priority cost group dedup",
+        events="added deduplicated",
     )
 
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
-        """Store new jobs, ready or delayed; a job whose id exists already is left as it is."""
+        """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
+        a duplicate by dedup key is dropped or replaces its waiting holder."""
         reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
-        return [AddedJob(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+        return [
+            AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
+        ]
 
     TAKE = spec(
         "take",
@@ -179,7 +183,9 @@ class Scripts(OperationScripts, FlowScripts):
 
     RECOVER = spec(
         "recover",
-        keys="stall_lock active wait prio priorities id_counter failed cancels marker events",
+        keys=(
+            "stall_lock active wait prio priorities id_counter failed cancels marker events groups"
+        ),
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
         events="stalled failed waiting",
     )
@@ -294,7 +300,8 @@ class Scripts(OperationScripts, FlowScripts):
         return JobRecord(env, text(state), run_state)
 
     COUNTS = spec(
-        "counts", keys="wait prio active delayed completed failed meta limited waiting_children"
+        "counts",
+        keys="wait prio active delayed completed failed meta limited waiting_children groups",
     )
 
     async def counts(self) -> Counts:

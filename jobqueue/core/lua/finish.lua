@@ -10,7 +10,7 @@ breaker, and the job fails once it waited longer than the breaker's max_wait; 'h
 limit holds every queue of the limiter, and outcomes drive its breaker (a completion closes it,
 a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
-  failed completed cancels shared_limiter shared_hold breaker breaker_fails costs
+  failed groups completed cancels shared_limiter shared_hold breaker breaker_fails costs
 ARGV:
   base               '<prefix>:{<queue>}:'
   maxlen             cap of the event stream
@@ -79,7 +79,7 @@ for i = 0, m - 1 do
   local id, token, kind, payload, etype, delay, limit = argv_group(i)
   delay, limit = tonumber(delay), tonumber(limit)
   local skey = state_key(A.base, id)
-  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb')
+  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb', 'g')
   in_flow = st[4] ~= false
   -- fencing: only the holder of the current token may finish, and only an active job
   -- (ZREM runs only for the holder; its count says whether the job was still active)
@@ -87,6 +87,7 @@ for i = 0, m - 1 do
     codes[#codes + 1] = -2
   else
     if any_cancels then redis.call('HDEL', K.cancels, id) end
+    if st[5] then grp_left(st[5]) end -- a slot of its group is free
     local made = tonumber(st[2] or '0')
     if kind == 'b' then
       payload = payload .. brk_failure(id, now)

@@ -50,6 +50,7 @@ from .retry import (
     unregister_error_type,
     with_retry,
 )
+from .schedules import Schedule
 from .tasks import Task, TaskRegistry
 from .worker import Worker, WorkerHooks
 from .worker.outcomes import is_final_failure
@@ -85,6 +86,7 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskRegistry",
     "UnrecoverableError",

@@ -21,6 +21,7 @@ from .errors import ConfigError, InvalidJobError
 from .job import Job
 from .queue_limits import QueueLimitsMixin
 from .queue_ops import QueueOpsMixin
+from .schedules._mixin import QueueSchedulesMixin
 from .tasks import Task, TaskDecorator, TaskRegistry
 
 __all__ = ["JobSpec", "Queue"]
@@ -51,7 +52,7 @@ def _validate_name(name: str) -> str:
     return name
 
 
-class Queue(QueueOpsMixin, QueueLimitsMixin):
+class Queue(QueueOpsMixin, QueueLimitsMixin, QueueSchedulesMixin):
     """A named queue in Redis.
 
     Args:

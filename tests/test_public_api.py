@@ -45,6 +45,7 @@ def test_engine_contract_names() -> None:
         "ErrorVerdict",
         "retry_after_seconds",
         "redact",
+        "Schedule",
     ):
         assert name in jobqueue.__all__
 

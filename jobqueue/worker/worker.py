@@ -28,6 +28,7 @@ from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
+from ..schedules._loop import check_scheduler_interval, run_schedulers
 from .cancels import cancel_listener
 from .execute import HandlerRunner
 from .heartbeat import heartbeat_loop
@@ -61,6 +62,9 @@ class Worker:
             then they are cancelled and handed back to the queue at once.
         handle_signals: install SIGTERM/SIGINT handlers while `run()` runs (main thread only).
         reconnect_backoff: (first, max) seconds between attempts while Redis is unreachable.
+        scheduler_interval: seconds between looks for due ticks of the queue's schedulers
+            (`Queue.upsert_scheduler`) when none is due sooner; None = this worker does not
+            tick them (some worker of the queue must).
         on_active, on_progress, on_completed, on_failed, on_stalled, on_error: lifecycle
             hooks (see `WorkerHooks`): plain functions or coroutine functions.
     """
@@ -79,6 +83,7 @@ class Worker:
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        scheduler_interval: float | None = 1.0,
         on_active: Hook | None = None,
         on_progress: Hook | None = None,
         on_completed: Hook | None = None,
@@ -116,6 +121,7 @@ class Worker:
             on_error=on_error,
         )
         self._backoff = reconnect_backoff
+        self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._running = RunningJobs()
         self._stats = WorkerStats(self.name, queue.name, concurrency)
         self._hooks = HookRunner(self.hooks)
@@ -223,6 +229,11 @@ class Worker:
             "beat": heartbeat_loop(queue, self._stats, running),
             "cancel": cancel_listener(queue.redis, queue.keys, running, backoff=self._backoff),
         }
+        if self.scheduler_interval is not None:
+            coros["sched"] = run_schedulers(
+                queue, interval=self.scheduler_interval, backoff=self._backoff,
+                on_error=lambda e: self._hooks.fire(self.hooks.on_error, e),
+            )  # fmt: skip
         return [loop.create_task(c, name=f"jq-{k}-{self.name}") for k, c in coros.items()]
 
     def _executor_for(self) -> ThreadPoolExecutor:

@@ -163,6 +163,7 @@ async def start_sector_research(
     *,
     budget_usd: float | None = None,
     runtime: Runtime | None = None,
+    run_id: UUID | None = None,
 ) -> UUID:
     """Create a `sector_analysis` row and enqueue its research; returns the run's id.
 
@@ -173,6 +174,8 @@ async def start_sector_research(
             A call that would not fit is refused (BUDGET_EXCEEDED) and the run ends
             `budget_exceeded` with what it finished kept.
         runtime: The runtime to use (default: the process's, from the environment).
+        run_id: The run's id (default: a new one); starting a run of an existing id writes
+            no second row (a scheduled `watch` job that is retried starts one run).
 
     Returns:
         The run's id.
@@ -189,13 +192,17 @@ async def start_sector_research(
         {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector_name},
     )
     assert isinstance(probe, SectorResearchPayload)
-    run_id: UUID = await rt.pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd) VALUES ($1, $2, $3) "
+    inserted: UUID | None = await rt.pool.fetchval(
+        "INSERT INTO sector_analysis (id, user_id, sector_name, budget_usd) "
+        "VALUES (COALESCE($4, gen_random_uuid()), $1, $2, $3) ON CONFLICT (id) DO NOTHING "
         "RETURNING id",
         probe.user_id,
         probe.sector_name,
         Decimal(str(rt.settings.run_budget_usd if budget is None else budget)),
+        run_id,
     )
+    run_id = inserted or run_id
+    assert run_id is not None
     await enqueue(
         "sector-research",
         {"sector_analysis_id": run_id, "user_id": probe.user_id, "sector_name": probe.sector_name},

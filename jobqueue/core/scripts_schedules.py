@@ -38,7 +38,7 @@ class ScheduleScripts(ScriptRunner):
     SCHEDULER_UPSERT = spec(
         "scheduler_upsert",
         keys="schedulers scheduler(id) id_counter",
-        argv="id schedule every_ms cron tz name envelope priority next_ms",
+        argv="id schedule every_ms cron tz name envelope priority cost next_ms",
     )
 
     async def scheduler_upsert(
@@ -52,6 +52,7 @@ class ScheduleScripts(ScriptRunner):
         name: str,
         envelope: str,
         priority: int,
+        cost: str,
         next_ms: int | None,
     ) -> tuple[int, bool]:
         """Create or change a scheduler; returns (its next run in ms, whether it was kept
@@ -72,6 +73,7 @@ class ScheduleScripts(ScriptRunner):
             name=name,
             envelope=envelope,
             priority=priority,
+            cost=cost,
             next_ms="" if next_ms is None else next_ms,
         )
         return int(text(nxt)), int(kept) == 1
@@ -94,7 +96,7 @@ class ScheduleScripts(ScriptRunner):
 
     SCHEDULER_TICK = spec(
         "scheduler_tick",
-        keys="schedulers scheduler(id) wait prio priorities id_counter marker events",
+        keys="schedulers scheduler(id) wait prio priorities id_counter marker events costs",
         argv="base maxlen id expected following",
         events="added",
     )
@@ -115,6 +117,7 @@ class ScheduleScripts(ScriptRunner):
             k.id_counter,
             k.marker,
             k.events,
+            k.costs,
         ]
         code, nxt = await self._call(
             self.SCHEDULER_TICK,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -45,6 +45,7 @@ class QueueSchedulesMixin:
         data: Any = None,
         attempts: int | None = None,
         priority: int = 0,
+        cost: Mapping[str, float] | None = None,
     ) -> Schedule:
         """Create or change a scheduler that adds a job `name`/`data` on each tick.
 
@@ -74,6 +75,8 @@ class QueueSchedulesMixin:
             data: that job's data (any JSON value, at most `max_payload` bytes).
             attempts: that job's attempts (default: the queue's).
             priority: that job's priority.
+            cost: that job's cost of the queue's shared limiter, per bucket (default: the
+                queue's `QueueConfig.cost`).
 
         Returns:
             The scheduler as stored, with its next run time.
@@ -81,11 +84,11 @@ class QueueSchedulesMixin:
         Raises:
             ConfigError: a bad id, both or neither of every/cron, a bad interval, cron
                 expression or time zone (nothing written).
-            InvalidJobError: a bad name, data, attempts or priority (nothing written).
+            InvalidJobError: a bad name, data, attempts, priority or cost (nothing written).
         """
         validate_scheduler_id(scheduler_id)
         spec = make_spec(every, cron, tz)
-        job = self._encode(name, data, None, 0.0, priority, attempts)
+        job = self._encode(name, data, None, 0.0, priority, attempts, cost)
         next_ms = None
         if spec.cron is not None:
             seconds, micros = await self.redis.time()
@@ -99,6 +102,7 @@ class QueueSchedulesMixin:
             name=name,
             envelope=job.envelope,
             priority=priority,
+            cost=job.cost,
             next_ms=next_ms,
         )
         found = await self.get_scheduler(scheduler_id)

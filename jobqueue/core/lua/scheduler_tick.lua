@@ -1,6 +1,6 @@
 #!lua
 --[[ scheduler_tick: add the job of one due tick and advance the scheduler, atomically.
-KEYS: schedulers scheduler(id) wait prio priorities id_counter marker events
+KEYS: schedulers scheduler(id) wait prio priorities id_counter marker events costs
 ARGV:
   base      '<prefix>:{<queue>}:', the start of every key of the queue
   maxlen    cap of the event stream (0 = no events)
@@ -18,7 +18,7 @@ dropped); -2 = `following` is not after `expected` (nothing changed).
 --@include common.lua
 
 local now = now_ms()
-local h = redis.call('HMGET', K.scheduler, 'next', 'env', 'name', 'priority')
+local h = redis.call('HMGET', K.scheduler, 'next', 'env', 'name', 'priority', 'cost')
 if not h[1] then
   redis.call('ZREM', K.schedulers, A.id)
   return {-1, 0}
@@ -36,6 +36,7 @@ if redis.call('EXISTS', jkey) == 0 then
   redis.call('SET', jkey, string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
   local priority = tonumber(h[4] or '0')
   if priority ~= 0 then redis.call('HSET', K.priorities, id, priority) end
+  if h[5] and h[5] ~= '' then redis.call('HSET', K.costs, id, h[5]) end
   push_ready(K, id, false)
   emit(K.events, A.maxlen, 'ev', 'added', 'id', id, 'name', h[3], 'st', 'waiting', 'ts', now)
   poke(K.marker)

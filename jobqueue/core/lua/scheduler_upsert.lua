@@ -12,6 +12,7 @@ ARGV:
   name      the job name, for listings
   envelope  the JSON envelope of the job each tick adds (without its creation time)
   priority  the job's priority (0 = the FIFO list)
+  cost      its cost of the queue's shared limiter ('' = the queue's default)
   next_ms   the first run of a new or changed cron schedule, computed by the caller from Redis
             time; '' for an interval: now + every_ms, on this server's clock
 EVENTS: none
@@ -32,7 +33,8 @@ if old[1] ~= A.schedule or not next_ms then
   end
 end
 redis.call('HSET', K.scheduler, 'spec', A.schedule, 'every', A.every_ms, 'cron', A.cron, 'tz', A.tz,
-  'name', A.name, 'env', A.envelope, 'priority', A.priority, 'next', next_ms)
+  'name', A.name, 'env', A.envelope, 'priority', A.priority,
+  'cost', A.cost, 'next', next_ms)
 redis.call('HSETNX', K.scheduler, 'created', now)
 redis.call('ZADD', K.schedulers, next_ms, A.id)
 -- the queue is found by discovery (inspect) before its first job: the id counter marks it

@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from ..core._aio import raise_if_cancelling
 from ..core.backoff import exponential_delay
 from ..core.codec import text as _s
 from ..core.connection import REDIS_ERRORS
@@ -112,6 +113,7 @@ async def run_schedulers(
     while True:
         try:
             _, wait_ms = await tick_schedulers(queue)
+            raise_if_cancelling()  # redis-py on 3.11 may have dropped our task's cancel
         except Exception as exc:
             failures += 1
             lo, hi = backoff
@@ -130,6 +132,7 @@ async def run_schedulers(
                     on_error(exc)
                 except Exception:  # a hook that raises is not the loop's problem
                     log.exception("scheduler on_error hook raised")
+            raise_if_cancelling()
             await asyncio.sleep(delay)
             continue
         failures = 0

@@ -13,7 +13,8 @@ __all__ = ["DueSchedulers", "ScheduleScripts", "TickCode"]
 
 TickCode = int
 """What `tick` did: 1 added the tick's job; 2 its job existed already (the scheduler advanced);
-0 the tick was produced by someone else or is not due (nothing changed); -1 no such scheduler;
+0 the tick was produced by someone else or is not due (no job; the zset entry is set to the
+stored next run); -1 no such scheduler;
 -2 the following run is not after the tick (nothing changed)."""
 
 

@@ -64,6 +64,7 @@ async def tick_schedulers(queue: Queue) -> tuple[int, int]:
     """
     due = await queue.scripts.scheduler_due(_BATCH)
     added = 0
+    progressed = False
     wait_ms = due.wait_ms
     for scheduler_id, expected in due.due:
         try:
@@ -87,11 +88,12 @@ async def tick_schedulers(queue: Queue) -> tuple[int, int]:
                 "scheduler %s:%s: the job of tick %d existed already", queue.name, scheduler_id,
                 expected,
             )  # fmt: skip
-        if code >= 0 and nxt > 0:
+        if code > 0:  # advanced: wake for its next run (a tick lost to a race tells nothing)
+            progressed = True
             left = max(0, nxt - due.now_ms)
             wait_ms = left if wait_ms < 0 else min(wait_ms, left)
-    if len(due.due) >= _BATCH:
-        wait_ms = 0
+    if len(due.due) >= _BATCH and progressed:
+        wait_ms = 0  # more may be due: the next batch at once
     return added, wait_ms
 
 

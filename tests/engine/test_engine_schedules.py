@@ -144,6 +144,15 @@ async def test_a_cron_with_seconds_ticks(make_queue: Any) -> None:
     assert ms(after.next_run) == ms(s.next_run) + 1000
 
 
+async def test_an_entry_out_of_step_with_its_scheduler_is_mended(make_queue: Any) -> None:
+    q: Queue = make_queue("mend")
+    s = await q.upsert_scheduler("m", every=3600, name="x")
+    await q.redis.zadd(q.keys.schedulers, {"m": 1})  # "due" long ago; the hash says in an hour
+    added, wait_ms = await tick_schedulers(q)
+    assert added == 0 and wait_ms == -1  # no job, and no reason to call again at once
+    assert await q.redis.zscore(q.keys.schedulers, "m") == ms(s.next_run)
+
+
 async def test_the_scheduler_loop_survives_a_bad_entry(make_queue: Any) -> None:
     q: Queue = make_queue("bad")
     await q.upsert_scheduler("broken", every=0.05, name="x")

@@ -11,9 +11,9 @@ ARGV:
   following the next run time after this tick, computed by the caller (> expected)
 EVENTS: added
 Returns: {code, next_ms}: code 1 = the tick's job was added; 2 = its job existed already
-(nothing added, the scheduler advanced); 0 = not this tick any more, or not due yet (nothing
-changed; next_ms is the stored next run); -1 = no such scheduler (its stale zset entry is
-dropped); -2 = `following` is not after `expected` (nothing changed).
+(nothing added, the scheduler advanced); 0 = not this tick any more, or not due yet (no job;
+the zset score is set to the stored next run, next_ms); -1 = no such scheduler (its stale
+zset entry is dropped); -2 = `following` is not after `expected` (nothing changed).
 ]]
 --@include common.lua
 
@@ -24,7 +24,12 @@ if not h[1] then
   return {-1, 0}
 end
 local expected = tonumber(A.expected)
-if tonumber(h[1]) ~= expected or now < expected then return {0, h[1]} end
+if tonumber(h[1]) ~= expected or now < expected then
+  -- another worker produced this tick; keep the zset on the hash's next run (it is, unless
+  -- someone wrote one without the other: this mends it)
+  redis.call('ZADD', K.schedulers, h[1], A.id)
+  return {0, h[1]}
+end
 if tonumber(A.following) <= expected then return {-2, h[1]} end
 -- the tick's job id is the scheduler and the tick time: one tick, one job, whoever adds it
 local id = 'sched:' .. A.id .. ':' .. A.expected

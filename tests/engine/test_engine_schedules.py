@@ -54,8 +54,11 @@ async def test_three_workers_make_one_job_per_tick(make_queue: Any) -> None:
     assert len(ticks) >= 8
     assert ticks[0].tick_ms == ms(s.next_run)  # the first run: one interval after the upsert
     check_interval_ticks(ticks, 200)
-    # each tick's job ran once, on whichever worker took it
-    assert all(runs[t.job_id] == 1 for t in ticks), runs
+    # each tick's job ran once, on whichever worker took it (one added as the workers closed
+    # may wait for the next worker)
+    assert set(runs.values()) == {1}, runs
+    unrun = [t.job_id for t in ticks if t.job_id not in runs]
+    assert all([await queues[0].get_job_state(i) == "waiting" for i in unrun]), unrun
 
 
 async def test_missed_ticks_are_coalesced_into_one_job(make_queue: Any) -> None:
@@ -70,8 +73,9 @@ async def test_missed_ticks_are_coalesced_into_one_job(make_queue: Any) -> None:
     assert tick.tick_ms == first  # the first missed tick, standing for the whole period
     (after,) = await q.get_schedulers()
     nxt = ms(after.next_run)
-    # resumed at the first run after now, on the interval's grid: no burst of catch-up jobs
-    assert nxt > tick.created_ms and (nxt - first) % 100 == 0 and nxt - tick.created_ms <= 100
+    # resumed at the first run after now (the call read the clock past first + 500), on the
+    # interval's grid: the missed ticks made no job each, and no future tick was skipped
+    assert (nxt - first) % 100 == 0 and first + 600 <= nxt <= tick.created_ms + 100
     assert after.last_run is not None and ms(after.last_run) == first
     assert (await tick_schedulers(q))[0] == 0  # nothing more is due yet
     await wait_redis_clock(q.redis, nxt)

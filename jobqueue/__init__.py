@@ -53,6 +53,7 @@ from .retry import (
     unregister_error_type,
     with_retry,
 )
+from .schedules import Schedule
 from .tasks import Task, TaskRegistry
 from .worker import (
     HandlerCrashedError,
@@ -101,6 +102,7 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskRegistry",
     "UnrecoverableError",

@@ -13,6 +13,7 @@ __all__ = [
     "format_failed",
     "format_job",
     "format_overview",
+    "format_schedules",
     "limiter_rows",
     "queue_cells",
     "rich_overview",
@@ -235,3 +236,26 @@ def format_failed(jobs: Sequence[Mapping[str, Any]]) -> str:
         for j in jobs
     ]
     return "\n".join(_grid(("ID", "NAME", "ERROR TYPE", "ATTEMPTS", "FAILED AT", "ERROR"), rows))
+
+
+def format_schedules(schedules: Sequence[Mapping[str, Any]]) -> str:
+    """Schedulers, one line each: queue, id, schedule, job name, next and last run (UTC)."""
+    if not schedules:
+        return "no schedules"
+
+    def when(iso: str | None) -> str:
+        return iso[:19].replace("T", " ") if iso else "-"
+
+    rows = [
+        [
+            s["queue"],
+            s["id"],
+            f"every {s['every']:g}s" if s["every"] is not None else f"{s['cron']} ({s['tz']})",
+            s["name"],
+            when(s["next_run"]),
+            when(s["last_run"]),
+        ]
+        for s in schedules
+    ]
+    header = ("QUEUE", "ID", "SCHEDULE", "JOB", "NEXT RUN (UTC)", "LAST RUN (UTC)")
+    return "\n".join(_grid(header, rows))

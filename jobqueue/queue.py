@@ -23,6 +23,7 @@ from .flows._queue import QueueFlowsMixin
 from .job import Job
 from .queue_limits import QueueLimitsMixin
 from .queue_ops import QueueOpsMixin
+from .schedules._mixin import QueueSchedulesMixin
 from .tasks import Task, TaskDecorator, TaskRegistry
 
 __all__ = ["JobSpec", "Queue"]
@@ -66,7 +67,7 @@ def _validate_name(name: str) -> str:
     return name
 
 
-class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
+class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixin):
     """A named queue in Redis.
 
     Args:

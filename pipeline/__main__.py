@@ -1,4 +1,5 @@
-"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show a run, migrate."""
+"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show a run, watch a
+sector on a schedule, migrate."""
 
 from __future__ import annotations
 
@@ -49,7 +50,64 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="job status rows of a run")
     status.add_argument("run_id")
     sub.add_parser("migrate", help="apply schema.sql")
+    watch = sub.add_parser(
+        "watch",
+        help="re-run a sector on a cron schedule (or --list, --remove ID)",
+        description="Register a schedule that starts a new run of SECTOR on each tick (the "
+        "workers of the sector-research queue tick it: python -m pipeline.workers).",
+    )
+    watch.add_argument("sector", nargs="?", metavar="SECTOR")
+    watch.add_argument("--cron", help='cron expression, e.g. "0 6 * * 1-5"')
+    watch.add_argument("--tz", default="UTC", help="IANA time zone of the cron (default UTC)")
+    watch.add_argument("--user-id", default="watcher")
+    watch.add_argument("--budget-usd", type=float, default=None, help="budget of each run")
+    watch.add_argument("--list", action="store_true", help="list the watches")
+    watch.add_argument("--remove", metavar="ID", help="stop a watch (its id or its sector)")
     return p
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    from jobqueue import JobQueueError, Queue
+    from pipeline.watch import WATCH_QUEUE, add_watch, list_watches, remove_watch
+
+    settings = get_settings()
+    assert settings.redis_url is not None
+    queue = Queue(
+        settings.queue_config(WATCH_QUEUE), redis=settings.redis_url, prefix=settings.prefix
+    )
+    try:
+        if args.list:
+            for s in await list_watches(queue):
+                print(
+                    f"{s.id:32} {s.data['sector_name']!r:24} {s.cron} ({s.tz})  "
+                    f"next {s.next_run.isoformat(timespec='seconds')}"
+                )
+            return 0
+        if args.remove:
+            if not await remove_watch(queue, args.remove):
+                print(f"error: no watch {args.remove!r}", file=sys.stderr)
+                return 2
+            print(f"watch {args.remove} removed")
+            return 0
+        try:
+            s = await add_watch(
+                queue,
+                args.sector,
+                cron=args.cron,
+                tz=args.tz,
+                user_id=args.user_id,
+                budget_usd=args.budget_usd,
+            )
+        except (JobQueueError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"watch {s.id}: {s.data['sector_name']!r} on {s.cron} ({s.tz}); "
+            f"next run {s.next_run.isoformat(timespec='seconds')}"
+        )
+        return 0
+    finally:
+        await queue.close()
 
 
 async def _approve(sub_sector_id: str) -> int:
@@ -126,8 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    if args.command == "watch" and not (args.list or args.remove or (args.sector and args.cron)):
+        print("error: give SECTOR and --cron, or --list, or --remove ID", file=sys.stderr)
+        return 2
     # approve and status act on a run that lives somewhere: no embedded servers for them
-    needed = {"approve": ("REDIS_URL", "DATABASE_URL"), "status": ("DATABASE_URL",)}
+    needed = {
+        "approve": ("REDIS_URL", "DATABASE_URL"),
+        "status": ("DATABASE_URL",),
+        "watch": ("REDIS_URL",),
+    }
     urls = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
     missing = [name for name in needed.get(args.command, ()) if not urls[name]]
     if missing:
@@ -137,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_approve(args.sub_sector_id))
     if args.command == "status":
         return asyncio.run(_status(args.run_id))
+    if args.command == "watch":
+        return asyncio.run(_watch(args))
     from pipeline.db import main as db_main
 
     return db_main(["migrate"])

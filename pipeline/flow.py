@@ -182,6 +182,7 @@ async def start_sector_research(
     budget_usd: float | None = None,
     user_tier: str = DEFAULT_TIER,
     runtime: Runtime | None = None,
+    run_id: UUID | None = None,
 ) -> UUID:
     """Create a `sector_analysis` row and enqueue its research; returns the run's id.
 
@@ -195,6 +196,8 @@ async def start_sector_research(
             run: every job of the run runs at its priority (enterprise first), and within a
             tier users are served in turn (`pipeline.tiers`).
         runtime: The runtime to use (default: the process's, from the environment).
+        run_id: The run's id (default: a new one); starting a run of an existing id writes
+            no second row (a scheduled `watch` job that is retried starts one run).
 
     Returns:
         The run's id.
@@ -215,14 +218,18 @@ async def start_sector_research(
         {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector_name},
     )
     assert isinstance(probe, SectorResearchPayload)
-    run_id: UUID = await rt.pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd, user_tier) "
-        "VALUES ($1, $2, $3, $4) RETURNING id",
+    inserted: UUID | None = await rt.pool.fetchval(
+        "INSERT INTO sector_analysis (id, user_id, sector_name, budget_usd, user_tier) "
+        "VALUES (COALESCE($4, gen_random_uuid()), $1, $2, $3, $5) ON CONFLICT (id) DO NOTHING "
+        "RETURNING id",
         probe.user_id,
         probe.sector_name,
         Decimal(str(rt.settings.run_budget_usd if budget is None else budget)),
+        run_id,
         tier,
     )
+    run_id = inserted or run_id
+    assert run_id is not None
     await enqueue(
         "sector-research",
         {"sector_analysis_id": run_id, "user_id": probe.user_id, "sector_name": probe.sector_name},

@@ -51,6 +51,7 @@ def test_engine_contract_names() -> None:
         "ProcessIsolation",
         "HandlerCrashedError",
         "Dedup",
+        "Schedule",
     ):
         assert name in jobqueue.__all__
 

@@ -293,6 +293,16 @@ class QueueKeys:
         return f"{self.base}workers:{name}"
 
     @property
+    def schedulers(self) -> str:
+        """Zset of the queue's scheduler ids; score = the next run time in ms (Redis clock)."""
+        return self.base + "schedulers"
+
+    def scheduler(self, scheduler_id: str) -> str:
+        """Hash of one scheduler: its spec (`every` or `cron` + `tz`), the job it makes
+        (`env`), its next and last run times."""
+        return f"{self.base}sched:{scheduler_id}"
+
+    @property
     def all_keys_pattern(self) -> str:
         """SCAN MATCH pattern of every key of this queue."""
         return self.base + "*"

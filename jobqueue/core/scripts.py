@@ -42,6 +42,7 @@ from .replies import (
 )
 from .scripts_flows import FlowScripts
 from .scripts_ops import OperationScripts
+from .scripts_schedules import ScheduleScripts
 
 __all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
 
@@ -78,9 +79,10 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
     return TakeReply(jobs, int(reply[0]))
 
 
-class Scripts(OperationScripts, FlowScripts):
+class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     """The scripts of one queue, one typed method each (the operations ones come from
-    `OperationScripts`); see `ScriptRunner` for the arguments."""
+    `OperationScripts`, the schedulers' from `ScheduleScripts`); see `ScriptRunner` for the
+    arguments."""
 
     _finish_head: tuple[TakeLimits, Retention, list[Any]] | None = None
 

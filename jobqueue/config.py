@@ -83,7 +83,8 @@ class QueueConfig:
         slot: the Redis Cluster hash slot the queue's keys (and its limiter's) live in, named
             like a queue; None = the limiter's name, or the queue's own slot without a
             limiter. Queues on several limiters (or none) given one `slot` may then form one
-            flow, each limiter keeping its own buckets, 429 hold and breaker.
+            flow, each limiter keeping its own buckets, 429 hold and breaker. A limiter is its
+            name within a slot: queues meant to share a limiter must share its slot too.
         cost: what one job of this queue costs of the limiter's buckets when `Queue.add` is
             given none (default: nothing).
         lease: seconds a worker holds a job without renewing; renewed every lease/3.

@@ -105,6 +105,17 @@ async def test_inspect_shows_the_limiter_of_each_queue_of_a_slot(
     assert capacity == {"research": 50, "ranking": 80, "old": 10}
     for name, q in queues.items():
         assert q["counts"]["completed"] == 1, name
+    slots = {name: q["slot"] for name, q in queues.items()}
+    assert slots == {
+        "research": "pipeline",
+        "ranking": "pipeline",
+        "format": "pipeline",
+        "old": "llm.old",
+    }
     table = await run_cli("--redis", redis_url, "--prefix", prefix)
     assert table.code == 0, table.stderr
-    assert "anthropic.opus" in table.stdout and "anthropic.sonnet" in table.stdout
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.strip()}
+    # one row per limiter, with its slot when the slot is not its namesake
+    assert "{pipeline}" in rows["anthropic.opus"] and "research" in rows["anthropic.opus"]
+    assert "{pipeline}" in rows["anthropic.sonnet"] and "ranking" in rows["anthropic.sonnet"]
+    assert "{" not in rows["llm.old"]

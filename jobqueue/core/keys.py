@@ -153,7 +153,8 @@ class QueueKeys:
     @property
     def shared_limiter(self) -> str:
         """Hash of the shared limiter's buckets (`c:`/`w:`/`t:`/`ts:<bucket>`); for a queue
-        without one, a key of its own slot that nothing writes."""
+        without one, a key of its slot that its scripts never touch (they read the limiter's
+        keys only when given a limiter)."""
         return self._slot_base + "limiter"
 
     @property

@@ -84,14 +84,17 @@ def _amount(value: float | None) -> str:
 
 
 def limiter_rows(queues: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """One row per shared limiter of the queues (see `LIMITER_COLUMNS`)."""
-    by_name: dict[str, tuple[Mapping[str, Any], list[str]]] = {}
+    """One row per shared limiter of the queues (see `LIMITER_COLUMNS`). A limiter is its name
+    in its hash slot: the same name in two slots is two budgets, shown `name {slot}`."""
+    by_name: dict[tuple[str, str], tuple[Mapping[str, Any], list[str]]] = {}
     for q in queues:
         lim = q.get("limiter")
         if lim:
-            by_name.setdefault(lim["name"], (lim, []))[1].append(q["name"])
+            slot = q.get("slot") or lim["name"]
+            by_name.setdefault((lim["name"], slot), (lim, []))[1].append(q["name"])
     rows = []
-    for name, (lim, names) in sorted(by_name.items()):
+    for (lim_name, slot), (lim, names) in sorted(by_name.items()):
+        name = lim_name if slot == lim_name else f"{lim_name} {{{slot}}}"
         buckets = ", ".join(
             f"{b['name']} {_amount(b['tokens'])}/{_amount(b['capacity'])}" for b in lim["buckets"]
         )

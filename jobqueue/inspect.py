@@ -118,6 +118,7 @@ async def queue_overview(redis: Redis, prefix: str, name: str) -> dict[str, Any]
         }
     return {
         "name": name,
+        "slot": queue.keys.slot,
         "counts": counts,
         "paused": await queue.is_paused(),
         "concurrency": {"active": limits.active, "cap": limits.concurrency},

@@ -92,9 +92,14 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         )
         self.prefix = validate_prefix(prefix)
         limiter = self.config.limiter
-        # a queue on a shared limiter lives in the limiter's hash slot (one script may then
-        # check the queue and the limiter together on Redis Cluster)
-        self.keys = QueueKeys(self.prefix, self.config.name, limiter.name if limiter else None)
+        # a queue on a shared limiter lives in the limiter's hash slot, or the one it names
+        # (one script may then check the queue and the limiter together on Redis Cluster)
+        self.keys = QueueKeys(
+            self.prefix,
+            self.config.name,
+            self.config.hash_slot,
+            limiter.name if limiter else None,
+        )
         if isinstance(redis, str):
             self.redis = connect(redis)
             self._owns_client = True

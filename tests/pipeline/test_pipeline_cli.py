@@ -16,9 +16,7 @@ from pipeline.runtime import Runtime
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 UUID_LINE = re.compile(r"^\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+\S")
-STATUS_LINE = re.compile(
-    r"^(\S+)\s+(waiting|active|completed|failed|cancelled)\s+(\d+)%\s+(\S+)"
-)
+STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed|cancelled)\s+(\d+)%\s+(\S+)")
 CACHED_LINE = re.compile(
     r"^cached input: (\d+\.\d)% of ([\d,]+) prompt tokens \(cache reads ([\d,]+), "
     r"cache writes ([\d,]+), uncached ([\d,]+)\)$",

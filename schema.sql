@@ -301,5 +301,4 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
 INSERT INTO schema_version (version) VALUES (3) ON CONFLICT (version) DO NOTHING;

@@ -65,7 +65,7 @@ async def test_version_1_is_upgraded_in_place(fresh_database: str) -> None:
         )
         assert checks == 2
         versions = await conn.fetch("SELECT version FROM schema_version ORDER BY version")
-        assert [v["version"] for v in versions] == list(range(1, db.SCHEMA_VERSION + 1))
+        assert [v["version"] for v in versions] == [1, db.SCHEMA_VERSION]
         await conn.execute("INSERT INTO budget_day (org, day) VALUES ('o', current_date)")
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(

@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timeout=args.timeout,
                 )
             )
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    # cancel prints what it did: the engine's line per job cancelled would only repeat it
+    level = "WARNING" if args.command == "cancel" else settings.log_level
+    configure_logging(fmt=settings.log_format, level=level)
     # approve, cancel and status act on a run that lives somewhere: no embedded servers for them
     needed = {
         "approve": ("REDIS_URL", "DATABASE_URL"),

@@ -1,5 +1,5 @@
-"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show a run, watch a
-sector on a schedule, migrate."""
+"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show or cancel a run,
+watch a sector on a schedule, migrate."""
 
 from __future__ import annotations
 
@@ -16,8 +16,14 @@ __all__ = ["main"]
 _RUN_EXIT_CODES = """exit codes:
   0  every run completed
   1  a run did not complete: its research failed, its budget ran out, its sub-sector
-     failed, or a phase timed out (the other runs go on to their end all the same)
+     failed, it was cancelled (`python -m pipeline cancel RUN_ID`), or a phase timed out
+     (the other runs go on to their end all the same)
   2  a usage error: a sector given twice, a bad sector name (nothing is started)"""
+
+_CANCEL_EXIT_CODES = """exit codes:
+  0  the run is cancelled (by this call, or by an earlier one: cancelling twice is allowed)
+  1  refused: the run already ended (completed, failed, budget_exceeded); nothing changed
+  2  a usage error: no such run, not a run id, REDIS_URL or DATABASE_URL unset"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
     approve.add_argument("sub_sector_id")
-    status = sub.add_parser("status", help="job status rows of a run")
+    status = sub.add_parser("status", help="a run's status and its job status rows")
     status.add_argument("run_id")
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a run: nothing of it starts or calls the model any more",
+        description="Mark the run cancelled, then cancel its jobs on every machine: waiting "
+        "and delayed ones are removed, running ones are stopped. From the mark on, no model "
+        "call of the run is sent (one in flight may finish) and nothing is enqueued for it.",
+        epilog=_CANCEL_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cancel.add_argument("run_id")
     sub.add_parser("migrate", help="apply schema.sql")
     watch = sub.add_parser(
         "watch",
@@ -111,6 +127,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _approve(sub_sector_id: str) -> int:
+    from pipeline.cancelled import RunCancelledError
     from pipeline.flow import PayloadError, approve_subsector
     from pipeline.runtime import close_runtime
 
@@ -118,11 +135,27 @@ async def _approve(sub_sector_id: str) -> int:
         job = await approve_subsector(sub_sector_id)
         print(f"approved; ranking job {job.id}")
         return 0
-    except (PayloadError, ValueError) as exc:
+    except (PayloadError, RunCancelledError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         await close_runtime()
+
+
+async def _cancel(run_id: str) -> int:
+    from pipeline.cancel import CancelRefusedError, cancel_run
+    from pipeline.runtime import close_runtime
+
+    try:
+        result = await cancel_run(run_id)
+    except CancelRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if exc.status is None else 1
+    finally:
+        await close_runtime()
+    for line in result.lines():
+        print(line)
+    return 0
 
 
 async def _status(run_id: str) -> int:
@@ -136,6 +169,15 @@ async def _status(run_id: str) -> int:
     settings = get_settings()
     pool = await get_pool(settings.database_url)
     try:
+        try:
+            run = await pool.fetchrow(
+                "SELECT status, cancelled_at FROM sector_analysis WHERE id = $1", UUID(run_id)
+            )
+        except ValueError:
+            run = None  # not a run id: no run
+        if run is not None:
+            when = f" at {run['cancelled_at']:%Y-%m-%d %H:%M:%S %Z}" if run["cancelled_at"] else ""
+            print(f"run {run_id} is {run['status']}{when}")
         for row in await get_jobs_by_related_id(run_id):
             err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
@@ -183,13 +225,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timeout=args.timeout,
                 )
             )
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    # cancel prints what it did: the engine's line per job cancelled would only repeat it
+    level = "WARNING" if args.command == "cancel" else settings.log_level
+    configure_logging(fmt=settings.log_format, level=level)
     if args.command == "watch" and not (args.list or args.remove or (args.sector and args.cron)):
         print("error: give SECTOR and --cron, or --list, or --remove ID", file=sys.stderr)
         return 2
-    # approve and status act on a run that lives somewhere: no embedded servers for them
+    # approve, cancel, status and watch act on a run that lives somewhere: no embedded servers
     needed = {
         "approve": ("REDIS_URL", "DATABASE_URL"),
+        "cancel": ("REDIS_URL", "DATABASE_URL"),
         "status": ("DATABASE_URL",),
         "watch": ("REDIS_URL",),
     }
@@ -204,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_status(args.run_id))
     if args.command == "watch":
         return asyncio.run(_watch(args))
+    if args.command == "cancel":
+        return asyncio.run(_cancel(args.run_id))
     from pipeline.db import main as db_main
 
     return db_main(["migrate"])

@@ -4,6 +4,10 @@ Every job id is derived from what the job works on, so enqueueing twice (a retri
 a double click on "approve") enqueues once. `related_id` of every job of a run is the run's
 `sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run. Every job of a
 run has the priority of the run's user tier and the user as its group (`pipeline.tiers`).
+
+Nothing is enqueued for a cancelled run (`RunCancelledError`): the run is checked before the
+jobs are added and again after, and jobs a cancel raced with are withdrawn (see
+`pipeline.cancel` for why one of the two sides always sees the other).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from jobqueue import InvalidJobError, Job
 from pipeline.budget import check_usd
+from pipeline.cancelled import RunCancelledError, cancelled_runs, run_is_cancelled, withdraw_jobs
 from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload
 from pipeline.runs import RUN_OF
 from pipeline.runtime import Runtime, get_runtime
@@ -108,6 +113,8 @@ async def enqueue(
 
     Raises:
         PayloadError: the payload does not fit the job type (nothing is written).
+        RunCancelledError: the job's run is cancelled (nothing is enqueued, or what a cancel
+            raced with is withdrawn).
     """
     return (
         await enqueue_many([(job_type, payload)], job_ids=[job_id], delay=delay, runtime=runtime)
@@ -121,14 +128,24 @@ async def enqueue_many(
     delay: float = 0.0,
     runtime: Runtime | None = None,
 ) -> list[Job]:
-    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue."""
+    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue.
+
+    Raises:
+        PayloadError: a payload does not fit its job type (nothing is written).
+        RunCancelledError: a job's run is cancelled (nothing is enqueued, or what a cancel
+            raced with is withdrawn).
+    """
     rt = runtime or await get_runtime()
     validated = [(t, validate_payload(t, p)) for t, p in items]
     ids = list(job_ids) if job_ids else [None] * len(validated)
+    # the run of each job (its status row's related id): nothing is enqueued for a cancelled one
+    related = [await _related_id(rt, t, p) for t, p in validated]
+    refused = await _cancelled(rt, related)
+    if refused:
+        raise RunCancelledError(min(refused), f"enqueue of {len(validated)} job(s)")
     by_queue: dict[str, list[int]] = {}
     for i, (t, _) in enumerate(validated):
         by_queue.setdefault(t, []).append(i)
-    related = [await _related_id(rt, t, p) for t, p in validated]
     fairness = await _fairness(rt, related)
     jobs: list[Job | None] = [None] * len(validated)
     for job_type, indexes in by_queue.items():
@@ -162,6 +179,17 @@ async def enqueue_many(
                 job.id,
                 type(exc).__name__,
             )
+    # Again now that the jobs are in their queues: a cancel that committed since the first
+    # check may have swept the queues before they were there, so they are withdrawn here.
+    refused = await _cancelled(rt, related)
+    if refused:
+        withdrawn = [
+            (job_type, job.id)
+            for (job_type, _), job, run in zip(validated, done, related, strict=True)
+            if run in refused
+        ]
+        await withdraw_jobs(rt.queues, rt.pool, withdrawn)
+        raise RunCancelledError(min(refused), f"enqueue of {len(withdrawn)} job(s)")
     return done
 
 
@@ -173,6 +201,19 @@ async def _fairness(rt: Runtime, runs: Sequence[str | None]) -> dict[str, RunFai
     except (OSError, asyncpg.PostgresError) as exc:
         log.warning("could not read the runs' tiers (%s): jobs added ungrouped", type(exc).__name__)
         return {}
+
+
+async def _cancelled(rt: Runtime, related: Sequence[str | None]) -> set[str]:
+    """The cancelled runs among `related`; none when PostgreSQL cannot say (the queue is the
+    truth for enqueueing: a job of a cancelled run added then ends at its start)."""
+    runs = {r for r in related if r is not None}
+    if not runs:
+        return set()
+    try:
+        return await cancelled_runs(rt.pool, runs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not check for cancelled runs: %s", type(exc).__name__)
+        return set()
 
 
 async def start_sector_research(
@@ -244,6 +285,7 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
     Raises:
         PayloadError: no such sub-sector, or it is not awaiting approval any more and was
             never approved (e.g. failed).
+        RunCancelledError: its run is cancelled (nothing is changed or enqueued).
     """
     rt = runtime or await get_runtime()
     sid = UUID(str(sub_sector_id))
@@ -253,6 +295,8 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
         )
         if row is None:
             raise PayloadError("stock-ranking", f"no sub-sector {sid}")
+        if await run_is_cancelled(conn, row["sector_analysis_id"]):
+            raise RunCancelledError(row["sector_analysis_id"], "approval")
         if row["status"] == "awaiting_approval":
             await conn.execute(
                 "UPDATE sub_sector SET status = 'approved', approved_at = now() WHERE id = $1", sid

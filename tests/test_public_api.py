@@ -63,6 +63,7 @@ def test_pipeline_status_api_names() -> None:
         "enqueue",
         "start_sector_research",
         "approve_subsector",
+        "cancel_run",
         "create_job_status",
         "get_job_status",
         "get_jobs_by_related_id",

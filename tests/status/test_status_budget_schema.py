@@ -1,5 +1,6 @@
 """schema.sql version 2 (cost budgets) on a database of version 1: the columns, the tables and
-the new run status are added in place, and migrating again changes nothing."""
+the new run status are added in place (with what later versions add), and migrating again
+changes nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ async def make_version_1(conn: asyncpg.Connection) -> None:
             CHECK (status IN {V1_STATUSES});
         ALTER TABLE sector_analysis DROP COLUMN budget_usd, DROP COLUMN spent_usd,
             DROP COLUMN reserved_usd, DROP COLUMN budget_exceeded_at,
-            DROP COLUMN IF EXISTS user_tier;
+            DROP COLUMN IF EXISTS user_tier, DROP COLUMN cancelled_at;
+        ALTER TABLE job_status DROP CONSTRAINT job_status_status_check;
+        ALTER TABLE job_status ADD CONSTRAINT job_status_status_check
+            CHECK (status IN ('waiting', 'active', 'completed', 'failed'));
         DELETE FROM schema_version;
         INSERT INTO schema_version (version) VALUES (1);
         """
@@ -45,7 +49,8 @@ async def test_version_1_is_upgraded_in_place(fresh_database: str) -> None:
                 "UPDATE sector_analysis SET status = 'budget_exceeded' WHERE id = $1", old
             )
         assert await db.migrate(fresh_database) == db.SCHEMA_VERSION
-        assert await db.migrate(fresh_database) == db.SCHEMA_VERSION  # once more: no change
+        # and once more: nothing changes
+        assert await db.migrate(fresh_database) == db.SCHEMA_VERSION
         row = await conn.fetchrow(
             "SELECT budget_usd, spent_usd, reserved_usd FROM sector_analysis WHERE id = $1", old
         )

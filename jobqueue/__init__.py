@@ -28,6 +28,7 @@ from .errors import (
     RetryAfter,
     UnrecoverableError,
     UnsafeRedisError,
+    WaitForChildren,
 )
 from .events import Event, QueueEvents
 from .flows import Child, ChildFailure
@@ -103,6 +104,7 @@ __all__ = [
     "TaskRegistry",
     "UnrecoverableError",
     "UnsafeRedisError",
+    "WaitForChildren",
     "Worker",
     "WorkerHooks",
     "WorkerInfo",

@@ -25,7 +25,7 @@ from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
 from ..core.states import JobState
-from ..errors import ConfigError, ErrorType, InvalidJobError
+from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
 from ._procpool import make_runner
@@ -34,7 +34,7 @@ from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
 from .leases import renew_loop, stall_loop
-from .outcomes import completed, failed_for_good, failure, handed_back
+from .outcomes import completed, failed_for_good, failure, handed_back, waiting_for_children
 from .running import RunningJobs, WorkerStats
 from .wakeup import Wakeup
 
@@ -429,7 +429,7 @@ class Worker:
             taken.job_id,
             env,
             state=JobState.ACTIVE,
-            run_state={"a": taken.attempt - 1},
+            run_state={"a": taken.attempt - 1, "ws": taken.step},
             token=taken.token,
             attempt=taken.attempt,
         )
@@ -462,11 +462,18 @@ class Worker:
                 value = exc
             else:
                 outcome = handed_back(job)
+        except WaitForChildren:
+            outcome = waiting_for_children(job)  # no attempt spent, no outcome hook
         except InvalidJobError as exc:
             outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
             value = exc
         except Exception as exc:
-            outcome, value = self._failure_outcome(job, exc), exc
+            if job.cancel_reason is not None:
+                # asked to cancel while it ran (e.g. `add_children` refused): not retried
+                outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
+            else:
+                outcome = self._failure_outcome(job, exc)
+            value = exc
         finally:
             CURRENT_JOB.reset(token)
             running = self._running

@@ -94,9 +94,7 @@ async def test_a_worker_killed_after_add_children_and_before_its_wait(
     assert [e["attempt"] for e in starts] == [1, 1, 1]  # no attempt spent by waiting
     assert len(await entries(side, prefix, "added", "p")) == 2
     low_added = [
-        fields
-        for _, fields in await low.redis.xrange(low.keys.events)
-        if fields[b"ev"] == b"added"
+        fields for _, fields in await low.redis.xrange(low.keys.events) if fields[b"ev"] == b"added"
     ]
     assert len(low_added) == 3  # no child twice
     counts = await low.get_job_counts()

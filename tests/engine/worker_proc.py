@@ -37,8 +37,8 @@ import redis
 
 from jobqueue import (
     Breaker,
-    Child,
     Bucket,
+    Child,
     ErrorType,
     Job,
     Limiter,

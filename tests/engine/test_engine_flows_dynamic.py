@@ -254,6 +254,12 @@ async def test_on_failure_of_a_child_added_while_the_parent_runs(make_queue: Any
     )
     assert parent.error_message == "child dyn:bad failed: bad broke"
     assert await take(q) == {}
+    # retried by hand, it goes on from its step; the failure that ended it is forgotten
+    await q.retry_job("p")
+    retried = (await take(q))["p"]
+    assert retried.step == 2
+    assert await finish(q, [wait("p", retried.token or "")]) == [2]
+    assert await state(q, "p") == JobState.WAITING  # nothing pending: ready at once
 
 
 async def test_cancel_of_the_tree_covers_children_added_dynamically(make_queue: Any) -> None:

@@ -8,9 +8,9 @@ shared limiter has a circuit breaker: no attempt spent, the failure counts towar
 breaker, and the job fails once it waited longer than the breaker's max_wait; 'h' handed back
 (worker shutdown): to the front of the queue at once; 'w' waiting for children: the job added
 children while it ran (add_children.lua) and waits for them without spending an attempt, in
-'waiting-children', or ready at once when they all ended already (includes/flow_wait.lua). On a queue with a shared limiter a rate
-limit holds every queue of the limiter, and outcomes drive its breaker (a completion closes it,
-a 'b' deferral counts as a server-side failure).
+'waiting-children', or ready at once when they all ended already (includes/flow_wait.lua). On
+a queue with a shared limiter a rate limit holds every queue of the limiter, and outcomes drive
+its breaker (a completion closes it, a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
   failed completed cancels shared_limiter shared_hold breaker breaker_fails costs
 ARGV:

@@ -400,3 +400,42 @@ async def test_waiting_for_children_does_not_count_against_the_timeout(
         for w in workers:
             await w.close()
         await asyncio.gather(*tasks)
+
+
+async def test_workers_children_that_end_before_their_parent_waits(make_queue: Any) -> None:
+    # the ranking step: five children, all ended before the handler raises WaitForChildren
+    q = make_queue("rank", limiter=SLOT, attempts=1, drain_delay=0.2)
+    kids = make_queue("stock", limiter=SLOT, drain_delay=0.2)
+    runs: Counter[int] = Counter()
+
+    async def ranking(job: Job) -> Any:
+        runs[job.step] += 1
+        if job.step == 0:
+            refs = await job.add_children(
+                [Child(queue=kids, name="analyse", data=t) for t in "ABCDE"]
+            )
+
+            async def all_done() -> bool:
+                ids = [r.split(":", 1)[1] for r in refs]
+                return [await kids.get_job_state(i) for i in ids] == [JobState.COMPLETED] * 5
+
+            await wait_for(all_done, what="the children to complete before the parent waits")
+            await job.wait_for_children()
+        return sorted((await job.children_results()).values())
+
+    async def analyse(job: Job) -> Any:
+        return job.data
+
+    await q.add("rank", job_id="r")
+    workers = [
+        Worker(q, ranking, handle_signals=False, shutdown_grace=0.5),
+        Worker(kids, analyse, concurrency=5, handle_signals=False, shutdown_grace=0.5),
+    ]
+
+    async def done() -> bool:
+        return await q.get_job_state("r") == JobState.COMPLETED
+
+    await run_until(workers, done, "the ranking job to complete")
+    job = await q.get_job("r")
+    assert job is not None and job.result == list("ABCDE")
+    assert runs == {0: 1, 1: 1}

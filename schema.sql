@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS job_status (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT job_status_status_check
-        CHECK (status IN ('waiting', 'active', 'completed', 'failed')),
+        CHECK (status IN ('waiting', 'active', 'completed', 'failed', 'cancelled')),
     CONSTRAINT job_status_progress_check CHECK (progress BETWEEN 0 AND 100),
     CONSTRAINT job_status_attempts_check CHECK (attempts >= 0)
 );
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS sector_analysis (
     completed_at  timestamptz,
     CONSTRAINT sector_analysis_status_check CHECK (
         status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed',
-                   'budget_exceeded')
+                   'budget_exceeded', 'cancelled')
     ),
     CONSTRAINT sector_analysis_sector_name_check CHECK (length(sector_name) BETWEEN 1 AND 200)
 );
@@ -266,4 +266,62 @@ CREATE INDEX IF NOT EXISTS budget_reservation_job_idx
 CREATE INDEX IF NOT EXISTS budget_reservation_expiry_idx
     ON budget_reservation (expires_at) WHERE state = 'held';
 
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT (version) DO NOTHING;
+-- ---------------------------------------------------------------------------------------------
+-- Version 3: subscription tiers. A run records its user's tier; every job of the run gets the
+-- tier's priority and the user as its group (`pipeline.tiers`). Added in place on an older
+-- database (its runs are 'free').
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS user_tier text NOT NULL DEFAULT 'free';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'sector_analysis_user_tier_check'
+          AND conrelid = 'sector_analysis'::regclass
+    ) THEN
+        ALTER TABLE sector_analysis ADD CONSTRAINT sector_analysis_user_tier_check CHECK (
+            user_tier IN ('free', 'pro', 'enterprise')
+        );
+    END IF;
+END
+$$;
+
+INSERT INTO schema_version (version) VALUES (3) ON CONFLICT (version) DO NOTHING;
+
+-- ---------------------------------------------------------------------------------------------
+-- Version 4: cancelling a run (`pipeline.cancel`). A run may end `cancelled` (`cancelled_at` is
+-- when); a job of it that was removed from its queue or stopped ends `cancelled` in job_status.
+-- The two status CHECKs are replaced in place on a version-3 database (once: only when they
+-- lack 'cancelled').
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE sector_analysis ADD COLUMN IF NOT EXISTS cancelled_at timestamptz;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'sector_analysis_status_check'
+          AND conrelid = 'sector_analysis'::regclass
+          AND pg_get_constraintdef(oid) LIKE '%cancelled%'
+    ) THEN
+        ALTER TABLE sector_analysis DROP CONSTRAINT IF EXISTS sector_analysis_status_check;
+        ALTER TABLE sector_analysis ADD CONSTRAINT sector_analysis_status_check CHECK (
+            status IN ('researching', 'awaiting_approval', 'in_progress', 'completed', 'failed',
+                       'budget_exceeded', 'cancelled')
+        );
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'job_status_status_check'
+          AND conrelid = 'job_status'::regclass
+          AND pg_get_constraintdef(oid) LIKE '%cancelled%'
+    ) THEN
+        ALTER TABLE job_status DROP CONSTRAINT IF EXISTS job_status_status_check;
+        ALTER TABLE job_status ADD CONSTRAINT job_status_status_check
+            CHECK (status IN ('waiting', 'active', 'completed', 'failed', 'cancelled'));
+    END IF;
+END
+$$;
+
+INSERT INTO schema_version (version) VALUES (4) ON CONFLICT (version) DO NOTHING;

@@ -14,6 +14,7 @@ from .core.connection import connect
 from .core.keys import QueueKeys
 from .core.redact import redact, redact_url
 from .core.states import JobState
+from .dedup import Dedup
 from .errors import (
     ConfigError,
     CrossSlotFlowError,
@@ -53,6 +54,7 @@ from .retry import (
     unregister_error_type,
     with_retry,
 )
+from .schedules import Schedule
 from .tasks import Task, TaskRegistry
 from .worker import (
     HandlerCrashedError,
@@ -75,6 +77,7 @@ __all__ = [
     "Classification",
     "ConfigError",
     "CrossSlotFlowError",
+    "Dedup",
     "ErrorType",
     "ErrorTypeInfo",
     "ErrorVerdict",
@@ -100,6 +103,7 @@ __all__ = [
     "QueueStateError",
     "RateLimit",
     "RetryAfter",
+    "Schedule",
     "Task",
     "TaskRegistry",
     "UnrecoverableError",

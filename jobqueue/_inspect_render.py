@@ -13,6 +13,7 @@ __all__ = [
     "format_failed",
     "format_job",
     "format_overview",
+    "format_schedules",
     "limiter_rows",
     "queue_cells",
     "rich_overview",
@@ -83,14 +84,17 @@ def _amount(value: float | None) -> str:
 
 
 def limiter_rows(queues: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """One row per shared limiter of the queues (see `LIMITER_COLUMNS`)."""
-    by_name: dict[str, tuple[Mapping[str, Any], list[str]]] = {}
+    """One row per shared limiter of the queues (see `LIMITER_COLUMNS`). A limiter is its name
+    in its hash slot: the same name in two slots is two budgets, shown `name {slot}`."""
+    by_name: dict[tuple[str, str], tuple[Mapping[str, Any], list[str]]] = {}
     for q in queues:
         lim = q.get("limiter")
         if lim:
-            by_name.setdefault(lim["name"], (lim, []))[1].append(q["name"])
+            slot = q.get("slot") or lim["name"]
+            by_name.setdefault((lim["name"], slot), (lim, []))[1].append(q["name"])
     rows = []
-    for name, (lim, names) in sorted(by_name.items()):
+    for (lim_name, slot), (lim, names) in sorted(by_name.items()):
+        name = lim_name if slot == lim_name else f"{lim_name} {{{slot}}}"
         buckets = ", ".join(
             f"{b['name']} {_amount(b['tokens'])}/{_amount(b['capacity'])}" for b in lim["buckets"]
         )
@@ -235,3 +239,26 @@ def format_failed(jobs: Sequence[Mapping[str, Any]]) -> str:
         for j in jobs
     ]
     return "\n".join(_grid(("ID", "NAME", "ERROR TYPE", "ATTEMPTS", "FAILED AT", "ERROR"), rows))
+
+
+def format_schedules(schedules: Sequence[Mapping[str, Any]]) -> str:
+    """Schedulers, one line each: queue, id, schedule, job name, next and last run (UTC)."""
+    if not schedules:
+        return "no schedules"
+
+    def when(iso: str | None) -> str:
+        return iso[:19].replace("T", " ") if iso else "-"
+
+    rows = [
+        [
+            s["queue"],
+            s["id"],
+            f"every {s['every']:g}s" if s["every"] is not None else f"{s['cron']} ({s['tz']})",
+            s["name"],
+            when(s["next_run"]),
+            when(s["last_run"]),
+        ]
+        for s in schedules
+    ]
+    header = ("QUEUE", "ID", "SCHEDULE", "JOB", "NEXT RUN (UTC)", "LAST RUN (UTC)")
+    return "\n".join(_grid(header, rows))

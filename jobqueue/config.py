@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
-from .core.keys import validate_queue_name
+from .core.keys import validate_queue_name, validate_slot
 from .core.replies import TakeLimits
 from .errors import ConfigError, ErrorType
 from .limits.model import Limiter, encode_cost
@@ -78,7 +78,13 @@ class QueueConfig:
         jitter: fraction of the delay added at random (0 = off); it only ever adds.
         rate_limit: `RateLimit(max=, per=)` shared by all workers, or None.
         limiter: a shared `Limiter` this queue spends with others (its buckets, 429 hold and
-            breaker), or None. The queue's keys then live in the limiter's hash slot.
+            breaker), or None. The queue's keys then live in the limiter's hash slot (unless
+            `slot` names another).
+        slot: the Redis Cluster hash slot the queue's keys (and its limiter's) live in, named
+            like a queue; None = the limiter's name, or the queue's own slot without a
+            limiter. Queues on several limiters (or none) given one `slot` may then form one
+            flow, each limiter keeping its own buckets, 429 hold and breaker. A limiter is its
+            name within a slot: queues meant to share a limiter must share its slot too.
         cost: what one job of this queue costs of the limiter's buckets when `Queue.add` is
             given none (default: nothing).
         lease: seconds a worker holds a job without renewing; renewed every lease/3.
@@ -92,6 +98,9 @@ class QueueConfig:
         max_payload: largest job data (and result), in bytes of JSON.
         heartbeat_interval: seconds between a worker's heartbeats; its heartbeat key
             expires after 3 intervals without one (so a dead worker disappears).
+        group_concurrency: at most this many jobs of one group (`Queue.add(group=...)`)
+            run at once across all workers; None = no cap. Applied by `Queue.add` (which may
+            override it per job).
     """
 
     name: str
@@ -105,6 +114,7 @@ class QueueConfig:
     jitter: float = 0.0
     rate_limit: RateLimit | None = None
     limiter: Limiter | None = None
+    slot: str | None = None
     cost: Mapping[str, float] | None = None
     lease: float = 30.0
     stall_interval: float | None = None
@@ -116,11 +126,14 @@ class QueueConfig:
     drain_delay: float = 5.0
     max_payload: int = 1_048_576
     heartbeat_interval: float = 5.0
+    group_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.name)
         if self.concurrency is not None:
             _count("concurrency", self.concurrency, minimum=1)
+        if self.group_concurrency is not None:
+            _count("group_concurrency", self.group_concurrency, minimum=1)
         if self.timeout is not None:
             _positive("timeout", self.timeout)
         _count("attempts", self.attempts, minimum=1)
@@ -138,6 +151,8 @@ class QueueConfig:
             raise ConfigError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
         if self.limiter is not None and not isinstance(self.limiter, Limiter):
             raise ConfigError(f"limiter must be a Limiter, got {self.limiter!r}")
+        if self.slot is not None:
+            validate_slot(self.slot)
         if self.cost is not None:
             if self.limiter is None:
                 raise ConfigError(f"cost {dict(self.cost)!r} needs a limiter to spend it on")
@@ -200,6 +215,14 @@ class QueueConfig:
             cost=self.check_cost(self.cost) if self.cost else "",
             breaker=limiter.encode_breaker() if limiter else "",
         )
+
+    @property
+    def hash_slot(self) -> str | None:
+        """The hash tag of the queue's keys when it shares a slot: `slot`, else the limiter's
+        name; None when the queue is in its own slot."""
+        if self.slot is not None:
+            return self.slot
+        return self.limiter.name if self.limiter is not None else None
 
     @property
     def stall_check_every(self) -> float:

@@ -66,7 +66,8 @@ class ConfigError(JobQueueError, ValueError):
 
 class CrossSlotFlowError(ConfigError):
     """A flow names a child queue outside its parent queue's Redis Cluster hash slot (a flow
-    lives in one slot: one queue, or queues on one shared limiter); nothing was written."""
+    lives in one slot: one queue, queues on one shared limiter, or queues given one
+    `QueueConfig.slot`); nothing was written."""
 
 
 class InvalidJobError(JobQueueError, ValueError):

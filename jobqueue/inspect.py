@@ -8,6 +8,8 @@
     python -m jobqueue.inspect pause QUEUE | resume QUEUE
     python -m jobqueue.inspect cancel QUEUE ID [--reason R] --yes
     python -m jobqueue.inspect clean QUEUE --state S --older-than SECONDS --yes
+    python -m jobqueue.inspect schedules [QUEUE]       schedulers, next and last runs
+    python -m jobqueue.inspect remove-schedule QUEUE ID --yes
 
 The Redis URL comes from `--redis`, else `REDIS_URL`, else redis://127.0.0.1:6379/0; its
 password is never printed. With `--json` only JSON goes to stdout (logs go to stderr).
@@ -71,6 +73,7 @@ def _expected_types(keys: QueueKeys) -> dict[str, str]:
         keys.meta: h,
         keys.limiter: h,
         keys.priorities: h,
+        keys.groups: h,
         keys.cancels: h,
         keys.limited: s,
         keys.id_counter: s,
@@ -115,6 +118,7 @@ async def queue_overview(redis: Redis, prefix: str, name: str) -> dict[str, Any]
         }
     return {
         "name": name,
+        "slot": queue.keys.slot,
         "counts": counts,
         "paused": await queue.is_paused(),
         "concurrency": {"active": limits.active, "cap": limits.concurrency},
@@ -271,7 +275,19 @@ async def _check(redis: Redis, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _schedules(redis: Redis, args: argparse.Namespace) -> int:
+    names = [args.queue_name] if args.queue_name else await discover_queues(redis, args.prefix)
+    rows = []
+    for name in names:
+        queue = await _require_queue(redis, args.prefix, name)
+        rows += [s.to_dict() for s in await queue.get_schedulers()]
+    _emit(args, rows, render.format_schedules(rows))
+    return 0
+
+
 async def _command(redis: Redis, args: argparse.Namespace) -> int:
+    if args.command == "schedules":
+        return await _schedules(redis, args)
     queue = await _require_queue(redis, args.prefix, args.queue_name)
     cmd = args.command
     if cmd == "job":
@@ -317,6 +333,11 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
             if len(batch) < args.limit:
                 break
         _emit(args, {"removed": removed}, f"removed {len(removed)} {args.state} job(s)")
+    elif cmd == "remove-schedule":
+        _need_yes(args, f"remove schedule {args.scheduler_id} of {queue.name!r}")
+        if not await queue.remove_scheduler(args.scheduler_id):
+            raise CliError(f"no schedule {args.scheduler_id!r} on queue {queue.name!r}")
+        _emit(args, {"removed": True}, f"schedule {args.scheduler_id} of {queue.name!r} removed")
     return 0
 
 
@@ -369,6 +390,11 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--older-than", type=float, required=True, metavar="SECONDS")
     clean.add_argument("--limit", type=int, default=1000, help="jobs removed per batch")
     clean.add_argument("--yes", action="store_true")
+    schedules = sub.add_parser("schedules", parents=[common], help="schedulers and next runs")
+    schedules.add_argument("queue_name", metavar="QUEUE", nargs="?", help="default: every queue")
+    unschedule = cmd("remove-schedule", "stop a scheduler (needs --yes)")
+    unschedule.add_argument("scheduler_id", metavar="ID")
+    unschedule.add_argument("--yes", action="store_true")
     return p
 
 

@@ -14,7 +14,7 @@ from .config import QueueConfig
 from .core.codec import decode_envelope
 from .core.codec import text as _s
 from .core.keys import QueueKeys, queue_of_base
-from .core.replies import CancelOutcome, JobRecord
+from .core.replies import CancelOutcome, JobRecord, TakenJob
 from .core.scripts import Scripts
 from .core.states import JobState
 from .errors import (
@@ -117,6 +117,10 @@ class Job:
         attempts_made: finished attempts (failed ones and the successful one).
         max_attempts: total attempts allowed.
         priority: higher runs first.
+        group: the group given at `add` (fair share between groups), or None.
+        deduplicated: set on the job `Queue.add` returned for a duplicate (see `Dedup`):
+            "dropped" (this is the job that holds the key) or "replaced" (its data was
+            replaced by the duplicate's); None otherwise.
         result: the handler's return value once completed.
         error_message, error_type: of the last failed attempt.
         created_at, started_at, finished_at: UTC datetimes from the Redis clock.
@@ -138,9 +142,11 @@ class Job:
         "cancel_reason",
         "created_at",
         "data",
+        "deduplicated",
         "error_message",
         "error_type",
         "finished_at",
+        "group",
         "id",
         "max_attempts",
         "name",
@@ -173,6 +179,8 @@ class Job:
         self.data: Any = envelope.get("d")
         self.max_attempts: int = int(envelope.get("at", queue.config.attempts))
         self.priority: int = int(envelope.get("p", 0))
+        self.group: str | None = envelope.get("g")
+        self.deduplicated: str | None = None
         self.created_at = _ms_to_dt(envelope.get("ts"))
         self.state = JobState(state)
         self.token = token
@@ -202,6 +210,19 @@ class Job:
         except InvalidJobError:
             env = {"n": "", "d": None}
         return cls(queue, job_id, env, state=record.state, run_state=record.run_state)
+
+    @classmethod
+    def from_taken(cls, queue: JobQueue, taken: TakenJob, env: dict[str, Any]) -> Job:
+        """The running job a take handed a worker: its attempt, its step and its lease token."""
+        return cls(
+            queue,
+            taken.job_id,
+            env,
+            state=JobState.ACTIVE,
+            run_state={"a": taken.attempt - 1, "ws": taken.step},
+            token=taken.token,
+            attempt=taken.attempt,
+        )
 
     def __repr__(self) -> str:
         return f"<Job {self._queue.name}:{self.id} {self.name} {self.state}>"

@@ -71,9 +71,11 @@ async def open_queue(
     redis: Redis, name: str, *, prefix: str = "jq", slot: str | None = None
 ) -> Queue:
     """A `Queue` for an existing queue, as its workers published it in `meta`: its events cap
-    (so that removals made from here do not create a stream on a queue with events off) and
-    its shared limiter (so that its keys, in the limiter's slot, are found). The slot is looked
-    up when not given."""
+    (so that removals made from here do not create a stream on a queue with events off), its
+    hash slot and its shared limiter (so that its keys, and the limiter's, are found in the
+    slot they share). The slot is looked up when not given; the limiter is the one named in
+    `meta`, or, when `meta` names none (workers older than shared slots), the slot's
+    namesake."""
     keys = (
         QueueKeys(prefix, name, slot) if slot else await find_queue_keys(redis, name, prefix=prefix)
     )
@@ -86,8 +88,11 @@ async def open_queue(
         pass
     limiter = None
     if keys.slot is not None:
-        limiter = decode_limiter(keys.slot, meta.get("buckets", ""), meta.get("breaker", ""))
-    config = QueueConfig(name, events_maxlen=maxlen, limiter=limiter)
+        # a queue in a shared slot: its limiter, if any, as its workers published it
+        limiter_name = meta.get("limiter", keys.slot)
+        if limiter_name:
+            limiter = decode_limiter(limiter_name, meta.get("buckets", ""), meta.get("breaker", ""))
+    config = QueueConfig(name, events_maxlen=maxlen, limiter=limiter, slot=keys.slot)
     return Queue(config, redis=redis, prefix=prefix)
 
 

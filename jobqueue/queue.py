@@ -17,24 +17,31 @@ from .core.keys import QueueKeys, validate_prefix
 from .core.replies import NewJob
 from .core.scripts import Scripts
 from .core.states import JobState
+from .dedup import Dedup
 from .errors import ConfigError, InvalidJobError
 from .flows._queue import QueueFlowsMixin
 from .job import Job
 from .queue_limits import QueueLimitsMixin
 from .queue_ops import QueueOpsMixin
+from .schedules._mixin import QueueSchedulesMixin
 from .tasks import Task, TaskDecorator, TaskRegistry
 
 __all__ = ["JobSpec", "Queue"]
 
 log = logging.getLogger(__name__)
 
-_SPEC_KEYS = frozenset({"name", "data", "job_id", "delay", "priority", "attempts", "cost"})
+_SPEC_KEYS = frozenset(
+    {"name", "data", "job_id", "delay", "priority", "attempts", "cost", "group",
+     "group_concurrency", "dedup"}
+)  # fmt: skip
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+_GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 _checked_servers: set[str] = set()
 
 JobSpec = Mapping[str, Any]
 """One job for `Queue.add_bulk`: keys `name`, `data`, and optionally `job_id`, `delay`,
-`priority`, `attempts` (the keyword arguments of `Queue.add`)."""
+`priority`, `attempts`, `cost`, `group`, `group_concurrency`, `dedup` (the keyword arguments
+of `Queue.add`)."""
 
 
 def _validate_job_id(job_id: str) -> str:
@@ -46,13 +53,21 @@ def _validate_job_id(job_id: str) -> str:
     return job_id
 
 
+def _validate_group(group: str) -> str:
+    if not isinstance(group, str) or not _GROUP_RE.match(group):
+        raise InvalidJobError(
+            f"group {group!r} is invalid: use 1-100 letters, digits, '_', '.', ':', '-'"
+        )
+    return group
+
+
 def _validate_name(name: str) -> str:
     if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
         raise InvalidJobError(f"job name {name!r} is invalid: 1-200 printable characters")
     return name
 
 
-class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
+class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixin):
     """A named queue in Redis.
 
     Args:
@@ -77,9 +92,14 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
         )
         self.prefix = validate_prefix(prefix)
         limiter = self.config.limiter
-        # a queue on a shared limiter lives in the limiter's hash slot (one script may then
-        # check the queue and the limiter together on Redis Cluster)
-        self.keys = QueueKeys(self.prefix, self.config.name, limiter.name if limiter else None)
+        # a queue on a shared limiter lives in the limiter's hash slot, or the one it names
+        # (one script may then check the queue and the limiter together on Redis Cluster)
+        self.keys = QueueKeys(
+            self.prefix,
+            self.config.name,
+            self.config.hash_slot,
+            limiter.name if limiter else None,
+        )
         if isinstance(redis, str):
             self.redis = connect(redis)
             self._owns_client = True
@@ -131,6 +151,9 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
         priority: int,
         attempts: int | None,
         cost: Mapping[str, float] | None = None,
+        group: str | None = None,
+        group_concurrency: int | None = None,
+        dedup: Dedup | None = None,
     ) -> NewJob:
         _validate_name(name)
         if job_id is not None:
@@ -158,6 +181,17 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
             env += f',"at":{attempts}'
         if priority:
             env += f',"p":{priority}'
+        encoded_group = ""
+        if group is not None:
+            env += f',"g":"{_validate_group(group)}"'
+            cap = self.config.group_concurrency if group_concurrency is None else group_concurrency
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise InvalidJobError(f"group_concurrency must be an int >= 1, got {cap!r}")
+            encoded_group = f"{cap or 0}:{group}"
+        elif group_concurrency is not None:
+            raise InvalidJobError(f"group_concurrency {group_concurrency!r} needs a group")
+        if dedup is not None and not isinstance(dedup, Dedup):
+            raise InvalidJobError(f"dedup must be a Dedup, got {dedup!r}")
         env += "}"
         encoded_cost = ""
         if cost is not None:
@@ -165,7 +199,10 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
                 encoded_cost = self.config.check_cost(cost, what="job cost")
             except ConfigError as exc:
                 raise InvalidJobError(str(exc)) from None
-        return NewJob(job_id or "", name, env, int(delay * 1000), priority, encoded_cost)
+        return NewJob(
+            job_id or "", name, env, int(delay * 1000), priority, encoded_cost, encoded_group,
+            dedup.encode() if dedup else "",
+        )  # fmt: skip
 
     async def add(
         self,
@@ -177,6 +214,9 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
         priority: int = 0,
         attempts: int | None = None,
         cost: Mapping[str, float] | None = None,
+        group: str | None = None,
+        group_concurrency: int | None = None,
+        dedup: Dedup | None = None,
     ) -> Job:
         """Add one job. Adding an existing `job_id` enqueues nothing and returns that job.
 
@@ -190,20 +230,32 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
             cost: what the job costs of the queue's shared limiter, per bucket (an estimate;
                 the handler settles the real usage with `job.settle`); default: the queue's
                 `QueueConfig.cost`.
+            group: the group (e.g. a user or tenant id) the job belongs to: within one
+                priority level workers take from the groups with jobs waiting in turn, so a
+                group with many jobs waiting delays another group's job by at most one job
+                per worker slot. Ungrouped jobs take their turn each like a group of one.
+            group_concurrency: at most this many jobs of the group run at once, across all
+                workers (default `QueueConfig.group_concurrency`; the group's cap is the
+                one of its latest job queued).
+            dedup: a `Dedup` key: a duplicate of a waiting job (or one within its window) is
+                dropped, or replaces it; the job returned is then that job, with
+                `job.deduplicated` set to "dropped" or "replaced".
 
         Raises:
-            InvalidJobError: a bad name, id, data, delay, priority, attempts or cost (nothing
-                written).
+            InvalidJobError: a bad name, id, data, delay, priority, attempts, cost, group or
+                dedup (nothing written).
         """
-        new = self._encode(name, data, job_id, delay, priority, attempts, cost)
+        new = self._encode(
+            name, data, job_id, delay, priority, attempts, cost, group, group_concurrency, dedup
+        )
         return (await self._add_many([new]))[0]
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
         """Add many jobs in one round trip (one atomic script call).
 
         Each item is a mapping with the keyword arguments of `add` (`name`, `data`, `job_id`,
-        `delay`, `priority`, `attempts`, `cost`) or a `(name, data)` pair. All are validated
-        before anything is written.
+        `delay`, `priority`, `attempts`, `cost`, `group`, `group_concurrency`, `dedup`) or a
+        `(name, data)` pair. All are validated before anything is written.
         """
         encoded = []
         for spec in jobs:
@@ -223,6 +275,9 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
                         spec.get("priority", 0),
                         spec.get("attempts"),
                         spec.get("cost"),
+                        spec.get("group"),
+                        spec.get("group_concurrency"),
+                        spec.get("dedup"),
                     )
                 )
         if not encoded:
@@ -232,14 +287,16 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
     async def _add_many(self, encoded: Sequence[NewJob]) -> list[Job]:
         added = await self.scripts.add(encoded)
         jobs: list[Job] = []
-        for new, (job_id, created) in zip(encoded, added, strict=True):
-            if created:
+        for new, (job_id, code) in zip(encoded, added, strict=True):
+            if code == "created":
                 state = JobState.DELAYED if new.delay_ms > 0 else JobState.WAITING
                 jobs.append(Job(self, job_id, decode_envelope(new.envelope), state=state))
             else:
                 existing = await self.get_job(job_id)
                 if existing is None:  # removed between the two calls: report it as given
                     existing = Job(self, job_id, decode_envelope(new.envelope))
+                if code in ("dropped", "replaced"):
+                    existing.deduplicated = code
                 jobs.append(existing)
         return jobs
 
@@ -279,8 +336,20 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin):
         k = self.keys
         raw: list[Any]
         if st in (JobState.WAITING, JobState.PAUSED):
-            raw = list(await self.redis.zrange(k.prio, 0, limit - 1))
-            raw += await self.redis.lrange(k.wait, 0, max(0, limit - len(raw)) - 1)
+            raw = []
+            members = list(await self.redis.zrange(k.prio, 0, limit - 1))
+            members += await self.redis.lrange(k.wait, 0, max(0, limit - len(members)) - 1)
+            for member in members:
+                name = member.decode() if isinstance(member, bytes) else str(member)
+                if name.startswith("!"):  # a group's token: its jobs wait in the group
+                    raw += await self.redis.zrange(k.group_wait(name[1:]), 0, limit - 1)
+                else:
+                    raw.append(name)
+            if len(raw) < limit:  # groups at their concurrency cap have their token parked
+                async for field, where in self.redis.hscan_iter(k.groups, match="q:*"):
+                    if where in (b"p", "p"):
+                        group = (field.decode() if isinstance(field, bytes) else field)[2:]
+                        raw += await self.redis.zrange(k.group_wait(group), 0, limit - 1)
         else:
             key = {
                 JobState.DELAYED: k.delayed,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -117,14 +117,16 @@ class QueueLimitsMixin:
                 elapsed = max(0, now - int(float(_s(ts))))
                 tokens = float(_s(t)) + elapsed * rate_max / (rate_per * 1000)
                 tokens = min(float(rate_max), tokens)
-        limiter = self.config.limiter
+        limiter, keys = self.config.limiter, self.keys
         if limiter is None and _s(meta.get("limiter") or ""):
             limiter = decode_limiter(
                 _s(meta["limiter"]), _s(meta.get("buckets") or ""), _s(meta.get("breaker") or "")
             )
+            # the published limiter's keys, which may not be named after the slot
+            keys = replace(keys, limiter_name=limiter.name)
         shared = None
         if limiter is not None:
-            shared = await read_limiter_state(self.redis, self.keys, limiter)
+            shared = await read_limiter_state(self.redis, keys, limiter)
         return QueueLimits(
             active=int(active),
             concurrency=concurrency,

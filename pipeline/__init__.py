@@ -1,8 +1,9 @@
 """The AI stock-analysis pipeline on `jobqueue`: five stages, their status in PostgreSQL.
 
-from pipeline import enqueue, start_sector_research, approve_subsector
+from pipeline import enqueue, start_sector_research, approve_subsector, cancel_run
 run_id = await start_sector_research("Technology", user_id="u1")
 rows = await get_jobs_by_related_id(str(run_id))
+await cancel_run(run_id)  # nothing of the run starts or calls the model any more
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from pipeline.cancel import CancelRefusedError, CancelResult, cancel_run
+    from pipeline.cancelled import RunCancelledError
     from pipeline.flow import (
         PayloadError,
         approve_subsector,
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 # Imported on first use, so `python -m pipeline.db` and friends start without importing the
 # whole application (and without runpy's warning about a module imported twice).
 _LAZY = {
+    "CancelRefusedError": "pipeline.cancel",
+    "CancelResult": "pipeline.cancel",
+    "cancel_run": "pipeline.cancel",
+    "RunCancelledError": "pipeline.cancelled",
     "PayloadError": "pipeline.flow",
     "approve_subsector": "pipeline.flow",
     "enqueue": "pipeline.flow",
@@ -55,11 +62,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CancelRefusedError",
+    "CancelResult",
     "CleanupResult",
     "JobStatusRow",
     "PayloadError",
+    "RunCancelledError",
     "Settings",
     "approve_subsector",
+    "cancel_run",
     "cleanup_old_jobs",
     "create_job_status",
     "enqueue",

@@ -1,4 +1,5 @@
-"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show a run, migrate."""
+"""`python -m pipeline`: run sectors end to end, approve a sub-sector, show or cancel a run,
+watch a sector on a schedule, migrate."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ __all__ = ["main"]
 _RUN_EXIT_CODES = """exit codes:
   0  every run completed
   1  a run did not complete: its research failed, its budget ran out, its sub-sector
-     failed, or a phase timed out (the other runs go on to their end all the same)
+     failed, it was cancelled (`python -m pipeline cancel RUN_ID`), or a phase timed out
+     (the other runs go on to their end all the same)
   2  a usage error: a sector given twice, a bad sector name (nothing is started)"""
+
+_CANCEL_EXIT_CODES = """exit codes:
+  0  the run is cancelled (by this call, or by an earlier one: cancelling twice is allowed)
+  1  refused: the run already ended (completed, failed, budget_exceeded); nothing changed
+  2  a usage error: no such run, not a run id, REDIS_URL or DATABASE_URL unset"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,13 +53,81 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
     approve.add_argument("sub_sector_id")
-    status = sub.add_parser("status", help="job status rows of a run")
+    status = sub.add_parser("status", help="a run's status and its job status rows")
     status.add_argument("run_id")
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a run: nothing of it starts or calls the model any more",
+        description="Mark the run cancelled, then cancel its jobs on every machine: waiting "
+        "and delayed ones are removed, running ones are stopped. From the mark on, no model "
+        "call of the run is sent (one in flight may finish) and nothing is enqueued for it.",
+        epilog=_CANCEL_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cancel.add_argument("run_id")
     sub.add_parser("migrate", help="apply schema.sql")
+    watch = sub.add_parser(
+        "watch",
+        help="re-run a sector on a cron schedule (or --list, --remove ID)",
+        description="Register a schedule that starts a new run of SECTOR on each tick (the "
+        "workers of the sector-research queue tick it: python -m pipeline.workers).",
+    )
+    watch.add_argument("sector", nargs="?", metavar="SECTOR")
+    watch.add_argument("--cron", help='cron expression, e.g. "0 6 * * 1-5"')
+    watch.add_argument("--tz", default="UTC", help="IANA time zone of the cron (default UTC)")
+    watch.add_argument("--user-id", default="watcher")
+    watch.add_argument("--budget-usd", type=float, default=None, help="budget of each run")
+    watch.add_argument("--list", action="store_true", help="list the watches")
+    watch.add_argument("--remove", metavar="ID", help="stop a watch (its id or its sector)")
     return p
 
 
+async def _watch(args: argparse.Namespace) -> int:
+    from jobqueue import JobQueueError, Queue
+    from pipeline.watch import WATCH_QUEUE, add_watch, list_watches, remove_watch
+
+    settings = get_settings()
+    assert settings.redis_url is not None
+    queue = Queue(
+        settings.queue_config(WATCH_QUEUE), redis=settings.redis_url, prefix=settings.prefix
+    )
+    try:
+        if args.list:
+            for s in await list_watches(queue):
+                print(
+                    f"{s.id:32} {s.data['sector_name']!r:24} {s.cron} ({s.tz})  "
+                    f"next {s.next_run.isoformat(timespec='seconds')}"
+                )
+            return 0
+        if args.remove:
+            if not await remove_watch(queue, args.remove):
+                print(f"error: no watch {args.remove!r}", file=sys.stderr)
+                return 2
+            print(f"watch {args.remove} removed")
+            return 0
+        try:
+            s = await add_watch(
+                queue,
+                args.sector,
+                cron=args.cron,
+                tz=args.tz,
+                user_id=args.user_id,
+                budget_usd=args.budget_usd,
+            )
+        except (JobQueueError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"watch {s.id}: {s.data['sector_name']!r} on {s.cron} ({s.tz}); "
+            f"next run {s.next_run.isoformat(timespec='seconds')}"
+        )
+        return 0
+    finally:
+        await queue.close()
+
+
 async def _approve(sub_sector_id: str) -> int:
+    from pipeline.cancelled import RunCancelledError
     from pipeline.flow import PayloadError, approve_subsector
     from pipeline.runtime import close_runtime
 
@@ -60,11 +135,27 @@ async def _approve(sub_sector_id: str) -> int:
         job = await approve_subsector(sub_sector_id)
         print(f"approved; ranking job {job.id}")
         return 0
-    except (PayloadError, ValueError) as exc:
+    except (PayloadError, RunCancelledError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         await close_runtime()
+
+
+async def _cancel(run_id: str) -> int:
+    from pipeline.cancel import CancelRefusedError, cancel_run
+    from pipeline.runtime import close_runtime
+
+    try:
+        result = await cancel_run(run_id)
+    except CancelRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if exc.status is None else 1
+    finally:
+        await close_runtime()
+    for line in result.lines():
+        print(line)
+    return 0
 
 
 async def _status(run_id: str) -> int:
@@ -78,6 +169,15 @@ async def _status(run_id: str) -> int:
     settings = get_settings()
     pool = await get_pool(settings.database_url)
     try:
+        try:
+            run = await pool.fetchrow(
+                "SELECT status, cancelled_at FROM sector_analysis WHERE id = $1", UUID(run_id)
+            )
+        except ValueError:
+            run = None  # not a run id: no run
+        if run is not None:
+            when = f" at {run['cancelled_at']:%Y-%m-%d %H:%M:%S %Z}" if run["cancelled_at"] else ""
+            print(f"run {run_id} is {run['status']}{when}")
         for row in await get_jobs_by_related_id(run_id):
             err = f"  {row.error_type}: {row.error_message}" if row.error_type else ""
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
@@ -125,9 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     timeout=args.timeout,
                 )
             )
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    # approve and status act on a run that lives somewhere: no embedded servers for them
-    needed = {"approve": ("REDIS_URL", "DATABASE_URL"), "status": ("DATABASE_URL",)}
+    # cancel prints what it did: the engine's line per job cancelled would only repeat it
+    level = "WARNING" if args.command == "cancel" else settings.log_level
+    configure_logging(fmt=settings.log_format, level=level)
+    if args.command == "watch" and not (args.list or args.remove or (args.sector and args.cron)):
+        print("error: give SECTOR and --cron, or --list, or --remove ID", file=sys.stderr)
+        return 2
+    # approve, cancel, status and watch act on a run that lives somewhere: no embedded servers
+    needed = {
+        "approve": ("REDIS_URL", "DATABASE_URL"),
+        "cancel": ("REDIS_URL", "DATABASE_URL"),
+        "status": ("DATABASE_URL",),
+        "watch": ("REDIS_URL",),
+    }
     urls = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
     missing = [name for name in needed.get(args.command, ()) if not urls[name]]
     if missing:
@@ -137,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_approve(args.sub_sector_id))
     if args.command == "status":
         return asyncio.run(_status(args.run_id))
+    if args.command == "watch":
+        return asyncio.run(_watch(args))
+    if args.command == "cancel":
+        return asyncio.run(_cancel(args.run_id))
     from pipeline.db import main as db_main
 
     return db_main(["migrate"])

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+from pipeline.cancelled import RunCancelledError
 from pipeline.flow import approve_subsector
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
@@ -29,7 +30,21 @@ FROM job_status WHERE related_id = $1 GROUP BY job_type
 
 # every job row of the run is finished (the mirror has applied their last events)
 _ROWS_SETTLED = """
-SELECT bool_and(status IN ('completed', 'failed')) FROM job_status WHERE related_id = $1
+SELECT bool_and(status IN ('completed', 'failed', 'cancelled')) FROM job_status
+WHERE related_id = $1
+"""
+
+# the run is past its research: awaiting approval, or ended before it
+_RESEARCHED = """
+SELECT status IN ('awaiting_approval', 'failed', 'budget_exceeded', 'cancelled')
+FROM sector_analysis WHERE id = $1
+"""
+
+# the approved sub-sector ended, or the whole run was cancelled
+_SUB_SECTOR_ENDED = """
+SELECT bool_or(ss.status IN ('completed', 'failed')) OR bool_or(a.status = 'cancelled')
+FROM sector_analysis a LEFT JOIN sub_sector ss ON ss.sector_analysis_id = a.id
+WHERE a.id = $1
 """
 
 
@@ -131,22 +146,23 @@ async def drive_run(
         None when the run was followed to its end, else why not (printed on stderr too).
     """
     try:
-        await wait_value(
-            rt,
-            "SELECT status IN ('awaiting_approval', 'failed', 'budget_exceeded') FROM "
-            "sector_analysis WHERE id = $1",
-            run_id,
-            timeout,
-        )
+        await wait_value(rt, _RESEARCHED, run_id, timeout)
         subs = await rt.pool.fetch(
             "SELECT id, name FROM sub_sector WHERE sector_analysis_id = $1 ORDER BY name",
             run_id,
         )
+        if await _cancelled(rt, run_id):
+            print(f"{label}the run was cancelled", file=sys.stderr)
+            return "cancelled"
         if not subs:
             print(f"{label}the research failed; see the job status rows", file=sys.stderr)
             return "the research failed"
         if auto_approve:
-            await approve_subsector(subs[0]["id"], runtime=rt)
+            try:
+                await approve_subsector(subs[0]["id"], runtime=rt)
+            except RunCancelledError:
+                print(f"{label}the run was cancelled", file=sys.stderr)
+                return "cancelled"
         else:
             print(
                 f"{label}sub-sectors awaiting approval (approve one with "
@@ -156,21 +172,23 @@ async def drive_run(
                 print(f"  {s['id']}  {s['name']}")
             # flushed now: a pipe or a log file must show the ids while the run waits
             sys.stdout.flush()
-        await wait_value(
-            rt,
-            "SELECT bool_or(status IN ('completed', 'failed')) FROM sub_sector "
-            "WHERE sector_analysis_id = $1",
-            run_id,
-            timeout,
-        )
+        await wait_value(rt, _SUB_SECTOR_ENDED, run_id, timeout)
         if rt.settings.mirror:
             # the summary counts job rows: let the mirror apply the last events first
             with contextlib.suppress(TimeoutError):
                 await wait_value(rt, _ROWS_SETTLED, str(run_id), min(timeout, 10.0))
+        if await _cancelled(rt, run_id):
+            print(f"{label}the run was cancelled", file=sys.stderr)
+            return "cancelled"
         return None
     except TimeoutError as exc:
         print(f"{label}the run did not finish: {exc}", file=sys.stderr)
         return f"did not finish: {exc}"
+
+
+async def _cancelled(rt: Runtime, run_id: UUID) -> bool:
+    status = await rt.pool.fetchval("SELECT status FROM sector_analysis WHERE id = $1", run_id)
+    return bool(status == "cancelled")
 
 
 async def run_sector(

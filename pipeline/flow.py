@@ -2,7 +2,12 @@
 
 Every job id is derived from what the job works on, so enqueueing twice (a retried handler,
 a double click on "approve") enqueues once. `related_id` of every job of a run is the run's
-`sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run.
+`sector_analysis` id, so `get_jobs_by_related_id(run_id)` follows a whole run. Every job of a
+run has the priority of the run's user tier and the user as its group (`pipeline.tiers`).
+
+Nothing is enqueued for a cancelled run (`RunCancelledError`): the run is checked before the
+jobs are added and again after, and jobs a cancel raced with are withdrawn (see
+`pipeline.cancel` for why one of the two sides always sees the other).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pydantic import BaseModel, ValidationError
 
 from jobqueue import InvalidJobError, Job
 from pipeline.budget import check_usd
+from pipeline.cancelled import RunCancelledError, cancelled_runs, run_is_cancelled, withdraw_jobs
 from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload
 from pipeline.runs import RUN_OF
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.status import create_job_status
+from pipeline.tiers import DEFAULT_TIER, RunFairness, check_tier, fairness_of_runs
 
 __all__ = [
     "PayloadError",
@@ -106,6 +113,8 @@ async def enqueue(
 
     Raises:
         PayloadError: the payload does not fit the job type (nothing is written).
+        RunCancelledError: the job's run is cancelled (nothing is enqueued, or what a cancel
+            raced with is withdrawn).
     """
     return (
         await enqueue_many([(job_type, payload)], job_ids=[job_id], delay=delay, runtime=runtime)
@@ -119,42 +128,92 @@ async def enqueue_many(
     delay: float = 0.0,
     runtime: Runtime | None = None,
 ) -> list[Job]:
-    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue."""
+    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue.
+
+    Raises:
+        PayloadError: a payload does not fit its job type (nothing is written).
+        RunCancelledError: a job's run is cancelled (nothing is enqueued, or what a cancel
+            raced with is withdrawn).
+    """
     rt = runtime or await get_runtime()
     validated = [(t, validate_payload(t, p)) for t, p in items]
     ids = list(job_ids) if job_ids else [None] * len(validated)
+    # the run of each job (its status row's related id): nothing is enqueued for a cancelled one
+    related = [await _related_id(rt, t, p) for t, p in validated]
+    refused = await _cancelled(rt, related)
+    if refused:
+        raise RunCancelledError(min(refused), f"enqueue of {len(validated)} job(s)")
     by_queue: dict[str, list[int]] = {}
     for i, (t, _) in enumerate(validated):
         by_queue.setdefault(t, []).append(i)
+    fairness = await _fairness(rt, related)
     jobs: list[Job | None] = [None] * len(validated)
     for job_type, indexes in by_queue.items():
-        specs = [
-            {
+        specs = []
+        for i in indexes:
+            spec: dict[str, Any] = {
                 "name": job_type,
                 "data": validated[i][1].model_dump(mode="json"),
                 "job_id": ids[i] or default_job_id(job_type, validated[i][1]),
                 "delay": delay,
             }
-            for i in indexes
-        ]
+            run = related[i]
+            if run is not None and run in fairness:
+                group, spec["priority"] = fairness[run]
+                if rt.settings.fair_groups:
+                    spec["group"] = group
+            specs.append(spec)
         added = await rt.queues[job_type].add_bulk(specs)
         for i, job in zip(indexes, added, strict=True):
             jobs[i] = job
     # The queue is the truth: its job exists now. The status row is best effort here; if
     # PostgreSQL is down, the mirror creates it from the `added` event once it is back.
     done = [j for j in jobs if j is not None]
-    for (job_type, payload), job in zip(validated, done, strict=True):
+    for (job_type, _payload), job, run in zip(validated, done, related, strict=True):
         try:
-            related = await _related_id(rt, job_type, payload)
             async with rt.pool.acquire() as conn:
-                await create_job_status(job.id, job_type, related, queue=job_type, conn=conn)
+                await create_job_status(job.id, job_type, run, queue=job_type, conn=conn)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning(
                 "status row of %s not written (%s): the mirror will create it",
                 job.id,
                 type(exc).__name__,
             )
+    # Again now that the jobs are in their queues: a cancel that committed since the first
+    # check may have swept the queues before they were there, so they are withdrawn here.
+    refused = await _cancelled(rt, related)
+    if refused:
+        withdrawn = [
+            (job_type, job.id)
+            for (job_type, _), job, run in zip(validated, done, related, strict=True)
+            if run in refused
+        ]
+        await withdraw_jobs(rt.queues, rt.pool, withdrawn)
+        raise RunCancelledError(min(refused), f"enqueue of {len(withdrawn)} job(s)")
     return done
+
+
+async def _fairness(rt: Runtime, runs: Sequence[str | None]) -> dict[str, RunFairness]:
+    """(group, priority) per run. Should PostgreSQL be unreachable the jobs are still added,
+    ungrouped at the default priority: fairness degrades, nothing is lost."""
+    try:
+        return await fairness_of_runs(rt.pool, [r for r in runs if r is not None])
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not read the runs' tiers (%s): jobs added ungrouped", type(exc).__name__)
+        return {}
+
+
+async def _cancelled(rt: Runtime, related: Sequence[str | None]) -> set[str]:
+    """The cancelled runs among `related`; none when PostgreSQL cannot say (the queue is the
+    truth for enqueueing: a job of a cancelled run added then ends at its start)."""
+    runs = {r for r in related if r is not None}
+    if not runs:
+        return set()
+    try:
+        return await cancelled_runs(rt.pool, runs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("could not check for cancelled runs: %s", type(exc).__name__)
+        return set()
 
 
 async def start_sector_research(
@@ -162,7 +221,9 @@ async def start_sector_research(
     user_id: str,
     *,
     budget_usd: float | None = None,
+    user_tier: str = DEFAULT_TIER,
     runtime: Runtime | None = None,
+    run_id: UUID | None = None,
 ) -> UUID:
     """Create a `sector_analysis` row and enqueue its research; returns the run's id.
 
@@ -172,16 +233,25 @@ async def start_sector_research(
         budget_usd: USD the run's model calls may cost; default `PIPELINE_RUN_BUDGET_USD`.
             A call that would not fit is refused (BUDGET_EXCEEDED) and the run ends
             `budget_exceeded` with what it finished kept.
+        user_tier: The user's subscription tier, "free", "pro" or "enterprise", stored on the
+            run: every job of the run runs at its priority (enterprise first), and within a
+            tier users are served in turn (`pipeline.tiers`).
         runtime: The runtime to use (default: the process's, from the environment).
+        run_id: The run's id (default: a new one); starting a run of an existing id writes
+            no second row (a scheduled `watch` job that is retried starts one run).
 
     Returns:
         The run's id.
 
     Raises:
-        PayloadError: A bad sector name or user id (nothing is written).
+        PayloadError: A bad sector name, user id or user tier (nothing is written).
         ConfigError: `budget_usd` is not a finite number >= 0.
     """
     budget = None if budget_usd is None else check_usd(budget_usd, "budget_usd")
+    try:
+        tier = check_tier(user_tier)
+    except ValueError as exc:
+        raise PayloadError("sector-research", str(exc)) from None
     rt = runtime or await get_runtime()
     # validate before writing anything
     probe = validate_payload(
@@ -189,13 +259,18 @@ async def start_sector_research(
         {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector_name},
     )
     assert isinstance(probe, SectorResearchPayload)
-    run_id: UUID = await rt.pool.fetchval(
-        "INSERT INTO sector_analysis (user_id, sector_name, budget_usd) VALUES ($1, $2, $3) "
+    inserted: UUID | None = await rt.pool.fetchval(
+        "INSERT INTO sector_analysis (id, user_id, sector_name, budget_usd, user_tier) "
+        "VALUES (COALESCE($4, gen_random_uuid()), $1, $2, $3, $5) ON CONFLICT (id) DO NOTHING "
         "RETURNING id",
         probe.user_id,
         probe.sector_name,
         Decimal(str(rt.settings.run_budget_usd if budget is None else budget)),
+        run_id,
+        tier,
     )
+    run_id = inserted or run_id
+    assert run_id is not None
     await enqueue(
         "sector-research",
         {"sector_analysis_id": run_id, "user_id": probe.user_id, "sector_name": probe.sector_name},
@@ -210,6 +285,7 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
     Raises:
         PayloadError: no such sub-sector, or it is not awaiting approval any more and was
             never approved (e.g. failed).
+        RunCancelledError: its run is cancelled (nothing is changed or enqueued).
     """
     rt = runtime or await get_runtime()
     sid = UUID(str(sub_sector_id))
@@ -219,6 +295,8 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
         )
         if row is None:
             raise PayloadError("stock-ranking", f"no sub-sector {sid}")
+        if await run_is_cancelled(conn, row["sector_analysis_id"]):
+            raise RunCancelledError(row["sector_analysis_id"], "approval")
         if row["status"] == "awaiting_approval":
             await conn.execute(
                 "UPDATE sub_sector SET status = 'approved', approved_at = now() WHERE id = $1", sid

@@ -37,7 +37,7 @@ _SHORT = {
     "judge-review": "judge",
     "format-insights": "insights",
 }
-_ENDED = ("completed", "failed", "budget_exceeded")
+_ENDED = ("completed", "failed", "budget_exceeded", "cancelled")
 
 _JOB_COUNTS = """
 SELECT related_id, job_type, count(*) AS total,
@@ -205,7 +205,8 @@ async def _print_runs(rt: Runtime, runs: Sequence[_Run], console: Any) -> None:
             table.add_row(run.sector, "-", f"not started: {run.error}", "-", "-", "-")
             continue
         status = row["status"]
-        if run.error not in (None, "the research failed"):  # that one the status says already
+        # those two the status says already
+        if run.error not in (None, "the research failed", "cancelled"):
             status += f", {run.error}"
         awaiting = f"- ({row['awaiting']} awaiting approval)" if row["awaiting"] else "-"
         stocks = f"{row['done']}/{row['failed']}"
@@ -286,7 +287,7 @@ async def run_sectors(
         seconds = time.monotonic() - t0
         console = Console(width=None if sys.stdout.isatty() else 120)
         started = [r.run_id for r in runs if r.run_id is not None]
-        if single is not None and single.run_id is not None and single.error is None:
+        if single is not None and single.run_id is not None and single.error in (None, "cancelled"):
             await print_summary(rt, single.run_id, seconds)
         elif single is None:
             await _print_runs(rt, runs, console)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -15,8 +16,9 @@ from redis.asyncio import Redis
 from jobqueue import Queue, connect
 from pipeline import db
 from pipeline.ai import LLM, make_llm
-from pipeline.ai.guard import GuardedLLM
+from pipeline.ai.guard import Guard, GuardedLLM
 from pipeline.budget import BudgetGuard
+from pipeline.cancelled import RunCancelGuard
 from pipeline.limit_guard import ProviderLimitGuard
 from pipeline.offline_fixtures import register_offline_fixtures
 from pipeline.settings import JOB_TYPES, Settings, get_settings
@@ -65,7 +67,7 @@ class Runtime:
     def llm(self) -> LLM:
         """The model client, made on first use (offline unless ANTHROPIC_API_KEY is set), with
         the guards of every call around it (the run's and the day's budget, then the shared
-        limits' settling and learning)."""
+        limits' settling and learning, then the refusal of a cancelled run's calls)."""
         if self._llm is None:
             s = self.settings
             register_offline_fixtures()
@@ -96,8 +98,15 @@ class Runtime:
             daily_budget_usd=s.daily_budget_usd,
             reservation_ttl=s.budget_reservation_ttl,
         )
-        # the budget refuses a call before anything else; the limits settle after it
-        return GuardedLLM(llm, [budget, ProviderLimitGuard(self.queues)], models=s.models)
+        # the budget refuses a call before anything else; the limits settle after it; the
+        # cancel check comes last, so no wait stands between it and the call: a call of a
+        # cancelled run admitted by it read the run before its cancel committed (in flight)
+        guards: list[Guard[Any]] = [
+            budget,
+            ProviderLimitGuard(self.queues),
+            RunCancelGuard(self.pool),
+        ]
+        return GuardedLLM(llm, guards, models=s.models)
 
     async def close(self) -> None:
         """Close the connections this runtime made."""

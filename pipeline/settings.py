@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         description="deferrals (rate limits, outages) a job may take before it fails",
     )
     stocks_to_analyze: int = Field(default=5, ge=1, le=10)
+    fair_groups: bool = Field(
+        default=True,
+        description="group every job of a run by its user (round-robin between users within "
+        "a tier); off: one FIFO per priority",
+    )
     retry_scale: float = Field(default=1.0, gt=0, description="multiplies every retry delay")
     lease: float = Field(default=30.0, gt=0)
     stall_interval: float | None = Field(default=None, gt=0)
@@ -193,6 +198,12 @@ class Settings(BaseSettings):
         description="shared: one limiter per model (tokens, learned limits, breaker); "
         "per-queue: the seed's job-start buckets only",
     )
+    slot: str | None = Field(
+        default="pipeline",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$",
+        description="the Redis Cluster hash slot of every stage queue and its model's limiter "
+        "(one slot: a flow may span the stages); empty: each queue in its limiter's slot",
+    )
     limit_window: float = Field(
         default=60.0,
         gt=0,
@@ -215,6 +226,12 @@ class Settings(BaseSettings):
     breaker_max_wait: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("slot", mode="before")
+    @classmethod
+    def _empty_slot(cls, value: object) -> object:
+        # PIPELINE_SLOT= (empty): no shared slot, the layout of each queue on its own limiter
+        return None if value == "" else value
 
     @field_validator("queues")
     @classmethod
@@ -273,6 +290,7 @@ class Settings(BaseSettings):
             attempts=qs.attempts,
             rate_limit=RateLimit(max=qs.rate_max, per=qs.rate_per) if per_queue else None,
             limiter=limiter,
+            slot=self.slot,
             cost=stage_cost(job_type, input_tokens=qs.input_tokens, output_tokens=qs.output_tokens)
             if limiter
             else None,

@@ -1,15 +1,17 @@
 """Job status rows in PostgreSQL: the API handlers and web code use.
 
-`create_job_status`, `get_job_status`, `get_jobs_by_related_id`, `update_job_status` and
-`cleanup_old_jobs_pg`; pass `conn=` to join the transaction of a domain update, so a reader
-never sees one without the other. The rules every writer of `job_status` follows (versions,
-finished rows stay finished, progress never decreases, no secrets in rows) are described in
-`pipeline.status_model`; the status mirror's side (folding engine events into rows) lives in
-`pipeline.status_fold`, whose `StatusChange` and `apply_changes` are re-exported here.
+`create_job_status`, `get_job_status`, `get_jobs_by_related_id`, `update_job_status`,
+`cancel_job_rows` and `cleanup_old_jobs_pg`; pass `conn=` to join the transaction of a domain
+update, so a reader never sees one without the other. The rules every writer of `job_status`
+follows (versions, finished rows stay finished, progress never decreases, no secrets in rows)
+are described in `pipeline.status_model`; the status mirror's side (folding engine events
+into rows) lives in `pipeline.status_fold`, whose `StatusChange` and `apply_changes` are
+re-exported here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .db import Connection, acquire, clean_text
@@ -29,6 +31,7 @@ __all__ = [
     "JobStatusRow",
     "StatusChange",
     "apply_changes",
+    "cancel_job_rows",
     "cleanup_old_jobs_pg",
     "create_job_status",
     "get_job_status",
@@ -125,7 +128,7 @@ async def update_job_status(
 ) -> JobStatusRow | None:
     """Change a job's row directly; None arguments leave their column unchanged.
 
-    Rules (skipped with `force=True`): an update moving a completed/failed row back to
+    Rules (skipped with `force=True`): an update moving a completed/failed/cancelled row back to
     waiting/active is ignored as a whole; without a status change progress only increases;
     becoming `completed` sets progress to 100 unless `progress` is given.
 
@@ -166,8 +169,8 @@ async def update_job_status(
             attempts = COALESCE($6, j.attempts),
             updated_at = now()
         WHERE j.job_id = $1
-          AND ($7 OR $2::text IS NULL OR $2 IN ('completed', 'failed')
-               OR j.status NOT IN ('completed', 'failed'))
+          AND ($7 OR $2::text IS NULL OR $2 IN ('completed', 'failed', 'cancelled')
+               OR j.status NOT IN ('completed', 'failed', 'cancelled'))
         RETURNING {_COLUMNS}
     """
     args = (job_id, status, progress, clean_text(error_message), clean_text(error_type, 200))
@@ -179,8 +182,34 @@ async def update_job_status(
     return _row(record)
 
 
+async def cancel_job_rows(
+    job_ids: Sequence[str], reason: str, *, conn: Connection | None = None
+) -> int:
+    """Mark the rows of jobs that were removed from their queue by a cancel (no event will
+    finish them) `cancelled`; finished rows stay as they are.
+
+    Args:
+        job_ids: the jobs.
+        reason: the error message recorded.
+        conn: a connection to use; else the shared pool.
+
+    Returns:
+        The number of rows changed.
+    """
+    if not job_ids:
+        return 0
+    sql = """
+        UPDATE job_status SET status = 'cancelled', error_type = 'CANCELLED',
+            error_message = $2, updated_at = now()
+        WHERE job_id = ANY($1::text[]) AND status IN ('waiting', 'active')
+    """
+    async with acquire(conn) as c:
+        result = await c.execute(sql, list(job_ids), clean_text(reason))
+    return int(result.rsplit(" ", 1)[-1])
+
+
 async def cleanup_old_jobs_pg(days: float, *, conn: Connection | None = None) -> int:
-    """Delete completed/failed rows not updated for `days` days; waiting/active rows stay.
+    """Delete completed/failed/cancelled rows not updated for `days` days; waiting/active rows stay.
 
     Args:
         days: age threshold in days (fractions allowed).
@@ -196,7 +225,7 @@ async def cleanup_old_jobs_pg(days: float, *, conn: Connection | None = None) ->
         raise ValueError(f"days {days!r} is negative")
     sql = """
         DELETE FROM job_status
-        WHERE status IN ('completed', 'failed')
+        WHERE status IN ('completed', 'failed', 'cancelled')
           AND updated_at < now() - make_interval(secs => $1::float8 * 86400)
     """
     async with acquire(conn) as c:

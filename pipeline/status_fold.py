@@ -26,6 +26,9 @@ __all__ = [
     "parse_stream_id",
 ]
 
+#: The engine's error type of a job ended by a cancel: its row is `cancelled`, not `failed`.
+_CANCELLED = "CANCELLED"
+
 #: Engine states as job_status statuses; a delayed or paused job is waiting.
 _STATES = dict.fromkeys(("waiting", "paused", "delayed", "prioritized"), "waiting")
 _STATES.update(active="active", completed="completed", failed="failed")
@@ -196,14 +199,16 @@ def _requeue(s: _State, ch: StatusChange, default_type: str | None = None) -> No
 
 
 def _finish(s: _State, ch: StatusChange, status: str, default_type: str | None = None) -> None:
-    s.status = status
     if ch.attempt is not None:
         s.attempts = ch.attempt
     if status == "completed":
+        s.status = status
         s.progress, s.error_type, s.error_message = 100, None, None
     else:
         s.error_type = ch.error_type or default_type
         s.error_message = ch.error_message
+        # a job stopped on purpose (`Queue.cancel`, or its run cancelled) did not fail
+        s.status = "cancelled" if s.error_type == _CANCELLED else status
 
 
 def _fold(s: _State | None, ch: StatusChange) -> _State | None:

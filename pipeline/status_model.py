@@ -9,7 +9,7 @@ which depends on neither. The rules:
 * **Versions.** A row stores the stream id `(event_ms, event_seq)` of the last event applied.
   An event not newer than it is ignored, so replays and late deliveries change nothing.
   Direct updates do not touch the version (they are not stream events).
-* **Finished rows stay finished.** A `completed`/`failed` row is not moved back to
+* **Finished rows stay finished.** A `completed`/`failed`/`cancelled` row is not moved back to
   `waiting`/`active` by a direct update (unless `force=True`) nor by a non-final event; a
   final event (`completed`/`failed`) still replaces it, and a re-`added` job (an `added` event
   on a row the mirror had already seen) starts over. This matters when a handler finished its
@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["FINISHED", "STATUSES", "UNKNOWN_JOB_TYPE", "JobStatusName", "JobStatusRow"]
 
-JobStatusName = Literal["waiting", "active", "completed", "failed"]
+JobStatusName = Literal["waiting", "active", "completed", "failed", "cancelled"]
 #: Every status a row may have.
 STATUSES: frozenset[str] = frozenset(get_args(JobStatusName))
 #: Statuses a job does not leave by itself (only a re-enqueue or a forced update moves it).
-FINISHED: frozenset[str] = frozenset({"completed", "failed"})
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 #: job_type of rows the mirror creates for jobs whose `added` event it never saw.
 UNKNOWN_JOB_TYPE = "unknown"
 
@@ -46,7 +46,9 @@ class JobStatusRow(BaseModel):
         queue: queue name, when known.
         job_type: the job name (stage), or "unknown" for a job only seen by the mirror.
         related_id: the domain object the job works on (e.g. a sector analysis id).
-        status: waiting, active, completed or failed.
+        status: waiting, active, completed, failed or cancelled (the job failed as CANCELLED:
+            `Queue.cancel` stopped it, or its run was cancelled; or it was removed from its
+            queue by the cancel of its run, `pipeline.cancel`).
         progress: 0..100.
         error_message: last error, redacted.
         error_type: last error's type.
@@ -75,5 +77,5 @@ class JobStatusRow(BaseModel):
 
     @property
     def finished(self) -> bool:
-        """True when the job completed or failed."""
+        """True when the job completed, failed or was cancelled."""
         return self.status in FINISHED

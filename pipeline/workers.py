@@ -13,12 +13,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 from jobqueue import JobState, Worker
 from pipeline.mirror import JobSnapshot, StatusMirror
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 from pipeline.stages import STAGES, make_handler
+from pipeline.watch import WATCH_JOB, WATCH_QUEUE, watch_handler
 
 __all__ = ["Workers", "main"]
 
@@ -43,10 +45,13 @@ class Workers:
         self.workers: list[Worker] = []
         for job_type in queues:
             qs = rt.settings.queue_settings(job_type)
+            handler: Any = make_handler(rt, STAGES[job_type])
+            if job_type == WATCH_QUEUE:  # its workers also start the runs of watched sectors
+                handler = {job_type: handler, WATCH_JOB: watch_handler(rt)}
             self.workers.append(
                 Worker(
                     rt.queues[job_type],
-                    make_handler(rt, STAGES[job_type]),
+                    handler,
                     concurrency=concurrency or qs.worker_concurrency or qs.concurrency,
                     shutdown_grace=rt.settings.shutdown_grace,
                     handle_signals=False,

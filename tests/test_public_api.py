@@ -51,6 +51,8 @@ def test_engine_contract_names() -> None:
         "WaitForChildren",
         "ProcessIsolation",
         "HandlerCrashedError",
+        "Dedup",
+        "Schedule",
     ):
         assert name in jobqueue.__all__
 
@@ -62,6 +64,7 @@ def test_pipeline_status_api_names() -> None:
         "enqueue",
         "start_sector_research",
         "approve_subsector",
+        "cancel_run",
         "create_job_status",
         "get_job_status",
         "get_jobs_by_related_id",

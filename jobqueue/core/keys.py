@@ -1,7 +1,8 @@
 """The only place where Redis key names are built.
 
-Every key of a queue lives under `<prefix>:{<queue>}:` so that all of them hash to one Redis
-Cluster slot and one Lua script may touch them all. A job is two keys at most: `j:<id>`, a
+Every key of a queue lives under `<prefix>:{<queue>}:` (or, for a queue in a shared slot,
+`<prefix>:{<slot>}<queue>:`) so that all of them hash to one Redis Cluster slot and one Lua
+script may touch them all. A job is two keys at most: `j:<id>`, a
 string holding the JSON envelope written at enqueue (kept lean so a waiting job costs a few
 hundred bytes), and `s:<id>`, a small hash of its run state created when it is first taken.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "queue_scan_patterns",
     "validate_prefix",
     "validate_queue_name",
+    "validate_slot",
 ]
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -35,6 +37,14 @@ def validate_queue_name(name: str) -> str:
             f"queue name {name!r} is invalid: use 1-100 letters, digits, '_', '.', '-'"
         )
     return name
+
+
+def validate_slot(slot: str) -> str:
+    """Return `slot` if it can name a shared hash slot (the rules of a queue name), else raise
+    `ConfigError` naming it."""
+    if not isinstance(slot, str) or not QUEUE_NAME_RE.match(slot):
+        raise ConfigError(f"slot {slot!r} is invalid: use 1-100 letters, digits, '_', '.', '-'")
+    return slot
 
 
 def validate_prefix(prefix: str) -> str:
@@ -102,14 +112,26 @@ class QueueKeys:
     """Key names of one queue.
 
     A queue's keys share one Redis Cluster hash slot, so one script may touch them all: its own
-    (`<prefix>:{<queue>}:...`), or, for a queue attached to a shared limiter, the limiter's
-    (`<prefix>:{<slot>}<queue>:...`), where the limiter's own keys (`<prefix>:{<slot>}!...`)
-    live too: a take can then check the queue and the limiter in one atomic script.
+    (`<prefix>:{<queue>}:...`), or, for a queue in a shared slot (its shared limiter's, or one
+    named by `QueueConfig.slot`), `<prefix>:{<slot>}<queue>:...`. The keys of the queue's shared
+    limiter live in the same slot: a take can then check the queue and the limiter in one
+    atomic script. They are `<prefix>:{<slot>}!limiter` (`!hold`, `!breaker`, `!fails`) when
+    the slot is named after the limiter, and `<prefix>:{<slot>}!<limiter>!limiter` (...) when
+    several limiters share the slot. `!` cannot appear in a queue or limiter name, so no two of
+    these names collide.
+
+    Attributes:
+        prefix: the key prefix.
+        queue: the queue name.
+        slot: the hash tag of a queue in a shared slot, None for a queue in its own slot.
+        limiter_name: the name of the queue's shared limiter (None: none, or the slot's
+            name).
     """
 
     prefix: str
     queue: str
     slot: str | None = None
+    limiter_name: str | None = None
 
     @property
     def base(self) -> str:
@@ -121,13 +143,18 @@ class QueueKeys:
 
     @property
     def _slot_base(self) -> str:
-        # keys of the shared limiter; `!` cannot start a queue name, so none collides
-        return f"{self.prefix}:{{{self.slot or self.queue}}}!"
+        # keys of the shared limiter; `!` cannot start a queue name, so none collides. A
+        # limiter named after its slot keeps the names it had before slots could be shared.
+        tag = self.slot or self.queue
+        if self.limiter_name is None or self.limiter_name == tag:
+            return f"{self.prefix}:{{{tag}}}!"
+        return f"{self.prefix}:{{{tag}}}!{self.limiter_name}!"
 
     @property
     def shared_limiter(self) -> str:
         """Hash of the shared limiter's buckets (`c:`/`w:`/`t:`/`ts:<bucket>`); for a queue
-        without one, a key of its own slot that nothing writes."""
+        without one, a key of its slot that its scripts never touch (they read the limiter's
+        keys only when given a limiter)."""
         return self._slot_base + "limiter"
 
     @property
@@ -199,8 +226,24 @@ class QueueKeys:
 
     @property
     def priorities(self) -> str:
-        """Hash id -> priority of jobs with a non-zero priority (kept across retries)."""
+        """Hash id -> priority of jobs with a non-zero priority (kept across retries), or
+        `<priority>:<cap>:<group>` for a job of a group; `#<id>` -> the dedup key it holds."""
         return self.base + "pri"
+
+    @property
+    def groups(self) -> str:
+        """Hash of the groups' state (`lua/includes/groups.lua`): `n` grouped jobs waiting,
+        `t` group tokens in wait/prio, per group `q:<g>` where its token is, `a:<g>` its
+        active jobs, `c:<g>` its concurrency cap."""
+        return self.base + "groups"
+
+    def group_wait(self, group: str) -> str:
+        """Zset of the waiting jobs of one group (score as in `prio`)."""
+        return f"{self.base}gz:{group}"
+
+    def dedup(self, key: str) -> str:
+        """String `<job id> <window end ms>`: the job holding a deduplication key."""
+        return f"{self.base}dd:{key}"
 
     @property
     def delayed(self) -> str:
@@ -275,6 +318,16 @@ class QueueKeys:
     def worker(self, name: str) -> str:
         """Hash of one worker's heartbeat (expires when the worker stops beating)."""
         return f"{self.base}workers:{name}"
+
+    @property
+    def schedulers(self) -> str:
+        """Zset of the queue's scheduler ids; score = the next run time in ms (Redis clock)."""
+        return self.base + "schedulers"
+
+    def scheduler(self, scheduler_id: str) -> str:
+        """Hash of one scheduler: its spec (`every` or `cron` + `tz`), the job it makes
+        (`env`), its next and last run times."""
+        return f"{self.base}sched:{scheduler_id}"
 
     @property
     def all_keys_pattern(self) -> str:

@@ -17,6 +17,7 @@ from ..errors import (
 __all__ = [
     "CODE_ERRORS",
     "LEASE_LOST",
+    "AddCode",
     "AddedJob",
     "CancelOutcome",
     "Counts",
@@ -92,14 +93,35 @@ class NewJob(NamedTuple):
     priority: int
     cost: str = ""
     """Its cost of the queue's shared limiter (`bucket=n,...`; '' = the queue's default)."""
+    group: str = ""
+    """`<cap>:<group>` (cap 0 = none) for a job of a group, '' for none."""
+    dedup: str = ""
+    """`<ttl_ms>:<d|r>:<key>` (drop or replace a duplicate) with a dedup key, '' for none."""
+
+
+AddCode = Literal["created", "exists", "dropped", "replaced"]
+"""What `add` did with one job: created; nothing (a job with this id existed); dropped as a
+duplicate of the job whose id it returns (dedup key); replaced that waiting job's data."""
+
+_ADD_CODES: tuple[AddCode, ...] = ("exists", "created", "dropped", "replaced")
 
 
 class AddedJob(NamedTuple):
     """What `add` did with one job."""
 
     job_id: str
-    created: bool
-    """False when a job with this id existed already (nothing was written for it)."""
+    """The job created, or the existing one (same id, or the holder of the dedup key)."""
+    code: AddCode
+
+    @property
+    def created(self) -> bool:
+        """True when a new job was stored."""
+        return self.code == "created"
+
+    @classmethod
+    def from_reply(cls, job_id: str, code: int) -> AddedJob:
+        """From add.lua's reply pair."""
+        return cls(job_id, _ADD_CODES[code])
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,13 @@ from .replies import (
 )
 from .scripts_flows import FlowScripts
 from .scripts_ops import OperationScripts
+from .scripts_schedules import ScheduleScripts
 
 __all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
 
 _TAKE_KEYS = (
     "wait prio priorities delayed active meta limiter limited marker events id_counter failed"
+    " groups"
 )
 _SHARED_KEYS = " shared_limiter shared_hold breaker breaker_fails costs"
 _TAKE_ARGV = (
@@ -78,9 +80,10 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
     return TakeReply(jobs, int(reply[0]))
 
 
-class Scripts(OperationScripts, FlowScripts):
+class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     """The scripts of one queue, one typed method each (the operations ones come from
-    `OperationScripts`); see `ScriptRunner` for the arguments."""
+    `OperationScripts`, the schedulers' from `ScheduleScripts`); see `ScriptRunner` for the
+    arguments."""
 
     _finish_head: tuple[TakeLimits, Retention, list[Any]] | None = None
 
@@ -88,16 +91,19 @@ class Scripts(OperationScripts, FlowScripts):
 
     ADD = spec(
         "add",
-        keys="id_counter wait prio delayed priorities marker events costs",
+        keys="id_counter wait prio delayed priorities marker events costs groups",
         argv="base maxlen n",
-        group="id name envelope delay_ms priority cost",
-        events="added",
+        group="id name envelope delay_ms priority cost group dedup",
+        events="added deduplicated",
     )
 
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
-        """Store new jobs, ready or delayed; a job whose id exists already is left as it is."""
+        """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
+        a duplicate by dedup key is dropped or replaces its waiting holder."""
         reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
-        return [AddedJob(text(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+        return [
+            AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
+        ]
 
     TAKE = spec(
         "take",
@@ -180,7 +186,9 @@ class Scripts(OperationScripts, FlowScripts):
 
     RECOVER = spec(
         "recover",
-        keys="stall_lock active wait prio priorities id_counter failed cancels marker events",
+        keys=(
+            "stall_lock active wait prio priorities id_counter failed cancels marker events groups"
+        ),
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
         events="stalled failed waiting",
     )
@@ -295,7 +303,8 @@ class Scripts(OperationScripts, FlowScripts):
         return JobRecord(env, text(state), run_state)
 
     COUNTS = spec(
-        "counts", keys="wait prio active delayed completed failed meta limited waiting_children"
+        "counts",
+        keys="wait prio active delayed completed failed meta limited waiting_children groups",
     )
 
     async def counts(self) -> Counts:

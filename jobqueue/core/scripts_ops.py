@@ -10,7 +10,9 @@ from .replies import CancelOutcome, raise_for_code
 
 __all__ = ["CANCEL_OUTCOMES", "OperationScripts"]
 
-_JOB_KEYS = "wait prio priorities delayed active completed failed cancels events costs"
+_JOB_KEYS = (
+    "wait prio priorities delayed active completed failed cancels events costs groups id_counter"
+)
 
 CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
     0: "not_found",
@@ -68,7 +70,7 @@ class OperationScripts(ScriptRunner):
 
     RETRY = spec(
         "retry",
-        keys="failed wait prio priorities id_counter marker events",
+        keys="failed wait prio priorities id_counter marker events groups",
         argv="base maxlen batch upto_ms m",
         group="id",
         events="retrying",
@@ -92,7 +94,7 @@ class OperationScripts(ScriptRunner):
 
     DRAIN = spec(
         "drain",
-        keys="wait prio priorities delayed cancels events costs",
+        keys="wait prio priorities delayed cancels events costs groups id_counter",
         argv="base maxlen batch",
         events="removed failed waiting",
     )
@@ -104,7 +106,7 @@ class OperationScripts(ScriptRunner):
 
     CLEAN = spec(
         "clean",
-        keys="wait prio priorities delayed completed failed cancels events costs",
+        keys="wait prio priorities delayed completed failed cancels events costs groups id_counter",
         argv="base maxlen state grace_ms limit scan_cap",
         events="removed failed waiting",
     )

@@ -28,7 +28,8 @@ MAX_FLOW_JOBS = 10_000
 
 
 def slot_tag(keys: QueueKeys) -> str:
-    """The hash tag of a queue's keys: its limiter's name, or its own."""
+    """The hash tag of a queue's keys: its shared slot (`QueueConfig.slot`, else its limiter's
+    name), or its own name."""
     return keys.slot or keys.queue
 
 
@@ -75,7 +76,8 @@ class QueueFlowsMixin:
         or failed for good, cancelled or removed: then its `on_failure` decides), then it runs
         and reads `await job.children_results()` (and `job.children_failures()`). Children
         may have children. Every job of the flow lives in this queue's Redis Cluster hash slot:
-        this queue, or queues on the same shared limiter (`QueueConfig(limiter=...)`).
+        this queue, queues on the same shared limiter (`QueueConfig(limiter=...)`), or queues
+        given the same `QueueConfig(slot=...)` (each may keep its own limiter).
 
         Args:
             name: the parent's job name.
@@ -197,9 +199,10 @@ class QueueFlowsMixin:
             if self.keys.slot is None:
                 raise CrossSlotFlowError(
                     f"child queue {target!r}: the flow's queue {self.name!r} has no shared "
-                    "limiter, so no other queue shares its hash slot (a flow lives in one slot)"
+                    "limiter or slot, so no other queue shares its hash slot (a flow lives in "
+                    "one slot)"
                 )
-            # a name: the queue of that name in this queue's slot (the same shared limiter)
+            # a name: the queue of that name in this queue's slot (only its base is used here)
             return QueueKeys(self.prefix, target, self.keys.slot), self
         keys = getattr(target, "keys", None)
         if not isinstance(target, QueueFlowsMixin) or not isinstance(keys, QueueKeys):
@@ -213,7 +216,8 @@ class QueueFlowsMixin:
             raise CrossSlotFlowError(
                 f"child queue {keys.queue!r} is in hash slot {{{slot_tag(keys)}}}, the flow's "
                 f"queue {self.name!r} in {{{slot_tag(self.keys)}}}: every queue of a flow must "
-                "share one slot (the same queue, or queues on one shared limiter)"
+                "share one slot (the same queue, queues on one shared limiter, or queues given "
+                "one QueueConfig.slot)"
             )
         return keys, target
 

@@ -25,8 +25,9 @@ class Child:
 
     Attributes:
         queue: the child's queue: a `Queue` (same prefix, same Redis), or the name of a queue
-            in the parent queue's hash slot: the parent's own queue, or a queue on the same
-            shared limiter (see docs/design.md: a flow lives in one Redis Cluster slot).
+            in the parent queue's hash slot: the parent's own queue, a queue on the same
+            shared limiter, or one given the same `QueueConfig.slot` (see docs/design.md: a
+            flow lives in one Redis Cluster slot).
         name: the job name.
         data: any JSON value.
         on_failure: what its failure does to its parent (`OnFailure`).

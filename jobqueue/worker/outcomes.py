@@ -6,6 +6,7 @@ deferred by a rate limit or an outage, failed for good) is unit-tested without R
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 
@@ -23,8 +24,12 @@ __all__ = [
     "failure",
     "handed_back",
     "is_final_failure",
+    "logged_failure",
     "waiting_for_children",
 ]
+
+# the worker's own logger: these lines are the worker's
+_log = logging.getLogger("jobqueue.worker.worker")
 
 # the server's Retry-After is honoured as sent (max_backoff caps our own guesses; retrying
 # earlier than told only earns another 429), within a day
@@ -102,6 +107,36 @@ def failure(
         c, max(1, job.attempt), max_delay=config.max_backoff, jitter=config.jitter, rng=rng
     )
     return Outcome(job.id, token, "f", msg, etype, int(delay * 1000), job.max_attempts), c
+
+
+def logged_failure(
+    config: QueueConfig,
+    job: Job,
+    exc: BaseException | None,
+    *,
+    final_type: ErrorType | None,
+    message: str,
+    delays: Mapping[str, float],
+    rng: random.Random,
+) -> Outcome:
+    """The outcome of a failed attempt, logged on the worker's logger: a final failure the
+    worker decided itself (`exc` None: `final_type`, `message`), or the classification of what
+    the handler raised."""
+    if exc is None:
+        etype = final_type or ErrorType.UNKNOWN
+        _log.info("job %s:%s failed (%s): %s", config.name, job.id, etype, message)
+        return failed_for_good(job, etype, message)
+    outcome, c = failure(config, job, exc, delays=delays, rng=rng)
+    _log.info(
+        "job %s:%s attempt %d failed (%s%s): %s",
+        config.name,
+        job.id,
+        job.attempt,
+        c.error_type,
+        "" if c.retryable else ", not retried",
+        outcome.payload,
+    )
+    return outcome
 
 
 def is_final_failure(config: QueueConfig, job: Job, exc: BaseException) -> bool:

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,17 +23,18 @@ from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
-from ..core.states import JobState
 from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
+from ..schedules._loop import check_scheduler_interval, run_schedulers
 from ._procpool import make_runner
+from ._signals import install_stop_signals
 from .cancels import cancel_listener
 from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
 from .leases import renew_loop, stall_loop
-from .outcomes import completed, failed_for_good, failure, handed_back, waiting_for_children
+from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
 from .wakeup import Wakeup
 
@@ -65,6 +65,9 @@ class Worker:
         isolation: None runs handlers in this process; "process" (or a `ProcessIsolation`
             with options) runs each job in a child process of a pool, so that a handler that
             crashes, leaks or hangs fails its job, not the worker (see `worker.isolation`).
+        scheduler_interval: seconds between looks for due ticks of the queue's schedulers
+            (`Queue.upsert_scheduler`) when none is due sooner; None = this worker does not
+            tick them (some worker of the queue must).
         on_active, on_progress, on_completed, on_failed, on_stalled, on_error: lifecycle
             hooks (see `WorkerHooks`): plain functions or coroutine functions.
     """
@@ -84,6 +87,7 @@ class Worker:
         handle_signals: bool = True,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
         isolation: Literal["process"] | ProcessIsolation | None = None,
+        scheduler_interval: float | None = 1.0,
         on_active: Hook | None = None,
         on_progress: Hook | None = None,
         on_completed: Hook | None = None,
@@ -121,6 +125,7 @@ class Worker:
             on_error=on_error,
         )
         self._backoff = reconnect_backoff
+        self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._running = RunningJobs()
         self._stats = WorkerStats(self.name, queue.name, concurrency)
         self._hooks = HookRunner(self.hooks)
@@ -177,7 +182,7 @@ class Worker:
             raise RuntimeError("a Worker runs once; make a new one")
         self._started = True
         loop = asyncio.get_running_loop()
-        installed = self._install_signals(loop)
+        installed = install_stop_signals(loop, self._on_signal, enabled=self.handle_signals)
         helpers: list[asyncio.Task[None]] = []
         try:
             if not await self._until_connected():
@@ -229,6 +234,11 @@ class Worker:
             "beat": heartbeat_loop(queue, self._stats, running),
             "cancel": cancel_listener(queue.redis, queue.keys, running, backoff=self._backoff),
         }
+        if self.scheduler_interval is not None:
+            coros["sched"] = run_schedulers(
+                queue, interval=self.scheduler_interval, backoff=self._backoff,
+                on_error=lambda e: self._hooks.fire(self.hooks.on_error, e),
+            )  # fmt: skip
         return [loop.create_task(c, name=f"jq-{k}-{self.name}") for k, c in coros.items()]
 
     def _executor_for(self) -> ThreadPoolExecutor:
@@ -240,18 +250,6 @@ class Worker:
         return self._executor
 
     # -- signals and stopping -------------------------------------------------------------
-
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
-        installed: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
-        return installed
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
@@ -424,15 +422,7 @@ class Worker:
             etype = ErrorType.VALIDATION_ERROR.value
             self._outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
             return None
-        return Job(
-            self.queue,
-            taken.job_id,
-            env,
-            state=JobState.ACTIVE,
-            run_state={"a": taken.attempt - 1, "ws": taken.step},
-            token=taken.token,
-            attempt=taken.attempt,
-        )
+        return Job.from_taken(self.queue, taken, env)
 
     # -- running jobs ---------------------------------------------------------------------
 
@@ -494,18 +484,12 @@ class Worker:
         message: str = "",
     ) -> Outcome:
         self._stats.failed += 1
-        if exc is None:
-            etype = final_type or ErrorType.UNKNOWN
-            log.info("job %s:%s failed (%s): %s", self.queue.name, job.id, etype, message)
-            return failed_for_good(job, etype, message)
-        outcome, c = failure(self.config, job, exc, delays=self._delays, rng=self._rng)
-        log.info(
-            "job %s:%s attempt %d failed (%s%s): %s",
-            self.queue.name,
-            job.id,
-            job.attempt,
-            c.error_type,
-            "" if c.retryable else ", not retried",
-            outcome.payload,
+        return logged_failure(
+            self.config,
+            job,
+            exc,
+            final_type=final_type,
+            message=message,
+            delays=self._delays,
+            rng=self._rng,
         )
-        return outcome

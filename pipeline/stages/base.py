@@ -17,6 +17,7 @@ from jobqueue import ErrorType, Job, RetryAfter, classify_error, is_final_failur
 from pipeline.ai import LLMResult
 from pipeline.ai.guard import job_scope
 from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
+from pipeline.cancelled import RunCancelledError, run_is_cancelled
 from pipeline.runs import RunOf
 from pipeline.runtime import Runtime
 
@@ -57,7 +58,9 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
     """The engine handler of a stage: validates the payload, logs `→ ✓ ✗`, attributes the
     job's model calls to its run (`job_scope`), and runs the stage's final-failure hook when
     the job will not be retried (so a run never hangs on a stock that can no longer finish).
-    A job refused for budget then ends its run `budget_exceeded` once nothing of it runs."""
+    A job refused for budget then ends its run `budget_exceeded` once nothing of it runs.
+    A job of a cancelled run ends at its start (`RunCancelledError`: CANCELLED, not retried,
+    its row `cancelled`), as does one whose model call or enqueue its run's cancel refused."""
 
     async def handler(job: Job) -> dict[str, Any]:
         payload = stage.payload.model_validate(job.data)
@@ -68,6 +71,8 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
         try:
             try:
                 run_id = await stage.run_of(rt.pool, payload) if stage.run_of else None
+                if await run_is_cancelled(rt.pool, run_id):
+                    raise RunCancelledError(run_id or "", f"{stage.job_type} job")
                 with job_scope(run_id, job_id=job.id, attempt=job.attempt, stage=stage.job_type):
                     result = await stage.run(rt, job, payload)
             except INFRA_ERRORS as exc:
@@ -81,6 +86,10 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
                 ) from exc
         except BaseException as exc:
             c = classify_error(exc)
+            if c.error_type == ErrorType.CANCELLED:
+                # stopped on purpose (its run cancelled, or `Queue.cancel`): nothing failed
+                bound.info(f"⊘ {stage.job_type} cancelled", reason=c.message)
+                raise
             final = is_final_failure(job.queue.config, job, exc)
             bound.warning(
                 f"✗ {stage.job_type} failed",
@@ -88,7 +97,7 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
                 error=c.message,
                 final=final,
             )
-            if final and stage.on_final_failure is not None and c.error_type != ErrorType.CANCELLED:
+            if final and stage.on_final_failure is not None:
                 await stage.on_final_failure(rt, job, payload, f"{c.error_type}: {c.message}")
             if final and c.error_type == BUDGET_EXCEEDED and run_id is not None:
                 await end_run_if_stopped(rt.pool, run_id)
@@ -173,10 +182,11 @@ async def complete_subsector_if_done(
         "RETURNING sector_analysis_id",
         sub_sector_id,
     )
-    # a run a budget stopped ends as such, with what it finished kept
+    # a run a budget stopped ends as such, with what it finished kept; a cancelled run stays so
     await conn.execute(
         "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
-        "THEN 'completed' ELSE 'budget_exceeded' END, completed_at = now() WHERE id = $1",
+        "THEN 'completed' ELSE 'budget_exceeded' END, completed_at = now() WHERE id = $1 "
+        "AND status <> 'cancelled'",
         run_id,
     )
     log.info("✓ sub-sector completed", sub_sector_id=str(sub_sector_id))

@@ -77,7 +77,8 @@ async def on_final_failure(rt: Runtime, job: Job, p: SectorResearchPayload, erro
     # a research its budget refused ends the run as such (never seen `failed` first)
     await rt.pool.execute(
         "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
-        "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1",
+        "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1 "
+        "AND status <> 'cancelled'",
         p.sector_analysis_id,
         error[:2000],
     )

@@ -90,6 +90,10 @@ async def test_an_idle_worker_sends_few_commands(queue: Queue, monitor: CommandM
     # the stall check every stall_interval; no lease renewal without running jobs
     assert evalsha(window, "recover") <= at_most(window, cfg.stall_check_every)
     assert evalsha(window, "renew") == 0
+    # the scheduler: one look for due ticks per scheduler_interval
+    assert worker.scheduler_interval is not None
+    looks = at_most(window, worker.scheduler_interval)
+    assert evalsha(window, "scheduler_due") <= looks, window.names()
     # the heartbeat: one MULTI ... EXEC of 6 commands per interval
     beats = window.count("EXEC")
     assert beats <= at_most(window, cfg.heartbeat_interval)
@@ -97,6 +101,7 @@ async def test_an_idle_worker_sends_few_commands(queue: Queue, monitor: CommandM
         2 * at_most(window, cfg.drain_delay)
         + at_most(window, cfg.stall_check_every)
         + 6 * at_most(window, cfg.heartbeat_interval)
+        + looks
         + 2  # the cancel listener's health-check PING, should one fall in the window
     )
     assert len(window.commands) <= bound, (len(window.commands), bound, window.names())

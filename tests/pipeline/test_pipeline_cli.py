@@ -16,7 +16,7 @@ from pipeline.runtime import Runtime
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 UUID_LINE = re.compile(r"^\s+([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\s+\S")
-STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed)\s+(\d+)%\s+(\S+)")
+STATUS_LINE = re.compile(r"^(\S+)\s+(waiting|active|completed|failed|cancelled)\s+(\d+)%\s+(\S+)")
 CACHED_LINE = re.compile(
     r"^cached input: (\d+\.\d)% of ([\d,]+) prompt tokens \(cache reads ([\d,]+), "
     r"cache writes ([\d,]+), uncached ([\d,]+)\)$",
@@ -112,7 +112,8 @@ async def test_run_waits_for_approve_then_status_shows_the_run(runtime: Runtime)
     (share_line,) = [line for line in out.splitlines() if line.startswith("cached input:")]
     (spend,) = [line for line in out.splitlines() if line.startswith("spent $")]
     assert re.fullmatch(r"spent \$\d+\.\d\d of \$5\.00 budget \(\d+%\)", spend), out
-    job_lines = [line for line in out.splitlines() if line not in (share_line, spend)]
+    assert out.splitlines()[0] == f"run {run} is completed"
+    job_lines = [line for line in out.splitlines()[1:] if line not in (share_line, spend)]
     usage = await runtime.pool.fetchrow(
         "SELECT sum(input_tokens) AS i, sum(cache_read_input_tokens) AS r, "
         "sum(cache_creation_input_tokens) AS w FROM llm_usage WHERE related_id = $1",

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from pipeline_helpers import wait_row
 
-from jobqueue import Breaker, Bucket, RateLimit
+from jobqueue import Breaker, Bucket, Queue, RateLimit
 from pipeline.ai.guard import LLMCall
 from pipeline.flow import approve_subsector, start_sector_research
 from pipeline.provider_limits import (
@@ -59,6 +59,42 @@ def test_by_default_every_stage_spends_its_models_shared_limiter() -> None:
     assert dict(research.cost or {})["output_tokens"] == COMPLETE_MAX_TOKENS + STRUCTURED_MAX_TOKENS
     # one limiter value per model: queues on it agree on its buckets and breaker
     assert research.limiter == analysis.limiter
+
+
+def test_every_stage_queue_shares_one_hash_slot_with_one_limiter_per_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # one slot, so one flow may span the stages; each model keeps its own limiter (buckets,
+    # 429 hold, breaker) in it
+    queues = {
+        t: Queue(Settings().queue_config(t), redis="redis://127.0.0.1:1/0") for t in JOB_TYPES
+    }
+    assert {q.config.slot for q in queues.values()} == {"pipeline"}
+    assert {_crc(k) for q in queues.values() for k in (q.keys.wait, q.keys.breaker)} == {
+        _crc("{pipeline}")
+    }
+    breakers = {t: q.keys.breaker for t, q in queues.items()}
+    assert breakers["sector-research"] == breakers["stock-analysis"]
+    assert breakers["stock-ranking"] == breakers["judge-review"]
+    assert len(set(breakers.values())) == 3
+    assert breakers["sector-research"].endswith(":{pipeline}!anthropic.claude-opus-5-5!breaker")
+    # per-queue mode: the same slot, no limiter
+    monkeypatch.setenv("PIPELINE_LIMITS", "per-queue")
+    configs = [Settings().queue_config(t) for t in JOB_TYPES]
+    assert {(c.slot, c.limiter) for c in configs} == {("pipeline", None)}
+    # another slot, or none (each queue in its model's limiter's slot, as before)
+    monkeypatch.setenv("PIPELINE_SLOT", "sectors-2")
+    assert Settings().queue_config("judge-review").hash_slot == "sectors-2"
+    monkeypatch.setenv("PIPELINE_LIMITS", "shared")
+    monkeypatch.setenv("PIPELINE_SLOT", "")
+    judge = Settings().queue_config("judge-review")
+    assert judge.slot is None and judge.hash_slot == "anthropic.claude-sonnet-5-5"
+
+
+def _crc(key: str) -> int:
+    from redis.crc import key_slot
+
+    return int(key_slot(key.encode()))
 
 
 def test_per_queue_mode_keeps_the_seeds_job_start_buckets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,6 +148,8 @@ def test_limits_window_breaker_and_starting_capacities_come_from_the_environment
         ("PIPELINE_LIMITER_NAMESPACE", "a b"),
         ("PIPELINE_MODEL_LIMITS", '{"claude-haiku-5-5": {"requests": 0}}'),
         ("PIPELINE_BREAKER_MAX_WAIT", "-1"),
+        ("PIPELINE_SLOT", "a!b"),
+        ("PIPELINE_SLOT", "{x}"),
         ("PIPELINE_QUEUES__STOCK_ANALYSIS__INPUT_TOKENS", "-5"),
     ],
 )

@@ -184,6 +184,7 @@ def test_names_stay_where_users_import_them() -> None:
         "JobStatusRow",
         "StatusChange",
         "apply_changes",
+        "cancel_job_rows",
         "cleanup_old_jobs_pg",
         "create_job_status",
         "get_job_status",

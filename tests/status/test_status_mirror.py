@@ -91,6 +91,32 @@ async def test_retrying_then_failed(stream: Stream, make_mirror: MakeMirror) -> 
     )
 
 
+async def test_cancelled_jobs_end_cancelled(stream: Stream, make_mirror: MakeMirror) -> None:
+    """A job a cancel stopped (failed as CANCELLED) did not fail: its row is `cancelled`; one
+    removed from its queue by a run's cancel (`cancel_job_rows`) stays so after its events."""
+    mirror = make_mirror([stream.queue])
+    stopped, removed = uid(), uid()
+    await stream.emit("added", stopped, name="stock_analysis", st="waiting")
+    await stream.emit("active", stopped, a=1)
+    await stream.emit("cancelling", stopped, reason="run cancelled")
+    await stream.emit("failed", stopped, a=1, et="CANCELLED", em="run cancelled")
+    await st.create_job_status(removed, "judge_review", "run-1")
+    assert await st.cancel_job_rows([removed], "run cancelled") == 1
+    await stream.emit("added", removed, name="judge_review", st="waiting")
+    await stream.emit("removed", removed, prev="waiting", reason="run cancelled")
+    await drain(mirror)
+    r = await row(stopped)
+    assert (r.status, r.error_type, r.error_message, r.finished) == (
+        "cancelled",
+        "CANCELLED",
+        "run cancelled",
+        True,
+    )
+    r = await row(removed)
+    assert (r.status, r.error_type, r.error_message) == ("cancelled", "CANCELLED", "run cancelled")
+    assert await st.cancel_job_rows([removed, stopped], "again") == 0  # finished rows stay
+
+
 async def test_stalled_and_returned(stream: Stream, make_mirror: MakeMirror) -> None:
     mirror = make_mirror([stream.queue])
     requeued, dead, returned = uid(), uid(), uid()

@@ -66,6 +66,8 @@ def test_every_key_of_a_call_is_in_one_cluster_slot(name: str, slot: str | None)
         tags.add(_hash_tag(built))
     # and the job keys a script builds from A.base
     tags |= {_hash_tag(keys.job("7")), _hash_tag(keys.state("7")), _hash_tag(keys.logs("7"))}
+    # and the keys of a group and of a dedup key (includes/groups.lua, dedup.lua)
+    tags |= {_hash_tag(keys.group_wait("user:42")), _hash_tag(keys.dedup("a{b}:c"))}
     assert tags == {slot or "q"}
 
 
@@ -99,14 +101,17 @@ def test_every_script_compiles(name: str) -> None:
 def test_lua_key_names_match_queue_keys() -> None:
     runtime = lupa.LuaRuntime()
     include = (LUA_DIR / "includes" / "keys.lua").read_text()
-    names = runtime.execute(include + "\nreturn {job = job_key, state = state_key, logs = log_key}")
+    names = runtime.execute(
+        include + "\nreturn {job = job_key, state = state_key, logs = log_key, "
+        "group_wait = group_key, dedup = dedup_key}"
+    )
     for prefix, queue, job_id in (
         ("jq", "emails", "42"),
         ("a.b", "q-1", "order:7"),
         ("x", "y", "z"),
     ):
         keys = QueueKeys(prefix, queue)
-        for what in ("job", "state", "logs"):
+        for what in ("job", "state", "logs", "group_wait", "dedup"):
             assert names[what](keys.base, job_id) == getattr(keys, what)(job_id)
 
 
@@ -156,7 +161,7 @@ def test_lua_flow_key_names_match_queue_keys() -> None:
         assert lua["results"](keys.base, "7") == keys.children_results("7")
         assert lua["failures"](keys.base, "7") == keys.children_failures("7")
         table = dict(lua["queue"](keys.base).items())
-        assert len(table) == 14
+        assert len(table) == 16  # with `base` and `groups`
         for name, key in table.items():
             assert key == getattr(keys, name), name
         assert queue_of_base(keys.base) == keys.queue

@@ -1,6 +1,7 @@
 #!lua
---[[ add: store new jobs and make them ready (or delayed), deduplicating by job id.
-KEYS: id_counter wait prio delayed priorities marker events costs
+--[[ add: store new jobs and make them ready (or delayed), deduplicating by job id and by
+dedup key (includes/dedup.lua); a grouped job waits in its group (includes/groups.lua).
+KEYS: id_counter wait prio delayed priorities marker events costs groups
 ARGV:
   base      '<prefix>:{<queue>}:', the start of every key of the queue
   maxlen    cap of the event stream (0 = no events)
@@ -12,38 +13,88 @@ ARGV:
   delay_ms  0 = ready now
   priority  0 = the FIFO list, else the priority zset
   cost      what it costs of the queue's shared limiter ('' = the queue's default)
-EVENTS: added
-Returns: flat array {id1, created1, id2, created2, ...}; created is 1, or 0 when a job with
-that id already existed (nothing was written for it).
+  group     '<cap>:<group>' (cap 0 = none), '' = no group
+  dedup     '<ttl_ms>:<d|r>:<key>' (d drop, r replace a waiting duplicate), '' = none
+EVENTS: added deduplicated
+Returns: flat array {id1, code1, id2, code2, ...}; code is 1 (created), 0 (a job with that id
+already existed: nothing was written for it), 2 (a duplicate of the job id returned by its
+dedup key: dropped) or 3 (a duplicate that replaced the waiting job id returned: its
+envelope, priority, group and delay are the new ones, its delay counted from now).
 ]]
 --@include common.lua
 
 local now = now_ms()
 local out = {}
 local poked = false
+
+-- Write the job's envelope and make it ready or delayed; returns 'waiting' or 'delayed'.
+local function place(id, env, delay, priority, cost, group, seq)
+  redis.call('SET', job_key(A.base, id), string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
+  local cap, g = nil, nil
+  if group ~= '' then
+    cap, g = string.match(group, '^(%d+):(.*)$')
+    redis.call('HSET', K.priorities, id, priority .. ':' .. cap .. ':' .. g)
+  elseif priority ~= 0 then
+    redis.call('HSET', K.priorities, id, priority)
+  end
+  if cost ~= '' then redis.call('HSET', K.costs, id, cost) end
+  if delay > 0 then
+    redis.call('ZADD', K.delayed, delayed_score(now + delay, seq), id)
+    return 'delayed'
+  elseif g then
+    grp_push(id, priority, tonumber(cap), g, seq)
+  elseif priority == 0 then
+    redis.call('RPUSH', K.wait, id)
+  else
+    redis.call('ZADD', K.prio, prio_score(priority, seq), id)
+  end
+  return 'waiting'
+end
+
+-- Take a job that has not started out of wait, prio, its group or delayed (a replace).
+local function unplace(id)
+  if redis.call('ZREM', K.delayed, id) == 1 then return end
+  local _, _, g = grp_parse(redis.call('HGET', K.priorities, id))
+  if g then
+    grp_detach(id, g)
+  elseif redis.call('ZREM', K.prio, id) == 0 then
+    redis.call('LREM', K.wait, 1, id)
+  end
+end
+
 for i = 0, tonumber(A.n) - 1 do
-  local id, name, env, delay, priority, cost = argv_group(i)
+  local id, name, env, delay, priority, cost, group, dedup = argv_group(i)
   delay, priority = tonumber(delay), tonumber(priority)
   local seq = redis.call('INCR', K.id_counter)
   if id == '' then id = tostring(seq) end
-  local jkey = job_key(A.base, id)
-  if redis.call('EXISTS', jkey) == 1 then
+  local holder, pending = nil, false
+  if dedup ~= '' then holder, pending = dd_holder(A.base, dedup, now) end
+  if holder then
+    local _, replace, key = dd_parse(dedup)
+    if pending and replace then
+      unplace(holder)
+      redis.call('HDEL', K.priorities, holder)
+      redis.call('HDEL', K.costs, holder)
+      -- a run it had before (a retry due) was of its old group; its next take sets the new one
+      redis.call('HDEL', state_key(A.base, holder), 'g')
+      local st = place(holder, env, delay, priority, cost, group, seq)
+      dd_hold(A.base, K.priorities, dedup, holder, now)
+      emit(K.events, A.maxlen, 'ev', 'added', 'id', holder, 'name', name, 'st', st,
+        'replaced', '1', 'ts', now)
+      poked = true
+      out[#out + 1] = holder
+      out[#out + 1] = 3
+    else
+      emit(K.events, A.maxlen, 'ev', 'deduplicated', 'id', holder, 'key', key, 'ts', now)
+      out[#out + 1] = holder
+      out[#out + 1] = 2
+    end
+  elseif redis.call('EXISTS', job_key(A.base, id)) == 1 then
     out[#out + 1] = id
     out[#out + 1] = 0
   else
-    -- the creation time is the server's, appended to the client's JSON object
-    redis.call('SET', jkey, string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
-    if priority ~= 0 then redis.call('HSET', K.priorities, id, priority) end
-    if cost ~= '' then redis.call('HSET', K.costs, id, cost) end
-    local st = 'waiting'
-    if delay > 0 then
-      st = 'delayed'
-      redis.call('ZADD', K.delayed, delayed_score(now + delay, seq), id)
-    elseif priority == 0 then
-      redis.call('RPUSH', K.wait, id)
-    else
-      redis.call('ZADD', K.prio, prio_score(priority, seq), id)
-    end
+    local st = place(id, env, delay, priority, cost, group, seq)
+    if dedup ~= '' then dd_hold(A.base, K.priorities, dedup, id, now) end
     emit(K.events, A.maxlen, 'ev', 'added', 'id', id, 'name', name, 'st', st, 'ts', now)
     poked = true
     out[#out + 1] = id

@@ -2,7 +2,8 @@
 --[[ cancel: stop a job wherever it is. A waiting or delayed job is removed; an active one is
 flagged in the cancels hash (renew.lua reports it to its worker) and announced on the cancel
 channel so that its worker stops the handler at once.
-KEYS: wait prio priorities delayed active completed failed cancels events costs
+KEYS: wait prio priorities delayed active completed failed cancels events costs groups
+  id_counter
 ARGV:
   base     '<prefix>:{<queue>}:'
   maxlen   cap of the event stream

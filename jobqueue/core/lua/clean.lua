@@ -1,7 +1,7 @@
 #!lua
 --[[ clean: remove jobs of one state older than a grace period. Finished jobs are aged by their
 finish time, waiting and delayed ones by their creation time.
-KEYS: wait prio priorities delayed completed failed cancels events costs
+KEYS: wait prio priorities delayed completed failed cancels events costs groups id_counter
 ARGV:
   base      '<prefix>:{<queue>}:'
   maxlen    cap of the event stream
@@ -30,10 +30,27 @@ local function clean_zset(key)
   local ids = redis.call('ZRANGE', key, 0, cap - 1)
   for i = 1, #ids do
     if #out >= limit then return end
-    if created_ms(ids[i]) <= cutoff then
+    if not grp_is_token(ids[i]) and created_ms(ids[i]) <= cutoff then
       redis.call('ZREM', key, ids[i])
       drop(ids[i])
     end
+  end
+end
+
+-- the waiting jobs of groups, up to `cap` examined in all
+local function clean_groups()
+  local groups, seen = grp_waiting_groups(cap), 0
+  for g = 1, #groups do
+    local ids = redis.call('ZRANGE', group_key(A.base, groups[g]), 0, cap - seen - 1)
+    for i = 1, #ids do
+      if #out >= limit then return end
+      if created_ms(ids[i]) <= cutoff then
+        grp_detach(ids[i], groups[g])
+        drop(ids[i])
+      end
+    end
+    seen = seen + #ids
+    if seen >= cap then return end
   end
 end
 
@@ -54,12 +71,13 @@ elseif state == 'waiting' then
   local marked = 0
   for i = 1, #ids do
     if #out >= limit then break end
-    if created_ms(ids[i]) <= cutoff then
-      redis.call('LSET', K.wait, i - 1, '!removed')
+    if not grp_is_token(ids[i]) and created_ms(ids[i]) <= cutoff then
+      redis.call('LSET', K.wait, i - 1, '!!removed')
       marked = marked + 1
       drop(ids[i])
     end
   end
-  if marked > 0 then redis.call('LREM', K.wait, marked, '!removed') end
+  if marked > 0 then redis.call('LREM', K.wait, marked, '!!removed') end
+  clean_groups()
 end
 return out

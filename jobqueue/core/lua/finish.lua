@@ -12,7 +12,7 @@ children while it ran (add_children.lua) and waits for them without spending an 
 a queue with a shared limiter a rate limit holds every queue of the limiter, and outcomes drive
 its breaker (a completion closes it, a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
-  failed completed cancels shared_limiter shared_hold breaker breaker_fails costs
+  failed groups completed cancels shared_limiter shared_hold breaker breaker_fails costs
 ARGV:
   base               '<prefix>:{<queue>}:'
   maxlen             cap of the event stream
@@ -82,7 +82,7 @@ for i = 0, m - 1 do
   local id, token, kind, payload, etype, delay, limit = argv_group(i)
   delay, limit = tonumber(delay), tonumber(limit)
   local skey = state_key(A.base, id)
-  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb')
+  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb', 'g')
   in_flow = st[4] ~= false
   -- fencing: only the holder of the current token may finish, and only an active job
   -- (ZREM runs only for the holder; its count says whether the job was still active)
@@ -92,6 +92,7 @@ for i = 0, m - 1 do
     -- a cancel flagged while it ran (a job waiting for children must not come back)
     local why = any_cancels and redis.call('HGET', K.cancels, id)
     if why then redis.call('HDEL', K.cancels, id) end
+    if st[5] then grp_left(st[5]) end -- a slot of its group is free
     local made = tonumber(st[2] or '0')
     if kind == 'b' then
       payload = payload .. brk_failure(id, now)

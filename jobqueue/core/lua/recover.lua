@@ -2,7 +2,7 @@
 --[[ recover: the stall check. Jobs whose lease expired (their worker died or hung) go back to
 the front of the queue, or to failed once they stalled more than max_stalls times (or were
 asked to cancel). One worker runs it per interval: the stall lock is taken with SET NX PX.
-KEYS: stall_lock active wait prio priorities id_counter failed cancels marker events
+KEYS: stall_lock active wait prio priorities id_counter failed cancels marker events groups
 ARGV:
   base            '<prefix>:{<queue>}:'
   maxlen          cap of the event stream
@@ -29,6 +29,8 @@ for i = 1, #expired do
   local id = expired[i]
   local skey = state_key(A.base, id)
   redis.call('ZREM', K.active, id)
+  local group = redis.call('HGET', skey, 'g')
+  if group then grp_left(group) end
   redis.call('HDEL', skey, 'k')
   local stalls = redis.call('HINCRBY', skey, 'st', 1)
   local reason = redis.call('HGET', K.cancels, id)

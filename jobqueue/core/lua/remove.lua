@@ -1,6 +1,7 @@
 #!lua
 --[[ remove: delete one job that is not running, with its run state and its log.
-KEYS: wait prio priorities delayed active completed failed cancels events costs
+KEYS: wait prio priorities delayed active completed failed cancels events costs groups
+  id_counter
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream

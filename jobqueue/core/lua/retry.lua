@@ -1,6 +1,6 @@
 #!lua
 --[[ retry: move failed jobs back to waiting, attempts reset to 0 (the last error is kept).
-KEYS: failed wait prio priorities id_counter marker events
+KEYS: failed wait prio priorities id_counter marker events groups
 ARGV:
   base      '<prefix>:{<queue>}:'
   maxlen    cap of the event stream

@@ -30,11 +30,18 @@ local function prio_score(priority, seq)
   return -priority * 4294967296 + (seq % 4294967296)
 end
 
--- Make a job ready to run: the plain FIFO list for priority 0, the zset otherwise.
+--@include groups.lua
+--@include dedup.lua
+
+-- Make a job ready to run: the plain FIFO list for priority 0, the zset otherwise, its
+-- group's zset for a grouped job (groups.lua; the script then needs K.groups).
 -- `keys` holds wait, prio, priorities and id_counter.
 local function push_ready(keys, id, front)
-  local priority = tonumber(redis.call('HGET', keys.priorities, id) or '0')
-  if priority == 0 then
+  local v = redis.call('HGET', keys.priorities, id)
+  local priority = tonumber(v or '0')
+  if priority == nil then
+    grp_on(keys, grp_push_job, id, v, front)  -- `keys` may be another queue's (a flow parent)
+  elseif priority == 0 then
     if front then
       redis.call('LPUSH', keys.wait, id)
     else
@@ -47,11 +54,15 @@ local function push_ready(keys, id, front)
   end
 end
 
--- Delete every key of a job (and its priority, when `priorities` is given).
+-- Delete every key of a job (and its priority, when `priorities` is given, with the
+-- deduplication key it still holds: its `#<id>` entry there, see dedup.lua).
 local function delete_job(base, priorities, id)
   redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id),
     deps_key(base, id), results_key(base, id), failures_key(base, id))
-  if priorities then redis.call('HDEL', priorities, id) end
+  if priorities then
+    dd_release(base, priorities, id)
+    redis.call('HDEL', priorities, id, '#' .. id)
+  end
 end
 
 -- Keep at most `count` entries and none older than `age_ms` in a finished-jobs zset.

@@ -1,6 +1,6 @@
 -- Helpers of the scripts that remove or move single jobs (remove, cancel, drain, clean): they
--- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels, costs and
--- events of K, and A.base / A.maxlen. Needs common.lua.
+-- use the keys wait, prio, priorities, delayed, active, completed, failed, cancels, costs,
+-- groups and events of K, and A.base / A.maxlen. Needs common.lua.
 --@include flows.lua
 
 -- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'waiting-children',
@@ -17,7 +17,12 @@ end
 -- Take a (not active) job out of the set or list that holds it in state `prev`.
 local function detach_job(id, prev)
   if prev == 'waiting' then
-    if redis.call('ZREM', K.prio, id) == 0 then redis.call('LREM', K.wait, 1, id) end
+    local _, _, group = grp_parse(redis.call('HGET', K.priorities, id))
+    if group then
+      grp_detach(id, group)
+    elseif redis.call('ZREM', K.prio, id) == 0 then
+      redis.call('LREM', K.wait, 1, id)
+    end
   elseif prev == 'delayed' then
     redis.call('ZREM', K.delayed, id)
   elseif prev == 'completed' then

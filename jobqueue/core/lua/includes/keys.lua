@@ -35,5 +35,16 @@ local function queue_keys(base)
     delayed = base .. 'delayed', active = base .. 'active', completed = base .. 'completed',
     failed = base .. 'failed', id_counter = base .. 'id', marker = base .. 'marker',
     events = base .. 'events', cancels = base .. 'cancel', cancel_channel = base .. 'cancel-ch',
-    costs = base .. 'costs', waiting_children = base .. 'wc'}
+    costs = base .. 'costs', waiting_children = base .. 'wc', base = base,
+    groups = base .. 'groups'}
+end
+
+-- The zset of the waiting jobs of one group (includes/groups.lua).
+local function group_key(base, group)
+  return base .. 'gz:' .. group
+end
+
+-- The string naming the job that holds a deduplication key (includes/dedup.lua).
+local function dedup_key(base, key)
+  return base .. 'dd:' .. key
 end

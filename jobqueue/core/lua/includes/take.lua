@@ -5,7 +5,8 @@
 -- gets a lease and a fencing token `<worker>:<starts>`. Uses the keys wait, prio, priorities,
 -- delayed, active, meta, limiter, limited, marker, events, id_counter, failed of K (and the
 -- shared limiter's, see limiter.lua), and A.base, A.maxlen, A.worker, A.lease_ms,
--- A.concurrency, A.rate_max, A.rate_per_ms. Needs common.lua and limiter.lua. Emits `active`
+-- A.concurrency, A.rate_max, A.rate_per_ms; K.groups when group tokens are ready (groups.lua:
+-- a token stands for its group's head job). Needs common.lua and limiter.lua. Emits `active`
 -- per job taken, `failed` per job whose cost can never fit, `breaker` on a half-open trial.
 -- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, step1, id2, ...}
 -- (step: how many times the job waited for children it added, includes/flow_wait.lua):
@@ -82,36 +83,128 @@ local function reject_cost(id, bucket, now)
 end
 
 -- Which of up to `cap` ready jobs the shared limiter lets start now (their costs reserved),
--- in take order; and how long to wait when it stopped at a job it cannot pay yet.
+-- in take order; and how long to wait when it stopped at a job it cannot pay yet. A group
+-- token stands for its group's head job (groups.lua); rounds repeat while tokens were met.
 local function limiter_pick(cap, now)
   local hold = redis.call('PTTL', K.shared_hold)
-  if hold > 0 then return {}, {}, hold end
+  if hold > 0 then return {}, {}, hold, nil end
   local gate, left = brk_gate(now)
-  if gate == 'open' or gate == 'busy' then return {}, {}, left end
+  if gate == 'open' or gate == 'busy' then return {}, {}, left, nil end
   if gate == 'trial' then cap = 1 end
-  local ids, from = peek_ready(cap)
   local b = lim_load(now)
-  local picked, costs, processed, wait = {}, {}, 0, 0
-  for i = 1, #ids do
-    local cost = lim_cost_of(ids[i])
-    local verdict, detail = lim_check(b, cost)
-    if verdict == 'wait' then
-      wait = detail
-      break
+  local picked, costs, wait, grouped = {}, {}, 0, nil
+  while true do
+    local ids, from = peek_ready(cap - #picked)
+    local heads, tokens, processed = {}, 0, 0
+    for i = 1, #ids do
+      if grp_is_token(ids[i]) then
+        -- a round ends at a token: it goes back behind the members peeked after it
+        for j = #ids, i + 1, -1 do ids[j] = nil end
+        tokens = 1
+        local g = string.sub(ids[i], 2)
+        heads[i] = false -- at its cap, or empty: the token is parked or dropped
+        if not grp_at_cap(g) then
+          heads[i] = redis.call('ZRANGE', group_key(A.base, g), 0, 0)[1] or false
+        end
+        break
+      end
     end
-    processed = i
-    if verdict == 'never' then
-      reject_cost(ids[i], detail, now)
-    else
-      lim_apply(b, cost, -1)
-      picked[#picked + 1] = ids[i]
-      costs[#costs + 1] = cost
+    local verdicts = {}
+    for i = 1, #ids do
+      local id = heads[i]
+      if id == nil then id = ids[i] end
+      if id then
+        local cost = lim_cost_of(id)
+        local verdict, detail = lim_check(b, cost)
+        if verdict == 'wait' then
+          wait = detail
+          break
+        end
+        verdicts[i] = verdict
+        if verdict == 'never' then
+          reject_cost(id, detail, now)
+        else
+          lim_apply(b, cost, -1)
+          picked[#picked + 1] = id
+          costs[#costs + 1] = cost
+        end
+      end
+      processed = i
     end
+    unready(ids, from, processed)
+    for i = 1, processed do
+      if heads[i] ~= nil then
+        local g = string.sub(ids[i], 2)
+        local job = grp_take(g) -- the head peeked above, or nil (parked, dropped)
+        if job and verdicts[i] == 'never' then
+          grp_left(g)
+        elseif job then
+          grouped = grouped or {}
+          grouped[job] = g
+        end
+      end
+    end
+    if tokens == 0 or wait > 0 or processed == 0 or #picked >= cap then break end
   end
-  unready(ids, from, processed)
   lim_save(b, now)
   if gate == 'trial' and #picked > 0 then brk_start_trial(picked[1], now) end
-  return picked, costs, wait
+  return picked, costs, wait, grouped
+end
+
+-- Pop the next `cap` ready members in take order: priority > 0 first (negative scores),
+-- then the FIFO list, then priority < 0. Members may be group tokens (groups.lua).
+local function pop_ready(cap)
+  local ids = {}
+  local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
+  for i = 1, #high do
+    redis.call('ZREM', K.prio, high[i])
+    ids[#ids + 1] = high[i]
+  end
+  if #ids < cap then
+    local popped = redis.call('LPOP', K.wait, cap - #ids)
+    if popped then
+      for i = 1, #popped do ids[#ids + 1] = popped[i] end
+    end
+  end
+  if #ids < cap then
+    local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
+    for i = 1, #low do
+      redis.call('ZREM', K.prio, low[i])
+      ids[#ids + 1] = low[i]
+    end
+  end
+  return ids
+end
+
+-- The next `cap` ready jobs in take order when group tokens are among them: members are taken
+-- up to the first token, which stands for its group's head job (groups.lua) and goes back at
+-- the back of its level, so each round looks again from the top.
+local function take_grouped(cap)
+  local out, of = {}, {}
+  while #out < cap do
+    local ids, from = peek_ready(cap - #out)
+    if #ids == 0 then break end
+    local k = #ids
+    for i = 1, #ids do
+      if grp_is_token(ids[i]) then
+        k = i
+        break
+      end
+    end
+    unready(ids, from, k)
+    for i = 1, k - 1 do out[#out + 1] = ids[i] end
+    if grp_is_token(ids[k]) then
+      local g = string.sub(ids[k], 2)
+      local job = grp_take(g) -- nil: the group is at its cap (its token is parked now)
+      if job then
+        out[#out + 1] = job
+        of[job] = g
+      end
+    else
+      out[#out + 1] = ids[k]
+    end
+  end
+  return out, of
 end
 
 local function take(n, now)
@@ -165,28 +258,15 @@ local function take(n, now)
     return {hint}
   end
 
-  local ids, costs, limiter_wait = {}, nil, 0
+  local ids, costs, limiter_wait, grouped = {}, nil, 0, nil
   if A.limiter ~= '' then
-    ids, costs, limiter_wait = limiter_pick(cap, now)
+    ids, costs, limiter_wait, grouped = limiter_pick(cap, now)
   else
-    -- priority > 0 first (negative scores), then the FIFO list, then priority < 0
-    local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
-    for i = 1, #high do
-      redis.call('ZREM', K.prio, high[i])
-      ids[#ids + 1] = high[i]
-    end
-    if #ids < cap then
-      local popped = redis.call('LPOP', K.wait, cap - #ids)
-      if popped then
-        for i = 1, #popped do ids[#ids + 1] = popped[i] end
-      end
-    end
-    if #ids < cap then
-      local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
-      for i = 1, #low do
-        redis.call('ZREM', K.prio, low[i])
-        ids[#ids + 1] = low[i]
-      end
+    local tokens = redis.call('HGET', K.groups, 't')
+    if tokens and tokens ~= '0' then
+      ids, grouped = take_grouped(cap)
+    else
+      ids = pop_ready(cap) -- no group has jobs ready: the plain path
     end
   end
 
@@ -203,6 +283,7 @@ local function take(n, now)
       local starts = tonumber(st[2] or '0') + 1
       local token = A.worker .. ':' .. starts
       redis.call('HSET', skey, 'a', made, 'n', starts, 'k', token, 's', 'active', 'ts', now)
+      if grouped and grouped[id] then redis.call('HSET', skey, 'g', grouped[id]) end
       if costs then
         -- the reservation a settle refunds (the cost stays with the job for its retries)
         redis.call('HSET', skey, 'lc', costs[i])
@@ -218,6 +299,8 @@ local function take(n, now)
       out[#out + 1] = made + 1
       out[#out + 1] = tonumber(st[3] or '0')
       taken = taken + 1
+    elseif grouped and grouped[id] then
+      grp_left(grouped[id]) -- counted as started by its group, but it is gone
     end
   end
   if tokens ~= nil and taken > 0 then

@@ -29,6 +29,7 @@ from .errors import (
     RetryAfter,
     UnrecoverableError,
     UnsafeRedisError,
+    WaitForChildren,
 )
 from .events import Event, QueueEvents
 from .flows import Child, ChildFailure
@@ -107,6 +108,7 @@ __all__ = [
     "TaskRegistry",
     "UnrecoverableError",
     "UnsafeRedisError",
+    "WaitForChildren",
     "Worker",
     "WorkerHooks",
     "WorkerInfo",

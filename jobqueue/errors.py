@@ -10,7 +10,8 @@
      ├─ UnsafeRedisError                       a replica, or an eviction policy that loses jobs
      ├─ JobFailedError                         raised by waiting on a job that failed
      ├─ UnrecoverableError                     raised by a handler: fail now, no retry
-     └─ RetryAfter                             raised by a handler: retry after N seconds
+     ├─ RetryAfter                             raised by a handler: retry after N seconds
+     └─ WaitForChildren                        raised by a handler: wait for the children it added
 
 Errors raised by the scripts are small integer codes; `jobqueue.core.scripts` maps each to one of
 these classes, so nothing parses error strings.
@@ -34,6 +35,7 @@ __all__ = [
     "RetryAfter",
     "UnrecoverableError",
     "UnsafeRedisError",
+    "WaitForChildren",
 ]
 
 
@@ -152,3 +154,17 @@ class RetryAfter(JobQueueError):
         self.retry_after = float(seconds)
         self.error_type = error_type
         self.spend_attempt = spend_attempt
+
+
+class WaitForChildren(JobQueueError):
+    """Raised by a handler (or `await job.wait_for_children()`) to end its attempt by waiting
+    for the children it added with `Job.add_children`.
+
+    No attempt is spent: the job waits in state `waiting-children` until every child has
+    ended, then runs again with `job.step` one higher and its children's results in
+    `job.children_results()`. When every child has ended already (or it added none), it is
+    ready to run again at once.
+    """
+
+    def __init__(self, message: str = "waiting for children") -> None:
+        super().__init__(message)

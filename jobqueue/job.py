@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from redis.asyncio import Redis
 
@@ -14,12 +14,19 @@ from .config import QueueConfig
 from .core.codec import decode_envelope
 from .core.codec import text as _s
 from .core.keys import QueueKeys, queue_of_base
-from .core.replies import CancelOutcome, JobRecord
+from .core.replies import CancelOutcome, JobRecord, TakenJob
 from .core.scripts import Scripts
 from .core.states import JobState
-from .errors import ErrorType, InvalidJobError, LeaseLostError, UnrecoverableError
+from .errors import (
+    ErrorType,
+    InvalidJobError,
+    LeaseLostError,
+    QueueStateError,
+    UnrecoverableError,
+    WaitForChildren,
+)
 from .events import DEFAULT_BLOCK, wait_for_job
-from .flows.types import ChildFailure
+from .flows.types import Child, ChildFailure
 
 __all__ = ["CURRENT_JOB", "Job", "JobQueue", "get_current_job"]
 
@@ -67,6 +74,16 @@ class JobQueue(Protocol):
 
     async def remove(self, job_id: str) -> bool: ...
 
+    async def _add_children(
+        self,
+        job_id: str,
+        token: str,
+        children: Sequence[Child],
+        *,
+        id_prefix: str,
+        first: int = 0,
+    ) -> list[str]: ...
+
 
 CURRENT_JOB: ContextVar[Job | None] = ContextVar("jobqueue_current_job", default=None)
 """The job whose handler runs in this context (the worker sets it around each handler; a
@@ -110,9 +127,14 @@ class Job:
         attempt: (in a handler) the number of the attempt running now, from 1.
         token: (in a handler) the fencing token of this attempt's lease.
         parent: for a flow child, its parent as `"<queue>:<id>"`, else None.
+        step: how many times the job waited for children it added (`add_children`, then
+            `wait_for_children`): 0 on its first run, 1 once it ran again after the first
+            wait... It tells a step handler which phase it is in; it is not an attempt (error
+            retries do not change it, and waiting spends no attempt).
     """
 
     __slots__ = (
+        "_children_added",
         "_on_progress",
         "_queue",
         "attempt",
@@ -134,6 +156,7 @@ class Job:
         "result",
         "started_at",
         "state",
+        "step",
         "token",
     )
 
@@ -150,6 +173,7 @@ class Job:
     ) -> None:
         self._queue = queue
         self._on_progress: Callable[[Job, int], None] | None = None
+        self._children_added = 0  # by this run: numbers the next children without ids
         self.id = job_id
         self.name: str = envelope["n"]
         self.data: Any = envelope.get("d")
@@ -171,6 +195,7 @@ class Job:
         self.error_type: str | None = _s(rs["et"]) if rs.get("et") is not None else None
         self.started_at = _ms_to_dt(rs.get("ts"))
         self.finished_at = _ms_to_dt(rs.get("tf"))
+        self.step = int(rs.get("ws", 0))
         parent_base, parent_id = rs.get("pb"), rs.get("pi")
         self.parent: str | None = None
         if parent_base is not None and parent_id is not None:
@@ -185,6 +210,19 @@ class Job:
         except InvalidJobError:
             env = {"n": "", "d": None}
         return cls(queue, job_id, env, state=record.state, run_state=record.run_state)
+
+    @classmethod
+    def from_taken(cls, queue: JobQueue, taken: TakenJob, env: dict[str, Any]) -> Job:
+        """The running job a take handed a worker: its attempt, its step and its lease token."""
+        return cls(
+            queue,
+            taken.job_id,
+            env,
+            state=JobState.ACTIVE,
+            run_state={"a": taken.attempt - 1, "ws": taken.step},
+            token=taken.token,
+            attempt=taken.attempt,
+        )
 
     def __repr__(self) -> str:
         return f"<Job {self._queue.name}:{self.id} {self.name} {self.state}>"
@@ -305,11 +343,65 @@ class Job:
         `Queue.cancel`): "removed", "signalled", "finished" or "not_found"."""
         return await self._queue.cancel(self.id, reason, children=children)
 
+    async def add_children(self, children: Sequence[Child]) -> list[str]:
+        """Add children to this running job (a dynamic flow), atomically, under its lease.
+
+        The job goes on running; it waits for them when its handler raises `WaitForChildren`
+        (`await job.wait_for_children()`), and then runs again (`step` one higher) once every
+        child has ended, reading their results with `children_results()`. Children may have
+        children of their own, on any queue of this job's hash slot (as for
+        `Queue.add_flow`); `on_failure` works as for a flow's children (a `"fail"` child that
+        fails while the job runs fails it when it waits).
+
+        Idempotent per child id, so a handler retried after an error or a crash adds nothing
+        twice: a child the job already has (waiting, running or ended) is left as it is with
+        everything under it. A child without `job_id` gets one derived from this job, its
+        `step` and its order among the children this run added (`<queue>:<id>:<step>.<n>`),
+        the same for a handler that adds the same children in the same order.
+
+        Args:
+            children: at least one `Child`.
+
+        Returns:
+            The children's references `"<queue>:<id>"` (the keys of `children_results()`),
+            in order.
+
+        Raises:
+            LeaseLostError: this worker no longer holds the job (nothing written).
+            QueueStateError: the job is being cancelled (nothing written).
+            InvalidJobError: a bad child, or a child id taken by a job that is not this
+                job's child (nothing written).
+            CrossSlotFlowError: a child's queue is not in this job's hash slot.
+        """
+        if self.token is None:
+            raise LeaseLostError(f"job {self.id} is not running in this process")
+        try:
+            refs = await self._queue._add_children(
+                self.id,
+                self.token,
+                children,
+                id_prefix=f"{self._queue.name}:{self.id}:{self.step}.",
+                first=self._children_added,
+            )
+        except QueueStateError:
+            # cancelled while it ran: the worker ends the attempt as CANCELLED, not retried
+            if self.cancel_reason is None:
+                self.cancel_reason = "cancelled"
+            raise
+        self._children_added += len(refs)
+        return refs
+
+    async def wait_for_children(self) -> NoReturn:
+        """End this attempt by waiting for the children added with `add_children`: raises
+        `WaitForChildren`, which the worker records (let it propagate). No attempt is spent."""
+        raise WaitForChildren(f"job {self.id} waits for its children")
+
     async def children_results(self) -> dict[str, Any]:
         """The results of this flow parent's completed children, by `"<queue>:<id>"`.
 
         Complete once the parent runs (every child has ended); a child that failed is not
-        here (see `children_failures`).
+        here (see `children_failures`). For a job that added children in several steps:
+        the children of every step so far.
         """
         raw = await self._queue.redis.hgetall(self._queue.keys.children_results(self.id))
         return {_s(k): json.loads(v) for k, v in raw.items()}

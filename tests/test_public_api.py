@@ -48,6 +48,7 @@ def test_engine_contract_names() -> None:
         "Child",
         "ChildFailure",
         "CrossSlotFlowError",
+        "WaitForChildren",
         "ProcessIsolation",
         "HandlerCrashedError",
         "Dedup",

@@ -44,6 +44,7 @@ CODE_ERRORS: dict[int, tuple[type[JobQueueError], str]] = {
     -5: (QueueStateError, "the job is active (running); cancel it instead"),
     -6: (QueueStateError, "the job has not failed"),
     -7: (InvalidJobError, "a job of the flow has the id of an existing job (nothing written)"),
+    -8: (QueueStateError, "the job is being cancelled: no children added"),
 }
 
 LEASE_LOST = -2
@@ -58,11 +59,11 @@ def raise_for_code(code: int, context: str = "") -> None:
     raise cls(f"{message}: {context}" if context else message)
 
 
-OutcomeKind = Literal["c", "f", "r", "d", "b", "h"]
+OutcomeKind = Literal["c", "f", "r", "d", "b", "h", "w"]
 """`c` completed, `f` failed attempt, `r` rate limited (holds the queue, or every queue of its
 shared limiter), `d` deferred without an attempt, `b` deferred by a server-side failure under a
 circuit breaker (without an attempt, within the breaker's max wait), `h` handed back at
-shutdown."""
+shutdown, `w` waiting for the children it added (without an attempt)."""
 
 
 class Outcome(NamedTuple):
@@ -168,6 +169,8 @@ class TakenJob(NamedTuple):
     token: str
     attempt: int
     """The number of the attempt starting now, from 1."""
+    step: int = 0
+    """How many times the job waited for children it added (`Job.step`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,9 +72,10 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
                 env,
                 t.decode() if isinstance(t, bytes) else str(t),
                 int(a),
+                int(step),
             ),
         )
-        for i, env, t, a in zip(*[iter(reply[1:])] * 4, strict=True)
+        for i, env, t, a, step in zip(*[iter(reply[1:])] * 5, strict=True)
     ]
     return TakeReply(jobs, int(reply[0]))
 
@@ -135,7 +136,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
         keys=_TAKE_KEYS + " completed cancels" + _SHARED_KEYS,
         argv=_TAKE_ARGV + " keep_completed keep_completed_ms keep_failed keep_failed_ms m",
         group="id token kind payload error_type delay_ms limit",
-        events="completed failed retrying returned active breaker waiting",
+        events="completed failed retrying returned active breaker waiting waiting-children",
     )
 
     async def finish(

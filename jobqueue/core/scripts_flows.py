@@ -1,6 +1,6 @@
-"""The flow scripts of a queue (`add_flow`, `cancel_tree`): one method per script, as in
-`jobqueue.core.scripts`. Their jobs may live on other queues of the same hash slot: those are
-named by their base (`QueueKeys.base`) in ARGV."""
+"""The flow scripts of a queue (`add_flow`, `add_children`, `cancel_tree`): one method per
+script, as in `jobqueue.core.scripts`. Their jobs may live on other queues of the same hash
+slot: those are named by their base (`QueueKeys.base`) in ARGV."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ class FlowNodeArgs(NamedTuple):
     priority: int
     cost: str
     parent: int
-    """Index of the parent node, -1 for the root."""
+    """Index of the parent node; -1 for the root (`add_flow`) or a child of the running job
+    (`add_children`)."""
     on_failure: str
-    """'fail', 'ignore' or 'continue'; '' for the root."""
+    """'fail', 'ignore' or 'continue'; '' for the root of `add_flow`."""
 
 
 class TreeCancel(NamedTuple):
@@ -65,6 +66,38 @@ class FlowScripts(ScriptRunner):
             bad = nodes[int(reply[1])]
             raise_for_code(code, f"job {bad.job_id} of queue {bad.queue}")
         return code == 1, [text(x) for x in reply[1:]]
+
+    ADD_CHILDREN = spec(
+        "add_children",
+        keys="active cancels",
+        argv="base maxlen job token n",
+        group="qbase queue id name envelope delay_ms priority cost parent on_failure",
+        events="added",
+    )
+
+    async def add_children(
+        self, job_id: str, token: str, nodes: Sequence[FlowNodeArgs]
+    ) -> tuple[int, list[str]]:
+        """Add children (and their own) to a running job, atomically, fenced by its lease
+        token; children the job knows already are left as they are. Returns (how many jobs
+        were written, every node's id in node order).
+
+        Raises:
+            LeaseLostError: the token no longer holds the job (nothing written).
+            QueueStateError: the job is being cancelled (nothing written).
+            InvalidJobError: a node's id is taken by an unrelated job (nothing written).
+        """
+        reply = await self._call(
+            self.ADD_CHILDREN, nodes, job=job_id, token=token, n=len(nodes), **self._queue
+        )
+        code = int(reply[0])
+        if code < 0:
+            context = f"job {job_id}"
+            if code == -7:
+                bad = nodes[int(reply[1])]
+                context = f"job {bad.job_id} of queue {bad.queue}"
+            raise_for_code(code, context)
+        return int(reply[1]), [text(x) for x in reply[2:]]
 
     CANCEL_TREE = spec(
         "cancel_tree",

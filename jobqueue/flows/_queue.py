@@ -1,7 +1,10 @@
-"""`Queue.add_flow`, mixed into `Queue`: validate a tree of jobs, then add it in one script."""
+"""`Queue.add_flow` (mixed into `Queue`) and the queue's side of `Job.add_children`: validate a
+tree of jobs, then add it in one script."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -117,6 +120,32 @@ class QueueFlowsMixin:
         state = JobState.WAITING_CHILDREN if created else JobState.WAITING
         return Job(self, ids[0], decode_envelope(root.envelope), state=state)  # type: ignore[arg-type]
 
+    async def _add_children(
+        self,
+        job_id: str,
+        token: str,
+        children: Sequence[Child],
+        *,
+        id_prefix: str,
+        first: int = 0,
+    ) -> list[str]:
+        """Add children to the running job `job_id` of this queue (see `Job.add_children`).
+
+        A child without `job_id` gets `<id_prefix><n>`, n from `first` (its own children
+        `<its id>.<n>`), so
+        a handler that adds the same children again after a retry adds nothing twice.
+        Returns the direct children's references `"<queue>:<id>"`, in order.
+        """
+        if isinstance(children, Child) or not isinstance(children, Sequence) or not children:
+            raise InvalidJobError(f"children must be a non-empty list of Child, got {children!r}")
+        named = [_with_ids(c, f"{id_prefix}{i}") for i, c in enumerate(children, first)]
+        nodes: list[FlowNodeArgs] = []
+        self._flatten(named, -1, nodes, set())
+        added, ids = await self.scripts.add_children(job_id, token, nodes)
+        if added:
+            log.info("queue %s: job %s added %d child job(s)", self.name, job_id, added)
+        return [f"{nd.queue}:{i}" for nd, i in zip(nodes, ids, strict=True) if nd.parent < 0]
+
     def _flatten(
         self,
         children: Sequence[Child],
@@ -191,3 +220,21 @@ class QueueFlowsMixin:
                 "one QueueConfig.slot)"
             )
         return keys, target
+
+
+def _derived_id(candidate: str) -> str:
+    # a job id holds at most 200 characters: a longer derived one is replaced by its digest
+    if len(candidate) <= 200:
+        return candidate
+    return "dyn:" + hashlib.sha256(candidate.encode()).hexdigest()
+
+
+def _with_ids(child: Child, candidate: str) -> Child:
+    """The child, and its own children, each with a job id (derived when it has none)."""
+    if not isinstance(child, Child):
+        return child  # refused by _flatten, naming it
+    job_id = child.job_id if child.job_id is not None else _derived_id(candidate)
+    kids = child.children
+    if isinstance(kids, Sequence) and not isinstance(kids, Child):
+        kids = [_with_ids(k, f"{job_id}.{i}") for i, k in enumerate(kids)]
+    return dataclasses.replace(child, job_id=job_id, children=kids)

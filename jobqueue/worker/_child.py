@@ -107,7 +107,7 @@ class ChildJob(Job):
             str(msg["id"]),
             envelope,
             state=JobState.ACTIVE,
-            run_state={"a": msg.get("attempts_made", 0)},
+            run_state={"a": msg.get("attempts_made", 0), "ws": msg.get("step", 0)},
             token=msg.get("token"),
             attempt=int(msg["attempt"]),
         )

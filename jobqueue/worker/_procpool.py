@@ -234,6 +234,7 @@ class ProcessPool:
                 "queue": job.queue.name,
                 "attempt": job.attempt,
                 "attempts_made": job.attempts_made,
+                "step": job.step,
                 "max_attempts": job.max_attempts,
                 "priority": job.priority,
                 "token": job.token,

@@ -93,7 +93,7 @@ class HookRunner:
     def outcome(self, outcome: Outcome, code: int, job: Job, value: Any) -> None:
         """Fire on_completed / on_failed for an outcome `finish` recorded with `code` (1: the
         job ended, 2: it will run again); `value` is the result or the exception."""
-        if outcome.kind == "h":
+        if outcome.kind in ("h", "w"):  # handed back, or waiting for children: not an end
             return
         if outcome.kind == "c":
             job.state = JobState.COMPLETED

@@ -25,6 +25,7 @@ __all__ = [
     "handed_back",
     "is_final_failure",
     "logged_failure",
+    "waiting_for_children",
 ]
 
 # the worker's own logger: these lines are the worker's
@@ -47,6 +48,12 @@ def completed(job: Job, result_json: str) -> Outcome:
 def handed_back(job: Job) -> Outcome:
     """The worker is stopping: the job goes back to the front of the queue, no attempt spent."""
     return Outcome(job.id, job.token or "", "h", "", "", 0, 0)
+
+
+def waiting_for_children(job: Job) -> Outcome:
+    """The handler raised `WaitForChildren`: the job waits for the children it added, no
+    attempt spent (or runs again at once when they all ended already)."""
+    return Outcome(job.id, job.token or "", "w", "", "", 0, 0)
 
 
 def failed_for_good(job: Job, error_type: str, message: str) -> Outcome:

@@ -23,8 +23,7 @@ from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
-from ..core.states import JobState
-from ..errors import ConfigError, ErrorType, InvalidJobError
+from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
 from ..schedules._loop import check_scheduler_interval, run_schedulers
@@ -35,7 +34,7 @@ from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
 from .leases import renew_loop, stall_loop
-from .outcomes import completed, handed_back, logged_failure
+from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
 from .wakeup import Wakeup
 
@@ -423,15 +422,7 @@ class Worker:
             etype = ErrorType.VALIDATION_ERROR.value
             self._outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
             return None
-        return Job(
-            self.queue,
-            taken.job_id,
-            env,
-            state=JobState.ACTIVE,
-            run_state={"a": taken.attempt - 1},
-            token=taken.token,
-            attempt=taken.attempt,
-        )
+        return Job.from_taken(self.queue, taken, env)
 
     # -- running jobs ---------------------------------------------------------------------
 
@@ -461,11 +452,18 @@ class Worker:
                 value = exc
             else:
                 outcome = handed_back(job)
+        except WaitForChildren:
+            outcome = waiting_for_children(job)  # no attempt spent, no outcome hook
         except InvalidJobError as exc:
             outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
             value = exc
         except Exception as exc:
-            outcome, value = self._failure_outcome(job, exc), exc
+            if job.cancel_reason is not None:
+                # asked to cancel while it ran (e.g. `add_children` refused): not retried
+                outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
+            else:
+                outcome = self._failure_outcome(job, exc)
+            value = exc
         finally:
             CURRENT_JOB.reset(token)
             running = self._running

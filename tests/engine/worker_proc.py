@@ -11,7 +11,9 @@ run and completes on later runs. In `record` mode a job's data may also ask for
 `"rate_limit_once": seconds` (its first run raises a RATE_LIMIT RetryAfter), `"fail_while_down":
 true` (it raises a connection error while `<prefix>:test:down` exists) and `"usage": {...}`
 (settled on the queue's shared limiter); `"children": true` returns the flow children's results
-(`{"pid", "children"}`). The queue config JSON may hold `"limiter": {"name",
+(`{"pid", "children"}`); `"kids": {"n", "queue", "gate"}` makes the job, on its first step, add
+n children on that queue (`Job.add_children`, logged `added`), wait for the gate when asked,
+and wait for its children (it runs again with `job.step` 1). The queue config JSON may hold `"limiter": {"name",
 "buckets": {name: [capacity, per]}, "breaker": {failures, window, cooldown, max_wait}}`. Prints
 "ready" once the worker runs. SIGUSR1 writes the
 stack of every task to the log (what a hung worker is waiting for).
@@ -36,6 +38,7 @@ import redis
 from jobqueue import (
     Breaker,
     Bucket,
+    Child,
     ErrorType,
     Job,
     Limiter,
@@ -101,7 +104,14 @@ async def main() -> None:
 
     def entry(ev: str, job: Job) -> str:
         return json.dumps(
-            {"ev": ev, "id": job.id, "pid": pid, "t": time.time(), "attempt": job.attempt}
+            {
+                "ev": ev,
+                "id": job.id,
+                "pid": pid,
+                "t": time.time(),
+                "attempt": job.attempt,
+                "step": job.step,
+            }
         )
 
     async def handler(job: Job) -> Any:
@@ -116,6 +126,17 @@ async def main() -> None:
             runs = await side.incr(f"{prefix}:test:runs:{job.id}")
             if runs == 1:
                 await asyncio.sleep(3600)
+        kids = data.get("kids")
+        if kids and job.step == 0:
+            await job.add_children(
+                [Child(queue=kids["queue"], name="c") for _ in range(int(kids["n"]))]
+            )
+            await side.rpush(log_key, entry("added", job))
+            if kids.get("gate"):
+                deadline = time.monotonic() + _GIVE_UP
+                while not await side.exists(f"{prefix}:test:gate") and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            await job.wait_for_children()
         if data.get("gate"):
             deadline = time.monotonic() + _GIVE_UP
             while not await side.exists(f"{prefix}:test:gate") and time.monotonic() < deadline:

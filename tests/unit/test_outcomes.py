@@ -16,7 +16,13 @@ from jobqueue import (
     register_error_type,
 )
 from jobqueue.job import Job
-from jobqueue.worker.outcomes import completed, failed_for_good, failure, handed_back
+from jobqueue.worker.outcomes import (
+    completed,
+    failed_for_good,
+    failure,
+    handed_back,
+    waiting_for_children,
+)
 
 
 class _Q:
@@ -41,6 +47,8 @@ def test_completed_and_handed_back() -> None:
     job = make_job(CFG)
     assert completed(job, '{"ok":1}') == ("j1", "w:1", "c", '{"ok":1}', "", 0, 0)
     assert handed_back(job)[2] == "h"
+    # waiting for children is no failure: nothing that a retry table reads
+    assert waiting_for_children(job) == ("j1", "w:1", "w", "", "", 0, 0)
     assert failed_for_good(job, ErrorType.CANCELLED, "stop") == (
         "j1",
         "w:1",

@@ -14,7 +14,7 @@ from jobqueue.core.scripts import SPECS, Scripts, ScriptSpec
 # Redis runs Lua 5.1 (and fakeredis loads lupa's 5.1 too: one Lua version per process)
 lupa = pytest.importorskip("lupa.lua51")
 
-_EMIT = re.compile(r"emit\([\w.]+, A\.maxlen, 'ev', '(\w+)'")
+_EMIT = re.compile(r"emit\([\w.]+, A\.maxlen, 'ev', '([\w-]+)'")
 
 
 def test_every_script_has_one_method_and_every_method_a_script() -> None:

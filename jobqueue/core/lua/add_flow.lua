@@ -27,16 +27,10 @@ Returns: {1, id1, ..., idn} (event `added` per node, `st` waiting-children for p
 `index` has the id of an existing job (nothing written).
 ]]
 --@include common.lua
+--@include flow_tree.lua
 
 local n = tonumber(A.n)
-local nodes, kids = {}, {}
-for i = 0, n - 1 do
-  local qbase, queue, id, name, env, delay, priority, cost, parent, policy = argv_group(i)
-  nodes[i + 1] = {qbase = qbase, queue = queue, id = id, name = name, env = env,
-    delay = tonumber(delay), priority = tonumber(priority), cost = cost,
-    parent = tonumber(parent), policy = policy}
-  if tonumber(parent) >= 0 then kids[tonumber(parent) + 1] = true end
-end
+local nodes, kids = flow_read_nodes(n)
 -- every check before the first write: a refused flow leaves nothing behind
 if nodes[1].id ~= '' and redis.call('EXISTS', job_key(nodes[1].qbase, nodes[1].id)) == 1 then
   return {0, nodes[1].id}
@@ -52,36 +46,9 @@ local ids = {}
 local out = {1}
 for i = 1, n do
   local nd = nodes[i]
-  local q = queue_keys(nd.qbase)
-  local seq = redis.call('INCR', q.id_counter)
-  local id = nd.id
-  if id == '' then id = tostring(seq) end
-  ids[i] = id
-  redis.call('SET', job_key(nd.qbase, id), string.sub(nd.env, 1, -2) .. ',"ts":' .. now .. '}')
-  if nd.priority ~= 0 then redis.call('HSET', q.priorities, id, nd.priority) end
-  if nd.cost ~= '' then redis.call('HSET', q.costs, id, nd.cost) end
-  if nd.parent >= 0 then
-    local p = nodes[nd.parent + 1]
-    local ref = nd.queue .. ':' .. id
-    redis.call('HSET', deps_key(p.qbase, ids[nd.parent + 1]), ref, nd.qbase)
-    redis.call('HSET', state_key(nd.qbase, id), 'pb', p.qbase, 'pi', ids[nd.parent + 1],
-      'pr', ref, 'pf', nd.policy)
-  end
-  local st = 'waiting'
-  if kids[i] then
-    st = 'waiting-children'
-    redis.call('HSET', state_key(nd.qbase, id), 's', 'waiting-children')
-    redis.call('ZADD', q.waiting_children, now, id)
-  elseif nd.delay > 0 then
-    st = 'delayed'
-    redis.call('ZADD', q.delayed, delayed_score(now + nd.delay, seq), id)
-  elseif nd.priority == 0 then
-    redis.call('RPUSH', q.wait, id)
-  else
-    redis.call('ZADD', q.prio, prio_score(nd.priority, seq), id)
-  end
-  emit(q.events, A.maxlen, 'ev', 'added', 'id', id, 'name', nd.name, 'st', st, 'ts', now)
-  if not kids[i] then poke(q.marker) end
-  out[#out + 1] = id
+  local pbase, pid = nil, nil
+  if nd.parent >= 0 then pbase, pid = nodes[nd.parent + 1].qbase, ids[nd.parent + 1] end
+  ids[i] = flow_store_node(nd, pbase, pid, kids[i], now)
+  out[#out + 1] = ids[i]
 end
 return out

@@ -4,7 +4,9 @@ hash slot, in one atomic step. A waiting, delayed or waiting-children job is rem
 one is flagged in its queue's cancels hash and announced on its cancel channel (its worker, in
 any process, stops the handler: the job ends failed/CANCELLED). A parent's dependencies are
 dropped before its children are cancelled, so no child's end can release it; a parent is
-removed, so it never runs afterwards. The root's own flow parent hears of the root's end.
+removed, so it never runs afterwards. Pending children are cancelled whatever their parent's
+state: children added while it ran (add_children.lua) are under a running, waiting or
+delayed parent too. The root's own flow parent hears of the root's end.
 KEYS: events cancels
 ARGV:
   base     '<prefix>:{<queue>}:' of the root's queue
@@ -25,28 +27,38 @@ local function child_id(ref)
   return string.sub(ref, string.find(ref, ':', 1, true) + 1)
 end
 
+local cancel_node
+
+-- Cancel a job's pending children; its dependencies go first, so no child's end releases it.
+local function cancel_children(base, id)
+  local dkey = deps_key(base, id)
+  local deps = redis.call('HGETALL', dkey)
+  if #deps == 0 then return end
+  redis.call('DEL', dkey)
+  for i = 1, #deps, 2 do cancel_node(deps[i + 1], child_id(deps[i])) end
+end
+
 -- Cancel one job of the tree; returns what happened to it (the codes of the reply's root).
-local function cancel_node(base, id)
+cancel_node = function(base, id)
   local q = queue_keys(base)
   if redis.call('EXISTS', job_key(base, id)) == 0 then return 0 end
   if redis.call('ZSCORE', q.active, id) then
+    -- flagged first: its wait outcome, if it comes before the handler stops, fails it too
     redis.call('HSET', q.cancels, id, A.reason)
     redis.call('PUBLISH', q.cancel_channel, cjson.encode({id = id, reason = A.reason}))
     emit(q.events, A.maxlen, 'ev', 'cancelling', 'id', id, 'reason', A.reason, 'ts', now)
     signalled = signalled + 1
+    cancel_children(base, id)
     return 2
   end
   local skey = state_key(base, id)
   local s = redis.call('HGET', skey, 's')
   if s == 'completed' or s == 'failed' then return 3 end
   local prev = 'waiting'
+  cancel_children(base, id)
   if s == 'waiting-children' then
     prev = s
-    local dkey = deps_key(base, id)
-    local deps = redis.call('HGETALL', dkey)
-    redis.call('DEL', dkey)
     redis.call('ZREM', q.waiting_children, id)
-    for i = 1, #deps, 2 do cancel_node(deps[i + 1], child_id(deps[i])) end
   elseif redis.call('ZREM', q.delayed, id) == 1 then
     prev = 'delayed'
   elseif redis.call('ZREM', q.prio, id) == 0 then

@@ -6,9 +6,11 @@ the whole queue is held until then (a rate limit belongs to the API key, not the
 deferred: the same for this job only; 'b' deferred after a server-side failure on a queue whose
 shared limiter has a circuit breaker: no attempt spent, the failure counts towards opening the
 breaker, and the job fails once it waited longer than the breaker's max_wait; 'h' handed back
-(worker shutdown): to the front of the queue at once. On a queue with a shared limiter a rate
-limit holds every queue of the limiter, and outcomes drive its breaker (a completion closes it,
-a 'b' deferral counts as a server-side failure).
+(worker shutdown): to the front of the queue at once; 'w' waiting for children: the job added
+children while it ran (add_children.lua) and waits for them without spending an attempt, in
+'waiting-children', or ready at once when they all ended already (includes/flow_wait.lua). On
+a queue with a shared limiter a rate limit holds every queue of the limiter, and outcomes drive
+its breaker (a completion closes it, a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
   failed groups completed cancels shared_limiter shared_hold breaker breaker_fails costs
 ARGV:
@@ -33,12 +35,12 @@ ARGV:
   id                 the job
   token              the lease token of the attempt (fencing)
   kind               c completed, f failed attempt, r rate limited, d deferred, b deferred
-                     by the breaker, h handed back
+                     by the breaker, h handed back, w waiting for children
   payload            result JSON (c) or error message (f, r, d)
   error_type         the error type (f, r, d)
   delay_ms           f: retry delay, < 0 = not retryable; r, d, b: deferral
   limit              f: max attempts in all; r, d: max deferrals; b: unused
-EVENTS: completed failed retrying returned active breaker waiting
+EVENTS: completed failed retrying returned active breaker waiting waiting-children
 Returns: {codes, take_reply}: codes[i] is 1 (recorded, the job finished), 2 (recorded, it
 will run again), or -2 (lease lost: refused, nothing written for it); take_reply as `take`.
 ]]
@@ -46,6 +48,7 @@ will run again), or -2 (lease lost: refused, nothing written for it); take_reply
 --@include limiter.lua
 --@include breaker.lua
 --@include flows.lua
+--@include flow_wait.lua
 --@include take.lua
 
 local now = now_ms()
@@ -86,7 +89,9 @@ for i = 0, m - 1 do
   if st[1] ~= token or redis.call('ZREM', K.active, id) == 0 then
     codes[#codes + 1] = -2
   else
-    if any_cancels then redis.call('HDEL', K.cancels, id) end
+    -- a cancel flagged while it ran (a job waiting for children must not come back)
+    local why = any_cancels and redis.call('HGET', K.cancels, id)
+    if why then redis.call('HDEL', K.cancels, id) end
     if st[5] then grp_left(st[5]) end -- a slot of its group is free
     local made = tonumber(st[2] or '0')
     if kind == 'b' then
@@ -144,6 +149,10 @@ for i = 0, m - 1 do
         retry_later(id, skey, made, etype, payload, delay)
         codes[#codes + 1] = 2
       end
+    elseif kind == 'w' then
+      local code = flow_wait_children(A.base, id, skey, made, why, now)
+      if code == 1 then done_failed = true end
+      codes[#codes + 1] = code
     else -- 'h'
       redis.call('HDEL', skey, 's', 'k')
       push_ready(K, id, true)

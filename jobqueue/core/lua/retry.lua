@@ -25,7 +25,9 @@ local function retry_one(id)
   redis.call('ZREM', K.failed, id)
   -- 'n' (starts) is kept: lease tokens stay unique across the job's whole life
   redis.call('HSET', skey, 'a', 0)
-  redis.call('HDEL', skey, 's', 'tf', 'r', 'st', 'rl', 'p', 'k', 'bw')
+  -- 'ws' (steps of a job that waited for children) is kept: it goes on from its phase; 'cx'
+  -- (a child failed while it ran) is forgotten with its failure
+  redis.call('HDEL', skey, 's', 'tf', 'r', 'st', 'rl', 'p', 'k', 'bw', 'cx')
   push_ready(K, id, false)
   emit(K.events, A.maxlen, 'ev', 'retrying', 'id', id, 'st', 'waiting', 'manual', '1',
     'ts', now)

@@ -17,7 +17,7 @@ ARGV:
   cost         the queue's default job cost, 'name=n,...'
   breaker      its breaker, 'failures/window_ms/cooldown_ms/max_wait_ms' ('' = none)
 EVENTS: active failed breaker waiting
-Returns: {wait_hint_ms, id, envelope, token, attempt, ...} (see includes/take.lua)
+Returns: {wait_hint_ms, id, envelope, token, attempt, step, ...} (see includes/take.lua)
 ]]
 --@include common.lua
 --@include limiter.lua

@@ -13,7 +13,9 @@
 
 local flow_child_ended
 
--- The parent leaves 'waiting-children' for the ready list (its last child ended).
+-- The parent leaves 'waiting-children' for the ready list (its last child ended). A parent
+-- that is not in waiting_children (it runs, or waits to run again, after adding children
+-- dynamically) is left alone: its own wait outcome sees that nothing is pending (flow_wait.lua).
 local function flow_release_parent(pbase, pid, now)
   local q = queue_keys(pbase)
   if redis.call('ZREM', q.waiting_children, pid) == 0 then return end
@@ -23,13 +25,20 @@ local function flow_release_parent(pbase, pid, now)
   emit(q.events, A.maxlen, 'ev', 'waiting', 'id', pid, 'prev', 'waiting-children', 'ts', now)
 end
 
--- A child with on_failure 'fail' failed: the parent fails at once, without running (its other
--- children are left as they are, like BullMQ's; cancel the tree to stop them), and its own
--- parent hears of it in the same step.
+-- A child with on_failure 'fail' failed: a waiting parent fails at once, without running (its
+-- other children are left as they are, like BullMQ's; cancel the tree to stop them), and its
+-- own parent hears of it in the same step.
 local function flow_fail_parent(pbase, pid, ref, msg, now)
   local q = queue_keys(pbase)
-  if redis.call('ZREM', q.waiting_children, pid) == 0 then return end
   local em = 'child ' .. ref .. ' failed: ' .. msg
+  if redis.call('ZREM', q.waiting_children, pid) == 0 then
+    -- a parent that added children while it ran (add_children.lua) is not waiting for them
+    -- yet: the first such failure is kept ('cx') and fails it when it waits (flow_wait.lua)
+    if redis.call('EXISTS', job_key(pbase, pid)) == 1 then
+      redis.call('HSETNX', state_key(pbase, pid), 'cx', em)
+    end
+    return
+  end
   redis.call('DEL', deps_key(pbase, pid))
   redis.call('HSET', state_key(pbase, pid), 's', 'failed', 'em', em, 'et', 'CHILD_FAILED',
     'tf', now)

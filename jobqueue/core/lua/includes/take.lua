@@ -8,7 +8,8 @@
 -- A.concurrency, A.rate_max, A.rate_per_ms; K.groups when group tokens are ready (groups.lua:
 -- a token stands for its group's head job). Needs common.lua and limiter.lua. Emits `active`
 -- per job taken, `failed` per job whose cost can never fit, `breaker` on a half-open trial.
--- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, id2, ...}:
+-- Returns a flat array {wait_hint_ms, id1, envelope1, token1, attempt1, step1, id2, ...}
+-- (step: how many times the job waited for children it added, includes/flow_wait.lua):
 -- wait_hint_ms is -1 when jobs were taken, else how long a worker may block before anything
 -- can change on its own (0 = until poked). A failed job ends for its flow parent (flows.lua).
 --@include flows.lua
@@ -277,7 +278,7 @@ local function take(n, now)
     local env = redis.call('GET', job_key(A.base, id))
     if env then
       local skey = state_key(A.base, id)
-      local st = redis.call('HMGET', skey, 'a', 'n')
+      local st = redis.call('HMGET', skey, 'a', 'n', 'ws')
       local made = tonumber(st[1] or '0')
       local starts = tonumber(st[2] or '0') + 1
       local token = A.worker .. ':' .. starts
@@ -296,6 +297,7 @@ local function take(n, now)
       out[#out + 1] = env
       out[#out + 1] = token
       out[#out + 1] = made + 1
+      out[#out + 1] = tonumber(st[3] or '0')
       taken = taken + 1
     elseif grouped and grouped[id] then
       grp_left(grouped[id]) -- counted as started by its group, but it is gone

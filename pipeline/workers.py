@@ -21,6 +21,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 from pipeline.stages import STAGES, make_handler
 from pipeline.watch import WATCH_JOB, WATCH_QUEUE, watch_handler
+from pipeline.webhooks.delivery import delivery_handler
 
 __all__ = ["Workers", "main"]
 
@@ -37,6 +38,7 @@ class Workers:
         queues: Sequence[str] = JOB_TYPES,
         concurrency: int | None = None,
         mirror: bool | None = None,
+        webhooks: bool = True,
     ) -> None:
         unknown = set(queues) - set(JOB_TYPES)
         if unknown:
@@ -53,6 +55,16 @@ class Workers:
                     rt.queues[job_type],
                     handler,
                     concurrency=concurrency or qs.worker_concurrency or qs.concurrency,
+                    shutdown_grace=rt.settings.shutdown_grace,
+                    handle_signals=False,
+                )
+            )
+        if webhooks and rt.webhooks is not None:  # deliveries, when PIPELINE_WEBHOOK_URL is set
+            self.workers.append(
+                Worker(
+                    rt.webhooks,
+                    delivery_handler(rt),
+                    concurrency=rt.settings.webhook_concurrency,
                     shutdown_grace=rt.settings.shutdown_grace,
                     handle_signals=False,
                 )
@@ -153,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         help="jobs at once per queue in this process (default: from settings)",
     )
     p.add_argument("--no-mirror", action="store_true", help="do not run the status mirror")
+    p.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not deliver webhooks here (default: delivered when PIPELINE_WEBHOOK_URL is set)",
+    )
     return p
 
 
@@ -167,6 +184,7 @@ async def _amain(args: argparse.Namespace, settings: Settings) -> int:
             queues=[q.strip() for q in args.queues.split(",") if q.strip()],
             concurrency=args.concurrency,
             mirror=False if args.no_mirror else None,
+            webhooks=not args.no_webhooks,
         )
         workers.install_signals()
         log.info("workers started", extra={"queues": args.queues})

@@ -10,6 +10,7 @@ sends the same `webhook-id` and body, with its own `webhook-timestamp` and signa
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,23 @@ INSERT INTO webhook_delivery (msg_id, event, run_id, url, attempt, status_code, 
     duration_ms, delivered)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
+
+
+class _PublicUrls(logging.Filter):
+    """httpx2 logs every request's URL at INFO: a webhook URL may carry credentials in its
+    user part or query (`?token=`), so the URL of each such line is shown as `public_url`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                public_url(str(a)) if isinstance(a, httpx2.URL) else a for a in record.args
+            )
+        return True
+
+
+_FILTER = _PublicUrls()
+if not any(isinstance(f, _PublicUrls) for f in logging.getLogger("httpx2").filters):
+    logging.getLogger("httpx2").addFilter(_FILTER)
 
 
 def body_of(payload: Any) -> bytes:
@@ -127,7 +145,8 @@ def delivery_handler(rt: Runtime) -> Callable[[Job], Awaitable[dict[str, Any]]]:
         raise RetryAfter(
             delay,
             f"{event} to {shown}: {error}",
-            error_type=ErrorType.API_ERROR if code is not None else ErrorType.NETWORK_ERROR,
+            # both retried (API_ERROR is not): the receiver's failure, or no answer from it
+            error_type=ErrorType.UNKNOWN if code is not None else ErrorType.NETWORK_ERROR,
         )
 
     return handler

@@ -21,7 +21,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 from pipeline.stages import STAGES, make_handler
 from pipeline.watch import WATCH_JOB, WATCH_QUEUE, watch_handler
-from pipeline.webhooks.delivery import delivery_handler
+from pipeline.webhooks.delivery import Deliverer
 
 __all__ = ["Workers", "main"]
 
@@ -29,7 +29,8 @@ log = logging.getLogger("pipeline.workers")
 
 
 class Workers:
-    """The workers of some stages plus the status mirror, started and stopped together."""
+    """The workers of some stages plus the status mirror (and, with webhooks on, their
+    deliveries), started and stopped together."""
 
     def __init__(
         self,
@@ -59,11 +60,13 @@ class Workers:
                     handle_signals=False,
                 )
             )
-        if webhooks and rt.webhooks is not None:  # deliveries, when PIPELINE_WEBHOOK_URL is set
+        # deliveries, when PIPELINE_WEBHOOK_URL is set
+        self.deliverer = Deliverer(rt) if webhooks and rt.webhooks is not None else None
+        if self.deliverer is not None and rt.webhooks is not None:
             self.workers.append(
                 Worker(
                     rt.webhooks,
-                    delivery_handler(rt),
+                    self.deliverer.deliver,
                     concurrency=rt.settings.webhook_concurrency,
                     shutdown_grace=rt.settings.shutdown_grace,
                     handle_signals=False,
@@ -149,6 +152,8 @@ class Workers:
         await asyncio.gather(*(w.close(force=force) for w in self.workers))
         if self.mirror is not None:
             await self.mirror.close()
+        if self.deliverer is not None:
+            await self.deliverer.aclose()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -28,7 +27,7 @@ from pipeline.webhooks.events import EVENT_OF_STATUS
 from pipeline.webhooks.settings import public_url
 from pipeline.webhooks.signing import secret_key, signature_headers
 
-__all__ = ["body_of", "delivery_handler", "retry_delay"]
+__all__ = ["Deliverer", "body_of", "retry_delay"]
 
 log = structlog.get_logger("pipeline.webhooks")
 
@@ -71,10 +70,29 @@ def retry_delay(rt: Runtime, attempt: int, retry_after: str | None = None) -> fl
     return float(min(delay, s.webhook_max_backoff))
 
 
-def delivery_handler(rt: Runtime) -> Callable[[Job], Awaitable[dict[str, Any]]]:
-    """The handler of the `webhooks` queue's jobs (one per run event)."""
+class Deliverer:
+    """The `webhooks` queue's handler (`deliver`, one job per run event) and the one HTTP
+    client its tries share (made on first use: making one costs tens of ms); `aclose` it."""
 
-    async def handler(job: Job) -> dict[str, Any]:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._client: httpx2.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was made."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _http(self) -> httpx2.AsyncClient:
+        if self._client is None:
+            # no redirects followed: a 3xx is not a delivery (the spec's receivers answer 2xx)
+            self._client = httpx2.AsyncClient(timeout=self.rt.settings.webhook_timeout)
+        return self._client
+
+    async def deliver(self, job: Job) -> dict[str, Any]:
+        """Send one try of the job's event; see the module's description."""
+        rt = self.rt
         s = rt.settings
         if s.webhook_url is None or s.webhook_secret is None:
             # a worker only runs with webhooks on; a job left from when they were on is dropped
@@ -111,16 +129,15 @@ def delivery_handler(rt: Runtime) -> Callable[[Job], Awaitable[dict[str, Any]]]:
         shown = public_url(url)
         body = body_of(data["payload"])
         now = int(time.time())
-        headers = signature_headers(
-            secret_key(s.webhook_secret.get_secret_value()), msg_id, now, body
-        )
+        key = secret_key(s.webhook_secret.get_secret_value())
+        headers = signature_headers(key, msg_id, now, body)
         code: int | None = None
         error: str | None = None
         retry_after: str | None = None
+        client = self._http()
         t0 = time.monotonic()
         try:
-            async with httpx2.AsyncClient(timeout=s.webhook_timeout) as client:
-                response = await client.post(url, content=body, headers=headers)
+            response = await client.post(url, content=body, headers=headers)
             code = response.status_code
             retry_after = response.headers.get("retry-after")
             if not 200 <= code < 300:
@@ -148,5 +165,3 @@ def delivery_handler(rt: Runtime) -> Callable[[Job], Awaitable[dict[str, Any]]]:
             # both retried (API_ERROR is not): the receiver's failure, or no answer from it
             error_type=ErrorType.UNKNOWN if code is not None else ErrorType.NETWORK_ERROR,
         )
-
-    return handler

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from aiohttp import web
-from pipeline_helpers import wait_for, wait_row
+from pipeline_helpers import cli, cli_env, wait_for, wait_row
 
 from jobqueue import JobState
 from pipeline.cancel import cancel_run
@@ -206,6 +206,12 @@ async def test_a_failing_receiver_is_retried_with_the_same_webhook_id(
         (2, 500, False),
         (3, 200, True),
     ]
+    # the command line shows the log, newest first, without the URL's credentials or query
+    code, out, err = await cli(cli_env(rt), "webhooks", "--run", str(run_id))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and "✓ run.failed" in lines[0] and "try 3 HTTP 200" in lines[0]
+    assert "try 1 HTTP 500" in lines[2] and "hookpass" not in out and "canary" not in out
 
 
 async def test_a_dead_receiver_fails_after_its_attempts_and_delays_nothing(

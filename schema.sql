@@ -287,8 +287,6 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (3) ON CONFLICT (version) DO NOTHING;
-
 -- ---------------------------------------------------------------------------------------------
 -- Version 4: cancelling a run (`pipeline.cancel`). A run may end `cancelled` (`cancelled_at` is
 -- when); a job of it that was removed from its queue or stopped ends `cancelled` in job_status.

@@ -341,7 +341,10 @@ async def test_redis_restart_under_load(
                 for x in await q.redis.lrange(f"{prefix}:test:log", 0, -1)
                 if json.loads(x)["ev"] == "end"
             }
-            return len(ends) == n
+            # the handlers' ends are logged before their outcomes reach Redis: wait for those
+            # too (a batch of outcomes may be in flight, or sent again after the outage)
+            c = await q.get_job_counts()
+            return len(ends) == n and c["active"] == 0 and c["waiting"] == 0
         return False
 
     await wait_for(all_done, timeout=2 * HANG, what="the backlog to drain after the restart")

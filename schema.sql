@@ -322,8 +322,6 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (4) ON CONFLICT (version) DO NOTHING;
-
 -- ---------------------------------------------------------------------------------------------
 -- Version 5: signed webhooks (`pipeline.webhooks`). One row per try of one event (a message,
 -- `msg_id`, is tried until the receiver answers 2xx or its attempts run out): the receiver's

@@ -11,12 +11,13 @@ import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import structlog
 from aiohttp import web
 from pipeline_helpers import cli, cli_env, wait_for, wait_row
 
@@ -63,6 +64,17 @@ async def receiver() -> AsyncIterator[Receiver]:
     r.url = f"http://hookuser:hookpass@127.0.0.1:{port}/hook?k=canary-query-value"
     yield r
     await runner.cleanup()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)
 
 
 def verify(headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -133,12 +145,14 @@ async def test_a_completed_run_sends_one_signed_run_completed(
     receiver: Receiver,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
 ) -> None:
     from pipeline.logs import configure_logging
 
+    # every line as the workers' process writes it, and every record as pytest captures it
     lines = io.StringIO()
     configure_logging(fmt="json", level="DEBUG", stream=lines)
-    caplog.set_level(logging.DEBUG)
+    logging.getLogger().addHandler(caplog.handler)
     rt = await make_runtime(webhook_url=receiver.url, **HOOK)
     await workers()
     run_id = await start_sector_research("Technology", "user-hooks", runtime=rt)
@@ -176,7 +190,7 @@ async def test_a_completed_run_sends_one_signed_run_completed(
     # no secret anywhere: logs, the delivery log, the job in Redis
     shown = lines.getvalue() + caplog.text + "".join(capsys.readouterr())
     stored = json.dumps([r.line() for r in await list_deliveries(rt.pool)]) + json.dumps(job.data)
-    assert "webhook delivered" in shown and "HTTP Request: POST" in shown
+    assert "webhook delivered" in lines.getvalue() and "HTTP Request: POST" in caplog.text
     for canary in (SECRET, SECRET[6:], KEY.decode(), "hookpass", "canary-query-value"):
         assert canary not in shown and canary not in stored
 

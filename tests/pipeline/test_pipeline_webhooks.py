@@ -4,12 +4,15 @@ independent implementation of the Standard Webhooks scheme (hmac over id.timesta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import io
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from uuid import UUID, uuid4
 import pytest
 import structlog
 from aiohttp import web
-from pipeline_helpers import cli, cli_env, wait_for, wait_row
+from pipeline_helpers import HANG, ROOT, cli, cli_env, wait_for, wait_row
 
 from jobqueue import JobState
 from pipeline.cancel import cancel_run
@@ -290,3 +293,41 @@ async def test_no_webhook_traffic_when_the_url_is_unset(
     keys = [k async for k in rt.redis.scan_iter(match=f"{prefix}*webhooks*")]
     assert keys == []
     assert await list_deliveries(rt.pool, run_id=run_id) == []
+
+
+@pytest.mark.e2e
+async def test_a_workers_process_delivers_from_its_environment(
+    make_runtime: Callable[..., Awaitable[Runtime]], receiver: Receiver
+) -> None:
+    """`python -m pipeline.workers` with the two variables set delivers an event that another
+    process emitted, retried once, and logs (at DEBUG, JSON) nothing secret."""
+    rt = await make_runtime(webhook_url=receiver.url, **HOOK)
+    env = cli_env(
+        rt,
+        PIPELINE_WEBHOOK_URL=receiver.url,
+        PIPELINE_WEBHOOK_SECRET=SECRET,
+        PIPELINE_WEBHOOK_BACKOFF="0.01",
+        PIPELINE_LOG_FORMAT="json",
+        PIPELINE_LOG_LEVEL="DEBUG",
+    )
+    receiver.script = [503]
+    run_id = await ended_run(rt, "completed")
+    await emit_run_ended(rt, run_id, "completed")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.workers", "--queues", "sector-research", "--no-mirror"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        job = await delivered(rt, run_id, "run.completed")
+    finally:
+        proc.terminate()
+        out, err = await asyncio.to_thread(proc.communicate, timeout=HANG)
+    assert job.state == JobState.COMPLETED and job.attempts_made == 2
+    assert [verify(h, b)["type"] for h, b in receiver.got] == ["run.completed"] * 2
+    logs = out.decode() + err.decode()
+    assert "webhook try failed" in logs and "webhook delivered" in logs
+    for canary in (SECRET, SECRET[6:], "hookpass", "canary-query-value"):
+        assert canary not in logs

@@ -322,4 +322,27 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (4) ON CONFLICT (version) DO NOTHING;
+-- ---------------------------------------------------------------------------------------------
+-- Version 5: signed webhooks (`pipeline.webhooks`). One row per try of one event (a message,
+-- `msg_id`, is tried until the receiver answers 2xx or its attempts run out): the receiver's
+-- URL without credentials or query, its status code or the error, how long the try took.
+-- No foreign key to the run: the log outlives a deleted run.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS webhook_delivery (
+    id          bigserial PRIMARY KEY,
+    msg_id      text NOT NULL,
+    event       text NOT NULL,
+    run_id      uuid,
+    url         text NOT NULL,
+    attempt     int NOT NULL,
+    status_code int,
+    error       text,
+    duration_ms double precision NOT NULL,
+    delivered   boolean NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_delivery_attempt_check CHECK (attempt >= 1)
+);
+CREATE INDEX IF NOT EXISTS webhook_delivery_run_idx ON webhook_delivery (run_id, created_at);
+CREATE INDEX IF NOT EXISTS webhook_delivery_created_idx ON webhook_delivery (created_at);
+
+INSERT INTO schema_version (version) VALUES (5) ON CONFLICT (version) DO NOTHING;

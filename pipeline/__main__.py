@@ -1,5 +1,5 @@
 """`python -m pipeline`: run sectors end to end, approve a sub-sector, show or cancel a run,
-watch a sector on a schedule, migrate."""
+watch a sector on a schedule, list webhook deliveries, migrate."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("run_id")
     sub.add_parser("migrate", help="apply schema.sql")
+    hooks = sub.add_parser("webhooks", help="the latest webhook deliveries, one line per try")
+    hooks.add_argument("--run", dest="run_id", default=None, help="only this run's")
+    hooks.add_argument("--limit", type=int, default=50)
     watch = sub.add_parser(
         "watch",
         help="re-run a sector on a cron schedule (or --list, --remove ID)",
@@ -158,6 +161,29 @@ async def _cancel(run_id: str) -> int:
     return 0
 
 
+async def _webhooks(run_id: str | None, limit: int) -> int:
+    from uuid import UUID
+
+    from pipeline.db import close_pool, get_pool
+    from pipeline.webhooks.log import list_deliveries
+
+    try:
+        rid = UUID(run_id) if run_id else None
+    except ValueError:
+        print(f"error: not a run id: {run_id!r}", file=sys.stderr)
+        return 2
+    pool = await get_pool(get_settings().database_url)
+    try:
+        tries = await list_deliveries(pool, run_id=rid, limit=limit)
+    finally:
+        await close_pool()
+    for t in tries:
+        print(t.line())
+    if not tries:
+        print("no webhook deliveries")
+    return 0
+
+
 async def _status(run_id: str) -> int:
     from uuid import UUID
 
@@ -236,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "approve": ("REDIS_URL", "DATABASE_URL"),
         "cancel": ("REDIS_URL", "DATABASE_URL"),
         "status": ("DATABASE_URL",),
+        "webhooks": ("DATABASE_URL",),
         "watch": ("REDIS_URL",),
     }
     urls = {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url}
@@ -251,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_watch(args))
     if args.command == "cancel":
         return asyncio.run(_cancel(args.run_id))
+    if args.command == "webhooks":
+        return asyncio.run(_webhooks(args.run_id, args.limit))
     from pipeline.db import main as db_main
 
     return db_main(["migrate"])

@@ -32,6 +32,7 @@ from jobqueue import CancelOutcome, JobQueueError
 from pipeline.cancelled import withdraw_jobs
 from pipeline.flow import default_job_id, validate_payload
 from pipeline.runtime import Runtime, get_runtime
+from pipeline.webhooks.events import emit_run_ended
 
 __all__ = ["CancelRefusedError", "CancelResult", "cancel_run", "run_job_ids"]
 
@@ -182,6 +183,8 @@ async def cancel_run(run_id: UUID | str, *, runtime: Runtime | None = None) -> C
         status = await rt.pool.fetchval("SELECT status FROM sector_analysis WHERE id = $1", rid)
         if status != "cancelled":
             raise CancelRefusedError(str(rid), status)
+    # again when cancelled before: a cancel that died here is completed by the next (one job)
+    await emit_run_ended(rt, rid, status)
     outcomes = await withdraw_jobs(rt.queues, rt.pool, await run_job_ids(rt, rid))
     return CancelResult(
         run_id=rid,

@@ -46,7 +46,7 @@ __all__ = [
 Connection: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
 
 #: The schema version `schema.sql` records; bump both together.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema.sql"
 
 # Any fixed 64-bit number works; it only has to be the same for every migrating process.

@@ -22,6 +22,7 @@ from pipeline.cancelled import RunCancelGuard
 from pipeline.limit_guard import ProviderLimitGuard
 from pipeline.offline_fixtures import register_offline_fixtures
 from pipeline.settings import JOB_TYPES, Settings, get_settings
+from pipeline.webhooks.queue import webhook_queue_config
 
 __all__ = ["Runtime", "close_runtime", "get_runtime"]
 
@@ -36,6 +37,8 @@ class Runtime:
     redis: Redis
     pool: asyncpg.Pool
     queues: dict[str, Queue] = field(default_factory=dict)
+    #: The queue of webhook deliveries; None when `PIPELINE_WEBHOOK_URL` is unset.
+    webhooks: Queue | None = None
     _llm: LLM | None = None
 
     @classmethod
@@ -61,6 +64,8 @@ class Runtime:
             rt.queues[job_type] = Queue(
                 settings.queue_config(job_type), redis=redis, prefix=settings.prefix
             )
+        if settings.webhook_url is not None:
+            rt.webhooks = Queue(webhook_queue_config(settings), redis=redis, prefix=settings.prefix)
         return rt
 
     @property
@@ -115,6 +120,8 @@ class Runtime:
             await closer()
         for queue in self.queues.values():
             await queue.close()  # its script connection; the shared client is closed below
+        if self.webhooks is not None:
+            await self.webhooks.close()
         await self.redis.aclose()
         await self.pool.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobqueue import Breaker, Limiter, QueueConfig, RateLimit
@@ -226,6 +226,40 @@ class Settings(BaseSettings):
     breaker_max_wait: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
+    webhook_url: str | None = Field(
+        default=None, description="http(s) URL the run events are POSTed to; None: no webhooks"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="the Standard Webhooks signing secret, whsec_<base64>"
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    webhook_attempts: int = Field(default=10, ge=1, description="tries of one event")
+    webhook_backoff: float = Field(
+        default=5.0, ge=0, allow_inf_nan=False, description="first retry delay, doubled each try"
+    )
+    webhook_max_backoff: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    webhook_concurrency: int = Field(default=10, ge=1)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_url(cls, value: object) -> object:
+        from pipeline.webhooks.settings import check_url
+
+        return check_url(value)
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: object) -> object:
+        from pipeline.webhooks.settings import check_secret
+
+        return check_secret(value)
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> Settings:
+        from pipeline.webhooks.settings import check_signed
+
+        check_signed(self.webhook_url, self.webhook_secret)
+        return self
 
     @field_validator("slot", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 from pipeline.stages import STAGES, make_handler
 from pipeline.watch import WATCH_JOB, WATCH_QUEUE, watch_handler
+from pipeline.webhooks.delivery import Deliverer
 
 __all__ = ["Workers", "main"]
 
@@ -28,7 +29,8 @@ log = logging.getLogger("pipeline.workers")
 
 
 class Workers:
-    """The workers of some stages plus the status mirror, started and stopped together."""
+    """The workers of some stages plus the status mirror (and, with webhooks on, their
+    deliveries), started and stopped together."""
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class Workers:
         queues: Sequence[str] = JOB_TYPES,
         concurrency: int | None = None,
         mirror: bool | None = None,
+        webhooks: bool = True,
     ) -> None:
         unknown = set(queues) - set(JOB_TYPES)
         if unknown:
@@ -53,6 +56,18 @@ class Workers:
                     rt.queues[job_type],
                     handler,
                     concurrency=concurrency or qs.worker_concurrency or qs.concurrency,
+                    shutdown_grace=rt.settings.shutdown_grace,
+                    handle_signals=False,
+                )
+            )
+        # deliveries, when PIPELINE_WEBHOOK_URL is set
+        self.deliverer = Deliverer(rt) if webhooks and rt.webhooks is not None else None
+        if self.deliverer is not None and rt.webhooks is not None:
+            self.workers.append(
+                Worker(
+                    rt.webhooks,
+                    self.deliverer.deliver,
+                    concurrency=rt.settings.webhook_concurrency,
                     shutdown_grace=rt.settings.shutdown_grace,
                     handle_signals=False,
                 )
@@ -137,6 +152,8 @@ class Workers:
         await asyncio.gather(*(w.close(force=force) for w in self.workers))
         if self.mirror is not None:
             await self.mirror.close()
+        if self.deliverer is not None:
+            await self.deliverer.aclose()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
         help="jobs at once per queue in this process (default: from settings)",
     )
     p.add_argument("--no-mirror", action="store_true", help="do not run the status mirror")
+    p.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not deliver webhooks here (default: delivered when PIPELINE_WEBHOOK_URL is set)",
+    )
     return p
 
 
@@ -167,6 +189,7 @@ async def _amain(args: argparse.Namespace, settings: Settings) -> int:
             queues=[q.strip() for q in args.queues.split(",") if q.strip()],
             concurrency=args.concurrency,
             mirror=False if args.no_mirror else None,
+            webhooks=not args.no_webhooks,
         )
         workers.install_signals()
         log.info("workers started", extra={"queues": args.queues})

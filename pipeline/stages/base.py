@@ -20,6 +20,7 @@ from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
 from pipeline.cancelled import RunCancelledError, run_is_cancelled
 from pipeline.runs import RunOf
 from pipeline.runtime import Runtime
+from pipeline.webhooks.events import emit_run_ended
 
 __all__ = ["Stage", "complete_subsector_if_done", "make_handler", "record_usage"]
 
@@ -99,8 +100,13 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
             )
             if final and stage.on_final_failure is not None:
                 await stage.on_final_failure(rt, job, payload, f"{c.error_type}: {c.message}")
-            if final and c.error_type == BUDGET_EXCEEDED and run_id is not None:
-                await end_run_if_stopped(rt.pool, run_id)
+            if (
+                final
+                and c.error_type == BUDGET_EXCEEDED
+                and run_id is not None
+                and await end_run_if_stopped(rt.pool, run_id)
+            ):
+                await emit_run_ended(rt, run_id, "budget_exceeded")
             raise
         bound.info(f"✓ {stage.job_type} done", seconds=round(time.monotonic() - t0, 3))
         return result
@@ -155,11 +161,16 @@ async def record_usage(
 
 
 async def complete_subsector_if_done(
-    conn: asyncpg.Connection, sub_sector_id: Any, stocks_to_analyze: int
+    conn: asyncpg.Connection,
+    sub_sector_id: Any,
+    stocks_to_analyze: int,
+    *,
+    rt: Runtime | None = None,
 ) -> bool:
     """Inside the caller's transaction (after it finished its stock): mark the sub-sector
     completed when all its analysed stocks are finished. Returns True for the one caller that
-    marked it.
+    marked it. With `rt`, the run's end is announced (its webhook enqueued) in the same
+    transaction.
 
     The row lock on the sub-sector serialises finishers: whoever takes it last sees every
     other finisher's committed stock, so exactly one of two simultaneous finishers marks it.
@@ -183,12 +194,14 @@ async def complete_subsector_if_done(
         sub_sector_id,
     )
     # a run a budget stopped ends as such, with what it finished kept; a cancelled run stays so
-    await conn.execute(
+    ended = await conn.fetchval(
         "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
         "THEN 'completed' ELSE 'budget_exceeded' END, completed_at = now() WHERE id = $1 "
-        "AND status <> 'cancelled'",
+        "AND status <> 'cancelled' RETURNING status",
         run_id,
     )
+    if rt is not None:
+        await emit_run_ended(rt, run_id, ended, conn=conn)
     log.info("✓ sub-sector completed", sub_sector_id=str(sub_sector_id))
     return True
 
@@ -207,7 +220,7 @@ async def fail_stock(
         )
         if sub is None:
             return False
-        return await complete_subsector_if_done(c, sub, rt.settings.stocks_to_analyze)
+        return await complete_subsector_if_done(c, sub, rt.settings.stocks_to_analyze, rt=rt)
 
     if conn is not None:
         return await apply(conn)

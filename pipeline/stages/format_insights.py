@@ -59,7 +59,7 @@ async def run(rt: Runtime, job: Job, p: FormatInsightsPayload) -> dict[str, Any]
         # the domain change and the job's status row commit together
         await update_job_status(job.id, progress=90, conn=conn)
         completed = await complete_subsector_if_done(
-            conn, a["sub_sector_id"], rt.settings.stocks_to_analyze
+            conn, a["sub_sector_id"], rt.settings.stocks_to_analyze, rt=rt
         )
     await job.update_progress(90)
     await job.update_progress(100)

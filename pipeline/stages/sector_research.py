@@ -10,6 +10,7 @@ from pipeline.prompts import research_prompt, subsector_prompt
 from pipeline.runs import run_of_research
 from pipeline.runtime import Runtime
 from pipeline.stages.base import Stage, record_usage
+from pipeline.webhooks.events import emit_run_ended
 
 __all__ = ["STAGE"]
 
@@ -75,13 +76,16 @@ async def run(rt: Runtime, job: Job, p: SectorResearchPayload) -> dict[str, Any]
 
 async def on_final_failure(rt: Runtime, job: Job, p: SectorResearchPayload, error: str) -> None:
     # a research its budget refused ends the run as such (never seen `failed` first)
-    await rt.pool.execute(
-        "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
-        "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1 "
-        "AND status <> 'cancelled'",
-        p.sector_analysis_id,
-        error[:2000],
-    )
+    # the run's end and its webhook's enqueueing commit together
+    async with rt.pool.acquire() as conn, conn.transaction():
+        ended = await conn.fetchval(
+            "UPDATE sector_analysis SET status = CASE WHEN budget_exceeded_at IS NULL "
+            "THEN 'failed' ELSE 'budget_exceeded' END, error_message = $2 WHERE id = $1 "
+            "AND status <> 'cancelled' RETURNING status",
+            p.sector_analysis_id,
+            error[:2000],
+        )
+        await emit_run_ended(rt, p.sector_analysis_id, ended, conn=conn)
 
 
 STAGE = Stage(

@@ -1,0 +1,75 @@
+"""OpenTelemetry tracing of jobs, optional: the gate every traced path goes through.
+
+Tracing is on when the application configured a tracer provider of the OpenTelemetry API
+(e.g. the SDK's `TracerProvider`, set with `trace.set_tracer_provider`): `Queue.add`,
+`add_bulk` and `add_flow` then make a PRODUCER span `send <queue>` whose context travels in
+the job's envelope (field `tp`), and the worker makes a CONSUMER span `process <queue>` for
+each run, a child of it. The spans themselves are made in `_otel`, imported only then.
+
+Off (the API not installed, never imported, or no provider set: the API's no-op) the cost is
+this module's check, a dict lookup; the envelope carries no `tp` and `import jobqueue` does not
+import `opentelemetry`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .core.replies import Outcome
+    from .job import Job
+
+__all__ = ["enabled", "process_end", "process_start", "send"]
+
+R = TypeVar("R")
+
+
+def enabled() -> bool:
+    """Whether spans would be recorded: a real tracer provider is set.
+
+    Nobody can have set a provider without importing `opentelemetry.trace`, so while it is not
+    in `sys.modules` this is one dict lookup and tracing stays off.
+    """
+    api: Any = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return False
+    provider = api.get_tracer_provider()
+    return not isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider)
+
+
+async def send(
+    queue: str,
+    items: Sequence[Any],
+    call: Callable[[list[Any]], Awaitable[R]],
+    message_id: Callable[[R], str | None],
+) -> R:
+    """`call(items)` under a `send <queue>` span, each item (a `NewJob` or `FlowNodeArgs`)
+    given the span's context in its envelope. Called only when `enabled()`: off, the caller
+    makes its call as it is.
+
+    `message_id(reply)` names the job the span is about (`messaging.message.id`): the job
+    added, a flow's root; None for a batch."""
+    from . import _otel
+
+    return await _otel.send(queue, items, call, message_id)
+
+
+def process_start(job: Job) -> Any:
+    """The `process <queue>` span of this run made current, or None when tracing is off.
+
+    The caller (the worker, in the job's own task) passes it to `process_end`."""
+    if not enabled():
+        return None
+    from . import _otel
+
+    return _otel.process_start(job)
+
+
+def process_end(handle: Any, job: Job, outcome: Outcome | None, value: object) -> None:
+    """End the span `process_start` returned, with the run's outcome (`value`: the result,
+    or the exception that failed the run)."""
+    from . import _otel
+
+    _otel.process_end(handle, job, outcome, value)

@@ -7,12 +7,13 @@ the job's envelope (field `tp`), and the worker makes a CONSUMER span `process <
 each run, a child of it. The spans themselves are made in `_otel`, imported only then.
 
 Off (the API not installed, never imported, or no provider set: the API's no-op) the cost is
-this module's check, a dict lookup; the envelope carries no `tp` and `import jobqueue` does not
-import `opentelemetry`.
+this module's check, about 0.1 µs per add and per run; the envelope carries no `tp`, and
+`jobqueue` itself imports nothing of `opentelemetry`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,18 +25,29 @@ if TYPE_CHECKING:
 __all__ = ["enabled", "process_end", "process_start", "send"]
 
 R = TypeVar("R")
+_UNKNOWN = object()
+
+
+# a provider named by this variable is made by the API's first `get_tracer_provider()` call
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def enabled() -> bool:
     """Whether spans would be recorded: a real tracer provider is set.
 
-    Nobody can have set a provider without importing `opentelemetry.trace`, so while it is not
-    in `sys.modules` this is one dict lookup and tracing stays off.
+    Nobody can have set a provider without importing `opentelemetry.trace` (redis-py may import
+    it for its own metrics), so while it is not in `sys.modules` tracing is off. Then the
+    API's global is read as it is: `get_tracer_provider()` reads `os.environ` each time, which
+    is the most of a microsecond per job more.
     """
     api: Any = sys.modules.get("opentelemetry.trace")
     if api is None:
         return False
-    provider = api.get_tracer_provider()
+    provider = getattr(api, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _PROVIDER_FROM_ENV:
+        return False  # none set: the API's no-op
+    if provider is _UNKNOWN or provider is None:  # an API that keeps it elsewhere
+        provider = api.get_tracer_provider()
     return not isinstance(provider, api.ProxyTracerProvider | api.NoOpTracerProvider)
 
 

@@ -191,3 +191,46 @@ async def test_no_tracer_provider_means_no_trace_field(start: Any) -> None:
     await job.wait_until_finished(timeout=HANG)
     assert set(await stored_envelope(q, job.id)) == {"n", "d", "ts"}
     assert seen == [False]
+
+
+@pytest.mark.e2e
+async def test_the_trace_crosses_into_a_worker_process(
+    spans: InMemorySpanExporter, redis_url: str, prefix: str, tmp_path: Any
+) -> None:
+    import os
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "spans.jsonl"
+    here = Path(__file__).parent
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(here / "traced_worker_proc.py"), redis_url, prefix, "tx", str(out),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(here.parents[1])},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), HANG) == b"ready\n"
+        async with Queue("tx", redis=redis_url, prefix=prefix) as q:
+            first = await q.add("first")
+            assert await first.wait_until_finished(timeout=HANG) == "first"
+
+            async def second_done() -> bool:
+                ids = await q.get_job_ids("completed")
+                return len(ids) == 2
+
+            await wait_for(second_done, timeout=HANG, what="the second job")
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), HANG)
+    (send,) = named(spans.get_finished_spans(), "send tx")  # this process: the producer
+    theirs = [json.loads(line) for line in out.read_text().splitlines()]
+    by_name = {(s["name"], s["attributes"]["messaging.message.id"]): s for s in theirs}
+    p1 = by_name[("process tx", first.id)]
+    assert p1["kind"] == "CONSUMER"
+    assert p1["trace_id"] == format(send.context.trace_id, "032x")
+    assert p1["parent_id"] == format(send.context.span_id, "016x")
+    (s2,) = [s for s in theirs if s["name"] == "send tx"]
+    (p2,) = [s for s in theirs if s["name"] == "process tx" and s is not p1]
+    assert s2["parent_id"] == p1["span_id"] and p2["parent_id"] == s2["span_id"]
+    assert {s["trace_id"] for s in theirs} == {p1["trace_id"]}

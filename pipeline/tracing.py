@@ -11,7 +11,7 @@ one trace. Here the pipeline adds:
 
 `setup()` configures the SDK in a worker or CLI process, from the standard `OTEL_*` variables,
 only when they ask for an exporter and the SDK is installed. Library code uses the API only:
-with no provider set, nothing is recorded and the checks cost a dict lookup.
+with no provider set, nothing is recorded.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-
-from jobqueue._tracing import enabled
 
 if TYPE_CHECKING:
     from pipeline.ai.base import LLMResult
@@ -34,6 +32,17 @@ __all__ = ["enabled", "end_run_span", "llm_span", "record_llm_result", "run_span
 log = logging.getLogger(__name__)
 
 SERVICE = "jobqueue-pipeline"
+
+
+def enabled() -> bool:
+    """Whether spans are recorded: the OpenTelemetry API is installed and a real tracer
+    provider is set (the engine makes the same check for its job spans)."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def _tracer() -> Any:

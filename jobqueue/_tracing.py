@@ -13,6 +13,7 @@ this module's check, about 0.1 µs per add and per run; the envelope carries no 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["enabled", "process_end", "process_start", "send"]
 
 R = TypeVar("R")
+log = logging.getLogger("jobqueue.worker")
 _UNKNOWN = object()
 
 
@@ -74,14 +76,21 @@ def process_start(job: Job) -> Any:
     The caller (the worker, in the job's own task) passes it to `process_end`."""
     if not enabled():
         return None
-    from . import _otel
+    try:
+        from . import _otel
 
-    return _otel.process_start(job)
+        return _otel.process_start(job)
+    except Exception:  # tracing never stops a job from running
+        log.exception("job %s: its process span could not start", job.id)
+        return None
 
 
 def process_end(handle: Any, job: Job, outcome: Outcome | None, value: object) -> None:
     """End the span `process_start` returned, with the run's outcome (`value`: the result,
     or the exception that failed the run)."""
-    from . import _otel
+    try:
+        from . import _otel
 
-    _otel.process_end(handle, job, outcome, value)
+        _otel.process_end(handle, job, outcome, value)
+    except Exception:  # nor from recording its outcome
+        log.exception("job %s: its process span could not end", job.id)

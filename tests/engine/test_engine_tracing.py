@@ -234,3 +234,24 @@ async def test_the_trace_crosses_into_a_worker_process(
     (p2,) = [s for s in theirs if s["name"] == "process tx" and s is not p1]
     assert s2["parent_id"] == p1["span_id"] and p2["parent_id"] == s2["span_id"]
     assert {s["trace_id"] for s in theirs} == {p1["trace_id"]}
+
+
+async def test_a_bad_trace_field_starts_a_trace_of_its_own(
+    spans: InMemorySpanExporter, start: Any
+) -> None:
+    from jobqueue.core.replies import NewJob
+
+    async def handler(job: Job) -> str:
+        return "ran"
+
+    q, _ = await start(handler)
+    bad = ['{"traceparent":"00-zz-yy-01"}', '"not a carrier"', "[1,2]"]
+    added = await q.scripts.add(
+        [NewJob("", "x", '{"n":"x","d":null,"tp":' + tp + "}", 0, 0) for tp in bad]
+    )
+    for job_id, _code in added:
+        got = await q.get_job(job_id)
+        assert got is not None and await got.wait_until_finished(timeout=HANG) == "ran"
+    process = named(spans.get_finished_spans(), "process tq")
+    assert len(process) == 3
+    assert all(parent_id(s) is None for s in process)

@@ -137,6 +137,7 @@ class Job:
         "_children_added",
         "_on_progress",
         "_queue",
+        "_trace",
         "attempt",
         "attempts_made",
         "cancel_reason",
@@ -180,6 +181,8 @@ class Job:
         self.max_attempts: int = int(envelope.get("at", queue.config.attempts))
         self.priority: int = int(envelope.get("p", 0))
         self.group: str | None = envelope.get("g")
+        # the trace context of the span that added it (OpenTelemetry, see `_otel`), or None
+        self._trace: Any = envelope.get("tp")
         self.deduplicated: str | None = None
         self.created_at = _ms_to_dt(envelope.get("ts"))
         self.state = JobState(state)

@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from . import _tracing
 from .config import MAX_PRIORITY, QueueConfig
 from .core.codec import decode_envelope, dumps
 from .core.connection import check_server, connect, describe_client
@@ -285,6 +286,16 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         return await self._add_many(encoded)
 
     async def _add_many(self, encoded: Sequence[NewJob]) -> list[Job]:
+        if _tracing.enabled():  # a `send` span, its context carried in the envelopes
+            return await _tracing.send(
+                self.name,
+                encoded,
+                self._add_encoded,
+                lambda jobs: jobs[0].id if len(jobs) == 1 else None,
+            )
+        return await self._add_encoded(encoded)
+
+    async def _add_encoded(self, encoded: Sequence[NewJob]) -> list[Job]:
         added = await self.scripts.add(encoded)
         jobs: list[Job] = []
         for new, (job_id, code) in zip(encoded, added, strict=True):

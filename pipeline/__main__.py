@@ -8,6 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from pipeline import tracing
 from pipeline.settings import get_settings
 
 __all__ = ["main"]
@@ -241,16 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the live progress owns the terminal: only warnings, printed above it (console lines
         # on a terminal, JSON lines when stderr is a pipe or a file)
         configure_logging(fmt=settings.log_format, level="WARNING")
-        with servers(settings) as s:
-            return asyncio.run(
-                run_sectors(
-                    s,
-                    args.sectors,
-                    user_id=args.user_id,
-                    auto_approve=args.auto_approve,
-                    timeout=args.timeout,
+        provider = tracing.setup()  # only when the OTEL_* variables ask for an exporter
+        try:
+            with servers(settings) as s:
+                return asyncio.run(
+                    run_sectors(
+                        s,
+                        args.sectors,
+                        user_id=args.user_id,
+                        auto_approve=args.auto_approve,
+                        timeout=args.timeout,
+                    )
                 )
-            )
+        finally:
+            tracing.shutdown(provider)
     # cancel prints what it did: the engine's line per job cancelled would only repeat it
     level = "WARNING" if args.command == "cancel" else settings.log_level
     configure_logging(fmt=settings.log_format, level=level)
@@ -271,7 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: set {' and '.join(missing)}", file=sys.stderr)
         return 2
     if args.command == "approve":
-        return asyncio.run(_approve(args.sub_sector_id))
+        provider = tracing.setup()  # the approved sub-sector's jobs: a trace of their own
+        try:
+            return asyncio.run(_approve(args.sub_sector_id))
+        finally:
+            tracing.shutdown(provider)
     if args.command == "status":
         return asyncio.run(_status(args.run_id))
     if args.command == "watch":

@@ -26,6 +26,7 @@ from pipeline.flow import PayloadError, start_sector_research, validate_payload
 from pipeline.run_totals import command_totals, take_baseline
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
+from pipeline.tracing import end_run_span, run_span, start_run_span
 from pipeline.workers import Workers
 
 __all__ = ["check_sectors", "run_sectors"]
@@ -92,6 +93,7 @@ class _Run:
     sector: str
     run_id: UUID | None = None
     error: str | None = None  # why it was not followed to its end
+    span: Any = None  # its root span, when tracing is on
 
 
 @dataclass
@@ -174,15 +176,19 @@ async def _follow(rt: Runtime, runs: Sequence[_Run], done: asyncio.Event, t0: fl
 async def _drive(rt: Runtime, run: _Run, *, auto_approve: bool, timeout: float, many: bool) -> None:
     """Follow one run; whatever happens to it is recorded on it, never raised to the others."""
     if run.run_id is None:
+        end_run_span(run.span, None, run.error)
         return
     label = f"{run.sector}: " if many else ""
     try:
-        run.error = await drive_run(
-            rt, run.run_id, auto_approve=auto_approve, timeout=timeout, label=label
-        )
+        with run_span(run.span):  # the auto-approval's job joins the run's trace
+            run.error = await drive_run(
+                rt, run.run_id, auto_approve=auto_approve, timeout=timeout, label=label
+            )
     except Exception as exc:  # one run's failure (e.g. its database call) stops it alone
         run.error = f"error: {type(exc).__name__}: {exc}"
         print(f"{label}the run failed: {run.error}", file=sys.stderr)
+    finally:
+        end_run_span(run.span, run.run_id, run.error)
 
 
 async def _print_runs(rt: Runtime, runs: Sequence[_Run], console: Any) -> None:
@@ -258,8 +264,10 @@ async def run_sectors(
         t0 = time.monotonic()
         runs = [_Run(sector) for sector in sectors]
         for run in runs:
+            run.span = start_run_span(run.sector)  # one trace per run, when tracing is on
             try:
-                run.run_id = await start_sector_research(run.sector, user_id, runtime=rt)
+                with run_span(run.span):
+                    run.run_id = await start_sector_research(run.sector, user_id, runtime=rt)
             except Exception as exc:  # the others start all the same
                 run.error = f"{type(exc).__name__}: {exc}"
                 print(f"{run.sector}: the run did not start: {run.error}", file=sys.stderr)

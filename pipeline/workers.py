@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobqueue import JobState, Worker
+from pipeline import tracing
 from pipeline.mirror import JobSnapshot, StatusMirror
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
@@ -206,7 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    return asyncio.run(_amain(args, settings))
+    provider = tracing.setup()  # only when the OTEL_* variables ask for an exporter
+    try:
+        return asyncio.run(_amain(args, settings))
+    finally:
+        tracing.shutdown(provider)
 
 
 if __name__ == "__main__":

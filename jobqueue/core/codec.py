@@ -1,7 +1,8 @@
 """JSON on the wire: a job's envelope, results, and reply values as text.
 
 Jobs are stored as one JSON object, the envelope `{"n": name, "d": data, "at": attempts,
-"p": priority, "ts": created}`; `ts` is appended by the server (`lua/add.lua`).
+"p": priority, "ts": created}`; `ts` is appended by the server (`lua/add.lua`). With tracing on,
+`"tp"` carries the trace context of the span that added the job (see `jobqueue._otel`).
 """
 
 from __future__ import annotations

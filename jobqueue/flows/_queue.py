@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _tracing
 from ..core.codec import decode_envelope
 from ..core.keys import QueueKeys, validate_queue_name
 from ..core.replies import NewJob
@@ -110,7 +111,12 @@ class QueueFlowsMixin:
         if job_id is not None:
             seen.add((self.keys.base, job_id))
         self._flatten(children, 0, nodes, seen)
-        created, ids = await self.scripts.add_flow(nodes)
+        if _tracing.enabled():  # one `send` span for the tree, its context in every job
+            created, ids = await _tracing.send(
+                self.name, nodes, self.scripts.add_flow, lambda reply: reply[1][0]
+            )
+        else:
+            created, ids = await self.scripts.add_flow(nodes)
         if not created:
             existing = await self.get_job(ids[0])
             if existing is not None:

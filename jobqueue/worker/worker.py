@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
+from .. import _tracing
 from ..core.backoff import exponential_delay
 from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
@@ -437,6 +438,7 @@ class Worker:
         outcome: Outcome | None = None
         value: Any = None
         token = CURRENT_JOB.set(job)
+        span = _tracing.process_start(job)  # None unless tracing is on
         try:
             direct = self._direct
             # one async handler and no timeout: called here, a coroutine frame less per job
@@ -465,6 +467,8 @@ class Worker:
                 outcome = self._failure_outcome(job, exc)
             value = exc
         finally:
+            if span is not None:
+                _tracing.process_end(span, job, outcome, value)
             CURRENT_JOB.reset(token)
             running = self._running
             running.pop(job.id, None)

@@ -24,6 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from pipeline.ai.base import DEFAULT_MODELS, LLM, Effort, LLMResult, PromptBlock, Tier
+from pipeline.tracing import llm_span, record_llm_result
 
 __all__ = [
     "Guard",
@@ -271,7 +272,9 @@ class GuardedLLM:
             await self._settle(call, held, exc)
             raise
         try:
-            answer = await invoke()
+            with llm_span(call) as span:  # a `chat <model>` span when tracing is on
+                answer = await invoke()
+                record_llm_result(span, result_of(answer))
         except BaseException as exc:
             await self._settle(call, held, exc)
             raise

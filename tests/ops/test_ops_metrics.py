@@ -17,13 +17,14 @@ from ops_helpers import HANG, ROOT, child_env, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobqueue import Breaker, Bucket, Job, Limiter, Queue, RetryAfter, Worker
+from jobqueue import Breaker, Bucket, Job, Limiter, Queue, RetryAfter, Worker, WorkerHooks
 from jobqueue.errors import ErrorType
 from jobqueue.metrics import (
     JOB_STATES,
     LimiterMetricsCollector,
     instrument,
     metrics_app,
+    worker_metrics,
 )
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -283,3 +284,48 @@ async def test_the_standalone_server(
         assert proc.wait(HANG) == 0
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_merged_hooks_run_both_even_when_one_raises() -> None:
+    calls: list[str] = []
+
+    def broken(job: Any) -> None:
+        calls.append("first")
+        raise RuntimeError("a broken hook")
+
+    def second(job: Any) -> None:
+        calls.append("second")
+
+    merged = WorkerHooks(on_active=broken).merged(WorkerHooks(on_active=second, on_error=second))
+    assert merged.on_error is second  # set on one side only: kept as it is
+    assert merged.on_active is not None
+    merged.on_active("job")
+    assert calls == ["first", "second"]
+
+
+def test_the_readme_lists_every_metric() -> None:
+    from datetime import UTC, datetime
+
+    from jobqueue import BreakerState, BucketState, LimiterState
+    from jobqueue.metrics import QueueMetricsCollector, QueueSnapshot, Snapshot
+
+    registry = CollectorRegistry()
+    metrics = worker_metrics(registry)
+    assert metrics is worker_metrics(registry)
+    limiter = LimiterState(
+        "l",
+        (BucketState("requests", 10.0, 5.0, 60.0, False),),
+        0,
+        BreakerState("open", datetime.now(UTC), 3, 1),
+    )
+    snapshot = Snapshot(
+        queues=(QueueSnapshot("q", dict.fromkeys(JOB_STATES, 0), False, 0, "l"),),
+        limiters=(limiter,),
+    )
+    collector = QueueMetricsCollector.__new__(QueueMetricsCollector)  # families() only
+    families = [*collector.families(snapshot), *registry.collect()]
+    shown = {f.name + ("_total" if f.type == "counter" else "") for f in families}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Metrics") :]
+    for name in sorted(shown | {"jobqueue_redis_up"}):
+        assert f"`{name}`" in section, name

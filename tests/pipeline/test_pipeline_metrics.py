@@ -182,3 +182,8 @@ async def test_the_metrics_guard_counts_tokens_cost_and_outcomes() -> None:
     assert total(s, "pipeline_llm_cost_usd_total", model=model) > 0
     assert total(s, "pipeline_llm_calls_total", model=model, outcome="ok") == 1
     assert total(s, "pipeline_llm_calls_total", model=model, outcome="RATE_LIMIT") == 1
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Metrics") :]
+    for name in {n for n, _ in s}:
+        if name.startswith("pipeline_") and not name.endswith("_created"):
+            assert f"`{name}`" in section, name

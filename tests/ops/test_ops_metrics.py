@@ -329,3 +329,40 @@ def test_the_readme_lists_every_metric() -> None:
     section = readme[readme.index("## Metrics") :]
     for name in sorted(shown | {"jobqueue_redis_up"}):
         assert f"`{name}`" in section, name
+
+
+async def test_the_app_answers_lifespan_and_refuses_other_methods(
+    redis_url: str, prefix: str
+) -> None:
+    app = metrics_app(redis=redis_url, prefix=prefix)  # a URL: the app owns its client
+    status, _, body = await scrape(app)
+    assert status == 200
+    assert value(parse(body), "jobqueue_redis_up") == 1
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def post() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "POST", "path": "/metrics", "headers": []}
+    await app(scope, post, send)
+    assert sent[0]["status"] == 405
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def lifespan() -> dict[str, Any]:
+        return next(messages)
+
+    sent.clear()
+    await app({"type": "lifespan"}, lifespan, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_redis_down_gives_up_zero_and_no_stale_gauges() -> None:
+    app = metrics_app(redis="redis://127.0.0.1:1/0", timeout=1.0)
+    status, _, body = await scrape(app)
+    samples = parse(body)
+    assert status == 200 and value(samples, "jobqueue_redis_up") == 0
+    assert not [n for n, _ in samples if n == "jobqueue_jobs"]
+    await app.aclose()

@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from jobqueue import ConfigError, Job, LeaseLostError, Queue, get_current_job
+from jobqueue.metrics import worker_metrics
 from pipeline.ai.base import LLMError, LLMResult
 from pipeline.ai.estimate import estimate_tokens
 from pipeline.ai.guard import LLMCall
@@ -156,6 +157,7 @@ class ProviderLimitGuard:
         if wait > 0:
             # the buckets are spent for now: calling before they refill would earn a 429
             log.info("job %s waits %.1fs for its model's limits", job.id, wait)
+            worker_metrics().observe_limiter_wait(job.queue.name, wait)
             await asyncio.sleep(wait)
 
     async def after(

@@ -20,6 +20,7 @@ from pipeline.ai.guard import Guard, GuardedLLM
 from pipeline.budget import BudgetGuard
 from pipeline.cancelled import RunCancelGuard
 from pipeline.limit_guard import ProviderLimitGuard
+from pipeline.metrics import MetricsGuard
 from pipeline.offline_fixtures import register_offline_fixtures
 from pipeline.settings import JOB_TYPES, Settings, get_settings
 from pipeline.webhooks.queue import webhook_queue_config
@@ -105,11 +106,13 @@ class Runtime:
         )
         # the budget refuses a call before anything else; the limits settle after it; the
         # cancel check comes last, so no wait stands between it and the call: a call of a
-        # cancelled run admitted by it read the run before its cancel committed (in flight)
+        # cancelled run admitted by it read the run before its cancel committed (in flight);
+        # the metrics, admitting everything, count the calls that were sent
         guards: list[Guard[Any]] = [
             budget,
             ProviderLimitGuard(self.queues),
             RunCancelGuard(self.pool),
+            MetricsGuard(),
         ]
         return GuardedLLM(llm, guards, models=s.models)
 

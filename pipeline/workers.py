@@ -17,6 +17,7 @@ from typing import Any
 
 from jobqueue import JobState, Worker
 from pipeline import tracing
+from pipeline.metrics import MetricsServer, serve_metrics
 from pipeline.mirror import JobSnapshot, StatusMirror
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
@@ -176,6 +177,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not deliver webhooks here (default: delivered when PIPELINE_WEBHOOK_URL is set)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics are served on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
     return p
 
 
@@ -183,6 +195,7 @@ async def _amain(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.db import migrate
 
     rt = await Runtime.create(settings)
+    served: MetricsServer | None = None
     try:
         await migrate(rt.pool)
         workers = Workers(
@@ -192,10 +205,17 @@ async def _amain(args: argparse.Namespace, settings: Settings) -> int:
             mirror=False if args.no_mirror else None,
             webhooks=not args.no_webhooks,
         )
+        if args.metrics_port is not None:
+            served = serve_metrics(
+                workers.workers, rt.queues.values(), port=args.metrics_port,
+                host=args.metrics_host,
+            )  # fmt: skip
         workers.install_signals()
         log.info("workers started", extra={"queues": args.queues})
         await workers.run()
     finally:
+        if served is not None:
+            await served.close()
         await rt.close()
     return 0
 

@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["jobqueue", "jobqueue.tasks", "pipeline", "pipeline.ai"])
+@pytest.mark.parametrize(
+    "module", ["jobqueue", "jobqueue.tasks", "jobqueue.metrics", "pipeline", "pipeline.ai"]
+)
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)
     names = list(mod.__all__)

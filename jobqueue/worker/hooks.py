@@ -57,10 +57,44 @@ class WorkerHooks:
             if value is not None and not callable(value):
                 raise ConfigError(f"{f.name} must be a function, got {value!r}")
 
+    def merged(self, other: WorkerHooks) -> WorkerHooks:
+        """These hooks and `other`'s: where both set one, both run (these first), each on its
+        own, so one's exception does not keep the other from running."""
+        both: dict[str, Hook | None] = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            both[f.name] = _chain(mine, theirs) if mine and theirs else mine or theirs
+        return WorkerHooks(**both)
+
     @property
     def any_outcome(self) -> bool:
         """Whether on_completed or on_failed is set (the worker then keeps what they need)."""
         return self.on_completed is not None or self.on_failed is not None
+
+
+def _chain(first: Hook, second: Hook) -> Hook:
+    def chained(*args: Any) -> Awaitable[None] | None:
+        pending: list[Awaitable[Any]] = []
+        for hook in (first, second):
+            try:
+                result = hook(*args)
+            except Exception:
+                log.exception("worker hook %s raised", getattr(hook, "__name__", hook))
+                continue
+            if inspect.isawaitable(result):
+                pending.append(result)
+        return _await_each(pending) if pending else None
+
+    chained.__name__ = f"{getattr(first, '__name__', 'hook')}+{getattr(second, '__name__', 'hook')}"
+    return chained
+
+
+async def _await_each(pending: list[Awaitable[Any]]) -> None:
+    for awaitable in pending:
+        try:
+            await awaitable
+        except Exception:
+            log.exception("worker hook raised")
 
 
 class HookRunner:

@@ -117,21 +117,12 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.shutdown_grace = shutdown_grace
         self.handle_signals = handle_signals
-        self.hooks = WorkerHooks(
-            on_active=on_active,
-            on_progress=on_progress,
-            on_completed=on_completed,
-            on_failed=on_failed,
-            on_stalled=on_stalled,
-            on_error=on_error,
-        )
         self._backoff = reconnect_backoff
         self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._running = RunningJobs()
         self._stats = WorkerStats(self.name, queue.name, concurrency)
-        self._hooks = HookRunner(self.hooks)
-        self._on_progress = self._hooks.progress_callback()
-        self._outcome_hooks = self.hooks.any_outcome
+        hooks = WorkerHooks(on_active, on_progress, on_completed, on_failed, on_stalled, on_error)
+        self._use_hooks(hooks)
         self._executor: ThreadPoolExecutor | None = None
         self._runner = make_runner(handler, self.config, self._executor_for, isolation)
         self._direct = self._runner.direct
@@ -173,6 +164,18 @@ class Worker:
         """When this worker last took jobs or reported outcomes (epoch seconds, 0 = never)."""
         return self._stats.last_take
 
+    def add_hooks(self, hooks: WorkerHooks) -> None:
+        """Add lifecycle hooks before `run()`; each runs after the one already set for its
+        event (e.g. `jobqueue.metrics.instrument` adds its own beside the user's)."""
+        if self._started:
+            raise RuntimeError("add hooks before the worker runs")
+        self._use_hooks(self.hooks.merged(hooks))
+
+    def _use_hooks(self, hooks: WorkerHooks) -> None:
+        self.hooks, self._hooks = hooks, HookRunner(hooks)
+        self._on_progress = self._hooks.progress_callback()
+        self._outcome_hooks = hooks.any_outcome
+
     async def run(self) -> None:
         """Work until `close()` or SIGTERM/SIGINT (a second signal stops at once).
 
@@ -191,10 +194,8 @@ class Worker:
             helpers = self._start_helpers(loop)
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
-                self.name,
-                self.queue.name,
-                self.concurrency,
-            )
+                self.name, self.queue.name, self.concurrency,
+            )  # fmt: skip
             await self._main()
         finally:
             for task in helpers:
@@ -213,10 +214,8 @@ class Worker:
             self._done.set()
             log.info(
                 "worker %s stopped: %d completed, %d failed",
-                self.name,
-                self._stats.completed,
-                self._stats.failed,
-            )
+                self.name, self._stats.completed, self._stats.failed,
+            )  # fmt: skip
 
     async def close(self, *, force: bool = False) -> None:
         """Stop taking jobs; let running ones finish within the grace period (or hand them
@@ -369,11 +368,8 @@ class Worker:
         else:
             log.error(
                 "worker %s: unexpected error (%s); retrying in %.2fs",
-                self.name,
-                what,
-                delay,
-                exc_info=exc,
-            )
+                self.name, what, delay, exc_info=exc,
+            )  # fmt: skip
         self._hooks.fire(self.hooks.on_error, exc)
         if self._stopping and not self._running and failures > 3:
             # shutting down with nothing running: give up on the outcomes we could not send

@@ -17,7 +17,7 @@ from pipeline.flow import approve_subsector
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
 
-__all__ = ["drive_run", "follow_run", "run_sector", "servers", "wait_value"]
+__all__ = ["drive_run", "follow_run", "servers", "wait_value"]
 
 _STAGE_ROWS = """
 SELECT job_type, count(*) AS total,
@@ -189,17 +189,3 @@ async def drive_run(
 async def _cancelled(rt: Runtime, run_id: UUID) -> bool:
     status = await rt.pool.fetchval("SELECT status FROM sector_analysis WHERE id = $1", run_id)
     return bool(status == "cancelled")
-
-
-async def run_sector(
-    settings: Settings, sector: str, *, user_id: str, auto_approve: bool, timeout: float
-) -> int:
-    """Run one sector end to end in this process; print the summary; 0 when it completed.
-
-    The same as `pipeline.run_many.run_sectors` with one sector.
-    """
-    from pipeline.run_many import run_sectors
-
-    return await run_sectors(
-        settings, [sector], user_id=user_id, auto_approve=auto_approve, timeout=timeout
-    )

@@ -20,16 +20,32 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pipeline.ai.base import LLMResult
-    from pipeline.ai.guard import LLMCall
 
-__all__ = ["enabled", "end_run_span", "llm_span", "record_llm_result", "run_span", "setup",
+__all__ = ["LLMCallLike", "enabled", "end_run_span", "llm_span", "record_llm_result", "run_span", "setup",
            "shutdown", "start_run_span"]  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+
+class LLMCallLike(Protocol):
+    """What a span reads of a model call (`pipeline.ai.guard.LLMCall`; the guard imports
+    this module, so it is named by shape here)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def stage(self) -> str | None: ...
+
 
 SERVICE = "jobqueue-pipeline"
 
@@ -52,7 +68,7 @@ def _tracer() -> Any:
 
 
 @contextlib.contextmanager
-def llm_span(call: LLMCall) -> Iterator[Any]:
+def llm_span(call: LLMCallLike) -> Iterator[Any]:
     """A `chat <model>` span around one model call (None when tracing is off).
 
     Raises whatever the call raised, the span then marked ERROR with the error's type."""

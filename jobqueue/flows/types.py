@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    from ..queue import Queue
+__all__ = ["ON_FAILURE", "Child", "ChildFailure", "ChildQueue", "OnFailure"]
 
-__all__ = ["ON_FAILURE", "Child", "ChildFailure", "OnFailure"]
+
+class ChildQueue(Protocol):
+    """A queue a child may be added to: a `Queue` (named by shape: the queue module imports
+    this one)."""
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        ...
+
 
 OnFailure = Literal["fail", "ignore", "continue"]
 """What a child's failure (for good: retries are spent; or it was cancelled or removed) does to
@@ -39,7 +47,7 @@ class Child:
         cost: what it costs of the shared limiter, per bucket (see `Queue.add`).
     """
 
-    queue: Queue | str
+    queue: ChildQueue | str
     name: str
     data: Any = None
     on_failure: OnFailure = "fail"

@@ -34,7 +34,18 @@ from ..core.states import JobState
 from ..errors import ErrorType, InvalidJobError, JobQueueError
 from ..job import CURRENT_JOB, Job, JobQueue
 from ..retry import classify_error
-from . import _procwire as wire
+from ._procwire import (
+    ANSWER,
+    ERROR,
+    HELLO,
+    JOB,
+    READY,
+    REQUEST,
+    RESULT,
+    frame,
+    read_frame,
+    write_all,
+)
 from .isolation import HandlerRef, resolve_ref
 
 __all__ = ["error_info", "main"]
@@ -49,14 +60,14 @@ class _Parent:
         self._ids = itertools.count(1)
 
     def send(self, kind: bytes, body: Any) -> None:
-        wire.write_all(self.out_fd, wire.frame(kind, body))
+        write_all(self.out_fd, frame(kind, body))
 
     async def request(self, op: str, **args: Any) -> Any:
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[rid] = fut
         try:
-            self.send(wire.REQUEST, {"rid": rid, "op": op, "args": args})
+            self.send(REQUEST, {"rid": rid, "op": op, "args": args})
             return await fut
         finally:
             self.waiting.pop(rid, None)
@@ -192,9 +203,9 @@ class _Runner:
             result = await self.call(handler, job)
             body = dumps(result, limit=self.max_payload, what="job result")
         except Exception as exc:
-            self.parent.send(wire.ERROR, error_info(exc))
+            self.parent.send(ERROR, error_info(exc))
         else:
-            self.parent.send(wire.RESULT, body)
+            self.parent.send(RESULT, body)
         finally:
             CURRENT_JOB.reset(token)
 
@@ -206,8 +217,8 @@ async def _serve(out_fd: int) -> None:
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
     )
     parent = _Parent(out_fd)
-    kind, body = await wire.read_frame(reader)
-    if kind != wire.HELLO:
+    kind, body = await read_frame(reader)
+    if kind != HELLO:
         raise SystemExit(f"jobqueue child: expected a hello frame, got {kind!r}")
     hello = wire_json(body)
     sys.path[:] = [str(p) for p in hello["sys_path"]]
@@ -219,22 +230,22 @@ async def _serve(out_fd: int) -> None:
     runner = _Runner(parent, int(hello["max_payload"]))
     if hello.get("initializer") is not None:
         await runner.call(runner.handler(HandlerRef.from_json(hello["initializer"])))
-    parent.send(wire.READY, {"pid": os.getpid()})
+    parent.send(READY, {"pid": os.getpid()})
     jobs: asyncio.Queue[Mapping[str, Any] | None] = asyncio.Queue()
     running = False
 
     async def read() -> None:
         while True:
             try:
-                kind, body = await wire.read_frame(reader)
+                kind, body = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 if running:
                     os._exit(0)  # the worker is gone or gave up on this job: stop at once
                 await jobs.put(None)
                 return
-            if kind == wire.ANSWER:
+            if kind == ANSWER:
                 parent.answer(wire_json(body))
-            elif kind == wire.JOB:
+            elif kind == JOB:
                 await jobs.put(wire_json(body))
 
     reading = loop.create_task(read())

@@ -25,7 +25,7 @@ from ..config import QueueConfig
 from ..errors import InvalidJobError
 from ..job import Job
 from ..tasks import TaskRegistry
-from . import _procwire as wire
+from ._procwire import ANSWER, ERROR, HELLO, JOB, READY, REQUEST, RESULT, frame, read_frame
 from .execute import HandlerRunner
 from .isolation import (
     HandlerCrashedError,
@@ -74,7 +74,7 @@ class _Child:
         return self.proc.returncode is None
 
     def send(self, kind: bytes, body: Any) -> None:
-        self.stdin.write(wire.frame(kind, body))
+        self.stdin.write(frame(kind, body))
 
     def kill(self) -> None:
         if self.proc.returncode is None:
@@ -135,10 +135,10 @@ class ProcessPool:
                 "memory_limit": self.options.memory_limit,
                 "max_payload": self.max_payload,
             }
-            child.send(wire.HELLO, hello)
+            child.send(HELLO, hello)
             async with asyncio.timeout(self.options.start_timeout):
                 await child.stdin.drain()
-                kind, body = await wire.read_frame(child.stdout)
+                kind, body = await read_frame(child.stdout)
         except asyncio.IncompleteReadError:
             error = await child.died("while it started (see its stderr)")
             self._drop(child)
@@ -152,7 +152,7 @@ class ProcessPool:
         except BaseException:
             self._drop(child)
             raise
-        if kind != wire.READY:
+        if kind != READY:
             self._drop(child)
             raise HandlerCrashedError(
                 f"the handler's process (pid {child.pid}) did not start: {body[:200]!r}"
@@ -226,7 +226,7 @@ class ProcessPool:
     async def _exchange(self, child: _Child, job: Job, ref: HandlerRef) -> Any:
         created = job.created_at
         child.send(
-            wire.JOB,
+            JOB,
             {
                 "id": job.id,
                 "name": job.name,
@@ -245,13 +245,13 @@ class ProcessPool:
         try:
             await child.stdin.drain()
             while True:
-                kind, body = await wire.read_frame(child.stdout)
-                if kind == wire.RESULT:
+                kind, body = await read_frame(child.stdout)
+                if kind == RESULT:
                     return json.loads(body)
-                if kind == wire.ERROR:
+                if kind == ERROR:
                     raise remote_error(json.loads(body))
-                if kind == wire.REQUEST:
-                    child.send(wire.ANSWER, await _answer(job, json.loads(body)))
+                if kind == REQUEST:
+                    child.send(ANSWER, await _answer(job, json.loads(body)))
         except (asyncio.IncompleteReadError, ConnectionError):
             raise await child.died("while it ran the job") from None
 

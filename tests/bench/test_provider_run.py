@@ -78,6 +78,8 @@ async def test_one_sector_end_to_end(postgres_admin_url: str, tmp_path: Path) ->
         "0.01",
         "--latency-max",
         "0.2",
+        "--configs",
+        "per-queue,shared",
         "--json",
         str(out),
         cwd=ROOT,
@@ -90,12 +92,15 @@ async def test_one_sector_end_to_end(postgres_admin_url: str, tmp_path: Path) ->
     assert proc.returncode == 0, text[-3000:]
     assert "| stocks failed" in text
     doc = json.loads(out.read_text())
-    result = doc["results"]["per-queue"]
-    assert result["outcome"]["sectors"] == {"completed": 1}
-    assert result["outcome"]["stocks_failed"] == 0
-    assert result["outcome"]["stocks_total"] == 5
-    assert result["outcome"]["cost_usd"] > 0
-    stats = result["stats"]
-    # every call the pipeline recorded went through the simulator (429s are calls too)
-    assert stats["admitted"] >= result["outcome"]["llm_calls_recorded"] >= 18
-    shutil.rmtree(result["outcome"]["logs"], ignore_errors=True)
+    # both configurations side by side: today's per-queue buckets and the shared limits
+    # (learned from the simulator's headers through the real SDK)
+    for name in ("per-queue", "shared"):
+        result = doc["results"][name]
+        assert result["outcome"]["sectors"] == {"completed": 1}, name
+        assert result["outcome"]["stocks_failed"] == 0, name
+        assert result["outcome"]["stocks_total"] == 5, name
+        assert result["outcome"]["cost_usd"] > 0, name
+        stats = result["stats"]
+        # every call the pipeline recorded went through the simulator (429s are calls too)
+        assert stats["admitted"] >= result["outcome"]["llm_calls_recorded"] >= 18, name
+        shutil.rmtree(result["outcome"]["logs"], ignore_errors=True)

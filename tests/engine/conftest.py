@@ -19,6 +19,7 @@ from jobqueue.testing import fake_redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from engine_helpers import FLOW_SLOT, WorkerProcess
 from servers import RedisProcess, delete_prefix, unique
 
 BACKENDS = ("redis", "valkey", "fakeredis")
@@ -103,3 +104,33 @@ async def make_queue(
     yield make
     for q in made:
         await q.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts; closed at teardown."""
+    started: list[WorkerProcess] = []
+    yield started
+    for p in started:
+        p.close()
+
+
+@pytest.fixture
+async def side(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the test's Redis beside the queues' own (reads logs the workers write)."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def flow_queues(redis_url: str, prefix: str) -> AsyncIterator[tuple[Queue, Queue]]:
+    """Two queues, `top` and `low`, in one hash slot (`FLOW_SLOT`): a flow may span them."""
+    from jobqueue import Limiter
+
+    limiter = Limiter(str(FLOW_SLOT["name"]), {})
+    top = Queue(QueueConfig("top", limiter=limiter), redis=redis_url, prefix=prefix)
+    low = Queue(QueueConfig("low", limiter=limiter), redis=redis_url, prefix=prefix)
+    yield top, low
+    await top.close()
+    await low.close()

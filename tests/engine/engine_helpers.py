@@ -237,3 +237,17 @@ class CommandMonitor:
                 continue
             result.commands.append(entry["command"].split())
         result.seconds = float(end["time"]) - float(start["time"])
+
+
+FLOW_SLOT = {"name": "flowslot", "buckets": {}}
+"""A limiter without buckets (as worker_proc.py reads it): its queues share one hash slot, so
+a flow may span them."""
+
+FLOW_FAST = {"lease": 1.0, "stall_interval": 0.2, "max_stalls": 3}
+"""Short leases and stall checks for the flow tests with worker processes."""
+
+
+def flow_worker(redis_url: str, prefix: str, name: str, *, concurrency: int = 3) -> WorkerProcess:
+    """A worker process of queue `name` in `FLOW_SLOT`."""
+    config = {"name": name, "limiter": FLOW_SLOT, **FLOW_FAST}
+    return WorkerProcess(redis_url, prefix, config, concurrency=concurrency)

@@ -8,49 +8,15 @@ wait is on a state or a log line (deadlines only bound a hang)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from engine_helpers import HANG, WorkerProcess, open_gate, read_log, wait_for
+from engine_helpers import HANG, WorkerProcess, flow_worker, open_gate, read_log, wait_for
 
-from jobqueue import JobState, Limiter, Queue, QueueConfig
+from jobqueue import JobState, Queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-SLOT = {"name": "dynslot", "buckets": {}}
-"""A limiter without buckets: its queues share one hash slot, so a flow may span them."""
-FAST = {"lease": 1.0, "stall_interval": 0.2, "max_stalls": 3}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-async def side(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def queues(redis_url: str, prefix: str) -> AsyncIterator[tuple[Queue, Queue]]:
-    limiter = Limiter(SLOT["name"], {})
-    top = Queue(QueueConfig("top", limiter=limiter), redis=redis_url, prefix=prefix)
-    low = Queue(QueueConfig("low", limiter=limiter), redis=redis_url, prefix=prefix)
-    yield top, low
-    await top.close()
-    await low.close()
-
-
-def worker(redis_url: str, prefix: str, name: str) -> WorkerProcess:
-    return WorkerProcess(redis_url, prefix, {"name": name, "limiter": SLOT, **FAST}, concurrency=3)
 
 
 async def entries(side: aioredis.Redis, prefix: str, ev: str, job_id: str) -> list[dict[str, Any]]:
@@ -62,13 +28,13 @@ async def test_a_worker_killed_after_add_children_and_before_its_wait(
     prefix: str,
     procs: list[WorkerProcess],
     side: aioredis.Redis,
-    queues: tuple[Queue, Queue],
+    flow_queues: tuple[Queue, Queue],
 ) -> None:
-    top, low = queues
+    top, low = flow_queues
     await top.add(
         "rank", {"kids": {"n": 3, "queue": "low", "gate": True}, "children": True}, job_id="p"
     )
-    first = worker(redis_url, prefix, "top")
+    first = flow_worker(redis_url, prefix, "top")
     procs.append(first)
 
     async def added() -> bool:
@@ -80,8 +46,8 @@ async def test_a_worker_killed_after_add_children_and_before_its_wait(
     assert (await low.get_job_counts())["waiting"] == 3
 
     # another machine: the stall check gives the parent back; its re-run adds the same children
-    procs.append(worker(redis_url, prefix, "top"))
-    procs.append(worker(redis_url, prefix, "low"))
+    procs.append(flow_worker(redis_url, prefix, "top"))
+    procs.append(flow_worker(redis_url, prefix, "low"))
     await open_gate(side, prefix)
     parent = await top.get_job("p")
     assert parent is not None

@@ -9,50 +9,14 @@ is on a state or a log line (deadlines only bound a hang)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from engine_helpers import HANG, WorkerProcess, open_gate, read_log, wait_for
+from engine_helpers import HANG, WorkerProcess, flow_worker, open_gate, read_log, wait_for
 
-from jobqueue import Child, JobState, Limiter, Queue, QueueConfig
+from jobqueue import Child, JobState, Queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-SLOT = {"name": "flowslot", "buckets": {}}
-"""A limiter without buckets: its queues share one hash slot, so a flow may span them."""
-FAST = {"lease": 1.0, "stall_interval": 0.2, "max_stalls": 3}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-async def side(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def queues(redis_url: str, prefix: str) -> AsyncIterator[tuple[Queue, Queue]]:
-    limiter = Limiter(SLOT["name"], {})
-    top = Queue(QueueConfig("top", limiter=limiter), redis=redis_url, prefix=prefix)
-    low = Queue(QueueConfig("low", limiter=limiter), redis=redis_url, prefix=prefix)
-    yield top, low
-    await top.close()
-    await low.close()
-
-
-def worker(redis_url: str, prefix: str, name: str, **options: Any) -> WorkerProcess:
-    config = {"name": name, "limiter": SLOT, **FAST}
-    return WorkerProcess(redis_url, prefix, config, concurrency=options.get("concurrency", 3))
 
 
 async def log_has(side: aioredis.Redis, prefix: str, ev: str, job_id: str) -> bool:
@@ -82,12 +46,12 @@ async def test_a_worker_killed_at_the_last_child_runs_the_parent_once(
     prefix: str,
     procs: list[WorkerProcess],
     side: aioredis.Redis,
-    queues: tuple[Queue, Queue],
+    flow_queues: tuple[Queue, Queue],
     kill_at: str,
 ) -> None:
-    top, low = queues
+    top, low = flow_queues
     await add_tree(top, low)
-    first = worker(redis_url, prefix, "low")
+    first = flow_worker(redis_url, prefix, "low")
     procs.append(first)
 
     async def started() -> bool:
@@ -107,8 +71,8 @@ async def test_a_worker_killed_at_the_last_child_runs_the_parent_once(
 
     # another machine: a worker of the children's queue (the stall check gives it the lost
     # child back if its end was never recorded) and one of the parent's
-    procs.append(worker(redis_url, prefix, "low"))
-    procs.append(worker(redis_url, prefix, "top"))
+    procs.append(flow_worker(redis_url, prefix, "low"))
+    procs.append(flow_worker(redis_url, prefix, "top"))
     await open_gate(side, prefix)
     parent = await top.get_job("p")
     assert parent is not None
@@ -127,9 +91,9 @@ async def test_cancel_of_a_tree_running_in_two_processes(
     prefix: str,
     procs: list[WorkerProcess],
     side: aioredis.Redis,
-    queues: tuple[Queue, Queue],
+    flow_queues: tuple[Queue, Queue],
 ) -> None:
-    top, low = queues
+    top, low = flow_queues
     await top.add_flow(
         "root",
         job_id="r",
@@ -140,8 +104,8 @@ async def test_cancel_of_a_tree_running_in_two_processes(
             Child(queue=low, name="later", job_id="w", delay=3600),
         ],
     )  # fmt: skip
-    procs.append(worker(redis_url, prefix, "top"))
-    procs.append(worker(redis_url, prefix, "low"))
+    procs.append(flow_worker(redis_url, prefix, "top"))
+    procs.append(flow_worker(redis_url, prefix, "low"))
 
     async def both_running() -> bool:
         return await log_has(side, prefix, "start", "l") and await log_has(
@@ -183,9 +147,9 @@ async def test_a_wide_flow_over_three_processes_one_killed_fans_in_once(
     prefix: str,
     procs: list[WorkerProcess],
     side: aioredis.Redis,
-    queues: tuple[Queue, Queue],
+    flow_queues: tuple[Queue, Queue],
 ) -> None:
-    top, low = queues
+    top, low = flow_queues
     n = 60
     await top.add_flow(
         "parent",
@@ -196,7 +160,7 @@ async def test_a_wide_flow_over_three_processes_one_killed_fans_in_once(
             for i in range(n)
         ],
     )
-    victim = worker(redis_url, prefix, "low", concurrency=4)
+    victim = flow_worker(redis_url, prefix, "low", concurrency=4)
     procs.append(victim)
 
     async def some_done() -> bool:
@@ -205,7 +169,7 @@ async def test_a_wide_flow_over_three_processes_one_killed_fans_in_once(
 
     await wait_for(some_done, what="the first worker to finish a few children")
     victim.kill()  # with children running, or right as one finishes
-    procs += [worker(redis_url, prefix, "low"), worker(redis_url, prefix, "top")]
+    procs += [flow_worker(redis_url, prefix, "low"), flow_worker(redis_url, prefix, "top")]
     parent = await top.get_job("p")
     assert parent is not None
     result = await parent.wait_until_finished(timeout=HANG)

@@ -6,8 +6,6 @@ wait is on a state (deadlines only bound a hang)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 import redis.asyncio as aioredis
 from engine_helpers import WorkerProcess, open_gate, read_log, wait_for
@@ -15,21 +13,6 @@ from engine_helpers import WorkerProcess, open_gate, read_log, wait_for
 from jobqueue import Queue, QueueConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-async def side(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_group_cap_is_held_across_two_processes(

@@ -5,7 +5,6 @@ half-opens and closes across processes."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -15,21 +14,6 @@ from engine_helpers import HANG, WorkerProcess, wait_for
 from jobqueue import Breaker, Bucket, JobState, Limiter, Queue, QueueConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-@pytest.fixture
-async def side(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def spec(limiter: Limiter) -> dict[str, Any]:

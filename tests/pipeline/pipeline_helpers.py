@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -150,3 +151,15 @@ async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), HANG)  # bounds a hang only
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """Terminate the worker processes a test started (SIGTERM, then SIGKILL past 60 s)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

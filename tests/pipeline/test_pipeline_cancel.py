@@ -16,7 +16,16 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from pipeline_helpers import HANG, ROOT, cli, cli_env, make_stocks, wait_for, wait_row
+from pipeline_helpers import (
+    HANG,
+    ROOT,
+    cli,
+    cli_env,
+    make_stocks,
+    stop_processes,
+    wait_for,
+    wait_row,
+)
 
 from jobqueue import ErrorType, classify_error
 from pipeline import CancelRefusedError, RunCancelledError, cancel_run
@@ -68,14 +77,7 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
         return p
 
     yield start
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    stop_processes(procs)
 
 
 async def settled_rows(run_id: UUID) -> list[Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_helpers import rows_settled, wait_for, wait_row
+from pipeline_helpers import rows_settled, stop_processes, wait_for, wait_row
 
 from pipeline.flow import approve_subsector, start_sector_research
 from pipeline.runtime import Runtime
@@ -61,14 +61,8 @@ def spawn(runtime: Runtime) -> Iterator[Any]:
         return p
 
     yield start
+    stop_processes(procs)
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
         assert p.stderr is not None
         p.stderr.close()
 

@@ -25,8 +25,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pipeline.ai.base import LLMResult
 
-__all__ = ["LLMCallLike", "enabled", "end_run_span", "llm_span", "record_llm_result", "run_span", "setup",
-           "shutdown", "start_run_span"]  # fmt: skip
+__all__ = [
+    "LLMCallLike",
+    "enabled",
+    "end_run_span",
+    "llm_span",
+    "record_llm_result",
+    "run_span",
+    "setup",
+    "shutdown",
+    "start_run_span",
+]
 
 log = logging.getLogger(__name__)
 

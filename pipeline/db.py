@@ -198,6 +198,13 @@ async def acquire(conn: Connection | None = None) -> AsyncIterator[Connection]:
 
 
 async def _migrate_on(conn: Connection) -> int:
+    # Every workers process migrates at start. On an up-to-date database it must take no lock:
+    # the file's DDL (CREATE INDEX IF NOT EXISTS takes a SHARE lock even when the index exists)
+    # would deadlock with the application's transactions running meanwhile.
+    if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+        current = await conn.fetchval("SELECT max(version) FROM schema_version")
+        if current is not None and int(current) >= SCHEMA_VERSION:
+            return int(current)
     sql = SCHEMA_PATH.read_text(encoding="utf-8")
     async with conn.transaction():
         # Two processes creating the same table at once can fail on the catalog's unique

@@ -192,10 +192,16 @@ async def test_cancel_with_jobs_running_in_two_worker_processes(
         after_pg,
     )
     assert late_calls == 0
-    # the calls stopped in flight gave their reservations back: nothing stays held
-    assert not await pool.fetchval(
-        "SELECT count(*) FROM budget_reservation WHERE run_id=$1 AND state='held'", run_id
-    )
+
+    # the calls stopped in flight give their reservations back (as their handlers unwind, in
+    # the worker processes): nothing stays held
+    async def none_held() -> bool:
+        held = await pool.fetchval(
+            "SELECT count(*) FROM budget_reservation WHERE run_id=$1 AND state='held'", run_id
+        )
+        return held == 0
+
+    await wait_for(none_held, what="the stopped calls' reservations given back")
     assert not await pool.fetchval(
         "SELECT count(*) FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
         "WHERE s.sub_sector_id = $1",

@@ -32,6 +32,8 @@ class FlowNodeArgs(NamedTuple):
     (`add_children`)."""
     on_failure: str
     """'fail', 'ignore' or 'continue'; '' for the root of `add_flow`."""
+    group: str = ""
+    """`<cap>:<group>` (cap 0 = none) for a job of a group (fair share), '' for none."""
 
 
 class TreeCancel(NamedTuple):
@@ -49,7 +51,7 @@ class FlowScripts(ScriptRunner):
         "add_flow",
         keys="id_counter marker events",
         argv="base maxlen n",
-        group="qbase queue id name envelope delay_ms priority cost parent on_failure",
+        group="qbase queue id name envelope delay_ms priority cost parent on_failure group",
         events="added",
     )
 
@@ -71,7 +73,7 @@ class FlowScripts(ScriptRunner):
         "add_children",
         keys="active cancels",
         argv="base maxlen job token n",
-        group="qbase queue id name envelope delay_ms priority cost parent on_failure",
+        group="qbase queue id name envelope delay_ms priority cost parent on_failure group",
         events="added",
     )
 

@@ -56,6 +56,8 @@ class QueueFlowsMixin:
             priority: int,
             attempts: int | None,
             cost: Mapping[str, float] | None = None,
+            group: str | None = None,
+            group_concurrency: int | None = None,
         ) -> NewJob: ...
 
         async def get_job(self, job_id: str) -> Job | None: ...
@@ -70,6 +72,8 @@ class QueueFlowsMixin:
         priority: int = 0,
         attempts: int | None = None,
         cost: Mapping[str, float] | None = None,
+        group: str | None = None,
+        group_concurrency: int | None = None,
     ) -> Job:
         """Add a parent job of this queue with its children, atomically, as one tree.
 
@@ -89,6 +93,9 @@ class QueueFlowsMixin:
             priority: the parent's priority once it is ready.
             attempts: the parent's total attempts (default: the queue's).
             cost: the parent's cost of the shared limiter (see `Queue.add`).
+            group: the parent's group once it is ready (see `Queue.add`); each child takes
+                its own `Child.group`.
+            group_concurrency: the cap of the parent's group (see `Queue.add`).
 
         Returns:
             The parent job (state `waiting-children`).
@@ -100,11 +107,13 @@ class QueueFlowsMixin:
         """
         if isinstance(children, Child) or not isinstance(children, Sequence) or not children:
             raise InvalidJobError(f"children must be a non-empty list of Child, got {children!r}")
-        root = self._encode(name, data, job_id, 0.0, priority, attempts, cost)
+        root = self._encode(
+            name, data, job_id, 0.0, priority, attempts, cost, group, group_concurrency
+        )
         nodes = [
             FlowNodeArgs(
                 self.keys.base, self.name, root.job_id, root.name, root.envelope, 0,
-                root.priority, root.cost, -1, "",
+                root.priority, root.cost, -1, "", root.group,
             )
         ]  # fmt: skip
         seen: set[tuple[str, str]] = set()
@@ -176,7 +185,7 @@ class QueueFlowsMixin:
             keys, encoder = self._child_queue(child)
             new = encoder._encode(
                 child.name, child.data, child.job_id, child.delay, child.priority,
-                child.attempts, child.cost,
+                child.attempts, child.cost, child.group, child.group_concurrency,
             )  # fmt: skip
             if child.job_id is not None:
                 if (keys.base, child.job_id) in seen:
@@ -189,7 +198,7 @@ class QueueFlowsMixin:
             nodes.append(
                 FlowNodeArgs(
                     keys.base, keys.queue, new.job_id, new.name, new.envelope, new.delay_ms,
-                    new.priority, new.cost, parent, child.on_failure,
+                    new.priority, new.cost, parent, child.on_failure, new.group,
                 )
             )  # fmt: skip
             if kids:

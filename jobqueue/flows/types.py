@@ -45,6 +45,11 @@ class Child:
         priority: higher is taken first.
         attempts: total attempts (default: its queue's).
         cost: what it costs of the shared limiter, per bucket (see `Queue.add`).
+        group: its group (fair share, see `Queue.add`): once ready (now, after its delay, or
+            when its own children have ended) it waits in its group, served in turn with the
+            other groups of its priority level.
+        group_concurrency: at most this many jobs of its group run at once (default: its
+            queue's `QueueConfig.group_concurrency`, when `queue` is a `Queue`).
     """
 
     queue: ChildQueue | str
@@ -57,6 +62,8 @@ class Child:
     priority: int = 0
     attempts: int | None = None
     cost: Mapping[str, float] | None = None
+    group: str | None = None
+    group_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

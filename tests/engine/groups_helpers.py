@@ -112,7 +112,7 @@ async def check_groups(q: Queue) -> dict[str, int]:
             put(job_id, "group")
     for name, key in (
         ("delayed", k.delayed), ("active", k.active), ("completed", k.completed),
-        ("failed", k.failed),
+        ("failed", k.failed), ("waiting-children", k.waiting_children),
     ):  # fmt: skip
         for m in await r.zrange(key, 0, -1):
             put(text(m), name)

@@ -25,6 +25,8 @@ ARGV:
   cost        what it costs of the shared limiter ('' = its queue's default)
   parent      index of its parent among the nodes (from 0), -1 for the running job
   on_failure  'fail', 'ignore' or 'continue' (what its parent does when it fails)
+  group       '<cap>:<group>' (cap 0 = none): the node waits in its group (groups.lua); ''
+              = no group
 EVENTS: added
 Returns: {1, added, id1, ..., idn}: how many jobs were written (event `added` each), then every
 node's id (written or left as it was); {-2} the token no longer holds the job; {-8} the job is

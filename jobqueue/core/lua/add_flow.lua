@@ -21,6 +21,8 @@ ARGV:
   parent      index of its parent among the nodes (from 0), -1 for the root
   on_failure  'fail', 'ignore' or 'continue' (what the parent does when it fails; '' for the
               root)
+  group       '<cap>:<group>' (cap 0 = none): the node waits in its group (groups.lua); ''
+              = no group
 EVENTS: added
 Returns: {1, id1, ..., idn} (event `added` per node, `st` waiting-children for parents);
 {0, root_id} when the root exists already (nothing written); {-7, index} when the node at

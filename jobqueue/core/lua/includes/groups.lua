@@ -163,9 +163,10 @@ end
 
 -- Run `fn(...)` with the group functions pointed at `keys` (`queue_keys` of another queue of
 -- the script's slot, such as a flow parent's): they read K and A.base, so both are switched
--- for the call and restored after it.
+-- for the call and restored after it. A script whose KEYS hold no groups key (a flow's,
+-- storing a grouped job of its own queue) switches too.
 local function grp_on(keys, fn, ...)
-  if keys.base == nil or keys.base == A.base then return fn(...) end
+  if keys.base == nil or (keys.base == A.base and K.groups) then return fn(...) end
   local k, base = K, A.base
   K, A.base = keys, keys.base
   local ok, r = pcall(fn, ...)

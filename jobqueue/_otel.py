@@ -3,9 +3,10 @@
 Imported by `_tracing` only once a tracer provider is set. Uses the API only: the application
 chooses the SDK, the exporter and the sampler (the standard `OTEL_*` variables).
 
-- `send <queue>`, kind PRODUCER, around the script call that adds jobs (one span per call:
-  `add` is one job, `add_bulk` and `add_flow` a batch, `messaging.batch.message_count`). Its
-  context is injected with the global propagator (W3C `traceparent`/`tracestate` by default)
+- `send <queue>`, kind PRODUCER, around the script call that adds jobs (one span per call and
+  queue: `add` is one job, `add_bulk` a batch, `messaging.batch.message_count`; a flow's jobs,
+  added by `add_flow` or `Job.add_children`, one span per queue they are on). Its context is
+  injected with the global propagator (W3C `traceparent`/`tracestate` by default)
   into each job's envelope as `"tp": {carrier}`.
 - `process <queue>`, kind CONSUMER, around each run of a job in a worker, the child of the
   context extracted from the envelope (a job without one starts a trace of its own). It is the
@@ -53,44 +54,68 @@ def _inject(envelope: str, tp: str) -> str:
     return envelope[:-1] + ',"tp":' + tp + "}"
 
 
-async def send(
-    queue: str,
-    items: Sequence[Any],
-    call: Callable[[list[Any]], Awaitable[R]],
-    message_id: Callable[[R], str | None],
-) -> R:
-    """See `_tracing.send`."""
+def _send_attributes(queue: str, count: int) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         "messaging.system": SYSTEM,
         "messaging.destination.name": queue,
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
     }
-    if len(items) > 1:
-        attributes["messaging.batch.message_count"] = len(items)
-    with _tracer().start_as_current_span(
-        f"send {queue}",
-        kind=SpanKind.PRODUCER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        tracing = span.get_span_context().is_valid and carrier
-        if tracing:
-            tp = json.dumps(carrier, separators=(",", ":"))
-            items = [item._replace(envelope=_inject(item.envelope, tp)) for item in items]
+    if count > 1:
+        attributes["messaging.batch.message_count"] = count
+    return attributes
+
+
+async def send(
+    queue: str,
+    items: Sequence[Any],
+    call: Callable[[list[Any]], Awaitable[R]],
+    message_id: Callable[[R], str | None],
+) -> R:
+    """See `_tracing.send`. Items on several queues (a flow's nodes) get one `send <queue>`
+    span per queue, siblings around the one call, each job carrying its own queue's span."""
+    queues = list(dict.fromkeys(getattr(item, "queue", queue) for item in items)) or [queue]
+    parent = otel_context.get_current()
+    spans = {
+        q: _tracer().start_span(
+            f"send {q}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=_send_attributes(
+                q, sum(1 for i in items if getattr(i, "queue", queue) == q)
+            ),
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        for q in queues
+    }
+    try:
+        carriers: dict[str, str] = {}
+        for q, span in spans.items():
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span, parent))
+            if span.get_span_context().is_valid and carrier:
+                carriers[q] = json.dumps(carrier, separators=(",", ":"))
+        items = [
+            item._replace(envelope=_inject(item.envelope, carriers[q]))
+            if (q := getattr(item, "queue", queue)) in carriers
+            else item
+            for item in items
+        ]
         try:
             reply = await call(list(items))
         except Exception as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            for span in spans.values():
+                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
             raise
         added = message_id(reply)
         if added:
-            span.set_attribute("messaging.message.id", added)
+            spans[queues[0]].set_attribute("messaging.message.id", added)
         return reply
+    finally:
+        for span in spans.values():
+            span.end()
 
 
 def process_start(job: Job) -> tuple[trace.Span, Token[otel_context.Context]]:

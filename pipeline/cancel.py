@@ -10,10 +10,12 @@ In this order, so that no step races with the pipeline:
    A run that already ended (completed, failed, budget_exceeded) is refused
    (`CancelRefusedError`); cancelling a cancelled run again is allowed and changes nothing.
 2. **Sweep** its jobs: every job id it may have, from its `job_status` rows and from its
-   domain rows (job ids derive from what they work on, `pipeline.flow.default_job_id`), is
-   cancelled with `Queue.cancel`: a waiting or delayed job is removed (its row is marked
-   `cancelled`), a running one is signalled wherever its worker runs (it stops, its row
-   becomes `cancelled` through the mirror).
+   domain rows (job ids derive from what they work on, `pipeline.job_ids`), is cancelled
+   with `Queue.cancel(..., children=True)`, rankings first: a ranking waiting for its stocks'
+   trees is removed with every job of them in one atomic step, so no parent of the tree runs
+   afterwards; a waiting or delayed job is removed (its row is marked `cancelled`), a running
+   one is signalled wherever its worker runs (it stops, its row becomes `cancelled` through
+   the mirror).
 
 Why no job escapes: an enqueuer adds its jobs, writes their rows, then checks the run again
 (after its domain rows committed). If that check saw the run not cancelled, it read before
@@ -30,11 +32,12 @@ from uuid import UUID
 
 from jobqueue import CancelOutcome, JobQueueError
 from pipeline.cancelled import withdraw_jobs
-from pipeline.flow import default_job_id, validate_payload
+from pipeline.flow import validate_payload
+from pipeline.job_ids import default_job_id
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.webhooks.events import emit_run_ended
 
-__all__ = ["CancelRefusedError", "CancelResult", "cancel_run", "run_job_ids"]
+__all__ = ["CancelRefusedError", "CancelResult", "cancel_run", "run_job_ids", "sweep_run"]
 
 #: Statuses of a run that has not ended: only these can be cancelled.
 CANCELLABLE = ("researching", "awaiting_approval", "in_progress")
@@ -99,9 +102,6 @@ UNION ALL
 SELECT 'stock', s.id, GREATEST(s.rejections + 1, $2) FROM stock s
   JOIN sub_sector ss ON ss.id = s.sub_sector_id
   WHERE ss.sector_analysis_id = $1 AND (s.status <> 'ranked' OR s.rank <= $3)
-UNION ALL
-SELECT 'analysis', a.id, a.attempt FROM stock_analysis a JOIN stock s ON s.id = a.stock_id
-  JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE ss.sector_analysis_id = $1
 """
 
 
@@ -131,20 +131,32 @@ async def run_job_ids(rt: Runtime, run_id: UUID) -> list[tuple[str, str]]:
             str(run_id),
         )
         domain = await conn.fetch(_DOMAIN_IDS, run_id, s.max_rejections, s.stocks_to_analyze)
-    for r in domain:
+    # every ranking first, then each stock's tree parents first: cancelled with their flows
+    # (`children=True`), the jobs under them are gone by the time their own ids come
+    for r in sorted(domain, key=lambda r: r["kind"] != "sub"):
         if r["kind"] == "sub":
             found.append(_job("stock-ranking", {"sub_sector_id": r["id"]}))
-        elif r["kind"] == "stock":
+        else:
+            found.append(_job("format-insights", {"stock_id": r["id"]}))
+            found.append(_job("judge-review", {"stock_id": r["id"]}))
             found += [
                 _job("stock-analysis", {"stock_id": r["id"], "attempt": a})
                 # attempts go up to max_rejections; a payload allows at most 10
                 for a in range(1, min(r["attempt"], 10) + 1)
             ]
-        else:
-            found.append(_job("judge-review", {"stock_analysis_id": r["id"]}))
-            found.append(_job("format-insights", {"stock_analysis_id": r["id"]}))
     found += [(r["queue"], r["job_id"]) for r in rows]
     return list(dict.fromkeys(found))
+
+
+async def sweep_run(rt: Runtime, run_id: UUID) -> dict[str, CancelOutcome]:
+    """Cancel every job the run may have, each with its flow under it, rankings first (the
+    sweep of `cancel_run`; also run when a job of a cancelled run starts all the same, so the
+    flow it is part of ends with it rather than waiting or failing).
+
+    Returns:
+        What `Queue.cancel` did, by job id.
+    """
+    return await withdraw_jobs(rt.queues, rt.pool, await run_job_ids(rt, run_id), children=True)
 
 
 async def cancel_run(run_id: UUID | str, *, runtime: Runtime | None = None) -> CancelResult:
@@ -185,7 +197,7 @@ async def cancel_run(run_id: UUID | str, *, runtime: Runtime | None = None) -> C
             raise CancelRefusedError(str(rid), status)
     # again when cancelled before: a cancel that died here is completed by the next (one job)
     await emit_run_ended(rt, rid, status)
-    outcomes = await withdraw_jobs(rt.queues, rt.pool, await run_job_ids(rt, rid))
+    outcomes = await sweep_run(rt, rid)
     return CancelResult(
         run_id=rid,
         status=status,

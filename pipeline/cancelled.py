@@ -132,6 +132,8 @@ async def withdraw_jobs(
     pool: asyncpg.Pool,
     jobs: Iterable[tuple[str, str]],
     reason: str = RUN_CANCELLED_REASON,
+    *,
+    children: bool = False,
 ) -> dict[str, CancelOutcome]:
     """Cancel jobs with `Queue.cancel`, and mark the rows of those no longer in a queue.
 
@@ -144,16 +146,23 @@ async def withdraw_jobs(
         pool: The PostgreSQL pool.
         jobs: `(queue, job id)` pairs; unknown queues are skipped.
         reason: The cancelled jobs' error message.
+        children: cancel each job with every job of its flow under it (`Queue.cancel(...,
+            children=True)`); list parents first: the jobs a parent's cancel removed are then
+            `not_found`, and their rows are marked here too.
 
     Returns:
         What `Queue.cancel` did, by job id.
     """
     outcomes: dict[str, CancelOutcome] = {}
-    for queue, job_id in jobs:
-        q = queues.get(queue)
-        if q is None or job_id in outcomes:
+    pairs = [(queues[q], job_id) for q, job_id in dict.fromkeys(jobs) if q in queues]
+    # a job a parent's tree cancel removed is `not_found` by its own turn: it existed, so it
+    # is reported removed
+    existed = {j for q, j in pairs if await q.get_job_state(j) is not None} if children else set()
+    for q, job_id in pairs:
+        if job_id in outcomes:
             continue
-        outcomes[job_id] = await q.cancel(job_id, reason)
+        outcome = await q.cancel(job_id, reason, children=children)
+        outcomes[job_id] = "removed" if outcome == "not_found" and job_id in existed else outcome
     gone = [j for j, o in outcomes.items() if o in ("removed", "not_found")]
     async with pool.acquire() as conn:
         await cancel_job_rows(gone, reason, conn=conn)

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ValidationError
 from jobqueue import InvalidJobError, Job
 from pipeline.budget import check_usd
 from pipeline.cancelled import RunCancelledError, cancelled_runs, run_is_cancelled, withdraw_jobs
-from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload
+from pipeline.fanout import add_stock_flow
+from pipeline.job_ids import default_job_id
+from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload, StockAnalysisPayload
 from pipeline.runs import RUN_OF
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.status import create_job_status
@@ -68,20 +70,6 @@ def validate_payload(job_type: str, payload: Mapping[str, Any] | BaseModel) -> B
         raise PayloadError(job_type, problems) from None
 
 
-def default_job_id(job_type: str, payload: BaseModel) -> str:
-    """The deduplicating job id of a payload."""
-    p = payload.model_dump()
-    match job_type:
-        case "sector-research":
-            return f"sector-research:{p['sector_analysis_id']}"
-        case "stock-ranking":
-            return f"stock-ranking:{p['sub_sector_id']}"
-        case "stock-analysis":
-            return f"stock-analysis:{p['stock_id']}:{p['attempt']}"
-        case _:
-            return f"{job_type}:{p['stock_analysis_id']}"
-
-
 async def _related_id(rt: Runtime, job_type: str, payload: BaseModel) -> str | None:
     try:
         value = await RUN_OF[job_type](rt.pool, payload)
@@ -101,6 +89,11 @@ async def enqueue(
 ) -> Job:
     """Validate `payload` for `job_type`, add the job to its queue, create its status row.
 
+    A `stock-analysis` is added as its stock's flow (format-insights <- judge-review <- the
+    analysis, `pipeline.fanout`), so the analysis is judged and formatted as in a run; the
+    analysis job is returned. `judge-review` and `format-insights` run only inside such a
+    flow: `enqueue` refuses them (`PayloadError`).
+
     Args:
         job_type: one of the five stages (`sector-research`, ...).
         payload: the stage's payload (a mapping or its pydantic model).
@@ -112,7 +105,8 @@ async def enqueue(
         The job (the existing one when this job id was enqueued before).
 
     Raises:
-        PayloadError: the payload does not fit the job type (nothing is written).
+        PayloadError: the payload does not fit the job type, or the job type runs only in a
+            stock's flow (nothing is written).
         RunCancelledError: the job's run is cancelled (nothing is enqueued, or what a cancel
             raced with is withdrawn).
     """
@@ -128,7 +122,8 @@ async def enqueue_many(
     delay: float = 0.0,
     runtime: Runtime | None = None,
 ) -> list[Job]:
-    """Enqueue several jobs (fan-out): all validated first, then one Redis call per queue.
+    """Enqueue several jobs: all validated first, then one Redis call per queue (one per
+    stock for `stock-analysis`, each its stock's flow: see `enqueue`).
 
     Raises:
         PayloadError: a payload does not fit its job type (nothing is written).
@@ -138,6 +133,11 @@ async def enqueue_many(
     rt = runtime or await get_runtime()
     validated = [(t, validate_payload(t, p)) for t, p in items]
     ids = list(job_ids) if job_ids else [None] * len(validated)
+    for (job_type, _), job_id in zip(validated, ids, strict=True):
+        if job_type in FLOW_ONLY:
+            raise PayloadError(job_type, FLOW_ONLY[job_type])
+        if job_type == "stock-analysis" and job_id is not None:
+            raise PayloadError(job_type, "its jobs' ids derive from the stock; job_id is refused")
     # the run of each job (its status row's related id): nothing is enqueued for a cancelled one
     related = [await _related_id(rt, t, p) for t, p in validated]
     refused = await _cancelled(rt, related)
@@ -148,6 +148,14 @@ async def enqueue_many(
         by_queue.setdefault(t, []).append(i)
     fairness = await _fairness(rt, related)
     jobs: list[Job | None] = [None] * len(validated)
+    trees: dict[int, list[tuple[str, str]]] = {}
+    for i in by_queue.pop("stock-analysis", []):
+        # a stock's analysis is its stock's flow: format-insights <- judge-review <- analysis
+        p = validated[i][1]
+        assert isinstance(p, StockAnalysisPayload)
+        jobs[i], trees[i] = await add_stock_flow(
+            rt, p.stock_id, related[i], attempt=p.attempt, variation=p.variation, delay=delay
+        )
     for job_type, indexes in by_queue.items():
         specs = []
         for i in indexes:
@@ -183,14 +191,27 @@ async def enqueue_many(
     # check may have swept the queues before they were there, so they are withdrawn here.
     refused = await _cancelled(rt, related)
     if refused:
+        rows = zip(validated, done, related, strict=True)
         withdrawn = [
-            (job_type, job.id)
-            for (job_type, _), job, run in zip(validated, done, related, strict=True)
+            pair
+            for i, ((job_type, _), job, run) in enumerate(rows)
             if run in refused
+            for pair in trees.get(i, [(job_type, job.id)])
         ]
-        await withdraw_jobs(rt.queues, rt.pool, withdrawn)
+        await withdraw_jobs(rt.queues, rt.pool, withdrawn, children=True)
         raise RunCancelledError(min(refused), f"enqueue of {len(withdrawn)} job(s)")
     return done
+
+
+FLOW_ONLY = {
+    job_type: f"a {job_type} job runs in its stock's flow (pipeline.fanout), as the parent of "
+    f"{child}: enqueue stock-analysis to analyse a stock"
+    for job_type, child in (
+        ("judge-review", "the stock's analyses"),
+        ("format-insights", "the stock's judge review"),
+    )
+}
+"""The job types `enqueue` refuses, and why."""
 
 
 async def _fairness(rt: Runtime, runs: Sequence[str | None]) -> dict[str, RunFairness]:

@@ -69,15 +69,17 @@ class StockAnalysisPayload(_Payload):
 
 
 class JudgeReviewPayload(_Payload):
-    """`judge-review`: judge one analysis attempt."""
+    """`judge-review`: judge a stock's analysis, the flow parent of its analysis jobs (it reads
+    the analysis from its child's result; a rejection adds the re-run as its next child)."""
 
-    stock_analysis_id: UUID
+    stock_id: UUID
 
 
 class FormatInsightsPayload(_Payload):
-    """`format-insights`: turn an approved analysis into validated insights."""
+    """`format-insights`: turn a stock's approved analysis into validated insights, the flow
+    parent of the stock's judge review (it reads the approved analysis from its result)."""
 
-    stock_analysis_id: UUID
+    stock_id: UUID
 
 
 PAYLOAD_MODELS: dict[str, type[_Payload]] = {

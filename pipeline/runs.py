@@ -23,7 +23,6 @@ from pipeline.models import (
 __all__ = [
     "RUN_OF",
     "RunOf",
-    "run_of_analysis",
     "run_of_research",
     "run_of_stock",
     "run_of_sub_sector",
@@ -46,8 +45,10 @@ async def run_of_sub_sector(pool: asyncpg.Pool, p: StockRankingPayload) -> UUID 
     return run
 
 
-async def run_of_stock(pool: asyncpg.Pool, p: StockAnalysisPayload) -> UUID | None:
-    """The run of a payload naming a stock."""
+async def run_of_stock(
+    pool: asyncpg.Pool, p: StockAnalysisPayload | JudgeReviewPayload | FormatInsightsPayload
+) -> UUID | None:
+    """The run of a payload naming a stock (the three jobs of a stock's flow)."""
     run: UUID | None = await pool.fetchval(
         "SELECT ss.sector_analysis_id FROM stock s JOIN sub_sector ss ON ss.id = s.sub_sector_id "
         "WHERE s.id = $1",
@@ -56,23 +57,11 @@ async def run_of_stock(pool: asyncpg.Pool, p: StockAnalysisPayload) -> UUID | No
     return run
 
 
-async def run_of_analysis(
-    pool: asyncpg.Pool, p: JudgeReviewPayload | FormatInsightsPayload
-) -> UUID | None:
-    """The run of a payload naming a stock analysis."""
-    run: UUID | None = await pool.fetchval(
-        "SELECT ss.sector_analysis_id FROM stock_analysis a JOIN stock s ON s.id = a.stock_id "
-        "JOIN sub_sector ss ON ss.id = s.sub_sector_id WHERE a.id = $1",
-        p.stock_analysis_id,
-    )
-    return run
-
-
 RUN_OF: dict[str, RunOf] = {
     "sector-research": run_of_research,
     "stock-ranking": run_of_sub_sector,
     "stock-analysis": run_of_stock,
-    "judge-review": run_of_analysis,
-    "format-insights": run_of_analysis,
+    "judge-review": run_of_stock,
+    "format-insights": run_of_stock,
 }
 """The run resolver of each job type."""

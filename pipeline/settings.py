@@ -198,11 +198,11 @@ class Settings(BaseSettings):
         description="shared: one limiter per model (tokens, learned limits, breaker); "
         "per-queue: the seed's job-start buckets only",
     )
-    slot: str | None = Field(
+    slot: str = Field(
         default="pipeline",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$",
         description="the Redis Cluster hash slot of every stage queue and its model's limiter "
-        "(one slot: a flow may span the stages); empty: each queue in its limiter's slot",
+        "(one slot: a run's flows span the stages)",
     )
     limit_window: float = Field(
         default=60.0,
@@ -264,8 +264,13 @@ class Settings(BaseSettings):
     @field_validator("slot", mode="before")
     @classmethod
     def _empty_slot(cls, value: object) -> object:
-        # PIPELINE_SLOT= (empty): no shared slot, the layout of each queue on its own limiter
-        return None if value == "" else value
+        # a run's jobs form engine flows across the stage queues, and a flow lives in one slot
+        if value is None or value == "":
+            raise ValueError(
+                "PIPELINE_SLOT cannot be empty: the stage queues of a run form one flow "
+                "(the ranking's fan-out and fan-in), which lives in one Redis hash slot"
+            )
+        return value
 
     @field_validator("queues")
     @classmethod

@@ -29,8 +29,11 @@ __all__ = [
 #: The engine's error type of a job ended by a cancel: its row is `cancelled`, not `failed`.
 _CANCELLED = "CANCELLED"
 
-#: Engine states as job_status statuses; a delayed or paused job is waiting.
-_STATES = dict.fromkeys(("waiting", "paused", "delayed", "prioritized"), "waiting")
+#: Engine states as job_status statuses; a delayed or paused job is waiting, and so is a flow
+#: parent waiting for its children.
+_STATES = dict.fromkeys(
+    ("waiting", "paused", "delayed", "prioritized", "waiting-children"), "waiting"
+)
 _STATES.update(active="active", completed="completed", failed="failed")
 
 
@@ -255,6 +258,10 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
         s.status = "active"
     elif kind in ("retrying", "stalled", "returned"):
         _requeue(s, ch, "STALLED" if kind == "stalled" else None)
+    elif kind == "waiting-children":
+        # a running job added children and waits for them: it runs again (its next step,
+        # not a retry: attempts and errors stay) once they ended
+        s.status, s.progress = "waiting", 0
     elif kind == "snapshot" and state in ("waiting", "active"):
         s.status = state
         # a waiting job's progress restarts at 0, as after a `retrying` event

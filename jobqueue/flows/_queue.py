@@ -156,7 +156,14 @@ class QueueFlowsMixin:
         named = [_with_ids(c, f"{id_prefix}{i}") for i, c in enumerate(children, first)]
         nodes: list[FlowNodeArgs] = []
         self._flatten(named, -1, nodes, set())
-        added, ids = await self.scripts.add_children(job_id, token, nodes)
+        if _tracing.enabled():  # `send` spans (one per queue), their context in every job
+
+            async def add(traced: list[FlowNodeArgs]) -> tuple[int, list[str]]:
+                return await self.scripts.add_children(job_id, token, traced)
+
+            added, ids = await _tracing.send(self.name, nodes, add, lambda reply: None)
+        else:
+            added, ids = await self.scripts.add_children(job_id, token, nodes)
         if added:
             log.info("queue %s: job %s added %d child job(s)", self.name, job_id, added)
         return [f"{nd.queue}:{i}" for nd, i in zip(nodes, ids, strict=True) if nd.parent < 0]

@@ -70,6 +70,7 @@ def job_scope(
     job_id: str | None = None,
     attempt: int = 0,
     stage: str | None = None,
+    first_call: int = 0,
 ) -> Iterator[JobScope]:
     """Attribute the model calls made inside the block to a run and a job.
 
@@ -78,11 +79,14 @@ def job_scope(
         job_id: The job making them.
         attempt: The job's attempt number.
         stage: The job type.
+        first_call: The first call's index (a job that runs in several steps, e.g. a flow
+            parent judging again, numbers each step's calls apart: their usage rows and budget
+            reservations are keyed by job, attempt and call index).
 
     Yields:
         The scope, whose `calls` counts the guarded calls made so far.
     """
-    scope = JobScope(run_id=run_id, job_id=job_id, attempt=attempt, stage=stage)
+    scope = JobScope(run_id=run_id, job_id=job_id, attempt=attempt, stage=stage, calls=first_call)
     token = _SCOPE.set(scope)
     try:
         yield scope

@@ -1,8 +1,10 @@
 """What every stage shares: the handler wrapper (validation, logs, final-failure hook),
-model-usage accounting, and the fan-in that completes a sub-sector exactly once."""
+model-usage accounting, failing a stock, and completing a sub-sector (the ranking's fan-in
+step, `pipeline.fanout`)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,10 +15,11 @@ import redis.exceptions
 import structlog
 from pydantic import BaseModel
 
-from jobqueue import ErrorType, Job, RetryAfter, classify_error, is_final_failure
+from jobqueue import ErrorType, Job, RetryAfter, WaitForChildren, classify_error, is_final_failure
 from pipeline.ai import LLMResult
 from pipeline.ai.guard import job_scope
 from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
+from pipeline.cancel import sweep_run
 from pipeline.cancelled import RunCancelledError, run_is_cancelled
 from pipeline.runs import RunOf
 from pipeline.runtime import Runtime
@@ -38,6 +41,17 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+
+#: Call indexes a step of a job may use: step n's calls are numbered from n * STEP_CALLS, so
+#: the usage rows and budget reservations of a job's steps (a judge judging again) never
+#: overwrite one another.
+STEP_CALLS = 100
+
+
+def first_call(job: Job) -> int:
+    """The index of the first model call of this run of the job (its step's first)."""
+    return job.step * STEP_CALLS
+
 
 RunFn = Callable[[Runtime, Job, Any], Awaitable[dict[str, Any]]]
 FailFn = Callable[[Runtime, Job, Any, str], Awaitable[None]]
@@ -72,9 +86,16 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
         try:
             try:
                 run_id = await stage.run_of(rt.pool, payload) if stage.run_of else None
-                if await run_is_cancelled(rt.pool, run_id):
-                    raise RunCancelledError(run_id or "", f"{stage.job_type} job")
-                with job_scope(run_id, job_id=job.id, attempt=job.attempt, stage=stage.job_type):
+                if run_id is not None and await run_is_cancelled(rt.pool, run_id):
+                    await _sweep_cancelled_run(rt, run_id)
+                    raise RunCancelledError(run_id, f"{stage.job_type} job")
+                with job_scope(
+                    run_id,
+                    job_id=job.id,
+                    attempt=job.attempt,
+                    stage=stage.job_type,
+                    first_call=first_call(job),
+                ):
                     result = await stage.run(rt, job, payload)
             except INFRA_ERRORS as exc:
                 # PostgreSQL or Redis is away: wait for it without spending an attempt (an
@@ -85,6 +106,10 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
                     error_type=ErrorType.NETWORK_ERROR,
                     spend_attempt=False,
                 ) from exc
+        except WaitForChildren:
+            # the fan-out or a rejection added children: the job runs again once they ended
+            bound.info(f"⋯ {stage.job_type} waits for its children")
+            raise
         except BaseException as exc:
             c = classify_error(exc)
             if c.error_type == ErrorType.CANCELLED:
@@ -114,6 +139,19 @@ def make_handler(rt: Runtime, stage: Stage) -> Callable[[Job], Awaitable[dict[st
     return handler
 
 
+async def _sweep_cancelled_run(rt: Runtime, run_id: Any) -> None:
+    """A job of a cancelled run started all the same: sweep the run again, so the flow it is
+    part of (its stock's tree, its ranking) ends cancelled with it instead of failing or
+    waiting. The sweep signals this very job too, which cancels this task: the sweep goes on
+    to its end (bounded) before the job ends."""
+    sweep = asyncio.ensure_future(sweep_run(rt, run_id))
+    try:
+        await asyncio.shield(sweep)
+    except asyncio.CancelledError:
+        await asyncio.wait([sweep], timeout=rt.settings.infra_retry_delay + 30.0)
+        raise
+
+
 async def record_usage(
     conn: asyncpg.Connection,
     job: Job,
@@ -123,10 +161,11 @@ async def record_usage(
 ) -> tuple[int, int, float]:
     """Store each model call's tokens, cache reads and writes, and cost (cache tokens priced
     by `cost_usd`) for this job attempt; a replayed attempt overwrites its rows. Returns the
-    totals: uncached input tokens, output tokens, cost."""
+    totals: uncached input tokens, output tokens, cost. Calls are numbered from the job's step's
+    first index (`first_call`), as the guards number them."""
     total_in = total_out = 0
     cost = 0.0
-    for i, r in enumerate(results):
+    for i, r in enumerate(results, first_call(job)):
         u = r.usage
         await conn.execute(
             """
@@ -167,13 +206,13 @@ async def complete_subsector_if_done(
     *,
     rt: Runtime | None = None,
 ) -> bool:
-    """Inside the caller's transaction (after it finished its stock): mark the sub-sector
-    completed when all its analysed stocks are finished. Returns True for the one caller that
-    marked it. With `rt`, the run's end is announced (its webhook enqueued) in the same
-    transaction.
+    """Inside the caller's transaction: mark the sub-sector completed when all its analysed
+    stocks are finished, and its run with it. Returns True for the one caller that marked it.
+    With `rt`, the run's end is announced (its webhook enqueued) in the same transaction.
 
-    The row lock on the sub-sector serialises finishers: whoever takes it last sees every
-    other finisher's committed stock, so exactly one of two simultaneous finishers marks it.
+    The ranking's fan-in step calls it once every stock's tree has ended (the engine releases
+    the ranking once); the row lock on the sub-sector keeps it idempotent should that step
+    run twice (at-least-once) or race with anything else that finishes the sub-sector.
     """
     status = await conn.fetchval(
         "SELECT status FROM sub_sector WHERE id = $1 FOR UPDATE", sub_sector_id
@@ -209,29 +248,12 @@ async def complete_subsector_if_done(
 async def fail_stock(
     rt: Runtime, stock_id: Any, reasons: list[str], *, conn: asyncpg.Connection | None = None
 ) -> bool:
-    """Mark a stock permanently failed with its reasons, then run the fan-in."""
-
-    async def apply(c: asyncpg.Connection) -> bool:
-        sub = await c.fetchval(
-            "UPDATE stock SET status = 'failed', final_reasons = $2::jsonb, "
-            "completed_at = now() WHERE id = $1 AND status <> 'completed' RETURNING sub_sector_id",
-            stock_id,
-            reasons,
-        )
-        if sub is None:
-            return False
-        return await complete_subsector_if_done(c, sub, rt.settings.stocks_to_analyze, rt=rt)
-
-    if conn is not None:
-        return await apply(conn)
-    async with rt.pool.acquire() as c, c.transaction():
-        return await apply(c)
-
-
-async def fail_stock_of_analysis(rt: Runtime, stock_analysis_id: Any, reason: str) -> None:
-    """Final-failure hook of the stages that work on an analysis: its stock fails for good."""
-    stock_id = await rt.pool.fetchval(
-        "SELECT stock_id FROM stock_analysis WHERE id = $1", stock_analysis_id
+    """Mark a stock permanently failed with its reasons (the first final failure's reasons are
+    kept); the ranking's fan-in then counts it. Returns True when this call marked it."""
+    sql = (
+        "UPDATE stock SET status = 'failed', final_reasons = $2::jsonb, completed_at = now() "
+        "WHERE id = $1 AND status NOT IN ('completed', 'failed') RETURNING true"
     )
-    if stock_id is not None:
-        await fail_stock(rt, stock_id, [reason])
+    if conn is not None:
+        return bool(await conn.fetchval(sql, stock_id, reasons))
+    return bool(await rt.pool.fetchval(sql, stock_id, reasons))

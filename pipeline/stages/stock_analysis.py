@@ -1,5 +1,5 @@
 """Stage 4, `stock-analysis`: deep analysis of one stock (a re-run carries the judge's
-reasons and a new angle), then enqueue its judge review."""
+reasons and a new angle); its judge review, its parent in the stock's flow, reads the result."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from jobqueue import Job, UnrecoverableError
-from pipeline.flow import enqueue
 from pipeline.models import StockAnalysisPayload
 from pipeline.prompts import analysis_prompt
 from pipeline.runs import run_of_stock
@@ -80,7 +79,6 @@ async def run(rt: Runtime, job: Job, p: StockAnalysisPayload) -> dict[str, Any]:
             p.stock_id,
         )
     await job.update_progress(90)
-    await enqueue("judge-review", {"stock_analysis_id": analysis_id}, runtime=rt)
     await job.update_progress(100)
     return {"stock_analysis_id": str(analysis_id), "attempt": p.attempt}
 

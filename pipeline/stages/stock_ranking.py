@@ -1,22 +1,26 @@
-"""Stage 3, `stock-ranking`: rank ten stocks of an approved sub-sector, then fan out the
-analysis of the top five."""
+"""Stage 3, `stock-ranking`: rank ten stocks of an approved sub-sector, add the top five's
+trees as its children (the fan-out) and wait; once every tree has ended the engine runs it
+again (step 1): that run completes the sub-sector (the fan-in, `pipeline.fanout`)."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from jobqueue import Job, UnrecoverableError
-from pipeline.flow import enqueue_many
+from pipeline.fanout import add_run_children, stock_of_ref, stock_tree
 from pipeline.models import StockRanking, StockRankingPayload
 from pipeline.prompts import ranking_prompt
 from pipeline.runs import run_of_sub_sector
 from pipeline.runtime import Runtime
-from pipeline.stages.base import Stage, record_usage
+from pipeline.stages.base import Stage, complete_subsector_if_done, record_usage
 
 __all__ = ["STAGE"]
 
 
 async def run(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
+    if job.step > 0:
+        return await fan_in(rt, job, p)
     await job.update_progress(0)
     row = await rt.pool.fetchrow(
         "SELECT ss.name, ss.thesis, ss.sector_analysis_id, sa.sector_name, sa.research "
@@ -69,10 +73,34 @@ async def run(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
         )
         await record_usage(conn, job, "stock-ranking", [result], row["sector_analysis_id"])
     await job.update_progress(90)
-    # fan-out: deduplicated job ids, so a retried ranking enqueues nothing twice
-    await enqueue_many([("stock-analysis", {"stock_id": sid}) for sid in stock_ids], runtime=rt)
+    # fan-out: the trees' ids derive from their stocks, so a retried ranking adds nothing twice
+    trees = [stock_tree(rt, sid) for sid in stock_ids]
+    await add_run_children(rt, job, row["sector_analysis_id"], trees)
+    await job.wait_for_children()
+
+
+async def fan_in(rt: Runtime, job: Job, p: StockRankingPayload) -> dict[str, Any]:
+    """Every stock's tree has ended: a stock whose tree failed is failed (its failure hook
+    may not have run, e.g. a tree cancelled), then the sub-sector completes (and its run).
+    Its progress goes on from the fan-out's 90 to 100."""
+    if job.queue.config.limiter is not None:
+        await job.settle({})  # no model call in this step: its start's reservation back
+    failures = await job.children_failures()
+    done = sorted(stock_of_ref(r) for r in await job.children_results())
+    failed = sorted(stock_of_ref(r) for r in failures)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        for ref, failure in failures.items():
+            await conn.execute(
+                "UPDATE stock SET status = 'failed', final_reasons = $2::jsonb, "
+                "completed_at = now() WHERE id = $1 AND status NOT IN ('completed', 'failed')",
+                UUID(stock_of_ref(ref)),
+                [f"{failure.error_type}: {failure.message}"],
+            )
+        completed = await complete_subsector_if_done(
+            conn, p.sub_sector_id, rt.settings.stocks_to_analyze, rt=rt
+        )
     await job.update_progress(100)
-    return {"stock_ids": [str(s) for s in stock_ids]}
+    return {"stock_ids": done + failed, "failed": failed, "sub_sector_completed": completed}
 
 
 async def on_final_failure(rt: Runtime, job: Job, p: StockRankingPayload, error: str) -> None:

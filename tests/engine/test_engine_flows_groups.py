@@ -109,3 +109,25 @@ async def test_a_running_jobs_grouped_children_across_queues(make_queue: Any) ->
     order = [j for j, _ in await take(kids, 4)]
     assert await names(kids, order) == ["A", "B", "A", "B"]
     await check_groups(kids)
+
+
+async def test_a_tree_cancel_takes_grouped_jobs_out_of_their_groups(make_queue: Any) -> None:
+    parents: Queue = make_queue("fgt-p", limiter=SLOT)
+    kids: Queue = make_queue("fgt-k", limiter=SLOT)
+    await parents.add_flow(
+        "parent",
+        job_id="p",
+        group="P",
+        children=[
+            Child(queue=kids, name="k", group="A", job_id="a", children=[
+                Child(queue=kids, name="leaf", group="B", job_id="b"),
+            ]),
+            Child(queue=parents, name="own", group="P", job_id="own"),
+        ],
+    )  # fmt: skip
+    await kids.add("other", job_id="x", group="B")  # not of the tree: stays
+    assert await parents.cancel("p", "stop", children=True) == "removed"
+    for q in (parents, kids):
+        await check_groups(q)
+    assert await kids.get_job_ids(JobState.WAITING) == ["x"]
+    assert await parents.get_job_counts() == dict.fromkeys(await parents.get_job_counts(), 0)

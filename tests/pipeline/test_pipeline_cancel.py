@@ -149,7 +149,9 @@ async def test_cancel_with_jobs_running_in_two_worker_processes(
     analyses = {f"stock-analysis:{r['id']}:1" for r in stocks}
     assert len(result.signalled) >= 4
     assert analyses <= set(result.signalled) | set(result.removed)
-    assert result.finished >= 2  # the research and the ranking had ended
+    assert result.finished >= 1  # the research had ended
+    # the ranking waited for its stocks' trees: removed with them in one step
+    assert f"stock-ranking:{sub}" in result.removed
     run = await pool.fetchrow(
         "SELECT status, cancelled_at, completed_at FROM sector_analysis WHERE id=$1", run_id
     )
@@ -162,8 +164,10 @@ async def test_cancel_with_jobs_running_in_two_worker_processes(
     assert {by_id[j].status for j in analyses} == {"cancelled"}
     assert all(by_id[j].error_type == "CANCELLED" for j in analyses)
     assert by_id[f"sector-research:{run_id}"].status == "completed"
-    assert by_id[f"stock-ranking:{sub}"].status == "completed"
-    assert not [r for r in rows if r.job_type in ("judge-review", "format-insights")]
+    assert by_id[f"stock-ranking:{sub}"].status == "cancelled"
+    tree_parents = [r for r in rows if r.job_type in ("judge-review", "format-insights")]
+    assert len(tree_parents) == 2 * ANALYSES
+    assert {r.status for r in tree_parents} == {"cancelled"}
 
     # nothing of the run was added or started after the cancel returned
     run_jobs = set(by_id)
@@ -405,15 +409,49 @@ async def test_jobs_added_while_the_cancel_swept_are_withdrawn(
         return await real(rt, related)
 
     monkeypatch.setattr(flow, "_cancelled", cancel_between)
-    items = [("stock-analysis", {"stock_id": s}) for s in stocks]
+    items = [("stock-ranking", {"sub_sector_id": sub})]
     with pytest.raises(RunCancelledError):
         await flow.enqueue_many(items, runtime=runtime)
     assert checks == 2
-    queue = runtime.queues["stock-analysis"]
-    for s in stocks:
-        assert await queue.get_job(f"stock-analysis:{s}:1") is None
+    assert await runtime.queues["stock-ranking"].get_job(f"stock-ranking:{sub}") is None
     rows = await get_jobs_by_related_id(str(run_id))
-    assert [(r.status, r.error_type) for r in rows] == [("cancelled", "CANCELLED")] * 2
+    assert [(r.status, r.error_type) for r in rows] == [("cancelled", "CANCELLED")]
+    assert stocks
+
+
+async def test_a_stock_flow_added_while_the_cancel_swept_is_withdrawn(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a stock's flow: its own check after adding withdraws the whole tree."""
+    import pipeline.fanout as fanout
+
+    sub, stocks = await make_stocks(runtime, 2)
+    run_id = await runtime.pool.fetchval(
+        "SELECT sector_analysis_id FROM sub_sector WHERE id=$1", sub
+    )
+    real = fanout.cancelled_runs
+    checks = 0
+
+    async def cancel_between(pool: Any, runs: Any) -> set[str]:
+        nonlocal checks
+        checks += 1
+        if checks == 1:  # the check before adding: passes, then the cancel lands
+            assert not await real(pool, runs)
+            result = await cancel_run(run_id, runtime=runtime)
+            assert not result.removed and not result.signalled  # nothing to sweep yet
+            return set()
+        return await real(pool, runs)
+
+    monkeypatch.setattr(fanout, "cancelled_runs", cancel_between)
+    with pytest.raises(RunCancelledError):
+        await enqueue("stock-analysis", {"stock_id": stocks[0]}, runtime=runtime)
+    assert checks == 2
+    for name, q in runtime.queues.items():
+        counts = await q.get_job_counts()
+        assert not any(counts.values()), (name, counts)
+    rows = await get_jobs_by_related_id(str(run_id))
+    assert sorted(r.job_type for r in rows) == ["format-insights", "judge-review", "stock-analysis"]
+    assert {(r.status, r.error_type) for r in rows} == {("cancelled", "CANCELLED")}
 
 
 async def test_a_job_of_a_cancelled_run_ends_at_its_start(runtime: Runtime, workers: Any) -> None:
@@ -431,13 +469,15 @@ async def test_a_job_of_a_cancelled_run_ends_at_its_start(runtime: Runtime, work
         run_id,
     )
     await workers()
-    (row,) = await settled_rows(run_id)
-    assert (row.status, row.error_type) == ("cancelled", "CANCELLED")
+    # the analysis ends at its start, and its flow (its judge, its format job) with it
+    rows = await settled_rows(run_id)
+    assert len(rows) == 3
+    assert {(r.status, r.error_type) for r in rows} == {("cancelled", "CANCELLED")}
     assert model.calls == 0
     assert await runtime.pool.fetchval("SELECT status FROM stock WHERE id=$1", stocks[0]) == (
         "analyzing"
     )
-    job = await runtime.queues["stock-analysis"].get_job(row.job_id)
+    job = await runtime.queues["stock-analysis"].get_job(f"stock-analysis:{stocks[0]}:1")
     assert job is not None and job.attempts_made == 1  # not retried
 
 

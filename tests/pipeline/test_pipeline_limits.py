@@ -22,6 +22,7 @@ from pipeline.provider_limits import (
 )
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
+from pipeline.stages.base import STEP_CALLS
 
 
 @pytest.fixture(autouse=True)
@@ -82,13 +83,12 @@ def test_every_stage_queue_shares_one_hash_slot_with_one_limiter_per_model(
     monkeypatch.setenv("PIPELINE_LIMITS", "per-queue")
     configs = [Settings().queue_config(t) for t in JOB_TYPES]
     assert {(c.slot, c.limiter) for c in configs} == {("pipeline", None)}
-    # another slot, or none (each queue in its model's limiter's slot, as before)
+    # another slot; never none: a run's flows span the stage queues, and a flow is one slot
     monkeypatch.setenv("PIPELINE_SLOT", "sectors-2")
     assert Settings().queue_config("judge-review").hash_slot == "sectors-2"
-    monkeypatch.setenv("PIPELINE_LIMITS", "shared")
     monkeypatch.setenv("PIPELINE_SLOT", "")
-    judge = Settings().queue_config("judge-review")
-    assert judge.slot is None and judge.hash_slot == "anthropic.claude-sonnet-5-5"
+    with pytest.raises(pydantic.ValidationError, match="PIPELINE_SLOT cannot be empty"):
+        Settings()
 
 
 def _crc(key: str) -> int:
@@ -169,13 +169,14 @@ def test_stage_cost_of_an_unknown_stage_is_refused() -> None:
 
 
 class CallKinds:
-    """A guard that records each stage's calls (kind and max_tokens) per job."""
+    """A guard that records each stage's calls (kind and max_tokens) per job run (a step of a
+    job numbers its calls from `step * STEP_CALLS`; each step is a take, with its reservation)."""
 
     def __init__(self) -> None:
-        self.calls: dict[str | None, list[tuple[str, str, int]]] = {}
+        self.calls: dict[tuple[str | None, int], list[tuple[str, str, int]]] = {}
 
     async def before(self, call: LLMCall) -> None:
-        self.calls.setdefault(call.job_id, []).append(
+        self.calls.setdefault((call.job_id, call.call_index // STEP_CALLS), []).append(
             (call.stage or "", call.kind, call.max_tokens)
         )
 

@@ -63,7 +63,8 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
         "stock-analysis",
         "stock-ranking",
     ]
-    # each stage reports its documented progress points, in order
+    # each stage reports its documented progress points, in order: the ranking across its
+    # fan-out and fan-in steps, the judge once per analysis it judges (its steps)
     expected = {
         "sector-research": [0, 10, 60, 70, 90, 100],
         "stock-ranking": [0, 10, 70, 90, 100],
@@ -79,7 +80,10 @@ async def test_whole_run(runtime: Runtime, workers: Any) -> None:
             for _, f in entries
             if f.get(b"ev") == b"progress" and f[b"id"].decode() == job_id
         ]
-        assert seen == points, (job_type, seen)
+        job = await runtime.queues[job_type].get_job(job_id)
+        assert job is not None
+        steps = 1 if job_type == "stock-ranking" else job.step + 1
+        assert seen == points * steps, (job_type, seen)
     usage = await pool.fetchval("SELECT count(*) FROM llm_usage WHERE related_id=$1", str(run_id))
     assert usage >= 2 + 1 + 5 + 5 + 5
 

@@ -131,7 +131,9 @@ async def test_max_rejections_decides_when_a_rejected_stock_fails(
         "SELECT count(*) FROM stock_analysis WHERE stock_id=$1", stock
     )
     assert analyses == (1 if outcome == "failed" else 2)
-    assert await rt.pool.fetchval("SELECT status FROM sub_sector WHERE id=$1", sub) == "completed"
+    # the judge's steps are the loop: one analysis judged per step
+    judge = await rt.queues["judge-review"].get_job(f"judge-review:{stock}")
+    assert judge is not None and judge.step == analyses - 1 and sub
 
 
 async def test_max_rejections_counts_every_rejection(

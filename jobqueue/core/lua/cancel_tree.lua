@@ -61,8 +61,13 @@ cancel_node = function(base, id)
     redis.call('ZREM', q.waiting_children, id)
   elseif redis.call('ZREM', q.delayed, id) == 1 then
     prev = 'delayed'
-  elseif redis.call('ZREM', q.prio, id) == 0 then
-    redis.call('LREM', q.wait, 1, id)
+  else
+    local _, _, g = grp_parse(redis.call('HGET', q.priorities, id))
+    if g then
+      grp_on(q, grp_detach, id, g)  -- a grouped job waits in its group (groups.lua)
+    elseif redis.call('ZREM', q.prio, id) == 0 then
+      redis.call('LREM', q.wait, 1, id)
+    end
   end
   -- its own parent (the root's, outside the tree; inside it the link is already gone)
   flow_child_ended(base, id, false, '', 'CANCELLED', A.reason, now)

@@ -32,7 +32,7 @@ from .errors import (
     WaitForChildren,
 )
 from .events import Event, QueueEvents
-from .flows import Child, ChildFailure
+from .flows import Child, ChildFailure, OnFailure
 from .job import Job, get_current_job
 from .limits import Breaker, Bucket, Limiter
 from .limits.state import BreakerState, BucketState, LimiterState
@@ -93,6 +93,7 @@ __all__ = [
     "LeaseLostError",
     "Limiter",
     "LimiterState",
+    "OnFailure",
     "PayloadTooLargeError",
     "ProcessIsolation",
     "Queue",

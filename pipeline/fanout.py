@@ -36,8 +36,7 @@ from uuid import UUID
 
 import asyncpg
 
-from jobqueue import Child, Job
-from jobqueue.flows import OnFailure
+from jobqueue import Child, Job, OnFailure
 from pipeline.cancelled import RunCancelledError, cancelled_runs, withdraw_jobs
 from pipeline.job_ids import stock_job_id
 from pipeline.models import Variation

@@ -50,6 +50,7 @@ def test_engine_contract_names() -> None:
         "Child",
         "ChildFailure",
         "CrossSlotFlowError",
+        "OnFailure",
         "WaitForChildren",
         "ProcessIsolation",
         "HandlerCrashedError",

@@ -136,6 +136,32 @@ async def test_stalled_and_returned(stream: Stream, make_mirror: MakeMirror) -> 
     assert (r.status, r.progress, r.error_type) == ("waiting", 0, None)
 
 
+async def test_a_flow_parent_waits_for_its_children_then_runs_again(
+    stream: Stream, make_mirror: MakeMirror
+) -> None:
+    mirror = make_mirror([stream.queue])
+    parent, added_parent = uid(), uid()
+    await stream.emit("added", added_parent, name="ranking", st="waiting-children")
+    await stream.emit("added", parent, name="judge_review", st="waiting")
+    await stream.emit("active", parent, a=1)
+    await stream.emit("progress", parent, p=90)
+    await stream.emit("waiting-children", parent, step=0)  # it added children and waits
+    await drain(mirror)
+    r = await row(parent)
+    assert (r.status, r.progress, r.attempts, r.error_type) == ("waiting", 0, 1, None)
+    assert (await row(added_parent)).status == "waiting"
+    await stream.emit("waiting", parent, prev="waiting-children")
+    await stream.emit("active", parent, a=1)  # its next step: the same attempt
+    await stream.emit("progress", parent, p=20)
+    await drain(mirror)
+    r = await row(parent)
+    assert (r.status, r.progress, r.attempts) == ("active", 20, 1)
+    await stream.emit("completed", parent, a=1)
+    await stream.emit("waiting-children", parent, step=1)  # late: changes nothing
+    await drain(mirror)
+    assert (await row(parent)).status == "completed"
+
+
 async def test_delayed_add_removed_and_unknown_jobs(
     stream: Stream, make_mirror: MakeMirror
 ) -> None:

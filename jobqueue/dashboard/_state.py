@@ -11,6 +11,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -69,6 +70,7 @@ class Dashboard:
         read_only: whether actions are refused (and not shown).
         auth: whether a token is required.
         plugins: the plugins registered.
+        plugin_state: the plugins' own state for this app, by plugin name.
         options: timings and sizes.
         redis_label: where the queues live, for display (no password).
     """
@@ -106,6 +108,8 @@ class Dashboard:
         self._names: tuple[float, list[str]] | None = None
         self._lock = asyncio.Lock()
         self._started = False
+        self.plugin_state: dict[str, Any] = {}
+        """Plugins' own state for this app (e.g. a database pool), by plugin name."""
         self.stopping = asyncio.Event()
         """Set when the app stops: open event streams end."""
 

@@ -21,7 +21,7 @@ from ..core.redact import redact
 from ..errors import JobQueueError
 from ..queue import Queue
 from ._render import render
-from ._security import csrf_ok, local_path
+from ._security import csrf_ok, local_path, read_form
 from ._state import Dashboard
 
 __all__ = ["JOB_ACTIONS", "QUEUE_ACTIONS", "job_action", "queue_action"]
@@ -48,7 +48,7 @@ async def _guard(request: Request) -> tuple[Dashboard, FormData]:
     dash: Dashboard = request.app.state.dashboard
     if dash.read_only:
         raise HTTPException(403, "the dashboard is read-only")
-    form = await request.form()
+    form = await read_form(request)
     given = str(form.get("csrf", "")) or request.headers.get("x-csrf-token", "")
     if not csrf_ok(request, given):
         raise HTTPException(403, "missing or wrong CSRF token")

@@ -11,7 +11,13 @@ from ..core.redact import redact
 from ..queue import Queue
 from . import _data
 from ._render import render
-from ._security import auth_cookie_headers, csrf_ok, local_path, logout_cookie_headers
+from ._security import (
+    auth_cookie_headers,
+    csrf_ok,
+    local_path,
+    logout_cookie_headers,
+    read_form,
+)
 from ._state import Dashboard
 
 __all__ = ["job", "login", "login_form", "logout", "lookup", "overview", "queue_page", "workers"]
@@ -154,7 +160,7 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """Check the token; on success set the session cookies and go where the user was going."""
     dash = _dash(request)
-    form = await request.form()
+    form = await read_form(request)
     given = str(form.get("token", ""))
     target = str(form.get("next", ""))
     if not csrf_ok(request, str(form.get("csrf", ""))):
@@ -177,7 +183,7 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     """End the session (a POST with the CSRF token)."""
-    form = await request.form()
+    form = await read_form(request)
     if not csrf_ok(request, str(form.get("csrf", ""))):
         raise HTTPException(403, "missing or wrong CSRF token")
     root = request.scope.get("root_path", "")

@@ -18,8 +18,10 @@ import secrets
 from collections.abc import MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +36,7 @@ __all__ = [
     "csrf_ok",
     "csrf_token",
     "local_path",
+    "read_form",
 ]
 
 ID_COOKIE = "jqd_id"
@@ -117,6 +120,27 @@ def csrf_ok(request: Request, given: str | None) -> bool:
     if not nonce or not given:
         return False
     return dash.verify("csrf", nonce, given)
+
+
+_FORM_MAX = 64 * 1024
+
+
+async def read_form(request: Request) -> FormData:
+    """The request's url-encoded form (every form of the dashboard is one; anything else
+    reads as empty). Parsed here, without `python-multipart`; at most 64 KB."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        return FormData()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX:
+            raise HTTPException(413, "form too large")
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=100)
+    except ValueError:
+        raise HTTPException(400, "bad form") from None
+    return FormData(pairs)
 
 
 def local_path(request: Request, target: str | None, default: str) -> str:

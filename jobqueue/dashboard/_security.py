@@ -20,7 +20,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -137,7 +137,9 @@ async def read_form(request: Request) -> FormData:
         if len(body) > _FORM_MAX:
             raise HTTPException(413, "form too large")
     try:
-        pairs = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=100)
+        pairs: list[tuple[str, str | UploadFile]] = list(
+            parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=100)
+        )
     except ValueError:
         raise HTTPException(400, "bad form") from None
     return FormData(pairs)

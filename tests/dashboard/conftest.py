@@ -28,7 +28,9 @@ async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[...,
     made: list[Queue] = []
 
     def make(name: str = "q", **options: Any) -> Queue:
-        queue = Queue(QueueConfig(name, **{**FAST_QUEUE, **options}), redis=redis_url, prefix=prefix)
+        queue = Queue(
+            QueueConfig(name, **{**FAST_QUEUE, **options}), redis=redis_url, prefix=prefix
+        )
         made.append(queue)
         return queue
 

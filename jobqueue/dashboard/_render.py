@@ -3,6 +3,7 @@ and the context every template receives."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from .plugins import DashboardPlugin
 __all__ = ["make_templates", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
+SINCE_MARGIN = 5.0
 
 
 def _when(value: Any) -> str:
@@ -96,6 +98,9 @@ def render(
         "signed_in": request.scope.get("jqd_auth") == "cookie",
         "nav": "",
         "done": None,
+        # where the page's event stream starts: a little before the render (the app's clock
+        # may run ahead of Redis'), so that no change after the render is missed
+        "since": int((time.time() - SINCE_MARGIN) * 1000),
         "path_for": lambda name, **params: str(request.url_for(name, **params).path),
         "plugin_path": lambda p: str(request.url_for(p.name, path="/").path),
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,8 @@ JOB_STATE_OF_EVENT = {
 }
 """A job's state after an event without an `st` field."""
 
+SINCE_MAX_AGE = 60.0
+"""Seconds back a subscription may start (see `_since`)."""
 _MAX_JOB_EVENTS = 200  # per read: a busy queue's browser gets the counts, not every event
 
 
@@ -70,12 +73,14 @@ def _job_message(queue: str, event: Event) -> dict[str, str] | None:
     return {"q": queue, "id": event.job_id, "ev": event.event, "st": state}
 
 
-async def _stream(dash: Dashboard, queues: list[Queue]) -> AsyncIterator[bytes]:
+async def _stream(dash: Dashboard, queues: list[Queue], since: int) -> AsyncIterator[bytes]:
     opts = dash.options
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + opts.sse_max_seconds
     by_stream = {queue.keys.events: queue for queue in queues}
-    positions: dict[Any, Any] = {key: await last_event_id(dash.redis, key) for key in by_stream}
+    positions: dict[Any, Any] = {}
+    for key in by_stream:
+        positions[key] = f"{since}-0" if since else await last_event_id(dash.redis, key)
     client = dedicated_client(dash.redis, socket_timeout=opts.sse_block + 10.0)
     try:
         yield b"retry: 2000\n\n"
@@ -112,8 +117,23 @@ async def _stream(dash: Dashboard, queues: list[Queue]) -> AsyncIterator[bytes]:
             await client.aclose()
 
 
+def _since(request: Request) -> int:
+    """`?since=<ms>`: the page was rendered then; events after it are sent, so none that
+    happened between the render and the subscription is missed (a replayed one is harmless:
+    states are set, not toggled). Older than `SINCE_MAX_AGE` (a reconnect much later) or
+    unreadable: from now on."""
+    try:
+        since = int(request.query_params.get("since", "0"))
+    except ValueError:
+        return 0
+    if since <= 0 or time.time() * 1000 - since > SINCE_MAX_AGE * 1000:
+        return 0
+    return since
+
+
 async def events(request: Request) -> Response:
-    """`GET /events[?queue=a&queue=b]`: the event stream of the given queues (default: all)."""
+    """`GET /events[?queue=a&queue=b][&since=ms]`: the event stream of the given queues
+    (default: all)."""
     dash: Dashboard = request.app.state.dashboard
     wanted = request.query_params.getlist("queue")
     queues = []
@@ -122,7 +142,7 @@ async def events(request: Request) -> Response:
         if queue is not None:
             queues.append(queue)
     return StreamingResponse(
-        _stream(dash, queues),
+        _stream(dash, queues, _since(request)),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )

@@ -15,10 +15,11 @@ from ._app import create_app
 from ._cli import main
 from ._render import render
 from ._state import Dashboard, DashboardOptions, dashboard_of
-from .plugins import DashboardPlugin
+from .plugins import DashboardHost, DashboardPlugin
 
 __all__ = [
     "Dashboard",
+    "DashboardHost",
     "DashboardOptions",
     "DashboardPlugin",
     "create_app",

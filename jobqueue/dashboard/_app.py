@@ -17,9 +17,21 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ConfigError
 from ..metrics import metrics_app
-from . import _actions, _pages, _sse
+from ._actions import job_action, queue_action
+from ._pages import (
+    http_error,
+    job,
+    login,
+    login_form,
+    logout,
+    lookup,
+    overview,
+    queue_page,
+    workers,
+)
 from ._render import make_templates
 from ._security import SecurityMiddleware
+from ._sse import events
 from ._state import Dashboard, DashboardOptions
 from .plugins import DashboardPlugin
 
@@ -87,24 +99,24 @@ def create_app(
     )
     metrics = metrics_app(redis=dash.redis, prefix=dash.prefix)
     routes: list[BaseRoute] = [
-        Route("/", _pages.overview, name="overview"),
-        Route("/workers", _pages.workers, name="workers"),
-        Route("/jobs", _pages.lookup, name="lookup"),
-        Route("/events", _sse.events, name="events"),
-        Route("/login", _pages.login_form, name="login", methods=["GET"]),
-        Route("/login", _pages.login, methods=["POST"]),
-        Route("/logout", _pages.logout, name="logout", methods=["POST"]),
-        Route("/queues/{queue}", _pages.queue_page, name="queue"),
+        Route("/", overview, name="overview"),
+        Route("/workers", workers, name="workers"),
+        Route("/jobs", lookup, name="lookup"),
+        Route("/events", events, name="events"),
+        Route("/login", login_form, name="login", methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, name="logout", methods=["POST"]),
+        Route("/queues/{queue}", queue_page, name="queue"),
         Route(
             "/queues/{queue}/action/{action}",
-            _actions.queue_action,
+            queue_action,
             name="queue_action",
             methods=["POST"],
         ),
-        Route("/queues/{queue}/jobs/{job_id}", _pages.job, name="job"),
+        Route("/queues/{queue}/jobs/{job_id}", job, name="job"),
         Route(
             "/queues/{queue}/jobs/{job_id}/{action}",
-            _actions.job_action,
+            job_action,
             name="job_action",
             methods=["POST"],
         ),
@@ -127,7 +139,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityMiddleware)],
-        exception_handlers={HTTPException: _pages.http_error, 500: _pages.http_error},
+        exception_handlers={HTTPException: http_error, 500: http_error},
         lifespan=lifespan,
     )
     app.state.dashboard = dash

@@ -9,7 +9,8 @@ from starlette.responses import RedirectResponse, Response
 
 from ..core.redact import redact
 from ..queue import Queue
-from . import _data
+from ._data import STATES, job_page, list_jobs, now_ms, queue_view
+from ._data import workers as read_workers
 from ._render import render
 from ._security import (
     auth_cookie_headers,
@@ -55,8 +56,8 @@ def _done(request: Request) -> str | None:
 async def overview(request: Request) -> Response:
     """Every queue: counts by state, last hour, paused/limited, limiters and breakers."""
     dash = _dash(request)
-    now = await _data.now_ms(dash)
-    views = [await _data.queue_view(dash, q, now) for q in await dash.queues()]
+    now = await now_ms(dash)
+    views = [await queue_view(dash, q, now) for q in await dash.queues()]
     limiters = {}
     for view in views:
         shared = view.limits.shared
@@ -69,7 +70,7 @@ async def overview(request: Request) -> Response:
             "nav": "overview",
             "queues": views,
             "limiters": [limiters[k] for k in sorted(limiters)],
-            "states": _data.STATES,
+            "states": STATES,
             "done": _done(request),
         },
     )
@@ -88,12 +89,12 @@ async def queue_page(request: Request) -> Response:
     dash = _dash(request)
     queue = await _queue_or_404(request)
     state = request.query_params.get("state", "failed")
-    if state not in _data.STATES:
+    if state not in STATES:
         raise HTTPException(400, "unknown state")
     size = dash.options.page_size
     page = _int_param(request, "page", 0, 10_000 // size)
-    view = await _data.queue_view(dash, queue, await _data.now_ms(dash))
-    jobs = await _data.list_jobs(queue, state, page, size)
+    view = await queue_view(dash, queue, await now_ms(dash))
+    jobs = await list_jobs(queue, state, page, size)
     total = view.counts.get(state, 0)
     return render(
         request,
@@ -102,7 +103,7 @@ async def queue_page(request: Request) -> Response:
             "nav": "overview",
             "q": view,
             "state": state,
-            "states": _data.STATES,
+            "states": STATES,
             "jobs": jobs,
             "page": page,
             "pages": max(1, -(-total // size)),
@@ -118,7 +119,7 @@ async def job(request: Request) -> Response:
     found = await queue.get_job(request.path_params["job_id"])
     if found is None:
         raise HTTPException(404, "no such job")
-    context = await _data.job_page(dash, queue, found)
+    context = await job_page(dash, queue, found)
     context.update({"nav": "overview", "done": _done(request)})
     return render(request, "job.html", context)
 
@@ -146,7 +147,7 @@ async def lookup(request: Request) -> Response:
 async def workers(request: Request) -> Response:
     """The live workers (heartbeats) and what each runs."""
     return render(
-        request, "workers.html", {"nav": "workers", "workers": await _data.workers(_dash(request))}
+        request, "workers.html", {"nav": "workers", "workers": await read_workers(_dash(request))}
     )
 
 

@@ -26,16 +26,27 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 
 from ..errors import ConfigError
 
-if TYPE_CHECKING:
-    from ._state import Dashboard
+__all__ = ["DashboardHost", "DashboardPlugin"]
 
-__all__ = ["DashboardPlugin"]
+
+class DashboardHost(Protocol):
+    """What a plugin's `on_startup` / `on_shutdown` receive of the dashboard (the `Dashboard`
+    of the app; a request handler gets it with `dashboard_of(request)`)."""
+
+    @property
+    def redis(self) -> Redis: ...
+
+    prefix: str
+    read_only: bool
+    plugin_state: dict[str, Any]
+
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
@@ -51,16 +62,16 @@ class DashboardPlugin:
         routes: Starlette routes, relative to `/plugins/<name>`; the first one's path is
             what the navigation bar links to (`/` by default).
         templates: a directory of Jinja2 templates, found as `<name>/<file>`, or None.
-        on_startup: awaited with the `Dashboard` when the app starts, or None.
-        on_shutdown: awaited with the `Dashboard` when the app stops, or None.
+        on_startup: awaited with the dashboard (`DashboardHost`) when the app starts, or None.
+        on_shutdown: awaited with the dashboard when the app stops, or None.
     """
 
     name: str
     title: str
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
     templates: str | Path | None = None
-    on_startup: Callable[[Dashboard], Awaitable[None]] | None = None
-    on_shutdown: Callable[[Dashboard], Awaitable[None]] | None = None
+    on_startup: Callable[[DashboardHost], Awaitable[None]] | None = None
+    on_shutdown: Callable[[DashboardHost], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):

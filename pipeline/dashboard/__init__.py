@@ -18,7 +18,7 @@ from pathlib import Path
 
 from starlette.routing import Route
 
-from jobqueue.dashboard import Dashboard, DashboardPlugin
+from jobqueue.dashboard import DashboardHost, DashboardPlugin
 
 from ._pages import NAME, close_pool, run_page, runs_page, webhooks_page
 
@@ -32,10 +32,10 @@ def make_plugin(*, database_url: str | None = None) -> DashboardPlugin:
         database_url: the PostgreSQL URL; default: the pipeline's settings (`DATABASE_URL`).
     """
 
-    async def on_startup(dash: Dashboard) -> None:
+    async def on_startup(dash: DashboardHost) -> None:
         dash.plugin_state[NAME] = {"database_url": database_url}
 
-    async def on_shutdown(dash: Dashboard) -> None:
+    async def on_shutdown(dash: DashboardHost) -> None:
         await close_pool(dash)
 
     return DashboardPlugin(

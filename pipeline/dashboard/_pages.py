@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobqueue import redact
-from jobqueue.dashboard import Dashboard, dashboard_of, render
+from jobqueue.dashboard import DashboardHost, dashboard_of, render
 from pipeline.budget_report import get_day_budget
 from pipeline.db import create_pool
 from pipeline.settings import get_settings
@@ -76,7 +76,7 @@ async def _pool(request: Request) -> asyncpg.Pool:
     return pool
 
 
-async def close_pool(dash: Dashboard) -> None:
+async def close_pool(dash: DashboardHost) -> None:
     """Close this app's pool, if one was made."""
     pool = dash.plugin_state.get(NAME, {}).pop("pool", None)
     if pool is not None:

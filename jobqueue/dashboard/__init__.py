@@ -12,7 +12,7 @@ Needs the `dashboard` extra: `pip install 'jobqueue[dashboard]'`.
 """
 
 from ._app import create_app
-from ._cli import main
+from ._cli import load_plugin, main
 from ._render import render
 from ._state import Dashboard, DashboardOptions, dashboard_of
 from .plugins import DashboardHost, DashboardPlugin
@@ -24,6 +24,7 @@ __all__ = [
     "DashboardPlugin",
     "create_app",
     "dashboard_of",
+    "load_plugin",
     "main",
     "render",
 ]

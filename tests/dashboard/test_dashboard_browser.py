@@ -149,8 +149,9 @@ async def test_live_counts_change_without_a_reload(
         await queue.add("b", {})
     # (the page's CSP forbids eval: waits use selectors, not wait_for_function)
     await page.wait_for_selector("[data-count='live|waiting']:text-is('3')")
+    assert not await page.is_visible("[data-paused=live]")
     await queue.pause()
-    await page.wait_for_selector("[data-paused=live]:not([hidden])")
+    await page.wait_for_selector("[data-paused=live]", state="visible")
     assert await page.evaluate("window.__sameDocument") is True  # no reload happened
 
 

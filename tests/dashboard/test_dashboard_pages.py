@@ -13,7 +13,7 @@ from dash_helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from jobqueue import Child, Job, Queue, Worker
+from jobqueue import Breaker, Bucket, Child, Job, Limiter, Queue, RateLimit, Worker
 from jobqueue.dashboard import DashboardOptions
 
 MakeApp = Callable[..., Starlette]
@@ -180,3 +180,23 @@ async def test_metrics_are_served_from_the_dashboard(
     }
     assert samples[("jobqueue_jobs", "measured", "waiting")] == 1.0
     assert (await client_for(make_app(), auth=False).get("/metrics")).status_code == 401
+
+
+async def test_overview_shows_shared_limiter_buckets_and_breaker(
+    make_queue: Callable[..., Queue], make_app: MakeApp, client_for: ClientFor
+) -> None:
+    limiter = Limiter(
+        "llm-dash",
+        {"requests": Bucket(50, per=60.0), "input_tokens": Bucket(40_000, per=60.0)},
+        Breaker(failures=3, window=30.0, cooldown=30.0),
+    )
+    queue = make_queue("calls", limiter=limiter, rate_limit=RateLimit(10, 1.0))
+    await queue.publish_config()
+    await queue.add("call", {})
+    page = html.unescape((await client_for(make_app()).get("/")).text)
+    section = page[page.index('data-limiter="llm-dash"') :]
+    assert "breaker closed" in section
+    assert "requests" in section and "input_tokens" in section
+    assert "40,000" in section  # the bucket's capacity
+    row = page[page.index('data-queue="calls"') :].split("</tr>")[0]
+    assert "limiter llm-dash" in row and "10/1s" in row

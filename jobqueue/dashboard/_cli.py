@@ -10,14 +10,22 @@ printed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
 
 from ..core.redact import redact_url
 from ..errors import ConfigError
+from ._app import create_app
+from ._state import Dashboard
 from .plugins import DashboardPlugin
 
 __all__ = ["TOKEN_ENV", "load_plugin", "main"]
@@ -91,10 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port must be within 1..65535, got {args.port}")
         plugins = [load_plugin(spec) for spec in args.plugin]
-        import uvicorn
-
-        from ._app import create_app
-
         app = create_app(
             redis=url,
             token=token,
@@ -112,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redact_url(url), args.prefix, args.host, args.port,
         " read-only" if args.read_only else "", " without auth" if args.no_auth else "",
     )  # fmt: skip
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -120,4 +124,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=3,
         proxy_headers=False,
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down (as uvicorn.run does)
+    with contextlib.suppress(KeyboardInterrupt):
+        _Server(config, app.state.dashboard).run()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also tells the dashboard when a signal stops it: open event
+    streams then end at once (uvicorn waits for open responses before the app's shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, dash: Dashboard) -> None:
+        super().__init__(config)
+        self._dash = dash
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._dash.stopping.set)
+        super().handle_exit(sig, frame)

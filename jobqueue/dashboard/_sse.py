@@ -92,10 +92,22 @@ async def _stream(dash: Dashboard, queues: list[Queue], since: int) -> AsyncIter
             if dirty:  # counts are owed: wait no longer than until they are due
                 block = max(0.001, min(block, last_counts + opts.sse_counts_interval - loop.time()))
             reply: Any = None
-            if positions:
-                reply = await client.xread(positions, block=max(1, int(block * 1000)), count=500)
-            else:
-                await asyncio.sleep(block)
+            read: asyncio.Future[Any] = asyncio.ensure_future(
+                client.xread(positions, block=max(1, int(block * 1000)), count=500)
+                if positions
+                else asyncio.sleep(block)
+            )
+            stop = asyncio.ensure_future(dash.stopping.wait())
+            try:
+                # the app stopping ends the stream at once, not after the read's block
+                await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not read.done():
+                    read.cancel()
+            if not read.done() or read.cancelled():
+                return
+            reply = read.result()
             sent = 0
             for stream, entries in reply or []:
                 key = text(stream)

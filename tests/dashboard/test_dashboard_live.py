@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from dash_helpers import HANG, TOKEN, serve
+from dash_helpers import HANG, TOKEN, serve, wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -126,3 +129,46 @@ async def test_a_plugin_adds_a_page_in_the_navigation(
         DashboardPlugin(name="Bad Name", title="x")
     with pytest.raises(ConfigError, match="unique"):
         make_app(plugins=[plugin, plugin])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_command_serves_and_stops_on_sigint_with_a_stream_open(
+    make_queue: Callable[..., Queue], redis_url: str, prefix: str
+) -> None:
+    await make_queue("cli").add("a", {})
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jobqueue.dashboard", "--redis", redis_url, "--prefix", prefix,
+        "--no-auth", "--port", str(port), "--log-level", "warning",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx2.AsyncClient(base_url=base) as client:
+
+            async def up() -> bool:
+                try:
+                    return (await client.get("/")).status_code == 200
+                except httpx2.TransportError:
+                    return False
+
+            await wait_for(up, what="the dashboard to answer")
+            page = (await client.get("/")).text
+            assert 'data-count="cli|waiting">1<' in page
+            async with client.stream("GET", "/events") as response:
+                assert (await asyncio.wait_for(anext(_events(response)), HANG))[0] == "counts"
+                proc.send_signal(signal.SIGINT)
+                # uvicorn re-raises the signal it caught once it has shut down
+                assert await asyncio.wait_for(proc.wait(), HANG) in (0, -signal.SIGINT)
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+        assert "Traceback" not in err, err
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -33,7 +33,8 @@ def make_plugin(*, database_url: str | None = None) -> DashboardPlugin:
     """
 
     async def on_startup(dash: DashboardHost) -> None:
-        dash.plugin_state[NAME] = {"database_url": database_url}
+        # setdefault: a first request may have run (and made the pool) before this hook
+        dash.plugin_state.setdefault(NAME, {})["database_url"] = database_url
 
     async def on_shutdown(dash: DashboardHost) -> None:
         await close_pool(dash)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -72,6 +73,7 @@ async def open_queue(
 ) -> Queue:
     """A `Queue` for an existing queue, as its workers published it in `meta`: its events cap
     (so that removals made from here do not create a stream on a queue with events off), its
+    attempts (what its jobs are shown to have in all), its
     hash slot and its shared limiter (so that its keys, and the limiter's, are found in the
     slot they share). The slot is looked up when not given; the limiter is the one named in
     `meta`, or, when `meta` names none (workers older than shared slots), the slot's
@@ -92,7 +94,14 @@ async def open_queue(
         limiter_name = meta.get("limiter", keys.slot)
         if limiter_name:
             limiter = decode_limiter(limiter_name, meta.get("buckets", ""), meta.get("breaker", ""))
-    config = QueueConfig(name, events_maxlen=maxlen, limiter=limiter, slot=keys.slot)
+    options: dict[str, Any] = {}
+    try:  # the attempts its workers run with: a job's "2 of 3" reads right
+        attempts = int(meta.get("attempts", 0))
+        if attempts >= 1:
+            options["attempts"] = attempts
+    except ValueError:
+        pass
+    config = QueueConfig(name, events_maxlen=maxlen, limiter=limiter, slot=keys.slot, **options)
     return Queue(config, redis=redis, prefix=prefix)
 
 

@@ -1,5 +1,5 @@
 """Queue operations beyond adding and reading jobs, mixed into `Queue`: remove, cancel, drain,
-clean, obliterate, retry, job logs, workers and events (limits: `queue_limits`).
+clean, obliterate, retry, promote, job logs, workers and events (limits: `queue_limits`).
 
 Each change of job state is one Lua script (`lua/remove.lua`, `cancel.lua`, `drain.lua`,
 `clean.lua`, `retry.lua`, `obliterate.lua`) that also appends its events to the queue's stream.
@@ -257,6 +257,17 @@ class QueueOpsMixin:
         if total:
             log.info("queue %s: %d failed job(s) retried", self.name, total)
         return total
+
+    async def promote(self, job_id: str) -> None:
+        """Make a delayed job ready to run now (its delay is dropped; it keeps its priority
+        and group); emits `waiting`.
+
+        Raises:
+            JobNotFoundError: no such job.
+            QueueStateError: the job is not delayed (e.g. it became due and started).
+        """
+        await self.scripts.promote(job_id)
+        log.info("queue %s: delayed job %s promoted", self.name, job_id)
 
     async def get_failed_jobs(self, limit: int = 20) -> list[Job]:
         """The most recently failed jobs, newest first."""

@@ -1,7 +1,7 @@
 """The application and the examples use only the engine's public API: `from jobqueue import X`
 with X in `jobqueue.__all__` (or `jobqueue.X` after `import jobqueue`), plus the public
-`jobqueue.testing` and `jobqueue.metrics` modules. Engine internals can then move without
-breaking them."""
+`jobqueue.testing`, `jobqueue.metrics` and `jobqueue.dashboard` modules. Engine internals can
+then move without breaking them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 import jobqueue
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_MODULES = frozenset({"jobqueue", "jobqueue.testing", "jobqueue.metrics"})
+PUBLIC_MODULES = frozenset(
+    {"jobqueue", "jobqueue.testing", "jobqueue.metrics", "jobqueue.dashboard"}
+)
 
 
 def private_uses(source: str) -> set[str]:

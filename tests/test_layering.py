@@ -22,6 +22,7 @@ ENGINE_SIDE = [
     "tests/unit",
     "tests/tasks",
     "tests/testing",
+    "tests/dashboard",
 ]
 ENGINE_SIDE_FILES = ["tests/servers.py", "tests/conftest.py", "tests/test_layering.py"]
 

@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "module", ["jobqueue", "jobqueue.tasks", "jobqueue.metrics", "pipeline", "pipeline.ai"]
+    "module",
+    [
+        "jobqueue",
+        "jobqueue.tasks",
+        "jobqueue.metrics",
+        "jobqueue.dashboard",
+        "pipeline",
+        "pipeline.ai",
+        "pipeline.dashboard",
+    ],
 )
 def test_all_is_sorted_and_importable(module: str) -> None:
     mod = importlib.import_module(module)

@@ -45,6 +45,7 @@ CODE_ERRORS: dict[int, tuple[type[JobQueueError], str]] = {
     -6: (QueueStateError, "the job has not failed"),
     -7: (InvalidJobError, "a job of the flow has the id of an existing job (nothing written)"),
     -8: (QueueStateError, "the job is being cancelled: no children added"),
+    -9: (QueueStateError, "the job is not delayed"),
 }
 
 LEASE_LOST = -2

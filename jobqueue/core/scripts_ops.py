@@ -92,6 +92,23 @@ class OperationScripts(ScriptRunner):
         reply = await self._call(self.RETRY, batch=batch, upto_ms=upto_ms, m=0, **self._queue)
         return int(reply[0]), int(reply[1])
 
+    PROMOTE = spec(
+        "promote",
+        keys="delayed wait prio priorities id_counter marker events groups",
+        argv="base maxlen id",
+        events="waiting",
+    )
+
+    async def promote(self, job_id: str) -> None:
+        """Make a delayed job ready to run now.
+
+        Raises:
+            JobNotFoundError: no such job.
+            QueueStateError: the job is not delayed.
+        """
+        code = int(await self._call(self.PROMOTE, id=job_id, **self._queue))
+        raise_for_code(code, f"job {job_id} of queue {self.keys.queue}")
+
     DRAIN = spec(
         "drain",
         keys="wait prio priorities delayed cancels events costs groups id_counter",

@@ -1,5 +1,5 @@
-"""Queue control: remove, cancel (not active), drain, clean, obliterate, retry, job logs and
-cleanup_old_jobs, against a real Redis."""
+"""Queue control: remove, cancel (not active), drain, clean, obliterate, retry, promote, job
+logs and cleanup_old_jobs, against a real Redis."""
 
 from __future__ import annotations
 
@@ -305,6 +305,38 @@ async def test_retry_failed_and_job_retry(make_queue, run_worker):
         assert await job.wait_until_finished(timeout=HANG) == "ok"
     again = await queue.get_job(jobs[0].id)
     assert again.attempts_made == 1 and again.result == "ok"
+
+
+async def test_promote_makes_a_delayed_job_ready_now(make_queue, run_worker):
+    queue = make_queue("promote")
+    plain = await queue.add("plain", {}, delay=3600)
+    urgent = await queue.add("urgent", {}, delay=3600, priority=5)
+    grouped = await queue.add("grouped", {}, delay=3600, group="tenant-1")
+    waiting = await queue.add("now", {})
+    await queue.promote(plain.id)
+    assert await queue.get_job_state(plain.id) == "waiting"
+    promoted = await events_of(queue, "waiting")
+    assert [(e["id"], e["prev"], e["promoted"]) for e in promoted] == [(plain.id, "delayed", "1")]
+    with pytest.raises(QueueStateError, match="not delayed"):
+        await queue.promote(plain.id)
+    with pytest.raises(QueueStateError, match="not delayed"):
+        await queue.promote(waiting.id)
+    with pytest.raises(JobNotFoundError):
+        await queue.promote("missing")
+    # it keeps its priority and its group: the urgent job runs before the ones waiting
+    await queue.promote(urgent.id)
+    await queue.promote(grouped.id)
+    order: list[str] = []
+
+    async def handler(job: Job) -> str:
+        order.append(job.name)
+        return "ok"
+
+    run_worker(queue, handler)
+    for job in (plain, urgent, grouped, waiting):
+        assert await job.wait_until_finished(timeout=HANG) == "ok"
+    assert order[0] == "urgent" and sorted(order) == ["grouped", "now", "plain", "urgent"]
+    assert (await queue.get_job_counts())["delayed"] == 0
 
 
 async def test_job_log_is_bounded_and_kept_with_the_job(make_queue, run_worker):

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from .config import QueueConfig
 from .core.codec import text as _s
+from .core.connection import cluster_of, server_time
 from .core.keys import QueueKeys
 from .core.scripts import Scripts
 from .errors import ConfigError
@@ -88,13 +89,16 @@ class QueueLimitsMixin:
         The limits published by the queue's workers in `meta` are used when present, else
         this process's `QueueConfig`.
         """
+        on_cluster = cluster_of(self.redis) is not None
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.meta)
             pipe.zcard(self.keys.active)
             pipe.hmget(self.keys.limiter, ["t", "ts"])
             pipe.pttl(self.keys.limited)
-            pipe.time()
-            meta_raw, active, bucket, limited, now_raw = await pipe.execute()
+            if not on_cluster:  # a cluster's transactions take keyed commands only
+                pipe.time()
+            meta_raw, active, bucket, limited, *clock = await pipe.execute()
+        now_raw = clock[0] if clock else await server_time(self.redis, key=self.keys.meta)
         meta: Mapping[str, Any] = {_s(k): v for k, v in meta_raw.items()}
         published = "concurrency" in meta
         if published:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from ..core.codec import text
+from ..core.connection import cluster_of, server_time
 from ..core.keys import QueueKeys
 from .model import Breaker, Bucket, Limiter
 
@@ -84,13 +85,16 @@ def _float(value: object) -> float | None:
 
 async def read_limiter_state(redis: Redis, keys: QueueKeys, limiter: Limiter) -> LimiterState:
     """Read the limiter's state (one transaction, times on the Redis clock)."""
+    on_cluster = cluster_of(redis) is not None
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.shared_limiter)
         pipe.pttl(keys.shared_hold)
         pipe.hgetall(keys.breaker)
         pipe.zcard(keys.breaker_fails)
-        pipe.time()
-        raw, hold, brk_raw, fails, (sec, usec) = await pipe.execute()
+        if not on_cluster:  # a cluster's transactions take keyed commands only
+            pipe.time()
+        raw, hold, brk_raw, fails, *clock = await pipe.execute()
+    sec, usec = clock[0] if clock else await server_time(redis, key=keys.shared_limiter)
     now = int(sec) * 1000 + int(usec) // 1000
     h = {text(k): v for k, v in raw.items()}
     buckets = []

@@ -270,9 +270,12 @@ class SentinelServers:
             flat = client.execute_command("SENTINEL", "MASTER", self.service)
         finally:
             client.close()
+        def text(x: Any) -> str:
+            return x.decode() if isinstance(x, bytes) else str(x)
+
         if isinstance(flat, dict):
-            return {str(k): str(v) for k, v in flat.items()}
-        items = [x.decode() if isinstance(x, bytes) else str(x) for x in flat]
+            return {text(k): text(v) for k, v in flat.items()}
+        items = [text(x) for x in flat]
         return dict(zip(items[::2], items[1::2], strict=True))
 
     def _formed(self) -> bool:

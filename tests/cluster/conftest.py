@@ -3,12 +3,14 @@ and a Sentinel group (master, replica, 3 sentinels) per module, worker processes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,15 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 HANG = 90.0
 """Deadline that only bounds a hang (a failover takes a few seconds)."""
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = HANG) -> None:
+    """Wait until `check()` holds (the deadline only bounds a hang)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 class DrainWorker:

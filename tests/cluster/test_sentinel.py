@@ -7,11 +7,9 @@ Every wait is on a state (deadlines only bound a hang)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import HANG, DrainWorker
+from conftest import DrainWorker, wait_for
 from redis.exceptions import RedisError
 
 from jobqueue import Queue, QueueConfig
@@ -20,14 +18,6 @@ from jobqueue.core.fastroute import SentinelFastConnection
 from jobqueue.testing import SentinelServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = HANG) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_the_fast_path_finds_the_master_through_the_sentinels(

@@ -179,6 +179,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _table(results: dict[str, list[float]], procs: list[int]) -> str:
+    """Median jobs/s per target and process count, its ratio to 1 process, and the range of
+    the rounds (a shared machine is noisy: the range says how much)."""
     rows = sorted({k.split("|")[0] for k in results}, key=lambda t: (t != "cluster", t))
     head = "| target | " + " | ".join(f"{p} process{'es' if p > 1 else ''}" for p in procs) + " |"
     lines = [head, "|---" * (len(procs) + 1) + "|"]
@@ -192,7 +194,7 @@ def _table(results: dict[str, list[float]], procs: list[int]) -> str:
                 continue
             med = statistics.median(rates)
             base = base or med
-            cells.append(f"{med:,.0f} jobs/s ({med / base:.2f}x)")
+            cells.append(f"{med:,.0f} ({med / base:.2f}x; {min(rates):,.0f}-{max(rates):,.0f})")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -213,8 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="6,000 jobs, one round")
     p.add_argument("--durable", action="store_true", help="also run durable_replicas=1")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "scale.json"))
+    p.add_argument("--report", metavar="JSON", help="print the table of a saved run and exit")
     args = p.parse_args(argv)
     args.procs = [int(x) for x in args.procs.split(",")]
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        print(_table(saved["rates"], saved["args"]["procs"]))
+        return
     if args.quick:
         args.n, args.rounds = 6_000, 1
     import logging

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # scripts that change nothing (their shebang says `no-writes`): no WAIT after them
 _READ_ONLY = frozenset({"counts", "getjob", "scheduler_due"})
 # a short WAIT after these raises (the producer can add again); after the others it is logged
-_STRICT = frozenset({"add"})
+_STRICT = frozenset({"add", "add_flow"})
 
 FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 """Environment variable: `0` (or `false`, `no`, `off`) runs every script through redis-py."""

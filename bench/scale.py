@@ -146,6 +146,27 @@ async def _run_once(
     return {"jobs": total, "elapsed": elapsed, "rate": total / elapsed}
 
 
+async def _adds(url: str, n: int, durable: int) -> dict[str, float]:
+    """`n` adds one by one, each awaited: the latency durable mode adds to a producer."""
+    from jobqueue import Queue, QueueConfig
+
+    prefix = f"sa{time.time_ns() % 10**9}"
+    q = Queue(QueueConfig("adds", durable_replicas=durable), redis=url, prefix=prefix)
+    try:
+        for _ in range(50):  # warm-up: scripts loaded, connections open
+            await q.add("noop", None)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await q.add("noop", None)
+            times.append(time.perf_counter() - t0)
+    finally:
+        await q.obliterate(force=True)
+        await q.close()
+    times.sort()
+    return {"p50_us": times[n // 2] * 1e6, "p99_us": times[int(n * 0.99)] * 1e6}
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from jobqueue.testing import ClusterServers, RedisServer, server_binary
 
@@ -172,6 +193,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                             f"({r['jobs']} in {r['elapsed']:.2f} s)",
                             flush=True,
                         )
+                if durable or args.durable:
+                    a = asyncio.run(_adds(cluster.url, args.adds, durable))
+                    name = f"add latency{' durable' if durable else ''}"
+                    results.setdefault(name, []).append(a)
+                    print(
+                        f"round {rnd + 1}: {name:<22} p50 {a['p50_us']:,.0f} us, "
+                        f"p99 {a['p99_us']:,.0f} us",
+                        flush=True,
+                    )
     finally:
         cluster.close()
         single.close()
@@ -181,6 +211,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 def _table(results: dict[str, list[float]], procs: list[int]) -> str:
     """Median jobs/s per target and process count, its ratio to 1 process, and the range of
     the rounds (a shared machine is noisy: the range says how much)."""
+    adds = {k: v for k, v in results.items() if k.startswith("add latency")}
+    results = {k: v for k, v in results.items() if k not in adds}
     rows = sorted({k.split("|")[0] for k in results}, key=lambda t: (t != "cluster", t))
     head = "| target | " + " | ".join(f"{p} process{'es' if p > 1 else ''}" for p in procs) + " |"
     lines = [head, "|---" * (len(procs) + 1) + "|"]
@@ -196,6 +228,13 @@ def _table(results: dict[str, list[float]], procs: list[int]) -> str:
             base = base or med
             cells.append(f"{med:,.0f} ({med / base:.2f}x; {min(rates):,.0f}-{max(rates):,.0f})")
         lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    for name, runs in sorted(adds.items()):
+        p50 = statistics.median(r["p50_us"] for r in runs)
+        p99 = statistics.median(r["p99_us"] for r in runs)
+        lines.append(
+            f"\n{name} on the cluster (one add awaited at a time): p50 {p50:,.0f} us, "
+            f"p99 {p99:,.0f} us (medians of {len(runs)} rounds)"
+        )
     return "\n".join(lines)
 
 
@@ -212,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queues", type=int, default=6, help="queues the jobs are spread over")
     p.add_argument("--concurrency", type=int, default=20, help="per Worker (one per queue)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported")
+    p.add_argument("--adds", type=int, default=3000, help="adds one by one (with --durable)")
     p.add_argument("--quick", action="store_true", help="6,000 jobs, one round")
     p.add_argument("--durable", action="store_true", help="also run durable_replicas=1")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "scale.json"))

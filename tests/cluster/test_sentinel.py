@@ -7,6 +7,7 @@ Every wait is on a state (deadlines only bound a hang)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from conftest import DrainWorker, wait_for
@@ -91,11 +92,21 @@ async def test_workers_follow_a_failover_without_losing_jobs(
             return counts["completed"] == per_queue and counts["active"] == 0
 
         await wait_for(settled, f"queue {q.name} to settle")
-        # a write through a connection to the demoted master is refused (READONLY): it asks
-        # the sentinels again and is sent to the new master
-        await q.add("after", {})
         fast = q.scripts.fast
-        assert isinstance(fast, SentinelFastConnection) and fast.port == new
+        assert isinstance(fast, SentinelFastConnection)
+
+        # the fast path asks the sentinels again at most `check_interval` after its last
+        # question: its commands then go to the new master
+        async def moved(q: Queue = q, fast: SentinelFastConnection = fast) -> bool:
+            with contextlib.suppress(RedisError):
+                await q.get_job_counts()
+            return fast.port == new
+
+        await wait_for(moved, f"queue {q.name}'s fast path to reach the new master")
+        job = await q.add("after", {})
+        on_new = connect(f"redis://127.0.0.1:{new}/0")
+        assert await on_new.exists(q.keys.job(job.id)) == 1
+        await on_new.aclose()
     for q in queues:
         await q.obliterate(force=True)
         await q.close()

@@ -380,6 +380,7 @@ class SentinelFastConnection(FastConnection):
             replies = await super().execute_many(*commands)
         return replies
 
+
 def _fast_options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     """`FastConnection` options from redis-py connection kwargs (None: TLS or credential
     providers, which the fast path does not do)."""

@@ -270,6 +270,7 @@ class SentinelServers:
             flat = client.execute_command("SENTINEL", "MASTER", self.service)
         finally:
             client.close()
+
         def text(x: Any) -> str:
             return x.decode() if isinstance(x, bytes) else str(x)
 

@@ -89,16 +89,21 @@ class QueueLimitsMixin:
         The limits published by the queue's workers in `meta` are used when present, else
         this process's `QueueConfig`.
         """
-        on_cluster = cluster_of(self.redis) is not None
+        # a cluster's transactions take keyed commands only: TIME is read just before instead
+        clock = (
+            []
+            if cluster_of(self.redis) is None
+            else [await server_time(self.redis, key=self.keys.meta)]
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.meta)
             pipe.zcard(self.keys.active)
             pipe.hmget(self.keys.limiter, ["t", "ts"])
             pipe.pttl(self.keys.limited)
-            if not on_cluster:  # a cluster's transactions take keyed commands only
+            if not clock:
                 pipe.time()
-            meta_raw, active, bucket, limited, *clock = await pipe.execute()
-        now_raw = clock[0] if clock else await server_time(self.redis, key=self.keys.meta)
+            meta_raw, active, bucket, limited, *read = await pipe.execute()
+        now_raw = (clock or read)[0]
         meta: Mapping[str, Any] = {_s(k): v for k, v in meta_raw.items()}
         published = "concurrency" in meta
         if published:

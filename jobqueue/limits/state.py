@@ -85,16 +85,18 @@ def _float(value: object) -> float | None:
 
 async def read_limiter_state(redis: Redis, keys: QueueKeys, limiter: Limiter) -> LimiterState:
     """Read the limiter's state (one transaction, times on the Redis clock)."""
-    on_cluster = cluster_of(redis) is not None
+    # a cluster's transactions take keyed commands only: TIME is read just before instead (a
+    # clock that never runs ahead of the state read: refills are never overcounted)
+    clock = [] if cluster_of(redis) is None else [await server_time(redis, key=keys.meta)]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.shared_limiter)
         pipe.pttl(keys.shared_hold)
         pipe.hgetall(keys.breaker)
         pipe.zcard(keys.breaker_fails)
-        if not on_cluster:  # a cluster's transactions take keyed commands only
+        if not clock:
             pipe.time()
-        raw, hold, brk_raw, fails, *clock = await pipe.execute()
-    sec, usec = clock[0] if clock else await server_time(redis, key=keys.shared_limiter)
+        raw, hold, brk_raw, fails, *read = await pipe.execute()
+    sec, usec = (clock or read)[0]
     now = int(sec) * 1000 + int(usec) // 1000
     h = {text(k): v for k, v in raw.items()}
     buckets = []

@@ -20,7 +20,8 @@ Cluster (`ClusterFastConnection`):
   (until the dead master's replica is promoted and the map names it);
 - `SCRIPT LOAD` goes to every master (a script is cached per node).
 
-Sentinel (`SentinelFastConnection`): a `FastConnection` whose address comes from the sentinels
+Sentinel (`SentinelFastConnection`, in `jobqueue.core.fastsentinel`): a `FastConnection` whose
+address comes from the sentinels
 (`SENTINEL GET-MASTER-ADDR-BY-NAME`, through redis-py's `Sentinel`) each time it connects, and
 is asked again once a second while commands flow (before the command: a failover moves it to
 the new master); a
@@ -49,6 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connection import cluster_of, sentinel_pool_of
 from .fastconn import DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, FastConnection
+from .fastsentinel import SentinelFastConnection
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -303,82 +305,6 @@ class ClusterFastConnection:
 def _quiet(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("background refresh failed: %s", task.exception())
-
-
-class SentinelFastConnection(FastConnection):
-    """A `FastConnection` to the master that the sentinels name, asked at each connect.
-
-    Args:
-        sentinel: redis-py's `redis.asyncio.sentinel.Sentinel` (its sentinels and settings).
-        service: the monitored master's name.
-        check_interval: seconds between two questions to the sentinels while commands flow:
-            when they name another master (a failover), the connection is dropped and the
-            next command goes to the new one. A demoted master keeps accepting writes until
-            the sentinels reconfigure it (writes it then loses), so waiting for its READONLY
-            alone is not enough.
-        options: `FastConnection` keyword arguments (credentials, db, timeouts, decoding).
-    """
-
-    def __init__(
-        self, sentinel: Any, service: str, *, check_interval: float = 1.0, **options: Any
-    ) -> None:
-        super().__init__("localhost", 0, **options)
-        self.sentinel = sentinel
-        self.service = service
-        self.check_interval = check_interval
-        self._next_check = 0.0
-
-    def __repr__(self) -> str:
-        return f"<SentinelFastConnection {self.service} at {self.host}:{self.port} db={self.db}>"
-
-    async def _open(self) -> Any:
-        try:
-            host, port = await self.sentinel.discover_master(self.service)
-        except RedisError as exc:
-            raise RedisConnectionError(
-                f"sentinels name no master for {self.service}: {exc}"
-            ) from exc
-        self.host, self.port = str(host), int(port)
-        self._next_check = asyncio.get_running_loop().time() + self.check_interval
-        return await super()._open()
-
-    async def _maybe_check(self) -> None:
-        """Ask the sentinels again when `check_interval` passed (the first caller after it
-        asks; the others go on): when they name another master, drop the connection."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_check or not self.connected:
-            return
-        self._next_check = loop.time() + self.check_interval
-        try:
-            host, port = await self.sentinel.discover_master(self.service)
-        except (RedisError, OSError) as exc:
-            log.debug("sentinels did not answer for %s: %s", self.service, exc)
-            return  # keep the master we have; a lost connection asks again
-        if (str(host), int(port)) != (self.host, self.port) and self.connected:
-            log.warning(
-                "sentinels moved %s from %s:%s to %s:%s: reconnecting",
-                self.service, self.host, self.port, host, port,
-            )  # fmt: skip
-            self.close()
-
-    async def execute(self, *args: Any) -> Any:
-        """As `FastConnection.execute`; a READONLY reply makes it ask the sentinels again and
-        send the command once more (a refused write did not run)."""
-        await self._maybe_check()
-        try:
-            return await super().execute(*args)
-        except ReadOnlyError:
-            self.close()
-            return await super().execute(*args)
-
-    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """As `FastConnection.execute_many`, with the READONLY handling of `execute`."""
-        await self._maybe_check()
-        replies = await super().execute_many(*commands)
-        if replies and isinstance(replies[0], ReadOnlyError):
-            self.close()
-            replies = await super().execute_many(*commands)
-        return replies
 
 
 def _fast_options(kwargs: dict[str, Any]) -> dict[str, Any] | None:

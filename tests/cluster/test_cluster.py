@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import DrainWorker, wait_for
+from cluster_helpers import DrainWorker, wait_for
 from redis.exceptions import AskError, RedisError
 
 from jobqueue import NotDurableError, Queue, QueueConfig

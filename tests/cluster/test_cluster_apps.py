@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from conftest import ROOT, wait_for
+from cluster_helpers import ROOT, wait_for
 
 from jobqueue import Job, Queue, QueueConfig, Worker
 from jobqueue.core.connection import connect

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 
 import pytest
-from conftest import DrainWorker, wait_for
+from cluster_helpers import DrainWorker, wait_for
 from redis.exceptions import RedisError
 
 from jobqueue import Queue, QueueConfig
@@ -73,8 +73,17 @@ async def test_workers_follow_a_failover_without_losing_jobs(
 
     await wait_for(some_done, "a quarter of the jobs to complete")
     old = sentinels.master_port()
+    watched = queues[0].scripts.fast
+    assert isinstance(watched, SentinelFastConnection) and watched.connected
     new = await asyncio.to_thread(sentinels.failover)
     assert new != old
+
+    # the `+switch-master` message alone drops the connection to the old master (this
+    # process sends no command meanwhile)
+    async def switched() -> bool:
+        return watched.switches >= 1 and not watched.connected
+
+    await wait_for(switched, "the sentinels' +switch-master to drop the connection")
 
     async def all_done() -> bool:
         assert all(w.alive for w in drain_workers), [w.stderr()[-2000:] for w in drain_workers]

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HANG", "ROOT", "DrainWorker", "wait_for"]
+__all__ = ["HANG", "ROOT", "DrainWorker", "spread_names", "wait_for"]
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -73,3 +73,18 @@ class DrainWorker:
         self.proc.wait(30)
         self.ledger.unlink(missing_ok=True)
         self.log_path.unlink(missing_ok=True)
+
+
+def spread_names(cluster: Any, prefix: str, n: int = 3) -> list[str]:
+    """Queue names whose keys live on `n` different masters."""
+    names: list[str] = []
+    ports: set[int] = set()
+    for i in range(200):
+        name = f"q{i}"
+        port = cluster.master_of(f"{prefix}:{{{name}}}:id").port
+        if port not in ports:
+            ports.add(port)
+            names.append(name)
+        if len(names) == n:
+            return names
+    raise AssertionError("no spread of queue names found")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cluster_helpers import DrainWorker, wait_for
+from cluster_helpers import DrainWorker, spread_names, wait_for
 from redis.exceptions import AskError, RedisError
 
 from jobqueue import NotDurableError, Queue, QueueConfig
@@ -18,21 +18,6 @@ from jobqueue.core.fastroute import ClusterFastConnection
 from jobqueue.testing import ClusterServers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
-
-def spread_names(cluster: ClusterServers, prefix: str, n: int = 3) -> list[str]:
-    """Queue names whose keys live on `n` different masters."""
-    names: list[str] = []
-    ports: set[int] = set()
-    for i in range(200):
-        name = f"q{i}"
-        port = cluster.master_of(f"{prefix}:{{{name}}}:id").port
-        if port not in ports:
-            ports.add(port)
-            names.append(name)
-        if len(names) == n:
-            return names
-    raise AssertionError("no spread of queue names found")
 
 
 async def test_queues_land_on_different_masters(cluster: ClusterServers) -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from cluster_helpers import ROOT, wait_for
+from cluster_helpers import ROOT, spread_names, wait_for
 
 from jobqueue import Job, Queue, QueueConfig, Worker
 from jobqueue.core.connection import connect
@@ -34,24 +34,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-def spread(cluster: ClusterServers, prefix: str) -> list[str]:
-    names: list[str] = []
-    ports: set[int] = set()
-    for i in range(200):
-        port = cluster.master_of(f"{prefix}:{{a{i}}}:id").port
-        if port not in ports:
-            ports.add(port)
-            names.append(f"a{i}")
-        if len(names) == 2:
-            return names
-    raise AssertionError("no spread of queue names found")
-
-
 async def test_inspect_and_the_status_mirror_on_a_cluster(
     cluster: ClusterServers, pool: asyncpg.Pool
 ) -> None:
     prefix = "apps"
-    names = spread(cluster, prefix)
+    names = spread_names(cluster, prefix, 2)
     redis = connect(cluster.url)
     queues = [Queue(QueueConfig(n, drain_delay=0.2), redis=redis, prefix=prefix) for n in names]
     mirror = StatusMirror(redis, names, prefix=prefix, pool=pool, consumer="t", block_ms=50)

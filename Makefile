@@ -19,6 +19,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@# the engine's tests once more on an embedded Valkey when the suite ran on a given Redis
 	if [ -n "$$TEST_REDIS_URL" ]; then TEST_REDIS_URL= $(BIN)/python -m pytest -q tests/engine; fi
+	@# and on a local Redis Cluster (3 masters, 3 replicas) the tests start themselves
+	JQ_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/engine
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)

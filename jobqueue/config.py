@@ -101,6 +101,12 @@ class QueueConfig:
         group_concurrency: at most this many jobs of one group (`Queue.add(group=...)`)
             run at once across all workers; None = no cap. Applied by `Queue.add` (which may
             override it per job).
+        durable_replicas: durable mode: after every change the scripts make, wait until this
+            many replicas acknowledged it (`WAIT`), so that a failover right after does not
+            lose it (Redis replicates asynchronously). 0 = off. A short acknowledgement makes
+            `Queue.add` raise `NotDurableError` (the jobs are stored on the master; adding them
+            again with their ids is safe) and is logged for the other changes.
+        durable_timeout: seconds `WAIT` waits for the replicas in durable mode.
     """
 
     name: str
@@ -127,6 +133,8 @@ class QueueConfig:
     max_payload: int = 1_048_576
     heartbeat_interval: float = 5.0
     group_concurrency: int | None = None
+    durable_replicas: int = 0
+    durable_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         validate_queue_name(self.name)
@@ -170,6 +178,10 @@ class QueueConfig:
         _count("events_maxlen", self.events_maxlen, minimum=0)
         _positive("drain_delay", self.drain_delay)
         _count("max_payload", self.max_payload, minimum=16)
+        _count("durable_replicas", self.durable_replicas, minimum=0)
+        _positive("durable_timeout", self.durable_timeout)
+        if self.durable_timeout < 0.001:
+            raise ConfigError(f"durable_timeout must be >= 0.001 s, got {self.durable_timeout!r}")
         _positive("heartbeat_interval", self.heartbeat_interval)
         if self.heartbeat_interval < 0.05:
             raise ConfigError(
@@ -223,6 +235,13 @@ class QueueConfig:
         if self.slot is not None:
             return self.slot
         return self.limiter.name if self.limiter is not None else None
+
+    @property
+    def durable(self) -> tuple[int, int] | None:
+        """`(replicas, timeout_ms)` of durable mode, or None when it is off."""
+        if not self.durable_replicas:
+            return None
+        return self.durable_replicas, int(self.durable_timeout * 1000)
 
     @property
     def stall_check_every(self) -> float:

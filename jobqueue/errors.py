@@ -8,6 +8,7 @@
      ├─ LeaseLostError                         the worker no longer holds the job (fencing)
      ├─ QueueStateError                        an operation the queue's state refuses
      ├─ UnsafeRedisError                       a replica, or an eviction policy that loses jobs
+     ├─ NotDurableError                        durable mode: fewer replicas acknowledged an add
      ├─ JobFailedError                         raised by waiting on a job that failed
      ├─ UnrecoverableError                     raised by a handler: fail now, no retry
      ├─ RetryAfter                             raised by a handler: retry after N seconds
@@ -30,6 +31,7 @@ __all__ = [
     "JobNotFoundError",
     "JobQueueError",
     "LeaseLostError",
+    "NotDurableError",
     "PayloadTooLargeError",
     "QueueStateError",
     "RetryAfter",
@@ -95,6 +97,22 @@ class QueueStateError(JobQueueError):
 
 class UnsafeRedisError(JobQueueError):
     """The Redis server is configured in a way that can lose jobs (replica, eviction)."""
+
+
+class NotDurableError(JobQueueError):
+    """Durable mode (`QueueConfig.durable_replicas`): the master stored the new jobs, but
+    fewer replicas than asked acknowledged them within `durable_timeout`, so a failover now
+    could lose them. Adding them again with the same `job_id`s is safe.
+
+    Attributes:
+        acked: how many replicas acknowledged.
+        wanted: how many were asked for.
+    """
+
+    def __init__(self, message: str, *, acked: int, wanted: int) -> None:
+        super().__init__(message)
+        self.acked = acked
+        self.wanted = wanted
 
 
 class JobFailedError(JobQueueError):

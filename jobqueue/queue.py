@@ -6,9 +6,10 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from . import _tracing
 from .config import MAX_PRIORITY, QueueConfig
@@ -73,7 +74,10 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
 
     Args:
         config_or_name: a `QueueConfig`, or just the queue name (default settings).
-        redis: a Redis URL, or a `redis.asyncio.Redis` client (bytes replies) to share.
+        redis: a Redis URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://`,
+            `redis+sentinel://`: see `jobqueue.core.connection.connect`), or a
+            `redis.asyncio.Redis` or `redis.asyncio.cluster.RedisCluster` client (bytes
+            replies) to share.
         prefix: first part of every key (`<prefix>:{<queue>}:...`).
         allow_eviction: accept a server whose maxmemory-policy may evict jobs.
     """
@@ -82,7 +86,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         self,
         config_or_name: QueueConfig | str,
         *,
-        redis: str | Redis = "redis://127.0.0.1:6379/0",
+        redis: str | Redis | RedisCluster = "redis://127.0.0.1:6379/0",
         prefix: str = "jq",
         allow_eviction: bool = False,
     ) -> None:
@@ -104,12 +108,21 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         if isinstance(redis, str):
             self.redis = connect(redis)
             self._owns_client = True
-        elif isinstance(redis, Redis):
-            self.redis = redis
+        elif isinstance(redis, Redis | RedisCluster):
+            # a cluster client is typed as Redis: it answers the same commands, routed by key
+            self.redis = redis if isinstance(redis, Redis) else cast(Redis, redis)
             self._owns_client = False
         else:
-            raise ConfigError(f"redis must be a URL or a redis.asyncio.Redis, got {redis!r}")
-        self.scripts = Scripts(self.redis, self.keys, events_maxlen=self.config.events_maxlen)
+            raise ConfigError(
+                "redis must be a URL, a redis.asyncio.Redis or a redis.asyncio.cluster."
+                f"RedisCluster, got {redis!r}"
+            )
+        self.scripts = Scripts(
+            self.redis,
+            self.keys,
+            events_maxlen=self.config.events_maxlen,
+            durable=self.config.durable,
+        )
         """The queue's scripts, one typed method each (the engine's layer under `Queue`)."""
         self._allow_eviction = allow_eviction
         self.tasks: TaskRegistry[Job] = TaskRegistry(self)

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from .config import QueueConfig
 from .core.codec import text as _s
+from .core.connection import cluster_of, server_time
 from .core.keys import QueueKeys
 from .core.scripts import Scripts
 from .errors import ConfigError
@@ -88,13 +89,21 @@ class QueueLimitsMixin:
         The limits published by the queue's workers in `meta` are used when present, else
         this process's `QueueConfig`.
         """
+        # a cluster's transactions take keyed commands only: TIME is read just before instead
+        clock = (
+            []
+            if cluster_of(self.redis) is None
+            else [await server_time(self.redis, key=self.keys.meta)]
+        )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.meta)
             pipe.zcard(self.keys.active)
             pipe.hmget(self.keys.limiter, ["t", "ts"])
             pipe.pttl(self.keys.limited)
-            pipe.time()
-            meta_raw, active, bucket, limited, now_raw = await pipe.execute()
+            if not clock:
+                pipe.time()
+            meta_raw, active, bucket, limited, *read = await pipe.execute()
+        now_raw = (clock or read)[0]
         meta: Mapping[str, Any] = {_s(k): v for k, v in meta_raw.items()}
         published = "concurrency" in meta
         if published:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from .config import QueueConfig
 from .core.codec import text as _s
+from .core.connection import scan_slot, server_time
 from .core.keys import QueueKeys
 from .core.replies import CancelOutcome
 from .core.scripts import Scripts
@@ -201,16 +202,16 @@ class QueueOpsMixin:
         # keys written while a pass runs (a worker finishing a job) may escape it: repeat
         for _ in range(3):
             deleted_now = 0
-            cursor: int = 0
-            while True:
-                cursor, found = await self.redis.scan(
-                    cursor, match=self.keys.all_keys_pattern, count=_BATCH
-                )
-                batch = [k for k in found if _s(k) != meta]
-                if batch:
+            batch: list[Any] = []
+            # every key of the queue is in its slot: on a cluster, only that node is scanned
+            async for key in scan_slot(self.redis, self.keys.all_keys_pattern, key=meta):
+                if _s(key) != meta:
+                    batch.append(key)
+                if len(batch) >= _BATCH:
                     deleted_now += int(await self.redis.unlink(*batch))
-                if cursor == 0:
-                    break
+                    batch = []
+            if batch:
+                deleted_now += int(await self.redis.unlink(*batch))
             deleted += deleted_now
             if deleted_now == 0:
                 break
@@ -243,7 +244,7 @@ class QueueOpsMixin:
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
             raise ConfigError(f"limit must be an int or None, got {limit!r}")
-        sec, usec = await self.redis.time()
+        sec, usec = await server_time(self.redis, key=self.keys.meta)
         cutoff = int(sec) * 1000 + int(usec) // 1000
         left = math.inf if limit is None else limit
         total = 0

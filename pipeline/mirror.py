@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
@@ -84,6 +86,10 @@ def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
     first = stream.get("first-entry")
     start = parse_stream_id(first[0] if first else stream["last-generated-id"])
     return removed if parse_stream_id(group["last-delivered-id"]) < start else 0
+
+
+_CLUSTER_BLOCK_MS = 100
+"""Longest block of one slot's read on Redis Cluster (the reads of all slots run at once)."""
 
 
 def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
@@ -296,9 +302,7 @@ class StatusMirror:
             streams: dict[KeyT, StreamIdT] = {
                 self._keys[q]: "0" for q in self.queues if q in self._pending
             }
-            resp = await self.redis.xreadgroup(
-                self.group, self.consumer, streams, count=self.batch_size
-            )
+            resp = await self._xreadgroup(streams, block_ms=None)
             seen: set[str] = set()
             for key, entry_id, fields in _parse_read(resp):
                 queue = self._queue_of[key]
@@ -313,10 +317,35 @@ class StatusMirror:
             if batch or self._to_reconcile:
                 return batch
         new: dict[KeyT, StreamIdT] = {self._keys[q]: ">" for q in self.queues}
-        resp = await self.redis.xreadgroup(
-            self.group, self.consumer, new, count=self.batch_size, block=self.block_ms or None
-        )
+        resp = await self._xreadgroup(new, block_ms=self.block_ms or None)
         return [(self._queue_of[k], i, f) for k, i, f in _parse_read(resp) if f is not None]
+
+    async def _xreadgroup(self, streams: dict[KeyT, StreamIdT], *, block_ms: int | None) -> Any:
+        """XREADGROUP of `streams`; on Redis Cluster one read per hash slot (a command's keys
+        must share a slot), all at once, each blocking at most `_CLUSTER_BLOCK_MS` so that an
+        event on one slot is not held up by the others' blocks."""
+        if not isinstance(self.redis, RedisCluster):
+            return await self.redis.xreadgroup(
+                self.group, self.consumer, streams, count=self.batch_size, block=block_ms
+            )
+        by_slot: dict[int, dict[KeyT, StreamIdT]] = {}
+        for key, last in streams.items():
+            raw = key if isinstance(key, bytes) else str(key).encode()
+            by_slot.setdefault(key_slot(raw), {})[key] = last
+        block = min(block_ms, _CLUSTER_BLOCK_MS) if block_ms else None
+        replies = await asyncio.gather(
+            *(
+                self.redis.xreadgroup(
+                    self.group, self.consumer, group, count=self.batch_size, block=block
+                )
+                for group in by_slot.values()
+            )
+        )
+        merged: list[Any] = []
+        for reply in replies:
+            if reply:
+                merged.extend(reply.items() if isinstance(reply, dict) else reply)
+        return merged
 
     async def _check_trimmed(self) -> None:
         for queue, key in self._keys.items():

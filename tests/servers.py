@@ -25,6 +25,7 @@ __all__ = [
     "free_port",
     "postgres_server",
     "redis_server",
+    "sync_client",
     "unique",
     "valkey_binary",
     "wait_port",
@@ -69,15 +70,33 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def delete_prefix(url: str, prefix: str) -> None:
-    """Delete every key under `<prefix>:` (a test's own keys; never FLUSHDB)."""
+def sync_client(url: str) -> Any:
+    """A synchronous redis-py client for `url`; a `RedisCluster` for `redis+cluster://`."""
     import redis as syncredis
 
-    client = syncredis.Redis.from_url(url)
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        from jobqueue.core._urls import parse_cluster_url
+
+        parsed = parse_cluster_url(url)
+        nodes = [ClusterNode(h, p) for h, p in parsed.nodes]
+        return RedisCluster(startup_nodes=nodes, **parsed.options)
+    return syncredis.Redis.from_url(url)
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `<prefix>:` (a test's own keys; never FLUSHDB)."""
+    client = sync_client(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
+            # one key at a time on a cluster: a test's keys span many slots
+            if url.startswith("redis+cluster://"):
+                for key in keys[i : i + 500]:
+                    client.delete(key)
+            else:
+                client.delete(*keys[i : i + 500])
     finally:
         client.close()
 

@@ -6,6 +6,7 @@ loading on NOSCRIPT, KEYS resolved once, ARGV packed by name from each script's 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,12 +15,21 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from ..errors import ConfigError, NotDurableError
 from ._loader import load_script, script_names
-from .connection import is_fakeredis
+from .connection import cluster_of, is_fakeredis
 from .fastconn import FastConnection
+from .fastroute import ClusterFastConnection, fast_connection
 from .keys import QueueKeys
 
 __all__ = ["FASTCONN_ENV", "ScriptRunner", "ScriptSpec", "fastconn_enabled", "spec"]
+
+log = logging.getLogger(__name__)
+
+# scripts that change nothing (their shebang says `no-writes`): no WAIT after them
+_READ_ONLY = frozenset({"counts", "getjob", "scheduler_due"})
+# a short WAIT after these raises (the producer can add again); after the others it is logged
+_STRICT = frozenset({"add", "add_flow"})
 
 FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 """Environment variable: `0` (or `false`, `no`, `off`) runs every script through redis-py."""
@@ -80,7 +90,11 @@ class ScriptRunner:
         keys: the queue's key names.
         events_maxlen: cap of the queue's event stream (0 = no events).
         fastconn: send EVALSHA over a `FastConnection` (default: on, unless the environment
-            sets `JOBQUEUE_FASTCONN=0`); False keeps everything on `redis`.
+            sets `JOBQUEUE_FASTCONN=0`); False keeps everything on `redis`. On Redis Cluster
+            it is one connection per master, routed by hash slot; behind Sentinel, one to the
+            master the sentinels name (`jobqueue.core.fastroute`).
+        durable: `(replicas, timeout_ms)`: after every script that writes, `WAIT replicas
+            timeout_ms` on the same connection (durable mode, `QueueConfig.durable_replicas`).
     """
 
     def __init__(
@@ -90,12 +104,18 @@ class ScriptRunner:
         *,
         events_maxlen: int = 10_000,
         fastconn: bool | None = None,
+        durable: tuple[int, int] | None = None,
     ) -> None:
         self._redis = redis
         self.keys = keys
         self.events_maxlen = events_maxlen
         use_fast = fastconn_enabled() if fastconn is None else fastconn
-        self._fast = FastConnection.from_client(redis) if use_fast else None
+        self._fast = fast_connection(redis) if use_fast else None
+        if durable is not None and self._fast is None and cluster_of(redis) is not None:
+            raise ConfigError(
+                "durable mode on Redis Cluster needs the fast path (no TLS, JOBQUEUE_FASTCONN on)"
+            )
+        self._durable = durable
         self._shebang = not is_fakeredis(redis)
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
@@ -105,7 +125,7 @@ class ScriptRunner:
         }
 
     @property
-    def fast(self) -> FastConnection | None:
+    def fast(self) -> FastConnection | ClusterFastConnection | None:
         """The fast connection in use, or None when scripts run through redis-py."""
         return self._fast
 
@@ -113,6 +133,8 @@ class ScriptRunner:
 
     async def _eval(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
         script = load_script(name, shebang=self._shebang)
+        if self._durable is not None and name not in _READ_ONLY:
+            return await self._eval_durable(name, script.sha, script.source, keys, args)
         fast = self._fast
         if fast is not None:
             try:
@@ -125,6 +147,44 @@ class ScriptRunner:
         except NoScriptError:
             await self._redis.script_load(script.source)
             return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _eval_durable(
+        self, name: str, sha: str, source: str, keys: list[str], args: Sequence[Any]
+    ) -> Any:
+        """The script, then `WAIT` on the same connection (it waits for this connection's
+        writes to reach the replicas)."""
+        assert self._durable is not None
+        wanted, timeout_ms = self._durable
+        call = ("EVALSHA", sha, len(keys), *keys, *args)
+        wait = ("WAIT", wanted, timeout_ms)
+        for attempt in (0, 1):
+            if self._fast is not None:
+                reply, acked = await self._fast.execute_many(call, wait)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.execute_command(*call)
+                    pipe.execute_command(*wait)
+                    reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                if self._fast is not None:
+                    await self._fast.execute("SCRIPT", "LOAD", source)
+                else:
+                    await self._redis.script_load(source)
+                continue
+            break
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(acked, BaseException):
+            raise acked
+        if int(acked) < wanted:
+            message = (
+                f"{name}: {int(acked)} of {wanted} replica(s) acknowledged within "
+                f"{timeout_ms} ms; a failover now could lose this change"
+            )
+            if name in _STRICT:
+                raise NotDurableError(message, acked=int(acked), wanted=wanted)
+            log.warning("queue %s: %s", self.keys.queue, message)
+        return reply
 
     async def _call(
         self,

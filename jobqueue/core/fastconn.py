@@ -19,9 +19,11 @@ paths are all `EVALSHA` calls, so `Scripts.run` sends them through this connecti
   same way whichever path ran.
 
 It speaks RESP2 over TCP or a unix socket, with AUTH (password, or username and password),
-SELECT and CLIENT SETNAME at connect. It does not do TLS, Sentinel, Cluster, credential
-providers or redis-py's automatic command retries: `FastConnection.from_client` returns None
-for such clients and the caller stays on redis-py. Blocking commands do not belong here (one
+SELECT and CLIENT SETNAME at connect. It does not do TLS, credential providers or redis-py's
+automatic command retries: `FastConnection.from_client` returns None for such clients and the
+caller stays on redis-py. Cluster and Sentinel clients get one from
+`jobqueue.core.fastroute.fast_connection` (one of these per master, routed by hash slot; or one
+that asks the sentinels for the master). Blocking commands do not belong here (one
 blocked command would hold up every command behind it).
 """
 
@@ -357,6 +359,25 @@ class FastConnection:
         if proto is None or proto.closed or not proto.loop.is_running():
             proto = await self._reconnect()
         return await proto.send(data)
+
+    async def connect(self) -> None:
+        """Open the socket now unless it is open (raises as a command would)."""
+        proto = self._proto
+        if proto is None or proto.closed or not proto.loop.is_running():
+            await self._reconnect()
+
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Send commands back to back on the socket (no other caller's command between
+        them: what `ASKING` and `WAIT` need) and return each reply or error, in order."""
+        try:
+            packed = [hiredis.pack_command(args) for args in commands]
+        except TypeError as exc:
+            raise DataError(f"invalid command argument: {exc}") from None
+        proto = self._proto
+        if proto is None or proto.closed or not proto.loop.is_running():
+            proto = await self._reconnect()
+        futures = [proto.send(data) for data in packed]
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def _reconnect(self) -> _Protocol:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from ..core.codec import text
+from ..core.connection import cluster_of, server_time
 from ..core.keys import QueueKeys
 from .model import Breaker, Bucket, Limiter
 
@@ -84,13 +85,18 @@ def _float(value: object) -> float | None:
 
 async def read_limiter_state(redis: Redis, keys: QueueKeys, limiter: Limiter) -> LimiterState:
     """Read the limiter's state (one transaction, times on the Redis clock)."""
+    # a cluster's transactions take keyed commands only: TIME is read just before instead (a
+    # clock that never runs ahead of the state read: refills are never overcounted)
+    clock = [] if cluster_of(redis) is None else [await server_time(redis, key=keys.meta)]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hgetall(keys.shared_limiter)
         pipe.pttl(keys.shared_hold)
         pipe.hgetall(keys.breaker)
         pipe.zcard(keys.breaker_fails)
-        pipe.time()
-        raw, hold, brk_raw, fails, (sec, usec) = await pipe.execute()
+        if not clock:
+            pipe.time()
+        raw, hold, brk_raw, fails, *read = await pipe.execute()
+    sec, usec = (clock or read)[0]
     now = int(sec) * 1000 + int(usec) // 1000
     h = {text(k): v for k, v in raw.items()}
     buckets = []

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from ..config import QueueConfig
 from ..core.codec import decode_envelope
 from ..core.codec import text as _s
+from ..core.connection import server_time
 from ..core.keys import QueueKeys
 from ..core.replies import NewJob
 from ..core.scripts import Scripts
@@ -91,7 +92,7 @@ class QueueSchedulesMixin:
         job = self._encode(name, data, None, 0.0, priority, attempts, cost)
         next_ms = None
         if spec.cron is not None:
-            seconds, micros = await self.redis.time()
+            seconds, micros = await server_time(self.redis, key=self.keys.meta)
             next_ms = spec.first_run(int(seconds) * 1000 + int(micros) // 1000)
         await self.scripts.scheduler_upsert(
             scheduler_id,

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from ..core.connection import REDIS_ERRORS, dedicated_client
 from ..core.fastconn import FastConnection
+from ..core.fastroute import ClusterFastConnection, fast_connection
 from ..queue import Queue
 
 __all__ = ["Wakeup"]
@@ -24,7 +25,7 @@ class Wakeup:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self._client: Redis | None = None
-        self._fast: FastConnection | None = None
+        self._fast: FastConnection | ClusterFastConnection | None = None
 
     def _open(self) -> Redis:
         # a socket timeout longer than any block: a read that never settles (a half-dead
@@ -34,7 +35,7 @@ class Wakeup:
         )
         if self._queue.scripts.fast is not None:
             # the wake-up is on the latency path: a lean connection of its own for it
-            self._fast = FastConnection.from_client(client)
+            self._fast = fast_connection(client)
         self._client = client
         return client
 

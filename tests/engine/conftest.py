@@ -3,10 +3,16 @@ fakeredis (in memory, no server: what users of `jobqueue.testing.fake_redis` get
 
 A test that cannot run on fakeredis (it needs a real socket, a server process, INFO...) carries
 `@pytest.mark.real_redis("why")` and is skipped on that backend with the reason.
+
+With `JQ_TEST_CLUSTER=1` the whole directory runs on a local Redis Cluster instead (3 masters
+with a replica each, started once for the session: `redis_url` is its `redis+cluster://` URL,
+every test's queues on it, the process tests' workers too). A test that needs one server
+(MONITOR, a server it restarts...) carries `@pytest.mark.not_cluster("why")`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobqueue import Queue, QueueConfig
+from jobqueue.core.connection import connect
 from jobqueue.testing import fake_redis
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -22,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine_helpers import FLOW_SLOT, WorkerProcess
 from servers import RedisProcess, delete_prefix, unique
 
-BACKENDS = ("redis", "valkey", "fakeredis")
+CLUSTER = os.environ.get("JQ_TEST_CLUSTER", "").strip() not in ("", "0")
+"""Whether this run is the cluster run (`JQ_TEST_CLUSTER=1`)."""
+
+BACKENDS = ("redis",) if CLUSTER else ("redis", "valkey", "fakeredis")
 
 FAKE_URL = "fakeredis://in-memory"
 """What `any_redis` gives as the URL on fakeredis: redis-py refuses the scheme, so a test that
@@ -33,6 +43,35 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "real_redis(reason): runs on real servers only, skipped on fakeredis"
     )
+    config.addinivalue_line(
+        "markers", "not_cluster(reason): needs one server, skipped on the cluster run"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not CLUSTER:
+        return
+    for item in items:
+        marker = item.get_closest_marker("not_cluster")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "needs one server"
+            item.add_marker(pytest.mark.skip(reason=f"not on Redis Cluster: {reason}"))
+
+
+if CLUSTER:
+
+    @pytest.fixture(scope="session")
+    def cluster_servers() -> Iterator[object]:
+        """The session's local Redis Cluster (3 masters, 3 replicas)."""
+        from jobqueue.testing import ClusterServers
+
+        with ClusterServers() as servers:
+            yield servers
+
+    @pytest.fixture(scope="session")
+    def redis_url(cluster_servers: object) -> str:
+        """On the cluster run: the cluster's `redis+cluster://` URL."""
+        return str(cluster_servers.url)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +122,7 @@ async def backend_client(
     if backend == "fakeredis":
         client = fake_redis(server=request.getfixturevalue("fake_server"))
     else:
-        client = Redis.from_url(any_redis[0])
+        client = connect(any_redis[0])
     yield client
     await client.aclose()
 
@@ -118,7 +157,7 @@ def procs() -> Iterator[list[WorkerProcess]]:
 @pytest.fixture
 async def side(redis_url: str) -> AsyncIterator[Redis]:
     """A client of the test's Redis beside the queues' own (reads logs the workers write)."""
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url)
     yield client
     await client.aclose()
 

@@ -11,7 +11,10 @@ from engine_helpers import HANG
 
 from jobqueue.core.connection import CancelSafeConnection, connect
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.not_cluster("checks the connection class of a single-server pool"),
+]
 
 
 async def test_cancellations_are_never_lost(redis_url: str, prefix: str) -> None:

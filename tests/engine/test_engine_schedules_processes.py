@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from engine_helpers import HANG, ROOT, wait_for, wait_redis_clock
 from schedule_helpers import check_interval_ticks, ticks_of
 
 from jobqueue import Queue
+from jobqueue.core.connection import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -58,7 +58,7 @@ def procs() -> Iterator[list[Proc]]:
 async def test_three_processes_one_job_per_tick_and_missed_ticks_after_a_restart(
     redis_url: str, prefix: str, procs: list[Proc]
 ) -> None:
-    side = aioredis.Redis.from_url(redis_url)
+    side = connect(redis_url)
     q = Queue("beat", redis=redis_url, prefix=prefix)
     try:
         await q.upsert_scheduler("every-200ms", every=EVERY_MS / 1000, name="beat")

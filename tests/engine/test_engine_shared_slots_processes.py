@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from engine_helpers import HANG, WorkerProcess, read_log, wait_for
 
 from jobqueue import Breaker, Bucket, Child, JobState, Limiter, Queue, QueueConfig
+from jobqueue.core.connection import connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -49,7 +50,7 @@ def procs() -> Iterator[list[WorkerProcess]]:
 
 @pytest.fixture
 async def side(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     yield client
     await client.aclose()
 

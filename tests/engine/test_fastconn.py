@@ -31,6 +31,7 @@ from jobqueue.core.keys import QueueKeys
 from jobqueue.core.scripts import Scripts
 
 pytestmark = [
+    pytest.mark.not_cluster("the single-server FastConnection (tests/cluster covers routing)"),
     pytest.mark.integration,
     pytest.mark.real_redis("the fast connection opens sockets to a real server"),
 ]

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from jobqueue import (
     Breaker,
@@ -98,7 +99,12 @@ async def main() -> None:
     config = QueueConfig(**cfg)
     queue = Queue(config, redis=url, prefix=prefix)
     side = connect(url)
-    sync_side = redis.Redis.from_url(url)
+    sync_side: Any = (
+        # a cluster's first node: the client finds the others
+        RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://").split(",")[0])
+        if url.startswith("redis+cluster://")
+        else redis.Redis.from_url(url)
+    )
     log_key = f"{prefix}:test:log"
     pid = os.getpid()
 

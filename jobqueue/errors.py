@@ -8,6 +8,7 @@
      ├─ LeaseLostError                         the worker no longer holds the job (fencing)
      ├─ QueueStateError                        an operation the queue's state refuses
      ├─ UnsafeRedisError                       a replica, or an eviction policy that loses jobs
+     ├─ QueueFullError                         Redis is out of memory: the write was refused
      ├─ JobFailedError                         raised by waiting on a job that failed
      ├─ UnrecoverableError                     raised by a handler: fail now, no retry
      ├─ RetryAfter                             raised by a handler: retry after N seconds
@@ -31,6 +32,7 @@ __all__ = [
     "JobQueueError",
     "LeaseLostError",
     "PayloadTooLargeError",
+    "QueueFullError",
     "QueueStateError",
     "RetryAfter",
     "UnrecoverableError",
@@ -95,6 +97,17 @@ class QueueStateError(JobQueueError):
 
 class UnsafeRedisError(JobQueueError):
     """The Redis server is configured in a way that can lose jobs (replica, eviction)."""
+
+
+class QueueFullError(JobQueueError):
+    """Redis refused the write because it is out of memory (`maxmemory` reached under the
+    `noeviction` policy); nothing was written.
+
+    Adding jobs (`Queue.add`, `add_bulk`, flows, tasks' `enqueue`) raises it while the server
+    is full: retry later, or give Redis more memory. Workers keep finishing and taking jobs
+    meanwhile (those scripts run under OOM: see docs/reliability.md), which is what frees
+    memory again, as completed jobs leave by the queue's retention.
+    """
 
 
 class JobFailedError(JobQueueError):

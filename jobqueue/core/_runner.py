@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
+from ..errors import QueueFullError
 from ._loader import load_script, script_names
-from .connection import is_fakeredis
+from .connection import describe_client, is_fakeredis
 from .fastconn import FastConnection
 from .keys import QueueKeys
 
@@ -97,6 +98,7 @@ class ScriptRunner:
         use_fast = fastconn_enabled() if fastconn is None else fastconn
         self._fast = FastConnection.from_client(redis) if use_fast else None
         self._shebang = not is_fakeredis(redis)
+        self._where = describe_client(redis)  # password-free, for error messages
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -112,6 +114,17 @@ class ScriptRunner:
     # -- running ---------------------------------------------------------------------------
 
     async def _eval(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._evalsha(name, keys, args)
+        except OutOfMemoryError:
+            # the one place an OOM refusal becomes ours: a `#!lua` script without
+            # `allow-oom` is refused before it runs, so nothing of it was written
+            raise QueueFullError(
+                f"redis {self._where} is out of memory (maxmemory reached, policy "
+                f"noeviction): {name} refused, nothing written; retry later"
+            ) from None
+
+    async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
         script = load_script(name, shebang=self._shebang)
         fast = self._fast
         if fast is not None:

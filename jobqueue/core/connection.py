@@ -16,7 +16,7 @@ from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import UnsafeRedisError
+from ..errors import QueueFullError, UnsafeRedisError
 from .redact import redact_url
 
 __all__ = [
@@ -39,9 +39,10 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors of a server that is away, restarting or unreachable: retried after a backoff."""
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, QueueFullError)
 """Every error a Redis call can raise (a reply error too: READONLY after a failover, OOM,
-BUSY...): what a worker's loops survive, logging and backing off, never ending on one."""
+BUSY, LOADING, MISCONF, NOREPLICAS, TRYAGAIN, CLUSTERDOWN; a script refused for OOM as our
+`QueueFullError`): what a worker's loops survive, logging and backing off, never ending on one."""
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()

@@ -74,7 +74,9 @@ class WorkerStats:
         concurrency: its slots.
         completed, failed: jobs it finished so far, by outcome.
         last_take: when it last took jobs or reported outcomes (epoch seconds, 0 = never).
-        degraded: why its main loop cannot reach Redis now (None when it can).
+        degraded: which of its loops fail now and why (None when none does; see
+            `worker.health`).
+        degraded_since: when they began to (epoch seconds, 0 = not degraded).
     """
 
     name: str
@@ -84,3 +86,4 @@ class WorkerStats:
     failed: int = 0
     last_take: float = 0.0
     degraded: str | None = None
+    degraded_since: float = 0.0

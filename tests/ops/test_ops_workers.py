@@ -161,7 +161,12 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
         await queue.redis.connection_pool.disconnect()  # our own stale connections
         await workers_of(queue)
         await wait_for(subscribed, what="the listener to subscribe again")
-        assert await queue.redis.hexists(queue.keys.meta, "lease_ms")  # published again
+
+        async def published() -> bool:
+            return bool(await queue.redis.hexists(queue.keys.meta, "lease_ms"))
+
+        # published again (by the beat that found the worker's key gone, or the next one)
+        await wait_for(published, what="the queue's limits published again")
 
         job = await queue.add("slow", {"sleep": 3600})
         await state_is(queue, job.id, "active")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..core.connection import REDIS_ERRORS
 from ..core.redact import redact
+from ..errors import ConfigError
 from .running import WorkerStats
 
 __all__ = ["WorkerHealth"]
@@ -46,10 +47,18 @@ class WorkerHealth:
 
     Args:
         stats: the worker's stats (`degraded`, `degraded_since` are set here).
-        log_every: seconds between two log lines about one loop that keeps failing.
+        log_every: seconds between two log lines about one loop that keeps failing
+            (`Worker(error_log_every=)`).
+
+    Raises:
+        ConfigError: `log_every` is not a number of seconds >= 0.
     """
 
     def __init__(self, stats: WorkerStats, *, log_every: float = 30.0) -> None:
+        if isinstance(log_every, bool) or not (
+            isinstance(log_every, int | float) and log_every >= 0
+        ):
+            raise ConfigError(f"error_log_every must be seconds >= 0, got {log_every!r}")
         self._stats = stats
         self._failing: dict[str, _Failing] = {}
         self.log_every = log_every

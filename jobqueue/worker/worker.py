@@ -26,17 +26,15 @@ from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
 from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
-from ..schedules._loop import check_scheduler_interval, run_schedulers
+from ..schedules._loop import check_scheduler_interval
 from ._procpool import make_runner
 from ._signals import install_stop_signals
-from .cancels import cancel_listener
 from .health import WorkerHealth
-from .heartbeat import heartbeat_loop
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
-from .leases import renew_loop, stall_loop
 from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
+from .upkeep import start_upkeep
 from .wakeup import Wakeup
 
 __all__ = ["Handler", "Worker"]
@@ -110,10 +108,6 @@ class Worker:
             raise ConfigError(
                 f"reconnect_backoff must be 0 < first <= max, got {reconnect_backoff!r}"
             )
-        if isinstance(error_log_every, bool) or not (
-            isinstance(error_log_every, int | float) and error_log_every >= 0
-        ):
-            raise ConfigError(f"error_log_every must be seconds >= 0, got {error_log_every!r}")
         if handler is None:
             handler = getattr(queue, "tasks", None)
             if not handler:
@@ -170,6 +164,12 @@ class Worker:
         return self._stats.failed
 
     @property
+    def degraded(self) -> str | None:
+        """Which of this worker's loops fail now and why (as its heartbeat says); None when
+        all work. It carries on meanwhile, backing off (`reconnect_backoff`)."""
+        return self._stats.degraded
+
+    @property
     def last_take(self) -> float:
         """When this worker last took jobs or reported outcomes (epoch seconds, 0 = never)."""
         return self._stats.last_take
@@ -201,7 +201,7 @@ class Worker:
         try:
             if not await self._until_connected():
                 return  # closed before Redis could be reached
-            helpers = self._start_helpers(loop)
+            helpers = self._start_helpers()
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
                 self.name, self.queue.name, self.concurrency,
@@ -234,32 +234,14 @@ class Worker:
         if self._started:
             await self._done.wait()
 
-    def _start_helpers(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[None]]:
-        queue, scripts, running = self.queue, self.queue.scripts, self._running
+    def _start_helpers(self) -> list[asyncio.Task[None]]:
         on_stalled = self.hooks.on_stalled
         stalled = None if on_stalled is None else lambda i, s: self._hooks.fire(on_stalled, i, s)
-        health = self._health
-        coros = {
-            "renew": renew_loop(scripts, running, self.config, health),
-            "stall": stall_loop(
-                scripts, self.config, owner=self.name, on_stalled=stalled, health=health
-            ),
-            "beat": heartbeat_loop(queue, self._stats, running, health),
-            "cancel": cancel_listener(
-                queue.redis, queue.keys, running, backoff=self._backoff, health=health
-            ),
-        }
-        if self.scheduler_interval is not None:
-
-            def on_sched_error(exc: BaseException) -> None:
-                health.failed("scheduler", exc)
-                self._hooks.fire(self.hooks.on_error, exc)
-
-            coros["sched"] = run_schedulers(
-                queue, interval=self.scheduler_interval, backoff=self._backoff,
-                on_error=on_sched_error, on_ok=lambda: health.ok("scheduler"),
-            )  # fmt: skip
-        return [loop.create_task(c, name=f"jq-{k}-{self.name}") for k, c in coros.items()]
+        return start_upkeep(
+            self.queue, running=self._running, stats=self._stats, health=self._health,
+            backoff=self._backoff, scheduler_interval=self.scheduler_interval,
+            on_stalled=stalled, on_error=lambda e: self._hooks.fire(self.hooks.on_error, e),
+        )  # fmt: skip
 
     def _executor_for(self) -> ThreadPoolExecutor:
         # made on first use: a worker of async handlers never starts a thread

@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from harness import PREFIX, Chaos, Plan
 
-from jobqueue import Queue
+from jobqueue import Queue, QueueKeys
 
 __all__ = ["CLUSTER_SKIP", "plans", "status_mirror"]
 
@@ -26,19 +26,17 @@ CLUSTER_SKIP = (
 )
 
 
-async def kill9(chaos: Chaos) -> str:
+async def kill9(chaos: Chaos) -> None:
     chaos.kill9_one()
-    return ""
 
 
-async def redis_restart(chaos: Chaos) -> str:
+async def redis_restart(chaos: Chaos) -> None:
     await asyncio.to_thread(chaos.server.stop)  # SIGTERM; the AOF (fsync always) keeps it all
     await asyncio.sleep(0.3)
     await asyncio.to_thread(chaos.server.start)
-    return ""
 
 
-async def redis_freeze(chaos: Chaos) -> str:
+async def redis_freeze(chaos: Chaos) -> None:
     proc = chaos.server.proc
     assert proc is not None
     os.kill(proc.pid, signal.SIGSTOP)
@@ -46,10 +44,9 @@ async def redis_freeze(chaos: Chaos) -> str:
         await asyncio.sleep(2.5 * chaos.plan.lease)  # frozen well past every lease
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-    return ""
 
 
-async def network(chaos: Chaos) -> str:
+async def network(chaos: Chaos) -> None:
     """One of: reset every connection; delay traffic; half-close; blackhole past the lease."""
     proxy = chaos.proxy
     assert proxy is not None
@@ -66,23 +63,29 @@ async def network(chaos: Chaos) -> str:
         proxy.blackhole = True
         await asyncio.sleep(2.0 * chaos.plan.lease)
         proxy.blackhole = False
-    return action
+    chaos.counters[action] += 1
 
 
-async def oom(chaos: Chaos) -> str:
+async def oom(chaos: Chaos) -> None:
     """Redis at maxmemory (noeviction) for a while: adds are refused, finishing goes on."""
     client = aioredis.Redis.from_url(chaos.server.url)
     try:
         used = int((await client.info("memory"))["used_memory"])
+        before = await _completed(client, chaos)
         await client.config_set("maxmemory", used)
         await asyncio.sleep(1.0)
+        # the finishes that went through while every add was refused
+        chaos.counters["completed while Redis was full"] += await _completed(client, chaos) - before
         await client.config_set("maxmemory", 0)
     finally:
         await client.aclose()
-    return ""
 
 
-async def postgres_kill(chaos: Chaos) -> str:
+async def _completed(client: aioredis.Redis, chaos: Chaos) -> int:
+    return int(await client.zcard(QueueKeys(PREFIX, chaos.plan.name).completed))
+
+
+async def postgres_kill(chaos: Chaos) -> None:
     """kill -9 of the scenario's own PostgreSQL, then started again."""
     server = chaos.postgres
     pid = server.get_pid()
@@ -103,7 +106,6 @@ async def postgres_kill(chaos: Chaos) -> str:
             if attempt == 49:
                 raise
             await asyncio.sleep(0.2)
-    return ""
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ class Plan:
     """One scenario: its load, and the fault injected `faults` times, `gap` seconds apart."""
 
     name: str
-    fault: Callable[[Chaos], Awaitable[str]] | None
+    fault: Callable[[Chaos], Awaitable[None]] | None
     jobs: int
     workers: int = 3
     concurrency: int = 8
@@ -96,6 +97,8 @@ class Chaos:
     rng: random.Random = field(default_factory=random.Random)
     logs: list[Path] = field(default_factory=list)
     injected: int = 0
+    counters: Counter[str] = field(default_factory=Counter)
+    """What the faults did, for the notes ("half-close": 4, ...)."""
 
     @property
     def worker_url(self) -> str:
@@ -158,7 +161,7 @@ async def _produce(chaos: Chaos, queue: Queue, ledger: Ledger, result: Result) -
                 await queue.add_bulk(specs)
                 break
             except QueueFullError:
-                result.refused += len(specs)  # refused whole, nothing written: add again later
+                result.refused += 1  # the batch refused whole, nothing written: add it later
                 await asyncio.sleep(0.05)
             except REDIS_ERRORS:
                 await asyncio.sleep(0.05)  # Redis restarting: the ids make a retry idempotent
@@ -175,11 +178,9 @@ async def _inject(chaos: Chaos, result: Result, ledger: Ledger) -> None:
     while len(ledger.view().runs) < min(50, plan.jobs // 10):
         await asyncio.sleep(0.05)
     for _ in range(plan.faults):
-        note = await plan.fault(chaos)
+        await plan.fault(chaos)
         chaos.injected += 1
         result.faults += 1
-        if note:
-            result.notes.append(note)
         await asyncio.sleep(chaos.rng.uniform(*plan.gap))
 
 
@@ -255,6 +256,7 @@ async def run_plan(plan: Plan, *, mirror: Callable[..., Any] | None = None) -> R
             view = ledger.view()
             states = await _states(queue, list(view.added))
             _reconcile(result, view, states)
+            result.notes += [f"{k} {v}" for k, v in sorted(chaos.counters.items())]
             if wrong_rows is not None:
                 result.status_wrong += await wrong_rows(states)
             if plan.delayed_share:

@@ -22,7 +22,8 @@ from harness import Plan, Result, run_plan
 
 HEADER = (
     "| scenario | jobs added | completed | failed | lost | run twice (after a recorded lease "
-    "loss) | run twice without one | status rows wrong | faults | adds refused | seconds | "
+    "loss) | run twice without one | status rows wrong | faults | add calls refused (full) | "
+    "seconds | "
     "notes |"
 )
 

@@ -150,6 +150,8 @@ async def status_mirror(
                 await conn.close()
             bad = sum(1 for j, (state, _) in states.items() if rows.get(j) != state)
             if not bad:
+                # how often the mirror met the outage (and retried)
+                chaos.counters["mirror retries"] = mirror.stats.failures
                 return 0
             await asyncio.sleep(0.1)
         return bad

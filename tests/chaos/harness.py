@@ -256,9 +256,9 @@ async def run_plan(plan: Plan, *, mirror: Callable[..., Any] | None = None) -> R
             view = ledger.view()
             states = await _states(queue, list(view.added))
             _reconcile(result, view, states)
-            result.notes += [f"{k} {v}" for k, v in sorted(chaos.counters.items())]
             if wrong_rows is not None:
                 result.status_wrong += await wrong_rows(states)
+            result.notes += [f"{k} {v}" for k, v in sorted(chaos.counters.items())]
             if plan.delayed_share:
                 result.notes.append(f"early starts {view.early_starts()}")
             if plan.rate:

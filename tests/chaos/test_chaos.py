@@ -30,8 +30,9 @@ async def test_chaos_scenario(name: str) -> None:
     if plan.rate:
         note = next(n for n in result.notes if n.startswith("max starts in 1 s"))
         starts = int(note.split()[5])
-        # a full token bucket lets one burst (its capacity) through on top of the rate
-        assert starts <= 2 * plan.rate + 2, summary
+        # a full token bucket lets one burst (its capacity) through on top of the rate; the
+        # ledger's times are the handlers' starts, a few ms after the takes: some slack
+        assert starts <= 2.1 * plan.rate, summary
     if plan.add_rate:
         assert result.refused > 0, summary  # the adds met the out-of-memory spells
         full = next(n for n in result.notes if n.startswith("completed while Redis was full"))

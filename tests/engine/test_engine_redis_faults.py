@@ -243,3 +243,22 @@ async def test_redis_restart_under_load(server: RedisProcess, admin: aioredis.Re
 
 async def _some(run: Run) -> bool:
     return len(run.runs) >= 50
+
+
+async def test_writes_refused_for_missing_replicas(
+    server: RedisProcess, admin: aioredis.Redis
+) -> None:
+    queue = await _queue(server, "noreplicas")
+    try:
+        jobs = await _add(queue, 1000)
+        run = Run(queue)
+        await wait_for(lambda: _some(run), what="jobs to run")
+        # NOREPLICAS: the server refuses every write while fewer replicas than this answer
+        await admin.config_set("min-replicas-to-write", 1)
+        await run.met(ResponseError)
+        assert any("NOREPLICAS" in str(e) for e in run.errors)
+        await admin.config_set("min-replicas-to-write", 0)
+        await run.drained(jobs)
+        await run.close()
+    finally:
+        await queue.close()

@@ -308,9 +308,10 @@ class Worker:
                         failures += 1
                         await self._back_off(exc, failures)
                         continue
-                    if failures:
+                    if failures:  # the counter is shared by both: both are fine now
                         failures = 0
                         self._health.ok("take/finish")
+                        self._health.ok("wake-up")
                     for job in jobs:
                         self._start(job)
                     want_take = bool(jobs) and len(jobs) >= free

@@ -55,6 +55,15 @@ async def _beat(
     )
 
 
+def _failed(
+    health: WorkerHealth | None, stats: WorkerStats, loop: str, exc: BaseException, every: float
+) -> None:
+    if health is not None:
+        health.failed(loop, exc, retry_in=every)
+    else:
+        log.debug("worker %s: %s failed: %s", stats.name, loop, type(exc).__name__)
+
+
 async def _unregister(queue: Queue, name: str) -> None:
     async with queue.redis.pipeline(transaction=True) as pipe:
         pipe.delete(queue.keys.worker(name))
@@ -78,8 +87,11 @@ async def heartbeat_loop(
         while True:
             try:
                 if not published:  # even if a worker of the same name left its key behind
-                    await queue.publish_config()
+                    await queue.publish_config()  # a plain HSET: refused under OOM, the beat is not
                     published = True
+            except Exception as exc:
+                _failed(health, stats, "heartbeat (limits)", exc, every)
+            try:
                 if await _beat(queue, stats, running, started_ms, every):
                     # our key was gone (Redis lost its data): publish the limits again, on
                     # the next round if this one fails
@@ -87,13 +99,12 @@ async def heartbeat_loop(
                     await queue.publish_config()
                     published = True
             except Exception as exc:
-                if health is not None:
-                    health.failed("heartbeat", exc, retry_in=every)
-                else:
-                    log.debug("worker %s: heartbeat failed: %s", stats.name, type(exc).__name__)
+                _failed(health, stats, "heartbeat", exc, every)
             else:
                 if health is not None:
                     health.ok("heartbeat")
+                    if published:
+                        health.ok("heartbeat (limits)")
             raise_if_cancelling()
             await asyncio.sleep(every)
     finally:

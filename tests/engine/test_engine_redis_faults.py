@@ -162,7 +162,8 @@ async def test_worker_finishes_and_takes_under_oom_and_adds_come_back(
             await queue.add("n", {"i": -1})
         run.gate.set()  # finishing (and taking the next jobs) still works under OOM
         await run.drained(jobs)
-        assert run.worker.degraded is None
+        # finishing never failed (publishing the queue's limits, a plain HSET, may have)
+        assert "take/finish" not in (run.worker.degraded or "")
         with pytest.raises(QueueFullError):
             await queue.add("n", {"i": -1})  # memory still short: adds stay refused
         await admin.config_set("maxmemory", 0)

@@ -13,7 +13,14 @@ import redis.exceptions
 import structlog
 from pydantic import BaseModel
 
-from jobqueue import ErrorType, Job, RetryAfter, classify_error, is_final_failure
+from jobqueue import (
+    ErrorType,
+    Job,
+    QueueFullError,
+    RetryAfter,
+    classify_error,
+    is_final_failure,
+)
 from pipeline.ai import LLMResult
 from pipeline.ai.guard import job_scope
 from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
@@ -37,6 +44,7 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    QueueFullError,  # Redis out of memory: enqueuing the next stage waits, nothing was written
 )
 
 RunFn = Callable[[Runtime, Job, Any], Awaitable[dict[str, Any]]]

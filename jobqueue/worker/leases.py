@@ -22,9 +22,14 @@ log = logging.getLogger("jobqueue.worker")
 async def renew_once(scripts: Scripts, running: RunningJobs, *, lease_ms: int) -> None:
     """Renew the leases of every running job in one call; stop the handlers of jobs whose
     lease is lost, and of jobs someone asked to cancel."""
-    reply = await scripts.renew(running.leases(), lease_ms=lease_ms)
+    leases = running.leases()
+    reply = await scripts.renew(leases, lease_ms=lease_ms)
+    sent = dict(leases)
     for job_id in reply.lost:
-        if running.lose(job_id):
+        # only the lease that was sent: the job may have been taken again meanwhile (its
+        # lease expired while Redis was away, the stall check requeued it, and this worker's
+        # next take got it back under a new token)
+        if running.lose(job_id, sent.get(job_id)):
             log.warning("job %s:%s: lease lost; cancelling its handler", scripts.keys.queue, job_id)
     for job_id, reason in reply.cancels.items():
         running.cancel(job_id, reason)

@@ -430,7 +430,7 @@ class Worker:
     def _start(self, job: Job) -> None:
         job._on_progress = self._on_progress
         task = asyncio.get_running_loop().create_task(self._execute(job))
-        self._running[job.id] = (job, task)
+        self._running.add(job, task, self._poke)
         if self.hooks.on_active is not None:
             self._hooks.fire(self.hooks.on_active, job)
 
@@ -470,10 +470,7 @@ class Worker:
             if span is not None:
                 _tracing.process_end(span, job, outcome, value)
             CURRENT_JOB.reset(token)
-            running = self._running
-            running.pop(job.id, None)
-            if running.lost:
-                running.lost.discard(job.id)
+            self._running.release(job.id, asyncio.current_task())
             if outcome is not None:
                 self._outcomes.append(outcome)
                 if self._outcome_hooks:

@@ -23,6 +23,7 @@ from servers import RedisProcess, free_port
 
 from jobqueue import Job, Queue, QueueConfig, QueueFullError, Worker
 from jobqueue.core.connection import CONNECTION_ERRORS
+from jobqueue.core.scripts import FASTCONN_ENV
 
 FAST = {"lease": 30.0, "stall_interval": 0.2, "drain_delay": 0.2, "heartbeat_interval": 0.05}
 
@@ -118,10 +119,18 @@ async def _oom(admin: aioredis.Redis) -> None:
     await admin.config_set("maxmemory", 1)
 
 
+# the script flags come with the script text, so EVALSHA honours them on both paths: the
+# hiredis fast connection and redis-py (JOBQUEUE_FASTCONN=0)
+both_paths = pytest.mark.parametrize("fastconn", ["1", "0"], ids=["fastconn", "redis-py"])
+
+
+@both_paths
 async def test_add_under_oom_raises_queue_full_and_writes_nothing(
-    server: RedisProcess, admin: aioredis.Redis
+    server: RedisProcess, admin: aioredis.Redis, fastconn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(FASTCONN_ENV, fastconn)
     queue = await _queue(server, "oom-add")
+    assert (queue.scripts.fast is not None) == (fastconn == "1")
     try:
         await _add(queue, 3)
         before = {k: await admin.type(k) for k in await admin.keys("*")}
@@ -144,9 +153,11 @@ async def test_add_under_oom_raises_queue_full_and_writes_nothing(
         await queue.close()
 
 
+@both_paths
 async def test_worker_finishes_and_takes_under_oom_and_adds_come_back(
-    server: RedisProcess, admin: aioredis.Redis
+    server: RedisProcess, admin: aioredis.Redis, fastconn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(FASTCONN_ENV, fastconn)
     queue = await _queue(server, "oom-finish", keep_completed=(10, None))
     try:
         jobs = await _add(queue, 300)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast test-repeat lint format demo bench bench-venv bench-provider clean
+.PHONY: install test test-fast test-repeat lint format demo bench bench-venv bench-provider chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench: bench-venv
 PROVIDER_ARGS ?= --sectors 10 --workers 2 --configs per-queue
 bench-provider: bench-venv
 	$(BENCH_VENV)/bin/python -m bench.provider_run $(PROVIDER_ARGS)
+
+# The long chaos suite (docs/reliability.md): thousands of jobs, several worker processes, each
+# fault again and again; prints the table (a short version runs inside `make test`:
+# tests/chaos). E.g. `make chaos CHAOS_ARGS="--only kill-9 redis-oom"`.
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python tests/chaos/run_chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .test-repeat

@@ -35,7 +35,9 @@ QUEUE_COLUMNS = (
     "WORKERS",
 )
 LIMITER_COLUMNS = ("LIMITER", "QUEUES", "BUCKETS (tokens/capacity)", "HOLD", "BREAKER")
-WORKER_COLUMNS = ("WORKER", "QUEUES", "PID", "RUNNING", "COMPLETED", "FAILED", "LAST BEAT")
+WORKER_COLUMNS = (
+    "WORKER", "QUEUES", "PID", "RUNNING", "COMPLETED", "FAILED", "LAST BEAT", "STATE",
+)  # fmt: skip
 
 
 def _ago(iso: str | None) -> str:
@@ -120,6 +122,10 @@ def worker_cells(w: Mapping[str, Any]) -> list[str]:
         str(w["completed"]),
         str(w["failed"]),
         _ago(w["last_heartbeat"]),
+        # a worker whose loops meet errors (Redis away, OOM, READONLY...) says so
+        f"degraded since {_ago(w.get('degraded_since'))}: {w['degraded']}"
+        if w.get("degraded")
+        else "ok",
     ]
 
 

@@ -9,6 +9,7 @@
      ├─ QueueStateError                        an operation the queue's state refuses
      ├─ UnsafeRedisError                       a replica, or an eviction policy that loses jobs
      ├─ NotDurableError                        durable mode: fewer replicas acknowledged an add
+     ├─ QueueFullError                         Redis is out of memory: the write was refused
      ├─ JobFailedError                         raised by waiting on a job that failed
      ├─ UnrecoverableError                     raised by a handler: fail now, no retry
      ├─ RetryAfter                             raised by a handler: retry after N seconds
@@ -33,6 +34,7 @@ __all__ = [
     "LeaseLostError",
     "NotDurableError",
     "PayloadTooLargeError",
+    "QueueFullError",
     "QueueStateError",
     "RetryAfter",
     "UnrecoverableError",
@@ -113,6 +115,17 @@ class NotDurableError(JobQueueError):
         super().__init__(message)
         self.acked = acked
         self.wanted = wanted
+
+
+class QueueFullError(JobQueueError):
+    """Redis refused the write because it is out of memory (`maxmemory` reached under the
+    `noeviction` policy); nothing was written.
+
+    Adding jobs (`Queue.add`, `add_bulk`, flows, tasks' `enqueue`) raises it while the server
+    is full: retry later, or give Redis more memory. Workers keep finishing and taking jobs
+    meanwhile (those scripts run under OOM: see docs/reliability.md), which is what frees
+    memory again, as completed jobs leave by the queue's retention.
+    """
 
 
 class JobFailedError(JobQueueError):

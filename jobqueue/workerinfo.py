@@ -32,6 +32,10 @@ class WorkerInfo:
         last_take_at: when it last took jobs (or reported outcomes); None if never.
         last_heartbeat: when it last beat.
         heartbeat_interval: seconds between its heartbeats.
+        degraded: which of its loops met errors at its last heartbeat and why (e.g.
+            "take/finish: QueueFullError: redis ... is out of memory"); None when all
+            worked. The worker carries on meanwhile, backing off.
+        degraded_since: when that began; None when not degraded.
     """
 
     name: str
@@ -46,6 +50,8 @@ class WorkerInfo:
     last_take_at: datetime | None
     last_heartbeat: datetime
     heartbeat_interval: float
+    degraded: str | None = None
+    degraded_since: datetime | None = None
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> WorkerInfo:
@@ -63,6 +69,7 @@ class WorkerInfo:
         except ValueError:
             queues = ()
         last_take = num("last_take")
+        degraded_since = num("degraded_since")
         return cls(
             name=h.get("name", ""),
             host=h.get("host", ""),
@@ -76,6 +83,8 @@ class WorkerInfo:
             last_take_at=_dt(last_take) if last_take else None,
             last_heartbeat=_dt(num("beat")),
             heartbeat_interval=float(h.get("interval") or 0),
+            degraded=h.get("degraded") or None,
+            degraded_since=_dt(degraded_since) if degraded_since and h.get("degraded") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 
-from ..errors import ConfigError, NotDurableError
+from ..errors import ConfigError, NotDurableError, QueueFullError
 from ._loader import load_script, script_names
-from .connection import cluster_of, is_fakeredis
+from .connection import cluster_of, describe_client, is_fakeredis
 from .fastconn import FastConnection
 from .fastroute import ClusterFastConnection, fast_connection
 from .keys import QueueKeys
@@ -117,6 +117,7 @@ class ScriptRunner:
             )
         self._durable = durable
         self._shebang = not is_fakeredis(redis)
+        self._where = describe_client(redis)  # password-free, for error messages
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -132,6 +133,17 @@ class ScriptRunner:
     # -- running ---------------------------------------------------------------------------
 
     async def _eval(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._evalsha(name, keys, args)
+        except OutOfMemoryError:
+            # the one place an OOM refusal becomes ours: a `#!lua` script without
+            # `allow-oom` is refused before it runs, so nothing of it was written
+            raise QueueFullError(
+                f"redis {self._where} is out of memory (maxmemory reached, policy "
+                f"noeviction): {name} refused, nothing written; retry later"
+            ) from None
+
+    async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
         script = load_script(name, shebang=self._shebang)
         if self._durable is not None and name not in _READ_ONLY:
             return await self._eval_durable(name, script.sha, script.source, keys, args)

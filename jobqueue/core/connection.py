@@ -25,7 +25,7 @@ from redis.exceptions import BusyLoadingError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import UnsafeRedisError
+from ..errors import QueueFullError, UnsafeRedisError
 from ._urls import CLUSTER_SCHEMES, SENTINEL_SCHEMES, parse_cluster_url, parse_sentinel_url
 from .redact import redact_url
 
@@ -54,9 +54,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors of a server that is away, restarting or unreachable: retried after a backoff."""
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    QueueFullError,
+)
 """Every error a Redis call can raise (a reply error too: READONLY after a failover, OOM,
-BUSY...): what a worker's loops survive, logging and backing off, never ending on one."""
+BUSY, LOADING, MISCONF, NOREPLICAS, TRYAGAIN, CLUSTERDOWN; a script refused for OOM as our
+`QueueFullError`): what a worker's loops survive, logging and backing off, never ending on one."""
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()

@@ -3,6 +3,9 @@ log): one method per script, as in `jobqueue.core.scripts`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import ConfigError
 from ._runner import ScriptRunner, spec
 from .codec import text
@@ -167,3 +170,20 @@ class OperationScripts(ScriptRunner):
         n = int(await self._call(self.LOG, keys=keys, line=line, max_lines=max_lines))
         raise_for_code(n, f"job {job_id} of queue {self.keys.queue}")
         return n
+
+    BEAT = spec(
+        "beat", keys="worker(id) worker_set", argv="name ttl_ms keep_ms n", group="field value"
+    )
+
+    async def beat(
+        self, name: str, fields: Mapping[str, Any], *, ttl_ms: int, keep_ms: int
+    ) -> bool:
+        """Write worker `name`'s heartbeat (`fields`, and `beat` = the Redis time in ms);
+        True when its hash was gone (a first beat, or Redis lost its data)."""
+        keys = [self.keys.worker(name), self.keys.worker_set]
+        groups = [(k, v) for k, v in fields.items() if k != "beat"]
+        created = await self._call(
+            self.BEAT, groups, keys=keys, name=name, ttl_ms=ttl_ms, keep_ms=keep_ms,
+            n=len(groups),
+        )  # fmt: skip
+        return int(created) == len(groups) + 1

@@ -103,12 +103,15 @@ async def run_schedulers(
     interval: float,
     backoff: tuple[float, float] = (0.1, 5.0),
     on_error: Callable[[BaseException], None] | None = None,
+    on_ok: Callable[[], None] | None = None,
 ) -> None:
     """Tick `queue`'s schedulers until cancelled: whenever one is due, else every `interval`
     seconds at most (a scheduler added meanwhile is seen within `interval`).
 
     Never ends on an error (Redis away, a failover, a bug): logs it, backs off exponentially
-    within `backoff` (first, max seconds), and carries on.
+    within `backoff` (first, max seconds), and carries on. `on_error` is called with each
+    error, `on_ok` after each good pass; a caller that passes `on_ok` follows the loop's
+    health and logs its errors itself (a worker does, rate-limited): the loop does not.
     """
     rng = random.Random()
     failures = 0
@@ -121,14 +124,15 @@ async def run_schedulers(
             lo, hi = backoff
             delay = exponential_delay(lo, failures, cap=hi, jitter=0.25, rng=rng)
             level = logging.WARNING if isinstance(exc, REDIS_ERRORS) else logging.ERROR
-            log.log(
-                level,
-                "scheduler of queue %s: %s; retrying in %.2fs",
-                queue.name,
-                redact(f"{type(exc).__name__}: {exc}"),
-                delay,
-                exc_info=level == logging.ERROR,
-            )
+            if on_ok is None:
+                log.log(
+                    level,
+                    "scheduler of queue %s: %s; retrying in %.2fs",
+                    queue.name,
+                    redact(f"{type(exc).__name__}: {exc}"),
+                    delay,
+                    exc_info=level == logging.ERROR,
+                )
             if on_error is not None:
                 try:
                     on_error(exc)
@@ -138,5 +142,7 @@ async def run_schedulers(
             await asyncio.sleep(delay)
             continue
         failures = 0
+        if on_ok is not None:
+            on_ok()
         sleep = interval if wait_ms < 0 else min(interval, wait_ms / 1000)
         await asyncio.sleep(sleep)

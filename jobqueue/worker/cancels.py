@@ -21,6 +21,7 @@ from ..core.backoff import exponential_delay
 from ..core.codec import text as _s
 from ..core.connection import REDIS_ERRORS, dedicated_client
 from ..core.keys import QueueKeys
+from .health import WorkerHealth
 from .running import RunningJobs
 
 __all__ = ["cancel_listener"]
@@ -54,11 +55,12 @@ async def cancel_listener(
     running: RunningJobs,
     *,
     backoff: tuple[float, float],
+    health: WorkerHealth | None = None,
 ) -> None:
     """Subscribe to the queue's cancel channel and cancel the running jobs named on it.
 
-    Runs until cancelled; resubscribes after a connection error, waiting per `backoff`
-    (first, max seconds).
+    Runs until cancelled; resubscribes after an error, waiting per `backoff` (first, max
+    seconds), and reports it to `health`.
     """
     first, most = backoff
     failures = 0
@@ -71,23 +73,30 @@ async def cancel_listener(
             await pubsub.subscribe(keys.cancel_channel)
             await _recheck(redis, keys, running)
             raise_if_cancelling()
-            if failures:
+            if failures and health is None:
                 log.info("queue %s: cancel channel subscribed again", keys.queue)
             failures = 0
+            if health is not None:
+                health.ok("cancel listener")
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 raise_if_cancelling()
                 if msg is not None and msg.get("type") == "message":
                     _dispatch(running, msg["data"])
-        except REDIS_ERRORS as exc:
+        except Exception as exc:
             failures += 1
             delay = exponential_delay(first, failures, cap=most, jitter=0.25)
-            log.warning(
-                "queue %s: cancel channel lost (%s); subscribing again in %.2fs",
-                keys.queue,
-                type(exc).__name__,
-                delay,
-            )
+            if health is not None:
+                health.failed("cancel listener", exc, retry_in=delay)
+            elif isinstance(exc, REDIS_ERRORS):
+                log.warning(
+                    "queue %s: cancel channel lost (%s); subscribing again in %.2fs",
+                    keys.queue,
+                    type(exc).__name__,
+                    delay,
+                )
+            else:
+                log.exception("queue %s: cancel listener failed", keys.queue)
             raise_if_cancelling()
             await asyncio.sleep(delay)
         finally:

@@ -9,7 +9,9 @@ someone cancelled) and `WorkerStats` (what the heartbeat publishes).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..job import Job
 
@@ -38,11 +40,32 @@ class RunningJobs(dict[str, tuple[Job, "asyncio.Task[None]"]]):
         """(job id, lease token) of every running job, for a renewal."""
         return [(job_id, job.token or "") for job_id, (job, _) in self.items()]
 
-    def lose(self, job_id: str) -> bool:
-        """The lease on this job is gone (another worker may run it now): stop its handler,
-        whose outcome will not be reported. False when the job is not running here."""
+    def add(self, job: Job, task: asyncio.Task[None], on_end: Callable[[], None]) -> None:
+        """A job started in `task`. Its entry leaves when the task ends, even when the task
+        was cancelled before it ran at all (its body, which removes the entry, never runs
+        then); `on_end` is called after."""
+        self[job.id] = (job, task)
+
+        def ended(done: asyncio.Task[None], job_id: str = job.id) -> None:
+            self.release(job_id, done)
+            on_end()
+
+        task.add_done_callback(ended)
+
+    def release(self, job_id: str, task: asyncio.Task[Any] | None) -> None:
+        """The run of `job_id` in `task` ended: its entry leaves, unless the job runs here
+        again under a newer lease (taken again after this run's lease was lost)."""
         entry = self.get(job_id)
-        if entry is None:
+        if entry is not None and entry[1] is task:
+            del self[job_id]
+            self.lost.discard(job_id)
+
+    def lose(self, job_id: str, token: str | None = None) -> bool:
+        """The lease `token` on this job is gone (another worker may run it now): stop its
+        handler, whose outcome will not be reported. False when the job is not running here,
+        or runs under another lease (this worker took it again since the lost one)."""
+        entry = self.get(job_id)
+        if entry is None or (token is not None and entry[0].token != token):
             return False
         self.lost.add(job_id)
         entry[1].cancel()
@@ -74,7 +97,9 @@ class WorkerStats:
         concurrency: its slots.
         completed, failed: jobs it finished so far, by outcome.
         last_take: when it last took jobs or reported outcomes (epoch seconds, 0 = never).
-        degraded: why its main loop cannot reach Redis now (None when it can).
+        degraded: which of its loops fail now and why (None when none does; see
+            `worker.health`).
+        degraded_since: when they began to (epoch seconds, 0 = not degraded).
     """
 
     name: str
@@ -84,3 +109,4 @@ class WorkerStats:
     failed: int = 0
     last_take: float = 0.0
     degraded: str | None = None
+    degraded_since: float = 0.0

@@ -22,21 +22,19 @@ from .. import _tracing
 from ..core.backoff import exponential_delay
 from ..core.codec import decode_envelope, dumps
 from ..core.connection import REDIS_ERRORS
-from ..core.redact import redact
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
 from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
-from ..schedules._loop import check_scheduler_interval, run_schedulers
+from ..schedules._loop import check_scheduler_interval
 from ._procpool import make_runner
 from ._signals import install_stop_signals
-from .cancels import cancel_listener
-from .heartbeat import heartbeat_loop
+from .health import WorkerHealth
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
-from .leases import renew_loop, stall_loop
 from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
+from .upkeep import start_upkeep
 from .wakeup import Wakeup
 
 __all__ = ["Handler", "Worker"]
@@ -62,7 +60,11 @@ class Worker:
         shutdown_grace: seconds in-flight jobs get to finish after SIGTERM or `close()`;
             then they are cancelled and handed back to the queue at once.
         handle_signals: install SIGTERM/SIGINT handlers while `run()` runs (main thread only).
-        reconnect_backoff: (first, max) seconds between attempts while Redis is unreachable.
+        reconnect_backoff: (first, max) seconds between attempts while Redis fails (jitter
+            adds up to a quarter); every Redis error (unreachable, OOM, READONLY after a
+            failover, LOADING, BUSY, MISCONF...) is backed off from, never ends the worker.
+        error_log_every: seconds between two log lines about one loop that keeps failing
+            (the first error and the recovery are always logged).
         isolation: None runs handlers in this process; "process" (or a `ProcessIsolation`
             with options) runs each job in a child process of a pool, so that a handler that
             crashes, leaks or hangs fails its job, not the worker (see `worker.isolation`).
@@ -87,6 +89,7 @@ class Worker:
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        error_log_every: float = 30.0,
         isolation: Literal["process"] | ProcessIsolation | None = None,
         scheduler_interval: float | None = 1.0,
         on_active: Hook | None = None,
@@ -121,6 +124,7 @@ class Worker:
         self.scheduler_interval = check_scheduler_interval(scheduler_interval)
         self._running = RunningJobs()
         self._stats = WorkerStats(self.name, queue.name, concurrency)
+        self._health = WorkerHealth(self._stats, log_every=error_log_every)
         hooks = WorkerHooks(on_active, on_progress, on_completed, on_failed, on_stalled, on_error)
         self._use_hooks(hooks)
         self._executor: ThreadPoolExecutor | None = None
@@ -160,6 +164,12 @@ class Worker:
         return self._stats.failed
 
     @property
+    def degraded(self) -> str | None:
+        """Which of this worker's loops fail now and why (as its heartbeat says); None when
+        all work. It carries on meanwhile, backing off (`reconnect_backoff`)."""
+        return self._stats.degraded
+
+    @property
     def last_take(self) -> float:
         """When this worker last took jobs or reported outcomes (epoch seconds, 0 = never)."""
         return self._stats.last_take
@@ -191,7 +201,7 @@ class Worker:
         try:
             if not await self._until_connected():
                 return  # closed before Redis could be reached
-            helpers = self._start_helpers(loop)
+            helpers = self._start_helpers()
             log.info(
                 "worker %s started on queue %s (concurrency %d)",
                 self.name, self.queue.name, self.concurrency,
@@ -224,22 +234,14 @@ class Worker:
         if self._started:
             await self._done.wait()
 
-    def _start_helpers(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[None]]:
-        queue, scripts, running = self.queue, self.queue.scripts, self._running
+    def _start_helpers(self) -> list[asyncio.Task[None]]:
         on_stalled = self.hooks.on_stalled
         stalled = None if on_stalled is None else lambda i, s: self._hooks.fire(on_stalled, i, s)
-        coros = {
-            "renew": renew_loop(scripts, running, self.config),
-            "stall": stall_loop(scripts, self.config, owner=self.name, on_stalled=stalled),
-            "beat": heartbeat_loop(queue, self._stats, running),
-            "cancel": cancel_listener(queue.redis, queue.keys, running, backoff=self._backoff),
-        }
-        if self.scheduler_interval is not None:
-            coros["sched"] = run_schedulers(
-                queue, interval=self.scheduler_interval, backoff=self._backoff,
-                on_error=lambda e: self._hooks.fire(self.hooks.on_error, e),
-            )  # fmt: skip
-        return [loop.create_task(c, name=f"jq-{k}-{self.name}") for k, c in coros.items()]
+        return start_upkeep(
+            self.queue, running=self._running, stats=self._stats, health=self._health,
+            backoff=self._backoff, scheduler_interval=self.scheduler_interval,
+            on_stalled=stalled, on_error=lambda e: self._hooks.fire(self.hooks.on_error, e),
+        )  # fmt: skip
 
     def _executor_for(self) -> ThreadPoolExecutor:
         # made on first use: a worker of async handlers never starts a thread
@@ -306,10 +308,10 @@ class Worker:
                         failures += 1
                         await self._back_off(exc, failures)
                         continue
-                    if failures:
-                        log.info("worker %s: redis is back", self.name)
+                    if failures:  # the counter is shared by both: both are fine now
                         failures = 0
-                        self._stats.degraded = None
+                        self._health.ok("take/finish")
+                        self._health.ok("wake-up")
                     for job in jobs:
                         self._start(job)
                     want_take = bool(jobs) and len(jobs) >= free
@@ -343,8 +345,10 @@ class Worker:
                         popped = task.result()
                     except Exception as exc:
                         failures += 1
-                        await self._back_off(exc, failures)
+                        await self._back_off(exc, failures, loop="wake-up")
                         popped = False
+                    else:
+                        self._health.ok("wake-up")
                     want_take = True
                     if popped and self.concurrency - len(self._running) <= 0:
                         # we cannot use this wake-up: leave it for another worker
@@ -355,26 +359,24 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await blocker
 
-    async def _back_off(self, exc: BaseException, failures: int) -> None:
+    async def _back_off(
+        self, exc: BaseException, failures: int, *, loop: str = "take/finish"
+    ) -> None:
         lo, hi = self._backoff
         delay = exponential_delay(lo, failures, cap=hi, jitter=0.25, rng=self._rng)
-        what = redact(f"{type(exc).__name__}: {exc}")
-        self._stats.degraded = what
-        # one line per attempt, and attempts slow down: no tight error loop in the logs
-        if isinstance(exc, REDIS_ERRORS):
-            log.warning(
-                "worker %s: redis unavailable (%s); retrying in %.2fs", self.name, what, delay
-            )
-        else:
-            log.error(
-                "worker %s: unexpected error (%s); retrying in %.2fs",
-                self.name, what, delay, exc_info=exc,
-            )  # fmt: skip
+        # logged rate-limited there: an outage is one line, not one per attempt
+        self._health.failed(loop, exc, retry_in=delay)
         self._hooks.fire(self.hooks.on_error, exc)
-        if self._stopping and not self._running and failures > 3:
-            # shutting down with nothing running: give up on the outcomes we could not send
-            # (their leases expire and the stall check runs them again: at least once)
-            log.warning("worker %s: dropping %d unsent outcomes", self.name, len(self._outcomes))
+        if self._forced and not self._running and self._outcomes:
+            # a forced stop (grace over, a second signal, close(force=True)) gives up on the
+            # outcomes it could not send: their leases expire and the stall check runs them
+            # again (at least once). Until then they are kept and sent again, with the same
+            # tokens, so a completed handler is not run again for a lost reply.
+            log.warning(
+                "worker %s: stopping; %d outcome(s) could not be recorded (%s): their jobs "
+                "run again after their lease", self.name, len(self._outcomes),
+                ", ".join(o.job_id for o in self._outcomes[:5]),
+            )  # fmt: skip
             self._outcomes.clear()
             self._reported.clear()
         await asyncio.sleep(delay)
@@ -385,10 +387,12 @@ class Worker:
         while not self._stopping:
             try:
                 await self.queue.connect()
-                return True
             except REDIS_ERRORS as exc:
                 failures += 1
-                await self._back_off(exc, failures)
+                await self._back_off(exc, failures, loop="connect")
+            else:
+                self._health.ok("connect")
+                return True
         return False
 
     async def _finish_and_take(self, batch: list[Outcome], n: int) -> tuple[list[Job], int]:
@@ -426,7 +430,7 @@ class Worker:
     def _start(self, job: Job) -> None:
         job._on_progress = self._on_progress
         task = asyncio.get_running_loop().create_task(self._execute(job))
-        self._running[job.id] = (job, task)
+        self._running.add(job, task, self._poke)
         if self.hooks.on_active is not None:
             self._hooks.fire(self.hooks.on_active, job)
 
@@ -466,10 +470,7 @@ class Worker:
             if span is not None:
                 _tracing.process_end(span, job, outcome, value)
             CURRENT_JOB.reset(token)
-            running = self._running
-            running.pop(job.id, None)
-            if running.lost:
-                running.lost.discard(job.id)
+            self._running.release(job.id, asyncio.current_task())
             if outcome is not None:
                 self._outcomes.append(outcome)
                 if self._outcome_hooks:

@@ -15,7 +15,15 @@ import redis.exceptions
 import structlog
 from pydantic import BaseModel
 
-from jobqueue import ErrorType, Job, RetryAfter, WaitForChildren, classify_error, is_final_failure
+from jobqueue import (
+    ErrorType,
+    Job,
+    QueueFullError,
+    RetryAfter,
+    WaitForChildren,
+    classify_error,
+    is_final_failure,
+)
 from pipeline.ai import LLMResult
 from pipeline.ai.guard import job_scope
 from pipeline.budget import BUDGET_EXCEEDED, end_run_if_stopped
@@ -40,6 +48,7 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    QueueFullError,  # Redis out of memory: enqueuing the next stage waits, nothing was written
 )
 
 #: Call indexes a step of a job may use: step n's calls are numbered from n * STEP_CALLS, so

@@ -162,7 +162,10 @@ async def main() -> None:
             return {"pid": pid, "children": await job.children_results()}
         return {"pid": pid}
 
-    worker = Worker(queue, handler, concurrency=concurrency, shutdown_grace=grace)
+    # every error logged (not rate-limited): the restart test reads each announced backoff
+    worker = Worker(
+        queue, handler, concurrency=concurrency, shutdown_grace=grace, error_log_every=0
+    )
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     print("ready", flush=True)
     await worker.run()

@@ -7,15 +7,20 @@ A cancellation is shown to travel over pub/sub by giving the job a lease (600 s,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
+from typing import Any
 
 import pytest
 from ops_helpers import HANG, state_is, wait_for, workers_of
+from redis.exceptions import ReadOnlyError
 from servers import RedisProcess
 
 from jobqueue import JobFailedError, Queue
+from jobqueue._inspect_render import worker_cells
 from jobqueue.worker.cancels import cancel_listener
+from jobqueue.worker.health import WorkerHealth
 from jobqueue.worker.heartbeat import heartbeat_loop
 from jobqueue.worker.running import RunningJobs, WorkerStats
 
@@ -161,7 +166,12 @@ async def test_cancel_listener_resubscribes_after_a_redis_restart(prefix, spawn_
         await queue.redis.connection_pool.disconnect()  # our own stale connections
         await workers_of(queue)
         await wait_for(subscribed, what="the listener to subscribe again")
-        assert await queue.redis.hexists(queue.keys.meta, "lease_ms")  # published again
+
+        async def published() -> bool:
+            return bool(await queue.redis.hexists(queue.keys.meta, "lease_ms"))
+
+        # published again (by the beat that found the worker's key gone, or the next one)
+        await wait_for(published, what="the queue's limits published again")
 
         job = await queue.add("slow", {"sleep": 3600})
         await state_is(queue, job.id, "active")
@@ -219,3 +229,39 @@ async def test_helper_loops_end_when_cancelled_mid_command(make_queue):
             done, _ = await asyncio.wait({task}, timeout=HANG)
             assert task in done, f"the {what} ignored its cancellation"
     assert await queue.get_workers() == []  # every heartbeat unregistered on its way out
+
+
+async def test_heartbeat_says_degraded_while_a_loop_fails_and_inspect_shows_it(make_queue):
+    queue = make_queue("degraded", heartbeat_interval=0.05)
+    running = RunningJobs()
+    stats = WorkerStats("w-degraded", queue.name, 1)
+    health = WorkerHealth(stats, log_every=60.0)
+    beat = asyncio.create_task(heartbeat_loop(queue, stats, running, health))
+    try:
+        # what the main loop records when Redis refuses its finish call (a failover)
+        health.failed("take/finish", ReadOnlyError("You can't write against a read only replica."))
+
+        async def degraded() -> Any:
+            workers = await queue.get_workers()
+            return workers and workers[0].degraded and workers[0]
+
+        info = await wait_for(degraded, what="a heartbeat saying degraded")
+        assert info.degraded == (
+            "take/finish: ReadOnlyError: You can't write against a read only replica."
+        )
+        assert info.degraded_since is not None
+        state = worker_cells(info.to_dict())[-1]  # the STATE column of `inspect`
+        assert state.startswith("degraded since") and "ReadOnlyError" in state
+        health.ok("take/finish")
+
+        async def recovered() -> bool:
+            workers = await queue.get_workers()
+            return bool(workers) and workers[0].degraded is None and workers[0]
+
+        info = await wait_for(recovered, what="a heartbeat saying recovered")
+        assert info.degraded_since is None
+        assert worker_cells(info.to_dict())[-1] == "ok"
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ clean: remove jobs of one state older than a grace period. Finished jobs are aged by their
 finish time, waiting and delayed ones by their creation time.
 KEYS: wait prio priorities delayed completed failed cancels events costs groups id_counter

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ drain: remove waiting (including prioritized and paused) and delayed jobs, a batch per
 call. Active and finished jobs are kept.
 KEYS: wait prio priorities delayed cancels events costs groups id_counter

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ finish: record a batch of attempt outcomes, then take jobs for the freed slots (one round
 trip both reports and fetches). Kinds of outcome: 'c' completed; 'f' a failed attempt, retried
 later or failed for good; 'r' rate limited: the job is deferred without spending an attempt and

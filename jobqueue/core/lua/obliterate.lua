@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ obliterate: the first, atomic step: check that no job is active and pause the queue so that
 none starts while the caller deletes its keys (SCAN in batches, `meta` last).
 KEYS: active meta events

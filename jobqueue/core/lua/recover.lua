@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ recover: the stall check. Jobs whose lease expired (their worker died or hung) go back to
 the front of the queue, or to failed once they stalled more than max_stalls times (or were
 asked to cancel). One worker runs it per interval: the stall lock is taken with SET NX PX.

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ remove: delete one job that is not running, with its run state and its log.
 KEYS: wait prio priorities delayed active completed failed cancels events costs groups
   id_counter

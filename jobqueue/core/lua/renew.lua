@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ renew: extend the leases of a worker's running jobs (one call for all of them).
 KEYS: active cancels
 ARGV:

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 --[[ take: move up to n ready jobs to active, each with a lease and a fencing token (see
 includes/take.lua; workers use `finish`, which reports outcomes and takes in one call).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter

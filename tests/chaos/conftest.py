@@ -1,0 +1,8 @@
+"""The chaos suite's helpers are plain modules of this directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

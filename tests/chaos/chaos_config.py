@@ -7,9 +7,10 @@ from jobqueue import QueueConfig, RateLimit
 __all__ = ["queue_config"]
 
 
-def queue_config(name: str, *, lease: float, rate: int = 0) -> QueueConfig:
+def queue_config(name: str, *, lease: float, rate: int = 0, durable: int = 0) -> QueueConfig:
     """Short leases and stall checks (faults outlast them on purpose), every job kept after
-    it ends (the reconciliation reads each one), many stalls allowed before a job fails."""
+    it ends (the reconciliation reads each one), many stalls allowed before a job fails;
+    `durable` replicas acknowledge each change (the cluster failover: docs/cluster.md)."""
     return QueueConfig(
         name,
         lease=lease,
@@ -21,4 +22,5 @@ def queue_config(name: str, *, lease: float, rate: int = 0) -> QueueConfig:
         keep_failed=(None, None),
         events_maxlen=200_000,
         rate_limit=RateLimit(max=rate, per=1.0) if rate else None,
+        durable_replicas=durable,
     )

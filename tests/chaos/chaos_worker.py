@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--lease", type=float, default=1.0)
     parser.add_argument("--rate", type=int, default=0)
+    parser.add_argument("--durable", type=int, default=0)
     parser.add_argument("--work-ms", type=float, default=5.0)
     args = parser.parse_args()
     logging.basicConfig(
@@ -57,7 +58,7 @@ def main() -> None:
         return {"i": int(job.data["i"])}
 
     async def run() -> None:
-        config = queue_config(args.queue, lease=args.lease, rate=args.rate)
+        config = queue_config(args.queue, lease=args.lease, rate=args.rate, durable=args.durable)
         queue = Queue(config, redis=args.redis, prefix=args.prefix)
         worker = Worker(
             queue,

@@ -35,6 +35,7 @@ from servers import RedisProcess
 from jobqueue import Queue, QueueFullError
 from jobqueue.core.codec import text
 from jobqueue.core.connection import REDIS_ERRORS
+from jobqueue.testing import ClusterServers
 
 __all__ = ["Chaos", "Plan", "Result", "run_plan"]
 
@@ -62,6 +63,8 @@ class Plan:
     clock_offsets: tuple[float, ...] = ()
     skip: str | None = None
     deadline: float = 300.0
+    cluster: bool = False
+    """Run on a local Redis Cluster (3 masters, a replica each) in durable mode."""
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Chaos:
     """The running scenario, as the fault functions see it."""
 
     plan: Plan
-    server: RedisProcess
+    server: RedisProcess | ClusterServers
     dir: Path
     ledger_path: str
     proxy: ChaosProxy | None = None
@@ -115,6 +118,7 @@ class Chaos:
             sys.executable, str(WORKER), "--redis", self.worker_url, "--queue", plan.name,
             "--prefix", PREFIX, "--ledger", self.ledger_path, "--concurrency",
             str(plan.concurrency), "--lease", str(plan.lease), "--rate", str(plan.rate),
+            "--durable", str(_durable(plan)),
         ]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -142,6 +146,12 @@ class Chaos:
                 proc.kill()
                 codes.append(proc.wait(10))
         return codes
+
+
+def _durable(plan: Plan) -> int:
+    # on the cluster every change waits for the master's replica: an acknowledged change
+    # then survives the master's death (docs/cluster.md); one node keeps an fsynced AOF
+    return 1 if plan.cluster else 0
 
 
 def _redis_binary() -> str | None:
@@ -213,12 +223,16 @@ async def run_plan(plan: Plan, *, mirror: Callable[..., Any] | None = None) -> R
         result.skipped = plan.skip
         return result
     root = Path(tempfile.mkdtemp(prefix=f"jq-chaos-{plan.name}-"))
-    extra = ["--appendonly", "yes", "--appendfsync", "always"]
-    server = RedisProcess(_redis_binary(), extra=extra).start()
+    server: RedisProcess | ClusterServers
+    if plan.cluster:
+        server = await asyncio.to_thread(ClusterServers(_redis_binary()).start)
+    else:
+        extra = ["--appendonly", "yes", "--appendfsync", "always"]
+        server = RedisProcess(_redis_binary(), extra=extra).start()
     chaos = Chaos(plan, server, root, str(root / "ledger.sqlite"))
     ledger = Ledger(chaos.ledger_path)
-    queue = Queue(queue_config(plan.name, lease=plan.lease, rate=plan.rate), redis=server.url,
-                  prefix=PREFIX)  # fmt: skip
+    config = queue_config(plan.name, lease=plan.lease, rate=plan.rate, durable=_durable(plan))
+    queue = Queue(config, redis=server.url, prefix=PREFIX)
     began = time.monotonic()
     try:
         if plan.proxy:

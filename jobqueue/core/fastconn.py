@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._tls import tls_context
 from .connection import CancelSafeConnection
 
 __all__ = ["DEFAULT_COMMAND_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "FastConnection"]
@@ -246,6 +248,7 @@ class FastConnection:
         encoding: str = "utf-8",
         encoding_errors: str = "strict",
         socket_keepalive: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if command_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("command_timeout and connect_timeout must be > 0")
@@ -259,6 +262,7 @@ class FastConnection:
         self.command_timeout = float(command_timeout)
         self.connect_timeout = float(connect_timeout)
         self.socket_keepalive = socket_keepalive
+        self.tls = tls
         self._reader_kwargs: dict[str, str] = (
             {"encoding": encoding, "errors": encoding_errors} if decode_responses else {}
         )
@@ -267,7 +271,8 @@ class FastConnection:
 
     def __repr__(self) -> str:
         where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
-        return f"<FastConnection {where} db={self.db}>"
+        tls = " tls" if self.tls is not None else ""
+        return f"<FastConnection {where} db={self.db}{tls}>"
 
     @classmethod
     def from_client(cls, client: Any) -> FastConnection | None:
@@ -289,6 +294,7 @@ class FastConnection:
             BlockingConnectionPool,
             Connection,
             ConnectionPool,
+            SSLConnection,
             UnixDomainSocketConnection,
         )
 
@@ -299,16 +305,23 @@ class FastConnection:
         # need not describe a real server (a fake one's `host` is a name, and a socket opened to
         # it could reach whatever listens on localhost:6379)
         conn_class = pool.connection_class
-        if conn_class not in (Connection, CancelSafeConnection, UnixDomainSocketConnection):
+        if conn_class not in (
+            Connection, CancelSafeConnection, UnixDomainSocketConnection, SSLConnection
+        ):  # fmt: skip
             return None
-        return cls.from_kwargs(
-            pool.connection_kwargs, unix=conn_class is UnixDomainSocketConnection
-        )
+        kwargs = pool.connection_kwargs
+        if conn_class is SSLConnection:
+            kwargs = {**kwargs, "ssl": True}
+        return cls.from_kwargs(kwargs, unix=conn_class is UnixDomainSocketConnection)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, unix: bool = False) -> FastConnection | None:
-        """Build from redis-py connection kwargs (None when they ask for what is missing)."""
-        if kwargs.get("credential_provider") is not None or kwargs.get("ssl"):
+        """Build from redis-py connection kwargs (None when they ask for what is missing);
+        `ssl` (a `rediss://` client) speaks TLS with the context redis-py would use."""
+        if kwargs.get("credential_provider") is not None:
+            return None
+        tls = tls_context(kwargs) if kwargs.get("ssl") else None
+        if kwargs.get("ssl") and tls is None:
             return None
         if kwargs.get("encoding", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
             return None  # commands are packed as UTF-8 by hiredis
@@ -331,12 +344,13 @@ class FastConnection:
             encoding=str(kwargs.get("encoding", "utf-8")),
             encoding_errors=str(kwargs.get("encoding_errors", "strict")),
             socket_keepalive=bool(kwargs.get("socket_keepalive", False)),
+            tls=tls,
         )
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FastConnection | None:
-        """From a `redis://` or `unix://` URL as `redis.asyncio.Redis.from_url` reads it
-        (None for `rediss://`)."""
+        """From a `redis://`, `rediss://` or `unix://` URL as `redis.asyncio.Redis.from_url`
+        reads it."""
         from redis.asyncio.connection import ConnectionPool
 
         return cls._from_pool(ConnectionPool.from_url(url, **kwargs))
@@ -416,7 +430,10 @@ class FastConnection:
                 if self.path:
                     _, proto = await loop.create_unix_connection(factory, self.path)
                 else:
-                    _, proto = await loop.create_connection(factory, self.host, self.port)
+                    _, proto = await loop.create_connection(
+                        factory, self.host, self.port, ssl=self.tls,
+                        server_hostname=self.host if self.tls is not None else None,
+                    )  # fmt: skip
                 if self.socket_keepalive and proto.transport is not None:
                     sock = proto.transport.get_extra_info("socket")
                     if sock is not None:

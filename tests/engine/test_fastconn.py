@@ -321,8 +321,10 @@ def test_settings_come_from_the_redis_py_client(monkeypatch: pytest.MonkeyPatch)
     assert (conn.host, conn.port, conn.db) == ("10.1.2.3", 6390, 4)
     assert (conn.username, conn.password, conn.client_name) == ("user", "pw", "jq")
     assert conn.command_timeout == 7.0
-    assert FastConnection.from_client(aioredis.Redis.from_url("rediss://h:6379/0")) is None
-    assert FastConnection.from_url("rediss://h:6379/0") is None
+    # TLS: the context redis-py would build (certificate required, hostname checked)
+    tls = FastConnection.from_client(aioredis.Redis.from_url("rediss://h:6379/0"))
+    assert tls is not None and tls.tls is not None and tls.tls.check_hostname
+    assert FastConnection.from_url("rediss://h:6379/0") is not None
     decoded = FastConnection.from_client(aioredis.Redis(decode_responses=True))
     assert decoded is not None
     # a Queue made from a URL uses jobqueue.core.connection.connect (a Connection subclass)

@@ -147,18 +147,25 @@ class ScriptRunner:
         script = load_script(name, shebang=self._shebang)
         if self._durable is not None and name not in _READ_ONLY:
             return await self._eval_durable(name, script.sha, script.source, keys, args)
+        # a script that changes nothing runs as EVALSHA_RO (Redis 7): a user whose keys are
+        # read-only (`%R~`, jobqueue.acl.readonly_acl) may run it, and a replica too
+        command = "EVALSHA_RO" if self._shebang and name in _READ_ONLY else "EVALSHA"
         fast = self._fast
         if fast is not None:
             try:
-                return await fast.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await fast.execute(command, script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 await fast.execute("SCRIPT", "LOAD", script.source)
-                return await fast.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await fast.execute(command, script.sha, len(keys), *keys, *args)
         try:
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                command, script.sha, len(keys), *keys, *args
+            )
         except NoScriptError:
             await self._redis.script_load(script.source)
-            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                command, script.sha, len(keys), *keys, *args
+            )
 
     async def _eval_durable(
         self, name: str, sha: str, source: str, keys: list[str], args: Sequence[Any]

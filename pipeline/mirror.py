@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import socket
 import time
@@ -71,6 +72,14 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _text(fields: Mapping[Any, Any]) -> dict[str, str]:
+    """An entry's fields as text (the engine's clients reply with bytes)."""
+    try:
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except AttributeError:  # a client with decode_responses
+        return {_s(k): _s(v) for k, v in fields.items()}
+
+
 def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
     """How many entries were trimmed before the group read them (an upper bound if unsure)."""
     removed = int(stream.get("entries-added") or 0) - int(stream["length"])
@@ -96,7 +105,7 @@ def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
             entries = entries[0]
         for entry_id, fields in entries or ():
             # A pending entry trimmed away comes back with no fields.
-            data = {_s(k): _s(v) for k, v in fields.items()} if fields else None
+            data = _text(fields) if fields else None
             out.append((_s(key), _s(entry_id), data))
     return out
 
@@ -125,6 +134,12 @@ class StatusMirror:
         claim_idle_ms: pending entries of other consumers idle this long are taken over (a
             mirror that died under another name).
         log_interval: at most one failure log line per this many seconds.
+        consumers: consumers of the group this mirror runs at once, each its own task and
+            transaction (`<consumer>-2`, `<consumer>-3`... beside `consumer`): rows are
+            versioned by stream id, so batches may commit in any order.
+        prefetch: read the next batch while the current one is applied (a pipelined read).
+        on_commit: called after each commit with the stream ids it applied (before they are
+            acknowledged), e.g. to measure the lag from an event to its commit.
     """
 
     def __init__(
@@ -146,9 +161,14 @@ class StatusMirror:
         trim_check_interval: float = 30.0,
         claim_idle_ms: int = 60_000,
         log_interval: float = 30.0,
+        consumers: int = 1,
+        prefetch: bool = True,
+        on_commit: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("queues is empty: give at least one queue to mirror")
+        if consumers < 1:
+            raise ValueError(f"consumers must be >= 1, got {consumers!r}")
         if batch_size < 1 or block_ms < 0 or retry_backoff_base <= 0 or retry_backoff_max <= 0:
             raise ValueError("batch_size must be >= 1, block_ms >= 0 and backoffs > 0")
         self.redis = redis
@@ -163,6 +183,7 @@ class StatusMirror:
         self._database_url, self._pool, self._owns_pool = database_url, pool, False
         self._backoff = (retry_backoff_base, retry_backoff_max)
         self._reconcile, self._log_interval = reconcile, log_interval
+        self._on_commit = on_commit
         self._trim_interval, self._claim_idle_ms = trim_check_interval, claim_idle_ms
         self._groups_ready, self._next_trim_check = False, 0.0
         self._pending: set[str] = set(self.queues)  # queues whose pending entries come first
@@ -171,11 +192,33 @@ class StatusMirror:
         self._setid: dict[str, tuple[str, int]] = {}  # counters to repair after reconciling
         self._stop, self._done = asyncio.Event(), asyncio.Event()
         self._running, self._last_log, self._suppressed = False, float("-inf"), 0
+        self._prefetch_on, self._prefetch = prefetch, None
+        self._root, self._pool_lock = self, asyncio.Lock()
+        self._siblings: list[StatusMirror] = []
+        for n in range(2, consumers + 1):
+            sibling = StatusMirror(
+                redis, self.queues, prefix=prefix, keys=keys, group=group,
+                consumer=f"{self.consumer}-{n}", batch_size=batch_size, block_ms=block_ms,
+                retry_backoff_base=retry_backoff_base, retry_backoff_max=retry_backoff_max,
+                reconcile=reconcile, claim_idle_ms=claim_idle_ms, log_interval=log_interval,
+                prefetch=prefetch, on_commit=on_commit,
+            )  # fmt: skip
+            # One pool and one set of counters; the first consumer alone checks for trimmed
+            # entries and takes over a dead mirror's (each reconciles what it finds trimmed).
+            sibling._root, sibling.stats = self, self.stats
+            sibling._trim_interval = sibling._next_trim_check = math.inf
+            self._siblings.append(sibling)
 
     async def run(self) -> None:
         """Mirror until `close()` is called, retrying with backoff through any failure."""
         if self._running:
             raise RuntimeError("this StatusMirror is already running")
+        if self._siblings:
+            await asyncio.gather(self._run(), *(s.run() for s in self._siblings))
+        else:
+            await self._run()
+
+    async def _run(self) -> None:
         self._running, failures = True, 0
         self._done.clear()
         try:
@@ -194,12 +237,18 @@ class StatusMirror:
                     log.info("status mirror recovered after %d failed attempts", failures)
                     failures, self._last_log = 0, float("-inf")
         finally:
+            if self._prefetch is not None:  # cancelled: what it read stays pending
+                self._prefetch.cancel()
+                self._prefetch = None
+                self._pending.update(self.queues)
             self._running = False
             self._done.set()
 
     async def close(self) -> None:
         """Stop `run()` (after its current step) and close the pool the mirror created."""
         self._stop.set()
+        for sibling in self._siblings:
+            await sibling.close()
         if self._running:
             await self._done.wait()
         if self._owns_pool and self._pool is not None:
@@ -219,6 +268,7 @@ class StatusMirror:
         try:
             return await self._step()
         except Exception as exc:
+            await self._drop_prefetch()
             # Entries may have been delivered (or a batch left unapplied): read pending first.
             self._pending.update(self.queues)
             if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
@@ -247,15 +297,32 @@ class StatusMirror:
             # else a queue-level event (paused, resumed, obliterating): no row to change
         return await apply_changes(conn, changes)
 
+    async def _get_pool(self) -> asyncpg.Pool:
+        root = self._root
+        async with root._pool_lock:
+            if root._pool is None:
+                if root._database_url is not None:
+                    # min_size=0: no background reconnect loop of asyncpg's own during an
+                    # outage; the next step's acquire reconnects.
+                    size = 2 * (1 + len(root._siblings))
+                    root._pool = await create_pool(root._database_url, min_size=0, max_size=size)
+                    root._owns_pool = True
+                else:
+                    root._pool = await get_pool()
+        return root._pool
+
+    async def _drop_prefetch(self) -> None:
+        """Wait for the read ahead (bounded by `block_ms`); its entries stay pending."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the next step meets the same failure anyway
+            self._pending.update(self.queues)
+
     async def _step(self) -> int:
         if self._pool is None:
-            if self._database_url is not None:
-                # min_size=0: no background reconnect loop of asyncpg's own during an outage;
-                # the next step's acquire reconnects.
-                self._pool = await create_pool(self._database_url, min_size=0, max_size=2)
-                self._owns_pool = True
-            else:
-                self._pool = await get_pool()
+            self._pool = await self._get_pool()
         if not self._groups_ready:
             for key in self._keys.values():
                 try:
@@ -274,10 +341,16 @@ class StatusMirror:
             await self._reconcile_queues()  # pending entries found trimmed
         if not batch:
             return 0
+        if self._prefetch_on and not self._pending and not self._to_reconcile:
+            # Read the next batch while this one is applied; it stays pending until its own
+            # commit, and a failure of this one makes the next step read both again.
+            self._prefetch = asyncio.get_running_loop().create_task(self._read_new())
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await self.apply(batch, conn)
         self.stats.transactions += 1
         self.stats.rows += rows
+        if self._on_commit is not None:
+            self._on_commit([entry_id for _, entry_id, _ in batch])
         # Acknowledge only after the commit: a crash in between means a harmless re-apply.
         by_key: dict[str, list[str]] = {}
         for queue, entry_id, _ in batch:
@@ -291,6 +364,9 @@ class StatusMirror:
 
     async def _read(self) -> list[tuple[str, str, Mapping[str, str]]]:
         """Own pending entries first (left by a failure or a restart), then new ones."""
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            return await task
         batch: list[tuple[str, str, Mapping[str, str]]] = []
         if self._pending:
             streams: dict[KeyT, StreamIdT] = {
@@ -312,6 +388,9 @@ class StatusMirror:
             self._pending &= seen  # a queue with nothing pending reads new entries from now on
             if batch or self._to_reconcile:
                 return batch
+        return await self._read_new()
+
+    async def _read_new(self) -> list[tuple[str, str, Mapping[str, str]]]:
         new: dict[KeyT, StreamIdT] = {self._keys[q]: ">" for q in self.queues}
         resp = await self.redis.xreadgroup(
             self.group, self.consumer, new, count=self.batch_size, block=self.block_ms or None

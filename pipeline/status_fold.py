@@ -221,7 +221,11 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
             return None
         s = _State(ch.job_id, ch.queue, ch.name or UNKNOWN_JOB_TYPE)
     elif ch.version <= s.version:
-        return s  # late, replayed or duplicate: already reflected
+        # late, replayed or duplicate: already reflected, except the name an older event
+        # carries (its `added` applied after later events by another consumer)
+        if ch.name and s.job_type == UNKNOWN_JOB_TYPE:
+            s.job_type, s.dirty = ch.name, True
+        return s
     seen = s.version != (0, 0)
     s.version, s.dirty = ch.version, True
     if ch.queue:
@@ -271,10 +275,20 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
     return s
 
 
-_LOCK_ROWS = """
+# Writers of several rows at once (several mirror consumers, reconcile) first take one
+# transaction-scoped advisory lock per job, in the order of the lock keys: two of them touching
+# a common job then run one after the other instead of locking rows (or inserting new ones)
+# in orders that could deadlock. The two-int form keeps these keys apart from other locks.
+_JOB_LOCK_CLASS = 0x6A53  # "jS"
+_LOCK_ROWS = f"""
+    WITH locked AS (
+        SELECT count(pg_advisory_xact_lock({_JOB_LOCK_CLASS}, k)) AS n
+        FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) AS s
+    )
     SELECT job_id, queue, job_type, status, progress, attempts, error_message, error_type,
            event_ms, event_seq
-    FROM job_status WHERE job_id = ANY($1::text[]) ORDER BY job_id FOR UPDATE
+    FROM job_status WHERE job_id = ANY($1::text[]) AND (SELECT n FROM locked) >= 0
+    ORDER BY job_id FOR UPDATE
 """
 
 # The WHERE guard keeps a concurrent writer's newer row (one that did not exist when the rows
@@ -292,6 +306,8 @@ _UPSERT = f"""
         error_message = excluded.error_message, error_type = excluded.error_type,
         event_ms = excluded.event_ms, event_seq = excluded.event_seq, updated_at = now()
     WHERE (excluded.event_ms, excluded.event_seq) > (j.event_ms, j.event_seq)
+       OR ((excluded.event_ms, excluded.event_seq) = (j.event_ms, j.event_seq)
+           AND j.job_type = '{UNKNOWN_JOB_TYPE}' AND excluded.job_type <> j.job_type)
 """
 
 

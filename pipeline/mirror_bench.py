@@ -1,0 +1,266 @@
+"""`python -m pipeline.mirror_bench`: how far the status mirror trails a worker draining at full speed.
+
+Creates a PostgreSQL database of its own (named `jq_mirror_bench_<hex>`, next to the one of
+`DATABASE_URL` or `TEST_DATABASE_URL`, dropped at the end) and a key prefix of its own on
+`REDIS_URL` (or `TEST_REDIS_URL`), whose keys it deletes at the end. Two phases:
+
+1. **ceiling**: N no-op jobs are enqueued and drained with no mirror running, then the
+   mirror(s) start on the backlog of 3 N events (`added`, `active`, `completed` per job); events
+   per second = 3 N / the time until every row is `completed`.
+2. **live**: on a new queue with the mirror(s) running (caught up with the `added` events
+   first), one worker with `--concurrency` slots drains N jobs in the same process. Lag of an
+   event = its commit time - the time in its stream id (Redis' clock, same machine); the
+   report gives p50/p99/max over the drain's events, and the time from the drain's last
+   `completed` event to the commit that made the last row `completed`.
+
+Numbers move with the machine's load: compare runs made back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from jobqueue import Job, Queue, QueueConfig, Worker
+
+from . import db
+from .mirror import StatusMirror
+
+__all__ = ["main"]
+
+_BULK = 1000
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class _Bench:
+    def __init__(self, args: argparse.Namespace, redis_url: str, pool: asyncpg.Pool) -> None:
+        self.args, self.redis_url, self.pool = args, redis_url, pool
+        self.prefix = f"mirrorbench-{uuid.uuid4().hex[:8]}"
+        self.commits: list[tuple[float, list[str]]] = []
+        self.queues: list[Queue] = []
+
+    def _queue(self, name: str) -> Queue:
+        # the stream must hold every event: a trimmed one would be reconciled, not measured
+        config = QueueConfig(name, events_maxlen=self.args.jobs * 4, keep_completed=(None, None))
+        queue = Queue(config, redis=self.redis_url, prefix=self.prefix)
+        self.queues.append(queue)
+        return queue
+
+    def _mirrors(self, queue: Queue) -> list[StatusMirror]:
+        def record(ids: Sequence[str]) -> None:
+            self.commits.append((time.time(), list(ids)))
+
+        return [
+            StatusMirror(
+                queue.redis,
+                [queue.name],
+                prefix=self.prefix,
+                pool=self.pool,
+                consumer=f"bench-{i}",
+                block_ms=50,
+                batch_size=self.args.batch_size,
+                on_commit=record,
+                **self._options(),
+            )
+            for i in range(self.args.mirrors)
+        ]
+
+    def _options(self) -> dict[str, Any]:
+        # only the options asked for: the command also runs against older mirrors
+        options: dict[str, Any] = {}
+        if self.args.consumers:
+            options["consumers"] = self.args.consumers
+        if self.args.no_prefetch:
+            options["prefetch"] = False
+        return options
+
+    async def _enqueue(self, queue: Queue) -> None:
+        for start in range(0, self.args.jobs, _BULK):
+            n = min(_BULK, self.args.jobs - start)
+            await queue.add_bulk([("noop", {"i": start + i}) for i in range(n)])
+
+    async def _drain(self, queue: Queue) -> float:
+        done = asyncio.Event()
+        left = [self.args.jobs]
+
+        async def handler(job: Job) -> None:
+            left[0] -= 1
+            if left[0] <= 0:
+                done.set()
+
+        worker = Worker(queue, handler, concurrency=self.args.concurrency, handle_signals=False)
+        task = asyncio.get_running_loop().create_task(worker.run())
+        start = time.time()
+        await asyncio.wait_for(done.wait(), self.args.timeout)
+        await worker.close()
+        await task
+        return start
+
+    async def _rows(self, queue: str, status: str | None = None) -> int:
+        sql = "SELECT count(*) FROM job_status WHERE queue = $1"
+        args: list[Any] = [queue]
+        if status is not None:
+            sql += " AND status = $2"
+            args.append(status)
+        return int(await self.pool.fetchval(sql, *args))
+
+    async def _until_rows(self, queue: str, status: str | None) -> None:
+        deadline = time.monotonic() + self.args.timeout
+        while await self._rows(queue, status) < self.args.jobs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rows of {queue} not all {status or 'present'}")
+            await asyncio.sleep(0.01)
+
+    @staticmethod
+    async def _start(mirrors: list[StatusMirror]) -> list[asyncio.Task[None]]:
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(m.run()) for m in mirrors]
+
+    @staticmethod
+    async def _stop(mirrors: list[StatusMirror], tasks: list[asyncio.Task[None]]) -> None:
+        for m in mirrors:
+            await m.close()
+        await asyncio.gather(*tasks)
+
+    async def ceiling(self) -> dict[str, float]:
+        queue = self._queue(f"ceil-{uuid.uuid4().hex[:6]}")
+        await queue.connect()
+        await self._enqueue(queue)
+        await self._drain(queue)
+        events = int(await queue.redis.xlen(queue.keys.events))
+        mirrors = self._mirrors(queue)
+        self.commits.clear()
+        t0 = time.time()
+        tasks = await self._start(mirrors)
+        await self._until_rows(queue.name, "completed")
+        elapsed = max(c for c, _ in self.commits) - t0
+        await self._stop(mirrors, tasks)
+        return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}
+
+    async def live(self) -> dict[str, float]:
+        queue = self._queue(f"live-{uuid.uuid4().hex[:6]}")
+        await queue.connect()
+        mirrors = self._mirrors(queue)
+        tasks = await self._start(mirrors)
+        await self._enqueue(queue)
+        await self._until_rows(queue.name, None)
+        self.commits.clear()
+        start = await self._drain(queue)
+        await self._until_rows(queue.name, "completed")
+        await self._stop(mirrors, tasks)
+        # The drain's end on Redis' clock: the last `completed` event.
+        last = await queue.redis.xrevrange(queue.keys.events, count=1)
+        drain_end = int(last[0][0].split(b"-")[0]) / 1000
+        lags = [
+            committed - int(i.split("-", 1)[0]) / 1000 for committed, ids in self.commits for i in ids
+        ]
+        last_commit = max(c for c, _ in self.commits)
+        return {
+            "drain_s": drain_end - start,
+            "events": len(lags),
+            "events_per_s_during": len(lags) / (last_commit - start),
+            "lag_p50": _pct(lags, 0.50),
+            "lag_p99": _pct(lags, 0.99),
+            "lag_max": max(lags),
+            "end_to_last_row": last_commit - drain_end,
+        }
+
+    async def cleanup(self) -> None:
+        for queue in self.queues:
+            keys = [k async for k in queue.redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            for i in range(0, len(keys), 500):
+                await queue.redis.delete(*keys[i : i + 500])
+            await queue.close()
+
+
+async def _profiled(bench: _Bench, phase: str, top: int) -> dict[str, float]:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        return await (bench.ceiling() if phase == "ceiling" else bench.live())
+    finally:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    base = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL")
+    if not base or not redis_url:
+        raise SystemExit("set DATABASE_URL (or TEST_DATABASE_URL) and REDIS_URL (or TEST_REDIS_URL)")
+    name = f"jq_mirror_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        url = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+        pool = await db.create_pool(url, min_size=1, max_size=max(4, 2 * args.mirrors + 2))
+        bench = _Bench(args, redis_url, pool)
+        try:
+            await db.migrate(pool)
+            for phase in ("ceiling", "live"):
+                if phase not in args.phases:
+                    continue
+                if args.profile == phase:
+                    result = await _profiled(bench, phase, args.profile_top)
+                else:
+                    result = await (bench.ceiling() if phase == "ceiling" else bench.live())
+                shown = ", ".join(
+                    f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v:,}"
+                    for k, v in result.items()
+                )
+                print(f"{phase}: {shown}", flush=True)
+        finally:
+            await bench.cleanup()
+            await pool.close()
+    finally:
+        admin = await asyncpg.connect(base)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.mirror_bench", description=__doc__)
+    p.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per phase")
+    p.add_argument("--concurrency", type=int, default=50, help="the worker's slots")
+    p.add_argument("--mirrors", type=int, default=1, help="StatusMirror instances on the group")
+    p.add_argument("--consumers", type=int, default=0, help="consumers per mirror (0: default)")
+    p.add_argument("--no-prefetch", action="store_true", help="no read ahead of the next batch")
+    p.add_argument("--batch-size", type=int, default=500, help="entries per read")
+    p.add_argument("--phases", default="ceiling,live", help="ceiling, live or both")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
+    p.add_argument("--profile", choices=("ceiling", "live"), help="cProfile one phase")
+    p.add_argument("--profile-top", type=int, default=25, help="frames printed")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m pipeline.mirror_bench`."""
+    args = _parser().parse_args(argv)
+    if args.jobs < 1 or args.concurrency < 1 or args.mirrors < 1 or args.batch_size < 1:
+        raise SystemExit("--jobs, --concurrency, --mirrors and --batch-size must be >= 1")
+    return asyncio.run(_amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Sequence
@@ -123,6 +124,21 @@ class _Bench:
                 raise TimeoutError(f"rows of {queue} not all {status or 'present'}")
             await asyncio.sleep(0.01)
 
+    async def _backend_cpu(self) -> dict[int, float]:
+        """CPU seconds of this database's server processes (PostgreSQL on this machine)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[int, float] = {}
+        for pid in await self.pool.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ):
+            try:
+                with open(f"/proc/{pid[0]}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # another machine's server, or gone
+            out[pid[0]] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
     @staticmethod
     async def _start(mirrors: list[StatusMirror]) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()
@@ -142,12 +158,22 @@ class _Bench:
         events = int(await queue.redis.xlen(queue.keys.events))
         mirrors = self._mirrors(queue)
         self.commits.clear()
+        pg0, cpu0 = await self._backend_cpu(), time.process_time()
         t0 = time.time()
         tasks = await self._start(mirrors)
         await self._until_rows(queue.name, "completed")
         elapsed = max(c for c, _ in self.commits) - t0
+        cpu = time.process_time() - cpu0
+        pg = sum(v - pg0.get(pid, 0.0) for pid, v in (await self._backend_cpu()).items())
         await self._stop(mirrors, tasks)
-        return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}
+        return {
+            "events": events,
+            "seconds": elapsed,
+            "events_per_s": events / elapsed,
+            # includes the bench's own polling of the row count (one query per 10 ms)
+            "mirror_cpu_us_per_event": cpu / events * 1e6,
+            "postgres_cpu_us_per_event": pg / events * 1e6,
+        }
 
     async def live(self) -> dict[str, float]:
         queue = self._queue(f"live-{uuid.uuid4().hex[:6]}")
@@ -185,6 +211,12 @@ class _Bench:
             await queue.close()
 
 
+def _show(result: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in result.items()
+    )
+
+
 async def _profiled(bench: _Bench, phase: str, top: int) -> dict[str, float]:
     import cProfile
     import pstats
@@ -215,18 +247,21 @@ async def _amain(args: argparse.Namespace) -> int:
         bench = _Bench(args, redis_url, pool)
         try:
             await db.migrate(pool)
-            for phase in ("ceiling", "live"):
-                if phase not in args.phases:
-                    continue
-                if args.profile == phase:
-                    result = await _profiled(bench, phase, args.profile_top)
-                else:
-                    result = await (bench.ceiling() if phase == "ceiling" else bench.live())
-                shown = ", ".join(
-                    f"{k} {v:,.3f}" if isinstance(v, float) else f"{k} {v:,}"
-                    for k, v in result.items()
-                )
-                print(f"{phase}: {shown}", flush=True)
+            results: dict[str, list[dict[str, float]]] = {}
+            for n in range(args.rounds):
+                for phase in ("ceiling", "live"):
+                    if phase not in args.phases:
+                        continue
+                    if args.profile == phase:
+                        result = await _profiled(bench, phase, args.profile_top)
+                    else:
+                        result = await (bench.ceiling() if phase == "ceiling" else bench.live())
+                    results.setdefault(phase, []).append(result)
+                    print(f"round {n + 1} {phase}: {_show(result)}", flush=True)
+            if args.rounds > 1:
+                for phase, rounds in results.items():
+                    median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+                    print(f"median {phase}: {_show(median)}", flush=True)
         finally:
             await bench.cleanup()
             await pool.close()
@@ -248,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-prefetch", action="store_true", help="no read ahead of the next batch")
     p.add_argument("--batch-size", type=int, default=500, help="entries per read")
     p.add_argument("--phases", default="ceiling,live", help="ceiling, live or both")
+    p.add_argument("--rounds", type=int, default=1, help="repeat; medians printed at the end")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
     p.add_argument("--profile", choices=("ceiling", "live"), help="cProfile one phase")
     p.add_argument("--profile-top", type=int, default=25, help="frames printed")
@@ -257,8 +293,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m pipeline.mirror_bench`."""
     args = _parser().parse_args(argv)
-    if args.jobs < 1 or args.concurrency < 1 or args.mirrors < 1 or args.batch_size < 1:
-        raise SystemExit("--jobs, --concurrency, --mirrors and --batch-size must be >= 1")
+    if min(args.jobs, args.concurrency, args.mirrors, args.batch_size, args.rounds) < 1:
+        raise SystemExit("--jobs, --concurrency, --mirrors, --batch-size and --rounds must be >= 1")
     return asyncio.run(_amain(args))
 
 

@@ -137,7 +137,8 @@ class StatusMirror:
         consumers: consumers of the group this mirror runs at once, each its own task and
             transaction (`<consumer>-2`, `<consumer>-3`... beside `consumer`): rows are
             versioned by stream id, so batches may commit in any order.
-        prefetch: read the next batch while the current one is applied (a pipelined read).
+        prefetch: in `run`, read the next batch while the current one is applied (a
+            pipelined read); `run_once` never reads ahead.
         on_commit: called after each commit with the stream ids it applied (before they are
             acknowledged), e.g. to measure the lag from an event to its commit.
     """
@@ -192,7 +193,8 @@ class StatusMirror:
         self._setid: dict[str, tuple[str, int]] = {}  # counters to repair after reconciling
         self._stop, self._done = asyncio.Event(), asyncio.Event()
         self._running, self._last_log, self._suppressed = False, float("-inf"), 0
-        self._prefetch_on, self._prefetch = prefetch, None
+        self._prefetch_on, self._looping = prefetch, False
+        self._prefetch: asyncio.Task[list[tuple[str, str, Mapping[str, str]]]] | None = None
         self._root, self._pool_lock = self, asyncio.Lock()
         self._siblings: list[StatusMirror] = []
         for n in range(2, consumers + 1):
@@ -221,6 +223,7 @@ class StatusMirror:
     async def _run(self) -> None:
         self._running, failures = True, 0
         self._done.clear()
+        self._looping = True
         try:
             while not self._stop.is_set():
                 try:
@@ -236,7 +239,9 @@ class StatusMirror:
                 if failures:
                     log.info("status mirror recovered after %d failed attempts", failures)
                     failures, self._last_log = 0, float("-inf")
+            await self._drop_prefetch()  # what it read stays pending for the next run
         finally:
+            self._looping = False
             if self._prefetch is not None:  # cancelled: what it read stays pending
                 self._prefetch.cancel()
                 self._prefetch = None
@@ -341,7 +346,7 @@ class StatusMirror:
             await self._reconcile_queues()  # pending entries found trimmed
         if not batch:
             return 0
-        if self._prefetch_on and not self._pending and not self._to_reconcile:
+        if self._prefetch_on and self._looping and not self._pending and not self._to_reconcile:
             # Read the next batch while this one is applied; it stays pending until its own
             # commit, and a failure of this one makes the next step read both again.
             self._prefetch = asyncio.get_running_loop().create_task(self._read_new())

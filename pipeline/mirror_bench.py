@@ -1,4 +1,4 @@
-"""`python -m pipeline.mirror_bench`: how far the status mirror trails a worker draining at full speed.
+"""`python -m pipeline.mirror_bench`: how far the status mirror trails a worker at full speed.
 
 Creates a PostgreSQL database of its own (named `jq_mirror_bench_<hex>`, next to the one of
 `DATABASE_URL` or `TEST_DATABASE_URL`, dropped at the end) and a key prefix of its own on
@@ -40,6 +40,20 @@ __all__ = ["main"]
 _BULK = 1000
 
 
+def _proc_cpu(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of the processes of this machine among `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # another machine's server, or gone
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -50,6 +64,7 @@ class _Bench:
         self.args, self.redis_url, self.pool = args, redis_url, pool
         self.prefix = f"mirrorbench-{uuid.uuid4().hex[:8]}"
         self.commits: list[tuple[float, list[str]]] = []
+        self.applied, self.target, self.reached = 0, 0, asyncio.Event()
         self.queues: list[Queue] = []
 
     def _queue(self, name: str) -> Queue:
@@ -62,6 +77,9 @@ class _Bench:
     def _mirrors(self, queue: Queue) -> list[StatusMirror]:
         def record(ids: Sequence[str]) -> None:
             self.commits.append((time.time(), list(ids)))
+            self.applied += len(ids)
+            if self.applied >= self.target:
+                self.reached.set()
 
         return [
             StatusMirror(
@@ -117,27 +135,30 @@ class _Bench:
             args.append(status)
         return int(await self.pool.fetchval(sql, *args))
 
-    async def _until_rows(self, queue: str, status: str | None) -> None:
-        deadline = time.monotonic() + self.args.timeout
-        while await self._rows(queue, status) < self.args.jobs:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rows of {queue} not all {status or 'present'}")
-            await asyncio.sleep(0.01)
+    def _expect(self, events: int) -> None:
+        """Count commits from now until `events` entries are applied."""
+        self.commits.clear()
+        self.applied, self.target = 0, events
+        self.reached.clear()
+
+    async def _until_applied(self, queue: str, status: str | None) -> None:
+        # Waits on the commits themselves: polling the table would load the server measured.
+        await asyncio.wait_for(self.reached.wait(), self.args.timeout)
+        rows = await self._rows(queue, status)
+        if rows != self.args.jobs:
+            raise RuntimeError(
+                f"{rows} rows of {queue} {status or 'present'}, not {self.args.jobs}"
+            )
 
     async def _backend_cpu(self) -> dict[int, float]:
         """CPU seconds of this database's server processes (PostgreSQL on this machine)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        out: dict[int, float] = {}
-        for pid in await self.pool.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-        ):
-            try:
-                with open(f"/proc/{pid[0]}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # another machine's server, or gone
-            out[pid[0]] = (int(fields[11]) + int(fields[12])) / tick
-        return out
+        pids = [
+            r[0]
+            for r in await self.pool.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        ]
+        return _proc_cpu(pids)
 
     @staticmethod
     async def _start(mirrors: list[StatusMirror]) -> list[asyncio.Task[None]]:
@@ -157,20 +178,20 @@ class _Bench:
         await self._drain(queue)
         events = int(await queue.redis.xlen(queue.keys.events))
         mirrors = self._mirrors(queue)
-        self.commits.clear()
+        self._expect(events)
         pg0, cpu0 = await self._backend_cpu(), time.process_time()
         t0 = time.time()
         tasks = await self._start(mirrors)
-        await self._until_rows(queue.name, "completed")
+        await asyncio.wait_for(self.reached.wait(), self.args.timeout)
         elapsed = max(c for c, _ in self.commits) - t0
         cpu = time.process_time() - cpu0
         pg = sum(v - pg0.get(pid, 0.0) for pid, v in (await self._backend_cpu()).items())
+        await self._until_applied(queue.name, "completed")
         await self._stop(mirrors, tasks)
         return {
             "events": events,
             "seconds": elapsed,
             "events_per_s": events / elapsed,
-            # includes the bench's own polling of the row count (one query per 10 ms)
             "mirror_cpu_us_per_event": cpu / events * 1e6,
             "postgres_cpu_us_per_event": pg / events * 1e6,
         }
@@ -180,17 +201,20 @@ class _Bench:
         await queue.connect()
         mirrors = self._mirrors(queue)
         tasks = await self._start(mirrors)
+        self._expect(self.args.jobs)  # the `added` events
         await self._enqueue(queue)
-        await self._until_rows(queue.name, None)
-        self.commits.clear()
+        await self._until_applied(queue.name, None)
+        self._expect(2 * self.args.jobs)  # `active` and `completed`
         start = await self._drain(queue)
-        await self._until_rows(queue.name, "completed")
+        await self._until_applied(queue.name, "completed")
         await self._stop(mirrors, tasks)
         # The drain's end on Redis' clock: the last `completed` event.
-        last = await queue.redis.xrevrange(queue.keys.events, count=1)
-        drain_end = int(last[0][0].split(b"-")[0]) / 1000
+        last: Any = await queue.redis.xrevrange(queue.keys.events, count=1)
+        drain_end = int(bytes(last[0][0]).split(b"-")[0]) / 1000
         lags = [
-            committed - int(i.split("-", 1)[0]) / 1000 for committed, ids in self.commits for i in ids
+            committed - int(i.split("-", 1)[0]) / 1000
+            for committed, ids in self.commits
+            for i in ids
         ]
         last_commit = max(c for c, _ in self.commits)
         return {
@@ -234,7 +258,9 @@ async def _amain(args: argparse.Namespace) -> int:
     base = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL") or os.environ.get("TEST_REDIS_URL")
     if not base or not redis_url:
-        raise SystemExit("set DATABASE_URL (or TEST_DATABASE_URL) and REDIS_URL (or TEST_REDIS_URL)")
+        raise SystemExit(
+            "set DATABASE_URL (or TEST_DATABASE_URL) and REDIS_URL (or TEST_REDIS_URL)"
+        )
     name = f"jq_mirror_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(base)
     try:

@@ -169,6 +169,16 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a dead mirror's unapplied events are taken over",
     )
+    mirror_consumers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="consumers of the status mirror's group in each workers process, each "
+        "applying its own batches at once",
+    )
+    mirror_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="stream entries the mirror reads per round trip"
+    )
     run_budget_usd: float = Field(
         default=5.0,
         ge=0,

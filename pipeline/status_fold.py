@@ -280,15 +280,22 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
 # a common job then run one after the other instead of locking rows (or inserting new ones)
 # in orders that could deadlock. The two-int form keeps these keys apart from other locks.
 _JOB_LOCK_CLASS = 0x6A53  # "jS"
+# Rows are looked up one id at a time through the primary key (the LIMIT keeps the planner
+# from flattening the lateral join): `job_id = ANY($1)` was planned as a scan of the whole
+# table, testing every row against the array, as the planner takes a parameter array for 10
+# elements; with 500 ids and 20k rows that was 60 ms of server CPU per batch. The ids come
+# sorted and unique, so rows are locked in id order.
 _LOCK_ROWS = f"""
     WITH locked AS (
         SELECT count(pg_advisory_xact_lock({_JOB_LOCK_CLASS}, k)) AS n
         FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) AS s
     )
-    SELECT job_id, queue, job_type, status, progress, attempts, error_message, error_type,
-           event_ms, event_seq
-    FROM job_status WHERE job_id = ANY($1::text[]) AND (SELECT n FROM locked) >= 0
-    ORDER BY job_id FOR UPDATE
+    SELECT r.* FROM unnest($1::text[]) AS u(id), LATERAL (
+        SELECT job_id, queue, job_type, status, progress, attempts, error_message, error_type,
+               event_ms, event_seq
+        FROM job_status WHERE job_id = u.id LIMIT 1 FOR UPDATE
+    ) AS r
+    WHERE (SELECT n FROM locked) >= 0
 """
 
 # The WHERE guard keeps a concurrent writer's newer row (one that did not exist when the rows

@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -30,6 +28,7 @@ from redis.typing import KeyT, StreamIdT
 
 from jobqueue import QueueKeys, exponential_delay
 
+from ._mirror_stream import parse_read, s_text, unread_trimmed
 from .db import Connection, create_pool, get_pool, redact
 from .status_fold import (
     JobSnapshot,
@@ -68,48 +67,6 @@ class MirrorStats:
     trimmed: int = 0
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _text(fields: Mapping[Any, Any]) -> dict[str, str]:
-    """An entry's fields as text (the engine's clients reply with bytes)."""
-    try:
-        return {k.decode(): v.decode() for k, v in fields.items()}
-    except AttributeError:  # a client with decode_responses
-        return {_s(k): _s(v) for k, v in fields.items()}
-
-
-def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
-    """How many entries were trimmed before the group read them (an upper bound if unsure)."""
-    removed = int(stream.get("entries-added") or 0) - int(stream["length"])
-    if removed <= 0:
-        return 0
-    read = group.get("entries-read")
-    if read is not None:
-        return max(0, removed - int(read))
-    # No read counter yet: if the group is behind the stream's start, what it never read may
-    # have been removed (counted in full: an upper bound).
-    first = stream.get("first-entry")
-    start = parse_stream_id(first[0] if first else stream["last-generated-id"])
-    return removed if parse_stream_id(group["last-delivered-id"]) < start else 0
-
-
-def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
-    """XREADGROUP reply (RESP2 list or RESP3 dict) as (stream key, id, fields or None)."""
-    out: list[tuple[str, str, dict[str, str] | None]] = []
-    if not resp:
-        return out
-    for key, entries in resp.items() if isinstance(resp, dict) else resp:
-        if entries and isinstance(entries[0], list):  # redis-py wraps RESP3 entries once more
-            entries = entries[0]
-        for entry_id, fields in entries or ():
-            # A pending entry trimmed away comes back with no fields.
-            data = _text(fields) if fields else None
-            out.append((_s(key), _s(entry_id), data))
-    return out
-
-
 class StatusMirror:
     """Applies the job events of some queues to `job_status`.
 
@@ -134,9 +91,9 @@ class StatusMirror:
         claim_idle_ms: pending entries of other consumers idle this long are taken over (a
             mirror that died under another name).
         log_interval: at most one failure log line per this many seconds.
-        consumers: consumers of the group this mirror runs at once, each its own task and
-            transaction (`<consumer>-2`, `<consumer>-3`... beside `consumer`): rows are
-            versioned by stream id, so batches may commit in any order.
+        writers: transactions that apply one batch at once, each on its own share of the
+            jobs (split by job id, so a job's events still commit in stream order); each
+            acknowledges its share after its commit.
         prefetch: in `run`, read the next batch while the current one is applied (a
             pipelined read); `run_once` never reads ahead.
         on_commit: called after each commit with the stream ids it applied (before they are
@@ -162,14 +119,14 @@ class StatusMirror:
         trim_check_interval: float = 30.0,
         claim_idle_ms: int = 60_000,
         log_interval: float = 30.0,
-        consumers: int = 1,
+        writers: int = 1,
         prefetch: bool = True,
         on_commit: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("queues is empty: give at least one queue to mirror")
-        if consumers < 1:
-            raise ValueError(f"consumers must be >= 1, got {consumers!r}")
+        if writers < 1:
+            raise ValueError(f"writers must be >= 1, got {writers!r}")
         if batch_size < 1 or block_ms < 0 or retry_backoff_base <= 0 or retry_backoff_max <= 0:
             raise ValueError("batch_size must be >= 1, block_ms >= 0 and backoffs > 0")
         self.redis = redis
@@ -195,32 +152,12 @@ class StatusMirror:
         self._running, self._last_log, self._suppressed = False, float("-inf"), 0
         self._prefetch_on, self._looping = prefetch, False
         self._prefetch: asyncio.Task[list[tuple[str, str, Mapping[str, str]]]] | None = None
-        self._root, self._pool_lock = self, asyncio.Lock()
-        self._siblings: list[StatusMirror] = []
-        for n in range(2, consumers + 1):
-            sibling = StatusMirror(
-                redis, self.queues, prefix=prefix, keys=keys, group=group,
-                consumer=f"{self.consumer}-{n}", batch_size=batch_size, block_ms=block_ms,
-                retry_backoff_base=retry_backoff_base, retry_backoff_max=retry_backoff_max,
-                reconcile=reconcile, claim_idle_ms=claim_idle_ms, log_interval=log_interval,
-                prefetch=prefetch, on_commit=on_commit,
-            )  # fmt: skip
-            # One pool and one set of counters; the first consumer alone checks for trimmed
-            # entries and takes over a dead mirror's (each reconciles what it finds trimmed).
-            sibling._root, sibling.stats = self, self.stats
-            sibling._trim_interval = sibling._next_trim_check = math.inf
-            self._siblings.append(sibling)
+        self._writers = writers
 
     async def run(self) -> None:
         """Mirror until `close()` is called, retrying with backoff through any failure."""
         if self._running:
             raise RuntimeError("this StatusMirror is already running")
-        if self._siblings:
-            await asyncio.gather(self._run(), *(s.run() for s in self._siblings))
-        else:
-            await self._run()
-
-    async def _run(self) -> None:
         self._running, failures = True, 0
         self._done.clear()
         self._looping = True
@@ -252,8 +189,6 @@ class StatusMirror:
     async def close(self) -> None:
         """Stop `run()` (after its current step) and close the pool the mirror created."""
         self._stop.set()
-        for sibling in self._siblings:
-            await sibling.close()
         if self._running:
             await self._done.wait()
         if self._owns_pool and self._pool is not None:
@@ -292,8 +227,18 @@ class StatusMirror:
         Returns:
             The number of rows written.
         """
+        # A job's `completed` (with its attempt) sets every field an earlier event of its
+        # stream could have set, but the name an `added` carries: those earlier events are
+        # skipped unbuilt (most of a drain's `active` events, when the batch has both).
+        done: dict[tuple[str, str], int] = {}
+        for i, (queue, _, fields) in enumerate(events):
+            if fields.get("ev") == "completed" and fields.get("a", "").isdigit():
+                done[queue, fields.get("id", "")] = i
         changes = []
-        for queue, stream_id, fields in events:
+        for i, (queue, stream_id, fields) in enumerate(events):
+            superseded = done and done.get((queue, fields.get("id", "")), -1) > i
+            if superseded and fields.get("ev") != "added":
+                continue
             change = change_from_event(queue, stream_id, fields)
             if change is not None:
                 changes.append(change)
@@ -301,20 +246,6 @@ class StatusMirror:
                 log.warning("status mirror skips malformed entry %s of queue %s", stream_id, queue)
             # else a queue-level event (paused, resumed, obliterating): no row to change
         return await apply_changes(conn, changes)
-
-    async def _get_pool(self) -> asyncpg.Pool:
-        root = self._root
-        async with root._pool_lock:
-            if root._pool is None:
-                if root._database_url is not None:
-                    # min_size=0: no background reconnect loop of asyncpg's own during an
-                    # outage; the next step's acquire reconnects.
-                    size = 2 * (1 + len(root._siblings))
-                    root._pool = await create_pool(root._database_url, min_size=0, max_size=size)
-                    root._owns_pool = True
-                else:
-                    root._pool = await get_pool()
-        return root._pool
 
     async def _drop_prefetch(self) -> None:
         """Wait for the read ahead (bounded by `block_ms`); its entries stay pending."""
@@ -327,7 +258,14 @@ class StatusMirror:
 
     async def _step(self) -> int:
         if self._pool is None:
-            self._pool = await self._get_pool()
+            if self._database_url is not None:
+                # min_size=0: no background reconnect loop of asyncpg's own during an outage;
+                # the next step's acquire reconnects.
+                size = max(2, self._writers)
+                self._pool = await create_pool(self._database_url, min_size=0, max_size=size)
+                self._owns_pool = True
+            else:
+                self._pool = await get_pool()
         if not self._groups_ready:
             for key in self._keys.values():
                 try:
@@ -350,6 +288,29 @@ class StatusMirror:
             # Read the next batch while this one is applied; it stays pending until its own
             # commit, and a failure of this one makes the next step read both again.
             self._prefetch = asyncio.get_running_loop().create_task(self._read_new())
+        parts = self._split(batch)
+        if len(parts) == 1:
+            await self._commit(batch)
+        else:
+            done = await asyncio.gather(*map(self._commit, parts), return_exceptions=True)
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result  # the shares committed are acknowledged; this one stays pending
+        return len(batch)
+
+    def _split(
+        self, batch: list[tuple[str, str, Mapping[str, str]]]
+    ) -> list[list[tuple[str, str, Mapping[str, str]]]]:
+        """The batch in `writers` shares by job id (queue-level events go to the first)."""
+        if self._writers == 1:
+            return [batch]
+        shares: list[list[tuple[str, str, Mapping[str, str]]]] = [[] for _ in range(self._writers)]
+        for entry in batch:
+            shares[hash(entry[2].get("id", "")) % self._writers].append(entry)
+        return [share for share in shares if share]
+
+    async def _commit(self, batch: list[tuple[str, str, Mapping[str, str]]]) -> None:
+        assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await self.apply(batch, conn)
         self.stats.transactions += 1
@@ -365,7 +326,6 @@ class StatusMirror:
                 pipe.xack(key, self.group, *ids)
             await pipe.execute()
         self.stats.events += len(batch)
-        return len(batch)
 
     async def _read(self) -> list[tuple[str, str, Mapping[str, str]]]:
         """Own pending entries first (left by a failure or a restart), then new ones."""
@@ -381,7 +341,7 @@ class StatusMirror:
                 self.group, self.consumer, streams, count=self.batch_size
             )
             seen: set[str] = set()
-            for key, entry_id, fields in _parse_read(resp):
+            for key, entry_id, fields in parse_read(resp):
                 queue = self._queue_of[key]
                 seen.add(queue)
                 if fields is None:
@@ -400,7 +360,7 @@ class StatusMirror:
         resp = await self.redis.xreadgroup(
             self.group, self.consumer, new, count=self.batch_size, block=self.block_ms or None
         )
-        return [(self._queue_of[k], i, f) for k, i, f in _parse_read(resp) if f is not None]
+        return [(self._queue_of[k], i, f) for k, i, f in parse_read(resp) if f is not None]
 
     async def _check_trimmed(self) -> None:
         for queue, key in self._keys.items():
@@ -411,16 +371,16 @@ class StatusMirror:
                 if "no such key" not in str(exc):
                     raise
                 stream, groups = {}, []  # the stream was deleted: recreate it with the group
-            group = next((g for g in groups if _s(g["name"]) == self.group), None)
+            group = next((g for g in groups if s_text(g["name"]) == self.group), None)
             if group is None:
                 self._groups_ready = False
                 continue
-            unread = _unread_trimmed(stream, group)
+            unread = unread_trimmed(stream, group)
             if unread:
                 self.stats.trimmed += unread
                 self._to_reconcile.add(queue)
                 removed = int(stream["entries-added"]) - int(stream["length"])
-                self._setid[queue] = (_s(group["last-delivered-id"]), removed)
+                self._setid[queue] = (s_text(group["last-delivered-id"]), removed)
             # Take over what a dead consumer of the group left pending. Redis drops claimed
             # entries whose data was trimmed and returns their ids: those changes are lost.
             reply = await self.redis.xautoclaim(

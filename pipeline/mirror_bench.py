@@ -99,8 +99,8 @@ class _Bench:
     def _options(self) -> dict[str, Any]:
         # only the options asked for: the command also runs against older mirrors
         options: dict[str, Any] = {}
-        if self.args.consumers:
-            options["consumers"] = self.args.consumers
+        if self.args.writers:
+            options["writers"] = self.args.writers
         if self.args.no_prefetch:
             options["prefetch"] = False
         return options
@@ -305,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per phase")
     p.add_argument("--concurrency", type=int, default=50, help="the worker's slots")
     p.add_argument("--mirrors", type=int, default=1, help="StatusMirror instances on the group")
-    p.add_argument("--consumers", type=int, default=0, help="consumers per mirror (0: default)")
+    p.add_argument("--writers", type=int, default=0, help="writers per mirror (0: default)")
     p.add_argument("--no-prefetch", action="store_true", help="no read ahead of the next batch")
     p.add_argument("--batch-size", type=int, default=500, help="entries per read")
     p.add_argument("--phases", default="ceiling,live", help="ceiling, live or both")

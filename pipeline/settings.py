@@ -169,12 +169,12 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a dead mirror's unapplied events are taken over",
     )
-    mirror_consumers: int = Field(
+    mirror_writers: int = Field(
         default=2,
         ge=1,
         le=32,
-        description="consumers of the status mirror's group in each workers process, each "
-        "applying its own batches at once",
+        description="transactions the status mirror applies a batch with at once, each on "
+        "its own share of the jobs",
     )
     mirror_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="stream entries the mirror reads per round trip"

@@ -278,24 +278,25 @@ def _fold(s: _State | None, ch: StatusChange) -> _State | None:
 # Writers of several rows at once (several mirror consumers, reconcile) first take one
 # transaction-scoped advisory lock per job, in the order of the lock keys: two of them touching
 # a common job then run one after the other instead of locking rows (or inserting new ones)
-# in orders that could deadlock. The two-int form keeps these keys apart from other locks.
+# in orders that could deadlock. It is a statement of its own so that the next one's snapshot
+# sees the rows the previous holder committed (the rows it inserted included). The two-int
+# form keeps these keys apart from other locks.
 _JOB_LOCK_CLASS = 0x6A53  # "jS"
+_LOCK_JOBS = f"""
+    SELECT count(pg_advisory_xact_lock({_JOB_LOCK_CLASS}, k))
+    FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) AS s
+"""
 # Rows are looked up one id at a time through the primary key (the LIMIT keeps the planner
 # from flattening the lateral join): `job_id = ANY($1)` was planned as a scan of the whole
 # table, testing every row against the array, as the planner takes a parameter array for 10
 # elements; with 500 ids and 20k rows that was 60 ms of server CPU per batch. The ids come
 # sorted and unique, so rows are locked in id order.
-_LOCK_ROWS = f"""
-    WITH locked AS (
-        SELECT count(pg_advisory_xact_lock({_JOB_LOCK_CLASS}, k)) AS n
-        FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id ORDER BY 1) AS s
-    )
+_LOCK_ROWS = """
     SELECT r.* FROM unnest($1::text[]) AS u(id), LATERAL (
         SELECT job_id, queue, job_type, status, progress, attempts, error_message, error_type,
                event_ms, event_seq
         FROM job_status WHERE job_id = u.id LIMIT 1 FOR UPDATE
     ) AS r
-    WHERE (SELECT n FROM locked) >= 0
 """
 
 # The WHERE guard keeps a concurrent writer's newer row (one that did not exist when the rows
@@ -328,11 +329,13 @@ def _columns(states: Sequence[_State]) -> list[list[Any]]:
 
 
 async def apply_changes(conn: Connection, changes: Iterable[StatusChange]) -> int:
-    """Fold changes into their rows and write them: two statements whatever the batch size.
+    """Fold changes into their rows and write them.
 
-    The rows are locked first (in id order, so concurrent writers cannot deadlock), every
-    change of a job is folded in version order in Python, then all changed rows are written
-    by one multi-row upsert. Runs in a transaction (a savepoint inside the caller's).
+    The jobs are locked first (advisory locks in one order, so concurrent writers of the same
+    jobs run one after the other and cannot deadlock), then their rows; every change of a
+    job is folded in version order in Python, then all changed rows are written by one
+    multi-row upsert: three statements whatever the batch size. Runs in a transaction (a
+    savepoint inside the caller's).
 
     Args:
         conn: the connection to use.
@@ -349,6 +352,7 @@ async def apply_changes(conn: Connection, changes: Iterable[StatusChange]) -> in
     ids = sorted(by_job)
     async with conn.transaction():
         states: dict[str, _State | None] = dict.fromkeys(ids)
+        await conn.fetchval(_LOCK_JOBS, ids)
         for r in await conn.fetch(_LOCK_ROWS, ids):
             states[r["job_id"]] = _State(
                 r["job_id"], r["queue"], r["job_type"], r["status"], r["progress"],

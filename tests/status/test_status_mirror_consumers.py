@@ -1,4 +1,4 @@
-"""Several consumers of the mirror's group, and its read ahead: the same rows as one consumer."""
+"""Writers sharing a batch, read ahead, superseded events skipped, two mirrors on one group."""
 
 from __future__ import annotations
 
@@ -56,34 +56,65 @@ async def _rows(prefix: str, n: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def test_three_consumers_converge_to_the_rows_of_one(
+async def _run_until_applied(mirrors: list[StatusMirror], events: int) -> None:
+    tasks = [asyncio.create_task(m.run()) for m in mirrors]
+
+    async def applied() -> bool:
+        return sum(m.stats.events for m in mirrors) >= events
+
+    await wait_until(applied, what="the mirrors to apply every event")
+    for m in mirrors:
+        await asyncio.wait_for(m.close(), HANG)  # bounds a hang only
+    await asyncio.wait_for(asyncio.gather(*tasks), HANG)
+    assert all(m.stats.failures == 0 for m in mirrors)
+
+
+async def test_writers_and_big_batches_give_the_rows_of_one_event_at_a_time(
     redis_client: aioredis.Redis, prefix: str, make_mirror: MakeMirror
 ) -> None:
-    """One stream's events applied by one consumer and, on another stream, by three consumers
-    reading ahead in small batches (committing in any order) give the same rows."""
+    """The same events on three streams: applied one per transaction (the reference), in
+    one big batch (events superseded within it skipped), and by three writers per batch in
+    small batches read ahead: the same rows, field for field."""
     n, events = 40, _lives(40, seed=7)
-    one, three = Stream(redis_client, prefix, uid("q")), Stream(redis_client, prefix, uid("q"))
-    p1, p3 = uid("one") + "-", uid("three") + "-"
+    ref, big, three = (Stream(redis_client, prefix, uid("q")) for _ in range(3))
+    pr, pb, p3 = uid("ref") + "-", uid("big") + "-", uid("three") + "-"
+    for j, ev, fields in events:
+        for stream, p in ((ref, pr), (big, pb), (three, p3)):
+            await stream.emit(ev, f"{p}{j}", **fields)
+    for stream, size in ((ref, 1), (big, 500)):
+        mirror = make_mirror([stream.queue], batch_size=size)
+        while await mirror.run_once():
+            pass
+    writers = make_mirror([three.queue], batch_size=9, writers=3)
+    await _run_until_applied([writers], len(events))
+    assert writers.stats.transactions > len(events) // 9  # batches were split
+    assert await three.pending() == 0
+    reference = await _rows(pr, n)
+    assert await _rows(pb, n) == reference
+    assert await _rows(p3, n) == reference
+
+
+async def test_two_mirrors_on_one_group_converge_to_the_rows_of_one(
+    redis_client: aioredis.Redis, prefix: str, make_mirror: MakeMirror
+) -> None:
+    """Two mirrors (two processes) share a group and commit a job's events in any order:
+    each job ends in the status, attempts and type one mirror gives (the newest event wins;
+    details of earlier states, like the progress a failed job had reached, may be lost)."""
+    n, events = 40, _lives(40, seed=11)
+    one, two = Stream(redis_client, prefix, uid("q")), Stream(redis_client, prefix, uid("q"))
+    p1, p2 = uid("one") + "-", uid("two") + "-"
     for j, ev, fields in events:
         await one.emit(ev, f"{p1}{j}", **fields)
-        await three.emit(ev, f"{p3}{j}", **fields)
+        await two.emit(ev, f"{p2}{j}", **fields)
     single = make_mirror([one.queue], batch_size=7)
     while await single.run_once():
         pass
-    several = make_mirror([three.queue], batch_size=3, consumers=3)
-    task = asyncio.create_task(several.run())
-
-    async def applied() -> bool:
-        return several.stats.events == len(events)
-
-    await wait_until(applied, what="the three consumers to apply every event")
-    await asyncio.wait_for(several.close(), HANG)  # bounds a hang only
-    await asyncio.wait_for(task, HANG)
-    assert several.stats.failures == 0
-    assert await three.pending() == 0
-    consumers = await redis_client.xinfo_consumers(three.key, "status-mirror")
-    assert len(consumers) == 3  # each consumer joined the group under its own name
-    assert await _rows(p3, n) == await _rows(p1, n)
+    pair = [make_mirror([two.queue], batch_size=3, consumer=f"m{k}") for k in (1, 2)]
+    await _run_until_applied(pair, len(events))
+    assert await two.pending() == 0
+    assert len(await redis_client.xinfo_consumers(two.key, "status-mirror")) == 2
+    essentials = [r[:2] + r[3:4] for r in await _rows(p1, n)]
+    assert [r[:2] + r[3:4] for r in await _rows(p2, n)] == essentials
 
 
 async def test_an_older_added_applied_last_still_names_the_job(
@@ -131,6 +162,6 @@ async def test_concurrent_batches_on_common_jobs_never_deadlock(pool: asyncpg.Po
             assert r.status == "active" and r.attempts == r.event_ms - 2000
 
 
-def test_rejects_bad_consumers(redis_client: aioredis.Redis) -> None:
-    with pytest.raises(ValueError, match="consumers must be >= 1, got 0"):
-        StatusMirror(redis_client, ["q"], consumers=0)
+def test_rejects_bad_writers(redis_client: aioredis.Redis) -> None:
+    with pytest.raises(ValueError, match="writers must be >= 1, got 0"):
+        StatusMirror(redis_client, ["q"], writers=0)

@@ -230,14 +230,19 @@ class StatusMirror:
         # A job's `completed` (with its attempt) sets every field an earlier event of its
         # stream could have set, but the name an `added` carries: those earlier events are
         # skipped unbuilt (most of a drain's `active` events, when the batch has both).
-        done: dict[tuple[str, str], int] = {}
-        for i, (queue, _, fields) in enumerate(events):
+        done: dict[tuple[str, str], tuple[int, int]] = {}
+        for queue, stream_id, fields in events:
             if fields.get("ev") == "completed" and fields.get("a", "").isdigit():
-                done[queue, fields.get("id", "")] = i
+                key, version = (queue, fields.get("id", "")), parse_stream_id(stream_id)
+                done[key] = max(version, done.get(key, version))
         changes = []
-        for i, (queue, stream_id, fields) in enumerate(events):
-            superseded = done and done.get((queue, fields.get("id", "")), -1) > i
-            if superseded and fields.get("ev") != "added":
+        for queue, stream_id, fields in events:
+            last = done.get((queue, fields.get("id", ""))) if done else None
+            if (
+                last is not None
+                and fields.get("ev") != "added"
+                and parse_stream_id(stream_id) < last
+            ):
                 continue
             change = change_from_event(queue, stream_id, fields)
             if change is not None:

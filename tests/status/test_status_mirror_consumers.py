@@ -139,6 +139,30 @@ async def test_an_older_added_applied_last_still_names_the_job(
     )
 
 
+async def test_only_events_older_than_a_completed_are_skipped(
+    stream: Stream, make_mirror: MakeMirror, pool: asyncpg.Pool
+) -> None:
+    """`apply` given a batch out of order skips by stream id, not by place: a newer event
+    listed before a job's `completed` still counts, as it does applied one at a time."""
+    mirror = make_mirror([stream.queue])
+    q, batch, single = stream.queue, uid(), uid()
+
+    def events(job_id: str) -> list[tuple[str, str, dict[str, str]]]:
+        return [
+            (q, "1000-9", {"ev": "active", "id": job_id, "a": "2"}),
+            (q, "1000-2", {"ev": "active", "id": job_id, "a": "1"}),
+            (q, "1000-5", {"ev": "completed", "id": job_id, "a": "1"}),
+            (q, "1000-1", {"ev": "added", "id": job_id, "name": "t"}),
+        ]
+
+    async with pool.acquire() as conn:
+        await mirror.apply(events(batch), conn)
+        for event in sorted(events(single), key=lambda e: int(e[1].split("-")[1])):
+            await mirror.apply([event], conn)
+    rows = [await st.get_job_status(j) for j in (batch, single)]
+    assert [(r.job_type, r.status, r.attempts) for r in rows if r] == [("t", "completed", 2)] * 2
+
+
 async def test_concurrent_batches_on_common_jobs_never_deadlock(pool: asyncpg.Pool) -> None:
     """Batches touching the same jobs, existing and new, committed at once: no deadlock, and
     every job ends at its newest event."""

@@ -31,6 +31,7 @@ from redis.typing import KeyT, StreamIdT
 
 from jobqueue import QueueKeys, exponential_delay
 
+from ._mirror_stream import parse_read, s_text, unread_trimmed
 from .db import Connection, create_pool, get_pool, redact
 from .status_fold import (
     JobSnapshot,
@@ -69,42 +70,8 @@ class MirrorStats:
     trimmed: int = 0
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _unread_trimmed(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int:
-    """How many entries were trimmed before the group read them (an upper bound if unsure)."""
-    removed = int(stream.get("entries-added") or 0) - int(stream["length"])
-    if removed <= 0:
-        return 0
-    read = group.get("entries-read")
-    if read is not None:
-        return max(0, removed - int(read))
-    # No read counter yet: if the group is behind the stream's start, what it never read may
-    # have been removed (counted in full: an upper bound).
-    first = stream.get("first-entry")
-    start = parse_stream_id(first[0] if first else stream["last-generated-id"])
-    return removed if parse_stream_id(group["last-delivered-id"]) < start else 0
-
-
 _CLUSTER_BLOCK_MS = 100
 """Longest block of one slot's read on Redis Cluster (the reads of all slots run at once)."""
-
-
-def _parse_read(resp: Any) -> list[tuple[str, str, dict[str, str] | None]]:
-    """XREADGROUP reply (RESP2 list or RESP3 dict) as (stream key, id, fields or None)."""
-    out: list[tuple[str, str, dict[str, str] | None]] = []
-    if not resp:
-        return out
-    for key, entries in resp.items() if isinstance(resp, dict) else resp:
-        if entries and isinstance(entries[0], list):  # redis-py wraps RESP3 entries once more
-            entries = entries[0]
-        for entry_id, fields in entries or ():
-            # A pending entry trimmed away comes back with no fields.
-            data = {_s(k): _s(v) for k, v in fields.items()} if fields else None
-            out.append((_s(key), _s(entry_id), data))
-    return out
 
 
 class StatusMirror:
@@ -131,6 +98,13 @@ class StatusMirror:
         claim_idle_ms: pending entries of other consumers idle this long are taken over (a
             mirror that died under another name).
         log_interval: at most one failure log line per this many seconds.
+        writers: transactions that apply one batch at once, each on its own share of the
+            jobs (split by job id, so a job's events still commit in stream order); each
+            acknowledges its share after its commit.
+        prefetch: in `run`, read the next batch while the current one is applied (a
+            pipelined read); `run_once` never reads ahead.
+        on_commit: called after each commit with the stream ids it applied (before they are
+            acknowledged), e.g. to measure the lag from an event to its commit.
     """
 
     def __init__(
@@ -152,9 +126,14 @@ class StatusMirror:
         trim_check_interval: float = 30.0,
         claim_idle_ms: int = 60_000,
         log_interval: float = 30.0,
+        writers: int = 1,
+        prefetch: bool = True,
+        on_commit: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("queues is empty: give at least one queue to mirror")
+        if writers < 1:
+            raise ValueError(f"writers must be >= 1, got {writers!r}")
         if batch_size < 1 or block_ms < 0 or retry_backoff_base <= 0 or retry_backoff_max <= 0:
             raise ValueError("batch_size must be >= 1, block_ms >= 0 and backoffs > 0")
         self.redis = redis
@@ -169,6 +148,7 @@ class StatusMirror:
         self._database_url, self._pool, self._owns_pool = database_url, pool, False
         self._backoff = (retry_backoff_base, retry_backoff_max)
         self._reconcile, self._log_interval = reconcile, log_interval
+        self._on_commit = on_commit
         self._trim_interval, self._claim_idle_ms = trim_check_interval, claim_idle_ms
         self._groups_ready, self._next_trim_check = False, 0.0
         self._pending: set[str] = set(self.queues)  # queues whose pending entries come first
@@ -177,6 +157,9 @@ class StatusMirror:
         self._setid: dict[str, tuple[str, int]] = {}  # counters to repair after reconciling
         self._stop, self._done = asyncio.Event(), asyncio.Event()
         self._running, self._last_log, self._suppressed = False, float("-inf"), 0
+        self._prefetch_on, self._looping = prefetch, False
+        self._prefetch: asyncio.Task[list[tuple[str, str, Mapping[str, str]]]] | None = None
+        self._writers = writers
 
     async def run(self) -> None:
         """Mirror until `close()` is called, retrying with backoff through any failure."""
@@ -184,6 +167,7 @@ class StatusMirror:
             raise RuntimeError("this StatusMirror is already running")
         self._running, failures = True, 0
         self._done.clear()
+        self._looping = True
         try:
             while not self._stop.is_set():
                 try:
@@ -199,7 +183,13 @@ class StatusMirror:
                 if failures:
                     log.info("status mirror recovered after %d failed attempts", failures)
                     failures, self._last_log = 0, float("-inf")
+            await self._drop_prefetch()  # what it read stays pending for the next run
         finally:
+            self._looping = False
+            if self._prefetch is not None:  # cancelled: what it read stays pending
+                self._prefetch.cancel()
+                self._prefetch = None
+                self._pending.update(self.queues)
             self._running = False
             self._done.set()
 
@@ -225,6 +215,7 @@ class StatusMirror:
         try:
             return await self._step()
         except Exception as exc:
+            await self._drop_prefetch()
             # Entries may have been delivered (or a batch left unapplied): read pending first.
             self._pending.update(self.queues)
             if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
@@ -243,8 +234,23 @@ class StatusMirror:
         Returns:
             The number of rows written.
         """
+        # A job's `completed` (with its attempt) sets every field an earlier event of its
+        # stream could have set, but the name an `added` carries: those earlier events are
+        # skipped unbuilt (most of a drain's `active` events, when the batch has both).
+        done: dict[tuple[str, str], tuple[int, int]] = {}
+        for queue, stream_id, fields in events:
+            if fields.get("ev") == "completed" and fields.get("a", "").isdigit():
+                key, version = (queue, fields.get("id", "")), parse_stream_id(stream_id)
+                done[key] = max(version, done.get(key, version))
         changes = []
         for queue, stream_id, fields in events:
+            last = done.get((queue, fields.get("id", ""))) if done else None
+            if (
+                last is not None
+                and fields.get("ev") != "added"
+                and parse_stream_id(stream_id) < last
+            ):
+                continue
             change = change_from_event(queue, stream_id, fields)
             if change is not None:
                 changes.append(change)
@@ -253,12 +259,22 @@ class StatusMirror:
             # else a queue-level event (paused, resumed, obliterating): no row to change
         return await apply_changes(conn, changes)
 
+    async def _drop_prefetch(self) -> None:
+        """Wait for the read ahead (bounded by `block_ms`); its entries stay pending."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the next step meets the same failure anyway
+            self._pending.update(self.queues)
+
     async def _step(self) -> int:
         if self._pool is None:
             if self._database_url is not None:
                 # min_size=0: no background reconnect loop of asyncpg's own during an outage;
                 # the next step's acquire reconnects.
-                self._pool = await create_pool(self._database_url, min_size=0, max_size=2)
+                size = max(2, self._writers)
+                self._pool = await create_pool(self._database_url, min_size=0, max_size=size)
                 self._owns_pool = True
             else:
                 self._pool = await get_pool()
@@ -280,10 +296,39 @@ class StatusMirror:
             await self._reconcile_queues()  # pending entries found trimmed
         if not batch:
             return 0
+        if self._prefetch_on and self._looping and not self._pending and not self._to_reconcile:
+            # Read the next batch while this one is applied; it stays pending until its own
+            # commit, and a failure of this one makes the next step read both again.
+            self._prefetch = asyncio.get_running_loop().create_task(self._read_new())
+        parts = self._split(batch)
+        if len(parts) == 1:
+            await self._commit(batch)
+        else:
+            done = await asyncio.gather(*map(self._commit, parts), return_exceptions=True)
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result  # the shares committed are acknowledged; this one stays pending
+        return len(batch)
+
+    def _split(
+        self, batch: list[tuple[str, str, Mapping[str, str]]]
+    ) -> list[list[tuple[str, str, Mapping[str, str]]]]:
+        """The batch in `writers` shares by job id (queue-level events go to the first)."""
+        if self._writers == 1:
+            return [batch]
+        shares: list[list[tuple[str, str, Mapping[str, str]]]] = [[] for _ in range(self._writers)]
+        for entry in batch:
+            shares[hash(entry[2].get("id", "")) % self._writers].append(entry)
+        return [share for share in shares if share]
+
+    async def _commit(self, batch: list[tuple[str, str, Mapping[str, str]]]) -> None:
+        assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await self.apply(batch, conn)
         self.stats.transactions += 1
         self.stats.rows += rows
+        if self._on_commit is not None:
+            self._on_commit([entry_id for _, entry_id, _ in batch])
         # Acknowledge only after the commit: a crash in between means a harmless re-apply.
         by_key: dict[str, list[str]] = {}
         for queue, entry_id, _ in batch:
@@ -293,10 +338,12 @@ class StatusMirror:
                 pipe.xack(key, self.group, *ids)
             await pipe.execute()
         self.stats.events += len(batch)
-        return len(batch)
 
     async def _read(self) -> list[tuple[str, str, Mapping[str, str]]]:
         """Own pending entries first (left by a failure or a restart), then new ones."""
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            return await task
         batch: list[tuple[str, str, Mapping[str, str]]] = []
         if self._pending:
             streams: dict[KeyT, StreamIdT] = {
@@ -304,7 +351,7 @@ class StatusMirror:
             }
             resp = await self._xreadgroup(streams, block_ms=None)
             seen: set[str] = set()
-            for key, entry_id, fields in _parse_read(resp):
+            for key, entry_id, fields in parse_read(resp):
                 queue = self._queue_of[key]
                 seen.add(queue)
                 if fields is None:
@@ -316,9 +363,12 @@ class StatusMirror:
             self._pending &= seen  # a queue with nothing pending reads new entries from now on
             if batch or self._to_reconcile:
                 return batch
+        return await self._read_new()
+
+    async def _read_new(self) -> list[tuple[str, str, Mapping[str, str]]]:
         new: dict[KeyT, StreamIdT] = {self._keys[q]: ">" for q in self.queues}
         resp = await self._xreadgroup(new, block_ms=self.block_ms or None)
-        return [(self._queue_of[k], i, f) for k, i, f in _parse_read(resp) if f is not None]
+        return [(self._queue_of[k], i, f) for k, i, f in parse_read(resp) if f is not None]
 
     async def _xreadgroup(self, streams: dict[KeyT, StreamIdT], *, block_ms: int | None) -> Any:
         """XREADGROUP of `streams`; on Redis Cluster one read per hash slot (a command's keys
@@ -356,16 +406,16 @@ class StatusMirror:
                 if "no such key" not in str(exc):
                     raise
                 stream, groups = {}, []  # the stream was deleted: recreate it with the group
-            group = next((g for g in groups if _s(g["name"]) == self.group), None)
+            group = next((g for g in groups if s_text(g["name"]) == self.group), None)
             if group is None:
                 self._groups_ready = False
                 continue
-            unread = _unread_trimmed(stream, group)
+            unread = unread_trimmed(stream, group)
             if unread:
                 self.stats.trimmed += unread
                 self._to_reconcile.add(queue)
                 removed = int(stream["entries-added"]) - int(stream["length"])
-                self._setid[queue] = (_s(group["last-delivered-id"]), removed)
+                self._setid[queue] = (s_text(group["last-delivered-id"]), removed)
             # Take over what a dead consumer of the group left pending. Redis drops claimed
             # entries whose data was trimmed and returns their ids: those changes are lost.
             reply = await self.redis.xautoclaim(

@@ -169,6 +169,16 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before a dead mirror's unapplied events are taken over",
     )
+    mirror_writers: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="transactions the status mirror applies a batch with at once, each on "
+        "its own share of the jobs",
+    )
+    mirror_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="stream entries the mirror reads per round trip"
+    )
     run_budget_usd: float = Field(
         default=5.0,
         ge=0,

@@ -85,6 +85,8 @@ class Workers:
                 reconcile=self._reconcile,
                 block_ms=500,
                 claim_idle_ms=int(rt.settings.mirror_claim_idle * 1000),
+                writers=rt.settings.mirror_writers,
+                batch_size=rt.settings.mirror_batch_size,
             )
             if use_mirror
             else None

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -344,6 +345,20 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def _seconds(text: str) -> float:
+    value = float(text)  # a ValueError is argparse's usage error naming the value
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     # options valid both before and after the sub-command (SUPPRESS keeps the first given)
     common = argparse.ArgumentParser(add_help=False)
@@ -359,8 +374,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--queue", action="append", metavar="NAME", help="only this queue (repeatable)")
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p.add_argument("--count", type=int, default=0, help="with --watch: stop after N refreshes")
+    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes")
+    p.add_argument("--count", type=_count, default=0, help="with --watch: stop after N refreshes")
     p.add_argument("--check", action="store_true", help="exit 0 if each queue has a live worker")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from jobqueue import InvalidJobError, Job
 from pipeline.budget import check_usd
 from pipeline.cancelled import RunCancelledError, cancelled_runs, run_is_cancelled, withdraw_jobs
+from pipeline.cli_args import shown
 from pipeline.fanout import add_stock_flow
 from pipeline.job_ids import default_job_id
 from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload, StockAnalysisPayload
@@ -308,8 +309,13 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
             never approved (e.g. failed).
         RunCancelledError: its run is cancelled (nothing is changed or enqueued).
     """
+    try:
+        sid = UUID(str(sub_sector_id))
+    except ValueError:
+        raise PayloadError(
+            "stock-ranking", f"not a sub-sector id: {shown(str(sub_sector_id))}"
+        ) from None
     rt = runtime or await get_runtime()
-    sid = UUID(str(sub_sector_id))
     async with rt.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT status, sector_analysis_id FROM sub_sector WHERE id = $1 FOR UPDATE", sid

@@ -47,8 +47,8 @@ class Dedup:
         if ttl is not None and (
             isinstance(ttl, bool)
             or not isinstance(ttl, int | float)
+            or not ttl <= _MAX_TTL  # first: a huge int does not fit a float
             or not math.isfinite(ttl)
-            or ttl > _MAX_TTL
             or ttl <= 0
         ):
             raise InvalidJobError(

@@ -7,11 +7,12 @@ start of its `repr` and says how long it was.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import InvalidJobError
 
-__all__ = ["SHOWN_CHARS", "cut", "job_ref", "shown"]
+__all__ = ["SHOWN_CHARS", "cut", "finite", "job_ref", "shown"]
 
 SHOWN_CHARS = 80
 """Longest `repr` of a bad value put in an error message; a longer one is cut."""
@@ -43,3 +44,11 @@ def job_ref(job_id: Any) -> str:
     if not isinstance(job_id, str):
         raise InvalidJobError(f"job_id must be a str, got {shown(job_id)}")
     return job_id
+
+
+def finite(value: int | float) -> bool:
+    """`math.isfinite`, False (not OverflowError) for an int too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

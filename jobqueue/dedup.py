@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import KW_ONLY, dataclass
 
 from .core._inputs import shown
@@ -47,9 +46,7 @@ class Dedup:
         if ttl is not None and (
             isinstance(ttl, bool)
             or not isinstance(ttl, int | float)
-            or not ttl <= _MAX_TTL  # first: a huge int does not fit a float
-            or not math.isfinite(ttl)
-            or ttl <= 0
+            or not 0 < ttl <= _MAX_TTL  # first: a huge int does not fit a float (NaN fails)
         ):
             raise InvalidJobError(
                 f"dedup ttl must be a finite number of seconds in (0, 10 years], got {shown(ttl)}"

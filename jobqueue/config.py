@@ -28,9 +28,13 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     return float(value)
 
 
+_MAX_COUNT = 2**53
+"""Largest count accepted: the scripts' numbers are Lua doubles, exact up to 2**53."""
+
+
 def _count(name: str, value: int, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_COUNT:
+        raise ConfigError(f"{name} must be an int within [{minimum}, 2**53], got {shown(value)}")
     return value
 
 

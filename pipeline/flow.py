@@ -133,7 +133,9 @@ async def enqueue_many(
     """
     rt = runtime or await get_runtime()
     validated = [(t, validate_payload(t, p)) for t, p in items]
-    ids = list(job_ids) if job_ids else [None] * len(validated)
+    ids = list(job_ids) if job_ids is not None else [None] * len(validated)
+    if len(ids) != len(validated):
+        raise InvalidJobError(f"{len(ids)} job_ids given for {len(validated)} jobs")
     for (job_type, _), job_id in zip(validated, ids, strict=True):
         if job_type in FLOW_ONLY:
             raise PayloadError(job_type, FLOW_ONLY[job_type])
@@ -163,7 +165,8 @@ async def enqueue_many(
             spec: dict[str, Any] = {
                 "name": job_type,
                 "data": validated[i][1].model_dump(mode="json"),
-                "job_id": ids[i] or default_job_id(job_type, validated[i][1]),
+                # `is None`, not falsy: an empty id given is refused by the queue, not replaced
+                "job_id": default_job_id(job_type, validated[i][1]) if ids[i] is None else ids[i],
                 "delay": delay,
             }
             run = related[i]

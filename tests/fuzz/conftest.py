@@ -22,3 +22,22 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 settings.load_profile("fuzz")
+
+
+def _load_pipeline_fixtures() -> None:
+    """The pipeline tests' fixtures (`runtime`, `make_runtime`...) here too: their conftest is
+    loaded under a name of its own (every conftest module is called `conftest`)."""
+    import importlib.util
+
+    pipeline_tests = Path(__file__).parents[1] / "pipeline"
+    sys.path.insert(0, str(pipeline_tests))  # its helpers (pipeline_helpers)
+    spec = importlib.util.spec_from_file_location(
+        "pipeline_fixtures", pipeline_tests / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    globals().update({name: getattr(module, name) for name in ("make_runtime", "runtime", "pool")})
+
+
+_load_pipeline_fixtures()

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _inspect_render as render
+from .core._inputs import cut, shown
 from .core.codec import text as _s
 from .core.connection import connect
 from .core.keys import QueueKeys, validate_queue_name
@@ -294,7 +295,7 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
     if cmd == "job":
         job = await queue.get_job(args.job_id)
         if job is None:
-            raise CliError(f"job {args.job_id!r} not found in queue {queue.name!r}")
+            raise CliError(f"job {shown(args.job_id)} not found in queue {queue.name!r}")
         data = _job_dict(job, await queue.get_job_logs(job.id))
         if job.state == JobState.WAITING_CHILDREN:
             data["children_pending"] = await job.pending_children()
@@ -322,8 +323,10 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
         )
         _emit(args, {"changed": changed}, text)
     elif cmd == "cancel":
-        _need_yes(args, f"cancel job {args.job_id} of {queue.name!r}")
+        _need_yes(args, f"cancel job {shown(args.job_id)} of {queue.name!r}")
         outcome = await queue.cancel(args.job_id, args.reason)
+        if outcome == "not_found":
+            raise CliError(f"job {shown(args.job_id)} not found in queue {queue.name!r}")
         _emit(args, {"outcome": outcome}, f"job {args.job_id}: {outcome}")
     elif cmd == "clean":
         _need_yes(args, f"remove {args.state} jobs of {queue.name!r}")
@@ -335,9 +338,9 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
                 break
         _emit(args, {"removed": removed}, f"removed {len(removed)} {args.state} job(s)")
     elif cmd == "remove-schedule":
-        _need_yes(args, f"remove schedule {args.scheduler_id} of {queue.name!r}")
+        _need_yes(args, f"remove schedule {shown(args.scheduler_id)} of {queue.name!r}")
         if not await queue.remove_scheduler(args.scheduler_id):
-            raise CliError(f"no schedule {args.scheduler_id!r} on queue {queue.name!r}")
+            raise CliError(f"no schedule {shown(args.scheduler_id)} on queue {queue.name!r}")
         _emit(args, {"removed": True}, f"schedule {args.scheduler_id} of {queue.name!r} removed")
     return 0
 
@@ -454,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return text.replace(password, "***") if password else text
 
     def fail(message: str, code: int = 2) -> int:
-        print(f"error: {clean(message)}", file=sys.stderr)
+        print(f"error: {cut(clean(message), 1000)}", file=sys.stderr)
         return code
 
     health = 1 if args.check else 2

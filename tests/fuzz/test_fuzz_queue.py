@@ -5,6 +5,7 @@ typed error whose message names the value (cut short), and the queue's keys are 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,7 @@ from jobqueue import (
     PayloadTooLargeError,
     Queue,
     QueueConfig,
+    Worker,
 )
 from jobqueue.core.keys import QUEUE_NAME_RE
 
@@ -382,3 +384,50 @@ async def test_reads_and_operations_refuse_bad_options(
         with pytest.raises(ConfigError) as info:
             await getattr(queue, method)(**kwargs)
     check_message(info.value)
+
+
+BAD_CHILDREN: list[Any] = [
+    [],
+    "nope",
+    [5],
+    [Child(queue="fuzz", name="c", data=math.nan)],
+    [Child(queue="fuzz", name="c", job_id="a b")],
+    [Child(queue="fuzz", name=BIG)],
+    [Child(queue="fuzz", name="c", delay=-1)],
+    [Child(queue="other queue", name="c")],
+    [Child(queue="fuzz", name="c", children=[Child(queue="fuzz", name="g", data={"x": math.inf})])],
+]
+
+
+async def test_add_children_from_a_handler_refuses_bad_children(
+    redis_client: Redis, prefix: str
+) -> None:
+    """`Job.add_children`, reachable only from a running handler: each bad list a typed error
+    the handler sees, and no child written."""
+    queue = Queue(QueueConfig("fuzz", drain_delay=0.05), redis=redis_client, prefix=prefix)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(job: Any) -> str:
+        for children in BAD_CHILDREN:
+            try:
+                await job.add_children(children)
+            except (InvalidJobError, ConfigError) as exc:
+                seen.append((type(exc).__name__, len(str(exc))))
+            # anything else escapes: the job fails and the test with it
+        return "done"
+
+    worker = Worker(queue, handler, handle_signals=False)
+    running = asyncio.create_task(worker.run())
+    try:
+        job = await queue.add("parent", {})
+        assert await job.wait_until_finished(timeout=120) == "done"  # the bound: a hang
+    finally:
+        await worker.close()
+        await asyncio.wait_for(running, 120)
+        await queue.close()
+    assert len(seen) == len(BAD_CHILDREN), seen
+    assert all(size <= 1100 for _, size in seen), seen
+    jobs = [k async for k in redis_client.scan_iter(match=f"{prefix}:*:j:*")]
+    assert len(jobs) == 1, jobs  # the parent alone: no child written
+    counts = await queue.get_job_counts()
+    assert counts["waiting"] == counts["delayed"] == counts["waiting-children"] == 0, counts

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from .config import QueueConfig
-from .core._inputs import cut, job_ref, shown
+from .core._inputs import cut, finite, job_ref, shown
 from .core.codec import text as _s
 from .core.keys import QueueKeys
 from .core.replies import CancelOutcome
@@ -172,7 +172,7 @@ class QueueOpsMixin:
         if (
             isinstance(grace, bool)
             or not isinstance(grace, int | float)
-            or not (math.isfinite(grace) and grace >= 0)
+            or not (finite(grace) and grace >= 0)
         ):
             raise ConfigError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

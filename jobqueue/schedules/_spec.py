@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..core._inputs import shown
+from ..core._inputs import finite, shown
 from ..errors import ConfigError
 
 __all__ = ["SCHEDULER_ID_RE", "ScheduleSpec", "make_spec", "validate_scheduler_id"]
@@ -134,7 +134,7 @@ def make_spec(every: float | None, cron: str | None, tz: str) -> ScheduleSpec:
         if (
             isinstance(every, bool)
             or not isinstance(every, int | float)
-            or not math.isfinite(every)
+            or not finite(every)
             or every > _MAX_EVERY
         ):
             raise ConfigError(

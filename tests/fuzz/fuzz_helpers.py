@@ -80,3 +80,30 @@ async def redis_state(redis: Any, prefix: str) -> dict[bytes, bytes | None]:
 async def row_counts(pool: Any, tables: Iterable[str]) -> dict[str, int]:
     """Rows per table (the test's own database)."""
     return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+class Unchanged:
+    """`async with Unchanged(redis, prefix[, pool, tables]):` fails when a key under the prefix
+    (or its value) changed, or the row count of one of `tables`."""
+
+    def __init__(
+        self, redis: Any, prefix: str, pool: Any = None, tables: Iterable[str] = ()
+    ) -> None:
+        self.redis, self.prefix, self.pool, self.tables = redis, prefix, pool, tuple(tables)
+
+    async def snapshot(self) -> tuple[dict[bytes, bytes | None], dict[str, int]]:
+        rows = await row_counts(self.pool, self.tables) if self.pool is not None else {}
+        return await redis_state(self.redis, self.prefix), rows
+
+    async def __aenter__(self) -> None:
+        self.before = await self.snapshot()
+
+    async def __aexit__(self, *exc: object) -> None:
+        (keys_before, rows_before), (keys_after, rows_after) = self.before, await self.snapshot()
+        assert rows_after == rows_before, "rows written although refused"
+        changed = {
+            k
+            for k in keys_before.keys() | keys_after.keys()
+            if keys_before.get(k) != keys_after.get(k)
+        }
+        assert not changed, f"keys written although refused: {sorted(changed)[:5]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_helpers import BAD_NUMBERS, BIG, NOT_STR, ODD_TEXT, check_message, redis_state, row_counts
+from fuzz_helpers import BAD_NUMBERS, BIG, NOT_STR, ODD_TEXT, Unchanged, check_message
 from fuzz_helpers_strategies import bad_job_ids
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,33 +41,9 @@ TABLES = (
 )  # fmt: skip
 
 
-class Unchanged:
-    """`async with Unchanged(rt, redis, prefix):` fails when a key under the prefix or a row
-    of a pipeline table changed."""
-
-    def __init__(self, rt: Runtime, redis: Redis, prefix: str) -> None:
-        self.rt, self.redis, self.prefix = rt, redis, prefix
-
-    async def snapshot(self) -> tuple[Any, Any]:
-        return await redis_state(self.redis, self.prefix), await row_counts(self.rt.pool, TABLES)
-
-    async def __aenter__(self) -> None:
-        self.before = await self.snapshot()
-
-    async def __aexit__(self, *exc: object) -> None:
-        (keys_before, rows_before), (keys_after, rows_after) = self.before, await self.snapshot()
-        assert rows_after == rows_before, "rows written although refused"
-        changed = {
-            k
-            for k in keys_before.keys() | keys_after.keys()
-            if keys_before.get(k) != keys_after.get(k)
-        }
-        assert not changed, f"keys written although refused: {sorted(changed)[:5]}"
-
-
 @pytest.fixture
 async def guard(runtime: Runtime, redis_client: Redis, prefix: str) -> Unchanged:
-    return Unchanged(runtime, redis_client, prefix)
+    return Unchanged(redis_client, prefix, runtime.pool, TABLES)
 
 
 def _bad_text(value: Any) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
-from .core._inputs import finite, shown
+from .core._inputs import shown
 from .core.keys import validate_queue_name, validate_slot
 from .core.replies import TakeLimits
 from .errors import ConfigError, ErrorType
@@ -16,14 +16,18 @@ from .retry.types import check_error_type, default_retry_delays
 __all__ = ["QueueConfig", "RateLimit"]
 
 MAX_PRIORITY = 2**20
+MAX_SECONDS = 10 * 365 * 86400.0
+"""Longest duration of an option (a timeout, lease, backoff, age...): a longer one is a mistake
+(ms given as seconds), and its milliseconds would overflow what the scripts compute with."""
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
         raise ConfigError(f"{name} must be a number, got {shown(value)}")
-    if value < 0 or (value == 0 and not allow_zero) or not finite(value):
+    if value < 0 or (value == 0 and not allow_zero) or not value <= MAX_SECONDS:
         raise ConfigError(
-            f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {shown(value)}"
+            f"{name} must be {'>= 0' if allow_zero else '> 0'} and at most 10 years of seconds, "
+            f"got {shown(value)}"
         )
     return float(value)
 

@@ -11,7 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import _tracing
-from .config import MAX_PRIORITY, QueueConfig
+from .config import MAX_PRIORITY, MAX_SECONDS, QueueConfig
 from .core._inputs import cut, job_ref, shown
 from .core.codec import decode_envelope, dumps
 from .core.connection import check_server, connect, describe_client
@@ -41,7 +41,7 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 _checked_servers: set[str] = set()
 
-MAX_DELAY = 10 * 365 * 86400.0
+MAX_DELAY = MAX_SECONDS
 """Longest delay `Queue.add` accepts, in seconds (ten years): a longer one is a mistake (a
 timestamp given as a delay, ms given as seconds), refused before it reaches a score."""
 

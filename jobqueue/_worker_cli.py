@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from .core._inputs import cut, shown
 from .core.connection import describe_client
 from .core.redact import redact
 from .errors import ConfigError
@@ -120,7 +121,7 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
     except Exception as exc:
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise _UsageError(f"cannot import module {name!r}: {detail}") from None
+        raise _UsageError(f"cannot import module {shown(name)}: {cut(detail)}") from None
 
 
 def _select(module: ModuleType, names: str | None) -> list[Queue]:
@@ -134,7 +135,7 @@ def _select(module: ModuleType, names: str | None) -> list[Queue]:
     unknown = [n for n in wanted if n not in by_name]
     if unknown or not wanted:
         raise _UsageError(
-            f"unknown queue {', '.join(map(repr, unknown)) or repr(names)}: module "
+            f"unknown queue {cut(', '.join(map(repr, unknown)) or repr(names))}: module "
             f"{module.__name__} has tasks on {', '.join(sorted(by_name))}"
         )
     return [by_name[n] for n in dict.fromkeys(wanted)]

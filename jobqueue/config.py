@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 
+from .core._inputs import shown
 from .core.keys import validate_queue_name, validate_slot
 from .core.replies import TakeLimits
 from .errors import ConfigError, ErrorType
@@ -16,19 +16,29 @@ from .retry.types import check_error_type, default_retry_delays
 __all__ = ["QueueConfig", "RateLimit"]
 
 MAX_PRIORITY = 2**20
+MAX_SECONDS = 10 * 365 * 86400.0
+"""Longest duration of an option (a timeout, lease, backoff, age...): a longer one is a mistake
+(ms given as seconds), and its milliseconds would overflow what the scripts compute with."""
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
+        raise ConfigError(f"{name} must be a number, got {shown(value)}")
+    if value < 0 or (value == 0 and not allow_zero) or not value <= MAX_SECONDS:
+        raise ConfigError(
+            f"{name} must be {'>= 0' if allow_zero else '> 0'} and at most 10 years of seconds, "
+            f"got {shown(value)}"
+        )
     return float(value)
 
 
+_MAX_COUNT = 2**53
+"""Largest count accepted: the scripts' numbers are Lua doubles, exact up to 2**53."""
+
+
 def _count(name: str, value: int, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_COUNT:
+        raise ConfigError(f"{name} must be an int within [{minimum}, 2**53], got {shown(value)}")
     return value
 
 
@@ -51,7 +61,7 @@ class RateLimit:
 def _retention(name: str, value: tuple[int | None, float | None]) -> tuple[int, int]:
     """(count, age seconds) -> (count or -1, age ms or -1); None keeps everything."""
     if not isinstance(value, tuple) or len(value) != 2:
-        raise ConfigError(f"{name} must be a (count, age_seconds) tuple, got {value!r}")
+        raise ConfigError(f"{name} must be a (count, age_seconds) tuple, got {shown(value)}")
     count, age = value
     c = -1 if count is None else _count(f"{name} count", count, minimum=0)
     a = -1 if age is None else int(_positive(f"{name} age", age, allow_zero=True) * 1000)
@@ -148,7 +158,7 @@ class QueueConfig:
         _positive("backoff", self.backoff, allow_zero=True)
         _positive("max_backoff", self.max_backoff, allow_zero=True)
         if not 0.0 <= _positive("jitter", self.jitter, allow_zero=True) <= 1.0:
-            raise ConfigError(f"jitter must be within [0, 1], got {self.jitter!r}")
+            raise ConfigError(f"jitter must be within [0, 1], got {shown(self.jitter)}")
         if self.retry_delays is not None:
             delays: dict[str, float] = {}
             for key, value in self.retry_delays.items():
@@ -156,19 +166,21 @@ class QueueConfig:
                 delays[etype] = _positive(f"retry_delays[{key}]", value, allow_zero=True)
             object.__setattr__(self, "retry_delays", MappingProxyType(delays))
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
-            raise ConfigError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
+            raise ConfigError(f"rate_limit must be a RateLimit, got {shown(self.rate_limit)}")
         if self.limiter is not None and not isinstance(self.limiter, Limiter):
-            raise ConfigError(f"limiter must be a Limiter, got {self.limiter!r}")
+            raise ConfigError(f"limiter must be a Limiter, got {shown(self.limiter)}")
         if self.slot is not None:
             validate_slot(self.slot)
         if self.cost is not None:
+            if not isinstance(self.cost, Mapping):
+                raise ConfigError(f"cost must map bucket names to amounts, got {shown(self.cost)}")
             if self.limiter is None:
                 raise ConfigError(f"cost {dict(self.cost)!r} needs a limiter to spend it on")
             self.check_cost(self.cost, what="cost")
             object.__setattr__(self, "cost", MappingProxyType(dict(self.cost)))
         _positive("lease", self.lease)
         if self.lease < 0.05:
-            raise ConfigError(f"lease must be >= 0.05 s, got {self.lease!r}")
+            raise ConfigError(f"lease must be >= 0.05 s, got {shown(self.lease)}")
         if self.stall_interval is not None:
             _positive("stall_interval", self.stall_interval)
         _count("max_stalls", self.max_stalls, minimum=0)
@@ -185,7 +197,7 @@ class QueueConfig:
         _positive("heartbeat_interval", self.heartbeat_interval)
         if self.heartbeat_interval < 0.05:
             raise ConfigError(
-                f"heartbeat_interval must be >= 0.05 s, got {self.heartbeat_interval!r}"
+                f"heartbeat_interval must be >= 0.05 s, got {shown(self.heartbeat_interval)}"
             )
 
     @property

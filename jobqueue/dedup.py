@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import KW_ONLY, dataclass
 
+from .core._inputs import shown
 from .errors import InvalidJobError
 
 __all__ = ["Dedup"]
+
+_MAX_TTL = 10 * 365 * 86400.0  # seconds: a longer window is a mistake (ms given as seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +41,18 @@ class Dedup:
     def __post_init__(self) -> None:
         key = self.key
         if not isinstance(key, str) or not 0 < len(key) <= 200 or not key.isprintable():
-            raise InvalidJobError(f"dedup key {key!r} is invalid: 1-200 printable characters")
+            raise InvalidJobError(f"dedup key {shown(key)} is invalid: 1-200 printable characters")
         ttl = self.ttl
         if ttl is not None and (
             isinstance(ttl, bool)
             or not isinstance(ttl, int | float)
-            or not math.isfinite(ttl)
-            or ttl <= 0
+            or not 0 < ttl <= _MAX_TTL  # first: a huge int does not fit a float (NaN fails)
         ):
-            raise InvalidJobError(f"dedup ttl must be a finite number of seconds > 0, got {ttl!r}")
+            raise InvalidJobError(
+                f"dedup ttl must be a finite number of seconds in (0, 10 years], got {shown(ttl)}"
+            )
         if not isinstance(self.replace, bool):
-            raise InvalidJobError(f"dedup replace must be a bool, got {self.replace!r}")
+            raise InvalidJobError(f"dedup replace must be a bool, got {shown(self.replace)}")
 
     def encode(self) -> str:
         """The add script's argument: `<ttl_ms>:<d|r>:<key>`."""

@@ -64,8 +64,21 @@ class JobQueueError(Exception):
     """Root of every error raised by `jobqueue`."""
 
 
+_MAX_MESSAGE = 1000
+"""Longest message of a bad-input error: the bad value is named, never echoed whole (a 10 KB
+string given by mistake would flood logs and pages)."""
+
+
+def _bounded(message: object) -> object:
+    text = str(message)
+    return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}... ({len(text)} chars)"
+
+
 class ConfigError(JobQueueError, ValueError):
     """An option has a bad value; the message names the option and the value."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(_bounded(message), *args)
 
 
 class CrossSlotFlowError(ConfigError):
@@ -76,6 +89,9 @@ class CrossSlotFlowError(ConfigError):
 
 class InvalidJobError(JobQueueError, ValueError):
     """A job's id, name, data, delay or priority is not acceptable; nothing was written."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(_bounded(message), *args)
 
 
 class PayloadTooLargeError(InvalidJobError):

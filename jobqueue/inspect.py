@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _inspect_render as render
+from .core._inputs import cut, shown
 from .core.codec import text as _s
 from .core.connection import connect
 from .core.keys import QueueKeys, validate_queue_name
@@ -293,7 +295,7 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
     if cmd == "job":
         job = await queue.get_job(args.job_id)
         if job is None:
-            raise CliError(f"job {args.job_id!r} not found in queue {queue.name!r}")
+            raise CliError(f"job {shown(args.job_id)} not found in queue {queue.name!r}")
         data = _job_dict(job, await queue.get_job_logs(job.id))
         if job.state == JobState.WAITING_CHILDREN:
             data["children_pending"] = await job.pending_children()
@@ -321,8 +323,10 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
         )
         _emit(args, {"changed": changed}, text)
     elif cmd == "cancel":
-        _need_yes(args, f"cancel job {args.job_id} of {queue.name!r}")
+        _need_yes(args, f"cancel job {shown(args.job_id)} of {queue.name!r}")
         outcome = await queue.cancel(args.job_id, args.reason)
+        if outcome == "not_found":
+            raise CliError(f"job {shown(args.job_id)} not found in queue {queue.name!r}")
         _emit(args, {"outcome": outcome}, f"job {args.job_id}: {outcome}")
     elif cmd == "clean":
         _need_yes(args, f"remove {args.state} jobs of {queue.name!r}")
@@ -334,14 +338,28 @@ async def _command(redis: Redis, args: argparse.Namespace) -> int:
                 break
         _emit(args, {"removed": removed}, f"removed {len(removed)} {args.state} job(s)")
     elif cmd == "remove-schedule":
-        _need_yes(args, f"remove schedule {args.scheduler_id} of {queue.name!r}")
+        _need_yes(args, f"remove schedule {shown(args.scheduler_id)} of {queue.name!r}")
         if not await queue.remove_scheduler(args.scheduler_id):
-            raise CliError(f"no schedule {args.scheduler_id!r} on queue {queue.name!r}")
+            raise CliError(f"no schedule {shown(args.scheduler_id)} on queue {queue.name!r}")
         _emit(args, {"removed": True}, f"schedule {args.scheduler_id} of {queue.name!r} removed")
     return 0
 
 
 # -- entry point -----------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    value = float(text)  # a ValueError is argparse's usage error naming the value
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -359,8 +377,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--queue", action="append", metavar="NAME", help="only this queue (repeatable)")
     p.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p.add_argument("--count", type=int, default=0, help="with --watch: stop after N refreshes")
+    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes")
+    p.add_argument("--count", type=_count, default=0, help="with --watch: stop after N refreshes")
     p.add_argument("--check", action="store_true", help="exit 0 if each queue has a live worker")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -439,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return text.replace(password, "***") if password else text
 
     def fail(message: str, code: int = 2) -> int:
-        print(f"error: {clean(message)}", file=sys.stderr)
+        print(f"error: {cut(clean(message), 1000)}", file=sys.stderr)
         return code
 
     health = 1 if args.check else 2

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .config import QueueConfig
+from .core._inputs import finite
 from .core.codec import text as _s
 from .core.keys import QueueKeys, keys_from_key, queue_scan_patterns
 from .errors import ConfigError
@@ -123,7 +123,7 @@ async def cleanup_old_jobs(redis: Redis, days: float, *, prefix: str = "jq") -> 
     if (
         isinstance(days, bool)
         or not isinstance(days, int | float)
-        or not (math.isfinite(days) and days >= 0)
+        or not (finite(days) and days >= 0)
     ):
         raise ConfigError(f"days must be a finite number >= 0, got {days!r}")
     total = 0

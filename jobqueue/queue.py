@@ -12,10 +12,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from . import _tracing
-from .config import MAX_PRIORITY, QueueConfig
+from .config import MAX_PRIORITY, MAX_SECONDS, QueueConfig
+from .core._inputs import cut, job_ref, shown
 from .core.codec import decode_envelope, dumps
 from .core.connection import check_server, connect, describe_client
 from .core.keys import QueueKeys, validate_prefix
+from .core.redact import redact_url
 from .core.replies import NewJob
 from .core.scripts import Scripts
 from .core.states import JobState
@@ -40,6 +42,10 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 _checked_servers: set[str] = set()
 
+MAX_DELAY = MAX_SECONDS
+"""Longest delay `Queue.add` accepts, in seconds (ten years): a longer one is a mistake (a
+timestamp given as a delay, ms given as seconds), refused before it reaches a score."""
+
 JobSpec = Mapping[str, Any]
 """One job for `Queue.add_bulk`: keys `name`, `data`, and optionally `job_id`, `delay`,
 `priority`, `attempts`, `cost`, `group`, `group_concurrency`, `dedup` (the keyword arguments
@@ -49,7 +55,7 @@ of `Queue.add`)."""
 def _validate_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) or job_id.isdigit():
         raise InvalidJobError(
-            f"job_id {job_id!r} is invalid: use 1-200 letters, digits, '_', '.', ':', '-', "
+            f"job_id {shown(job_id)} is invalid: use 1-200 letters, digits, '_', '.', ':', '-', "
             "not only digits (those are the queue's own ids)"
         )
     return job_id
@@ -58,14 +64,14 @@ def _validate_job_id(job_id: str) -> str:
 def _validate_group(group: str) -> str:
     if not isinstance(group, str) or not _GROUP_RE.match(group):
         raise InvalidJobError(
-            f"group {group!r} is invalid: use 1-100 letters, digits, '_', '.', ':', '-'"
+            f"group {shown(group)} is invalid: use 1-100 letters, digits, '_', '.', ':', '-'"
         )
     return group
 
 
 def _validate_name(name: str) -> str:
     if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
-        raise InvalidJobError(f"job name {name!r} is invalid: 1-200 printable characters")
+        raise InvalidJobError(f"job name {shown(name)} is invalid: 1-200 printable characters")
     return name
 
 
@@ -106,7 +112,12 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             limiter.name if limiter else None,
         )
         if isinstance(redis, str):
-            self.redis = connect(redis)
+            try:
+                self.redis = connect(redis)
+            except ValueError as exc:  # redis-py's own for a bad URL: one typed error here
+                raise ConfigError(
+                    f"redis URL {shown(redact_url(redis))} is invalid: {cut(str(exc))}"
+                ) from None
             self._owns_client = True
         elif isinstance(redis, Redis | RedisCluster):
             # a cluster client is typed as Redis: it answers the same commands, routed by key
@@ -175,23 +186,26 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         if (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
+            or not 0 <= delay <= MAX_DELAY  # before isfinite: a huge int does not fit a float
             or not math.isfinite(delay)
-            or delay < 0
         ):
-            raise InvalidJobError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+            raise InvalidJobError(
+                f"delay must be a finite number of seconds within [0, {MAX_DELAY:g}], "
+                f"got {shown(delay)}"
+            )
         if (
             isinstance(priority, bool)
             or not isinstance(priority, int)
             or not (-MAX_PRIORITY <= priority <= MAX_PRIORITY)
         ):
             raise InvalidJobError(
-                f"priority must be an int within +-{MAX_PRIORITY}, got {priority!r}"
+                f"priority must be an int within +-{MAX_PRIORITY}, got {shown(priority)}"
             )
         env = '{"n":' + dumps(name, limit=1000, what="job name") + ',"d":'
         env += dumps(data, limit=self.config.max_payload, what="job data")
         if attempts is not None:
             if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-                raise InvalidJobError(f"attempts must be an int >= 1, got {attempts!r}")
+                raise InvalidJobError(f"attempts must be an int >= 1, got {shown(attempts)}")
             env += f',"at":{attempts}'
         if priority:
             env += f',"p":{priority}'
@@ -200,12 +214,12 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             env += f',"g":"{_validate_group(group)}"'
             cap = self.config.group_concurrency if group_concurrency is None else group_concurrency
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-                raise InvalidJobError(f"group_concurrency must be an int >= 1, got {cap!r}")
+                raise InvalidJobError(f"group_concurrency must be an int >= 1, got {shown(cap)}")
             encoded_group = f"{cap or 0}:{group}"
         elif group_concurrency is not None:
-            raise InvalidJobError(f"group_concurrency {group_concurrency!r} needs a group")
+            raise InvalidJobError(f"group_concurrency {shown(group_concurrency)} needs a group")
         if dedup is not None and not isinstance(dedup, Dedup):
-            raise InvalidJobError(f"dedup must be a Dedup, got {dedup!r}")
+            raise InvalidJobError(f"dedup must be a Dedup, got {shown(dedup)}")
         env += "}"
         encoded_cost = ""
         if cost is not None:
@@ -272,14 +286,25 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         `(name, data)` pair. All are validated before anything is written.
         """
         encoded = []
+        if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Iterable):
+            raise InvalidJobError(f"jobs must be an iterable of job specs, got {shown(jobs)}")
         for spec in jobs:
             if isinstance(spec, tuple):
+                if len(spec) != 2:
+                    raise InvalidJobError(f"a job pair must be (name, data), got {shown(spec)}")
                 name, data = spec
                 encoded.append(self._encode(name, data, None, 0.0, 0, None))
             else:
+                if not isinstance(spec, Mapping):
+                    raise InvalidJobError(
+                        f"a job spec must be a mapping or a (name, data) pair, got {shown(spec)}"
+                    )
                 unknown = set(spec) - _SPEC_KEYS
                 if unknown or "name" not in spec:
-                    raise InvalidJobError(f"bad job spec {dict(spec)!r}: unknown keys {unknown}")
+                    raise InvalidJobError(
+                        f"bad job spec {shown(dict(spec))}: unknown keys "
+                        f"{shown(sorted(map(str, unknown)))}, or no name"
+                    )
                 encoded.append(
                     self._encode(
                         spec["name"],
@@ -328,12 +353,12 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
-        record = await self.scripts.get_job(job_id)
+        record = await self.scripts.get_job(job_ref(job_id))
         return None if record is None else Job.from_record(self, job_id, record)
 
     async def get_job_state(self, job_id: str) -> JobState | None:
         """The current state of a job, or None when it does not exist."""
-        record = await self.scripts.get_job(job_id)
+        record = await self.scripts.get_job(job_ref(job_id))
         return None if record is None else JobState(record.state)
 
     async def get_job_counts(self) -> dict[str, int]:
@@ -356,7 +381,14 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
 
     async def get_job_ids(self, state: JobState | str, *, limit: int = 100) -> list[str]:
         """Ids of up to `limit` jobs in a state (oldest first for finished ones)."""
-        st = JobState(state)
+        try:
+            st = JobState(state)
+        except ValueError:
+            raise ConfigError(
+                f"state must be one of {[s.value for s in JobState]}, got {shown(state)}"
+            ) from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit must be an int >= 1, got {shown(limit)}")
         k = self.keys
         raw: list[Any]
         if st in (JobState.WAITING, JobState.PAUSED):

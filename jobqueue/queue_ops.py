@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from .config import QueueConfig
+from .core._inputs import cut, finite, job_ref, shown
 from .core.codec import text as _s
 from .core.connection import scan_slot, server_time
 from .core.keys import QueueKeys
@@ -91,7 +92,7 @@ class QueueOpsMixin:
         Raises:
             QueueStateError: the job is active (cancel it instead).
         """
-        return await self.scripts.remove(job_id)
+        return await self.scripts.remove(job_ref(job_id))
 
     async def cancel(
         self, job_id: str, reason: str = "cancelled", *, children: bool = False
@@ -115,16 +116,20 @@ class QueueOpsMixin:
             For the job itself: "removed", "signalled", "finished" (it had already ended:
             nothing changed) or "not_found".
         """
+        job_ref(job_id)
+        if not isinstance(reason, str):
+            raise ConfigError(f"reason must be a str, got {shown(reason)}")
+        shown_id = cut(job_id, 200)  # logged: a 10 KB id given by mistake is not logged whole
         if children:
             done = await self.scripts.cancel_tree(job_id, reason or "cancelled")
             outcome = _CANCEL_OUTCOMES[done.root]
             log.info(
                 "queue %s: cancel of job %s and its children: %s (%d removed, %d signalled)",
-                self.name, job_id, outcome, done.removed, done.signalled,
+                self.name, shown_id, outcome, done.removed, done.signalled,
             )  # fmt: skip
             return outcome
         outcome = await self.scripts.cancel(job_id, reason or "cancelled")
-        log.info("queue %s: cancel of job %s: %s", self.name, job_id, outcome)
+        log.info("queue %s: cancel of job %s: %s", self.name, shown_id, outcome)
         return outcome
 
     async def drain(self) -> int:
@@ -168,7 +173,7 @@ class QueueOpsMixin:
         if (
             isinstance(grace, bool)
             or not isinstance(grace, int | float)
-            or not (math.isfinite(grace) and grace >= 0)
+            or not (finite(grace) and grace >= 0)
         ):
             raise ConfigError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -228,7 +233,7 @@ class QueueOpsMixin:
             JobNotFoundError: no such job.
             QueueStateError: the job has not failed.
         """
-        await self.scripts.retry_job(job_id)
+        await self.scripts.retry_job(job_ref(job_id))
 
     async def retry_failed(self, limit: int | None = None) -> int:
         """Move failed jobs (oldest first) back to waiting, attempts reset to 0.
@@ -243,7 +248,7 @@ class QueueOpsMixin:
             The number of jobs retried.
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise ConfigError(f"limit must be an int or None, got {limit!r}")
+            raise ConfigError(f"limit must be an int or None, got {shown(limit)}")
         sec, usec = await server_time(self.redis, key=self.keys.meta)
         cutoff = int(sec) * 1000 + int(usec) // 1000
         left = math.inf if limit is None else limit
@@ -267,11 +272,13 @@ class QueueOpsMixin:
             JobNotFoundError: no such job.
             QueueStateError: the job is not delayed (e.g. it became due and started).
         """
-        await self.scripts.promote(job_id)
+        await self.scripts.promote(job_ref(job_id))
         log.info("queue %s: delayed job %s promoted", self.name, job_id)
 
     async def get_failed_jobs(self, limit: int = 20) -> list[Job]:
         """The most recently failed jobs, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit must be an int >= 1, got {shown(limit)}")
         ids = await self.redis.zrevrange(self.keys.failed, 0, max(0, limit - 1))
         jobs = []
         for raw in ids:
@@ -291,11 +298,17 @@ class QueueOpsMixin:
         Raises:
             JobNotFoundError: no such job.
         """
-        return await self.scripts.log(job_id, _truncate(str(line)), max_lines=MAX_LOG_LINES)
+        return await self.scripts.log(
+            job_ref(job_id), _truncate(str(line)), max_lines=MAX_LOG_LINES
+        )
 
     async def get_job_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         """Lines `start..end` (inclusive, negative from the end) of a job's log, oldest first."""
-        return [_s(x) for x in await self.redis.lrange(self.keys.logs(job_id), start, end)]
+        for what, index in (("start", start), ("end", end)):
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise ConfigError(f"{what} must be an int, got {shown(index)}")
+        key = self.keys.logs(job_ref(job_id))
+        return [_s(x) for x in await self.redis.lrange(key, start, end)]
 
     # -- workers, limits, events ----------------------------------------------------------
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import tracing
+from pipeline.cli_args import USAGE_ERRORS, count, fail, positive_seconds, shown
 from pipeline.settings import get_settings
 
 __all__ = ["main"]
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="approve each run's first sub-sector without waiting for a user",
     )
-    run.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
+    run.add_argument("--timeout", type=positive_seconds, default=1800.0, help="seconds per phase")
     approve = sub.add_parser("approve", help="approve a sub-sector (enqueues its ranking)")
     approve.add_argument("sub_sector_id")
     status = sub.add_parser("status", help="a run's status and its job status rows")
@@ -69,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply schema.sql")
     hooks = sub.add_parser("webhooks", help="the latest webhook deliveries, one line per try")
     hooks.add_argument("--run", dest="run_id", default=None, help="only this run's")
-    hooks.add_argument("--limit", type=int, default=50)
+    hooks.add_argument("--limit", type=count, default=50)
     watch = sub.add_parser(
         "watch",
         help="re-run a sector on a cron schedule (or --list, --remove ID)",
@@ -105,8 +106,7 @@ async def _watch(args: argparse.Namespace) -> int:
             return 0
         if args.remove:
             if not await remove_watch(queue, args.remove):
-                print(f"error: no watch {args.remove!r}", file=sys.stderr)
-                return 2
+                return fail(f"no watch {shown(args.remove)}")
             print(f"watch {args.remove} removed")
             return 0
         try:
@@ -119,8 +119,7 @@ async def _watch(args: argparse.Namespace) -> int:
                 budget_usd=args.budget_usd,
             )
         except (JobQueueError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return fail(str(exc))
         print(
             f"watch {s.id}: {s.data['sector_name']!r} on {s.cron} ({s.tz}); "
             f"next run {s.next_run.isoformat(timespec='seconds')}"
@@ -140,8 +139,7 @@ async def _approve(sub_sector_id: str) -> int:
         print(f"approved; ranking job {job.id}")
         return 0
     except (PayloadError, RunCancelledError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     finally:
         await close_runtime()
 
@@ -153,8 +151,7 @@ async def _cancel(run_id: str) -> int:
     try:
         result = await cancel_run(run_id)
     except CancelRefusedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if exc.status is None else 1
+        return fail(str(exc), 2 if exc.status is None else 1)
     finally:
         await close_runtime()
     for line in result.lines():
@@ -171,8 +168,7 @@ async def _webhooks(run_id: str | None, limit: int) -> int:
     try:
         rid = UUID(run_id) if run_id else None
     except ValueError:
-        print(f"error: not a run id: {run_id!r}", file=sys.stderr)
-        return 2
+        return fail(f"not a run id: {shown(run_id)}")
     pool = await get_pool(get_settings().database_url)
     try:
         tries = await list_deliveries(pool, run_id=rid, limit=limit)
@@ -193,15 +189,16 @@ async def _status(run_id: str) -> int:
     from pipeline.status import get_jobs_by_related_id
     from pipeline.usage_report import cached_share_line
 
+    try:
+        rid = UUID(run_id)
+    except ValueError:
+        return fail(f"not a run id: {shown(run_id)}")
     settings = get_settings()
     pool = await get_pool(settings.database_url)
     try:
-        try:
-            run = await pool.fetchrow(
-                "SELECT status, cancelled_at FROM sector_analysis WHERE id = $1", UUID(run_id)
-            )
-        except ValueError:
-            run = None  # not a run id: no run
+        run = await pool.fetchrow(
+            "SELECT status, cancelled_at FROM sector_analysis WHERE id = $1", rid
+        )
         if run is not None:
             when = f" at {run['cancelled_at']:%Y-%m-%d %H:%M:%S %Z}" if run["cancelled_at"] else ""
             print(f"run {run_id} is {run['status']}{when}")
@@ -210,10 +207,7 @@ async def _status(run_id: str) -> int:
             print(f"{row.job_type:16} {row.status:9} {row.progress:3}%  {row.job_id}{err}")
         if cached := await cached_share_line(pool, run_id):
             print(cached)
-        try:
-            budget = await get_run_budget(pool, UUID(run_id))
-        except ValueError:
-            budget = None  # not a run id: no run, no budget
+        budget = await get_run_budget(pool, rid)
         if budget is not None:
             print(budget.line())
             if settings.daily_budget_usd is not None:
@@ -226,19 +220,29 @@ async def _status(run_id: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m pipeline`."""
+    args = _parser().parse_args(argv)
+    try:
+        get_settings()
+    except USAGE_ERRORS as exc:  # a bad environment variable: named, no traceback
+        return fail(f"bad settings: {exc}")
+    try:
+        return _main(args)
+    except USAGE_ERRORS as exc:  # a bad URL or prefix in the environment
+        return fail(str(exc))
+
+
+def _main(args: argparse.Namespace) -> int:
     from pipeline.logs import configure_logging
 
-    args = _parser().parse_args(argv)
     settings = get_settings()
     if args.command == "run":
         from pipeline.demo import servers
         from pipeline.run_many import check_sectors, run_sectors
 
         # refused before any server starts: nothing is written for a usage error
-        problem = check_sectors(args.sectors)
+        problem = check_sectors(args.sectors, user_id=args.user_id)
         if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+            return fail(problem)
         # the live progress owns the terminal: only warnings, printed above it (console lines
         # on a terminal, JSON lines when stderr is a pipe or a file)
         configure_logging(fmt=settings.log_format, level="WARNING")

@@ -36,6 +36,7 @@ from jobqueue import ConfigError, register_error_type
 from pipeline.ai.base import LLMError, LLMResult
 from pipeline.ai.estimate import actual_cost, estimate_call
 from pipeline.ai.guard import LLMCall
+from pipeline.cli_args import shown
 
 __all__ = [
     "BUDGET_EXCEEDED",
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 BUDGET_EXCEEDED: Final = register_error_type("BUDGET_EXCEEDED", retryable=False)
 """A model call did not fit its run's or the organisation's daily budget: never retried."""
 
+MAX_USD = 999_999
+"""Largest amount of USD accepted (a budget): the database's `numeric(14, 8)` columns hold
+less than a million, and a bigger budget is a mistake anyway."""
+
 _TODAY = "SELECT (now() AT TIME ZONE 'UTC')::date"
 
 
@@ -68,15 +73,22 @@ def check_usd(value: object, name: str) -> float:
         The amount as a float.
 
     Raises:
-        ConfigError: Not a finite number >= 0.
+        ConfigError: Not a finite number within [0, `MAX_USD`].
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float | Decimal)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ConfigError(f"{name} must be a finite number of USD >= 0, got {value!r}")
+    try:  # a huge int does not fit a float; a signalling Decimal NaN refuses comparisons
+        good = (
+            not isinstance(value, bool)
+            and isinstance(value, int | float | Decimal)
+            and 0 <= value <= MAX_USD
+            and math.isfinite(value)
+        )
+    except (ArithmeticError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(
+            f"{name} must be a finite number of USD within [0, {MAX_USD}], got {shown(value)}"
+        )
+    assert isinstance(value, int | float | Decimal)  # checked above
     return float(value)
 
 

@@ -32,6 +32,7 @@ from uuid import UUID
 
 from jobqueue import CancelOutcome, JobQueueError
 from pipeline.cancelled import withdraw_jobs
+from pipeline.cli_args import cut
 from pipeline.flow import validate_payload
 from pipeline.job_ids import default_job_id
 from pipeline.runtime import Runtime, get_runtime
@@ -53,8 +54,8 @@ class CancelRefusedError(JobQueueError, ValueError):
     """
 
     def __init__(self, run_id: str, status: str | None) -> None:
-        if status is None:
-            message = f"no run {run_id}"
+        if status is None:  # the id as given: cut, a 10 KB one is not echoed whole
+            message = f"no run {cut(run_id, 80)}"
         else:
             message = f"run {run_id} already ended ({status}); only a running run is cancelled"
         super().__init__(message)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from jobqueue import InvalidJobError, Job
 from pipeline.budget import check_usd
 from pipeline.cancelled import RunCancelledError, cancelled_runs, run_is_cancelled, withdraw_jobs
+from pipeline.cli_args import shown
 from pipeline.fanout import add_stock_flow
 from pipeline.job_ids import default_job_id
 from pipeline.models import PAYLOAD_MODELS, SectorResearchPayload, StockAnalysisPayload
@@ -132,7 +133,9 @@ async def enqueue_many(
     """
     rt = runtime or await get_runtime()
     validated = [(t, validate_payload(t, p)) for t, p in items]
-    ids = list(job_ids) if job_ids else [None] * len(validated)
+    ids = list(job_ids) if job_ids is not None else [None] * len(validated)
+    if len(ids) != len(validated):
+        raise InvalidJobError(f"{len(ids)} job_ids given for {len(validated)} jobs")
     for (job_type, _), job_id in zip(validated, ids, strict=True):
         if job_type in FLOW_ONLY:
             raise PayloadError(job_type, FLOW_ONLY[job_type])
@@ -162,7 +165,8 @@ async def enqueue_many(
             spec: dict[str, Any] = {
                 "name": job_type,
                 "data": validated[i][1].model_dump(mode="json"),
-                "job_id": ids[i] or default_job_id(job_type, validated[i][1]),
+                # `is None`, not falsy: an empty id given is refused by the queue, not replaced
+                "job_id": default_job_id(job_type, validated[i][1]) if ids[i] is None else ids[i],
                 "delay": delay,
             }
             run = related[i]
@@ -308,8 +312,13 @@ async def approve_subsector(sub_sector_id: UUID | str, *, runtime: Runtime | Non
             never approved (e.g. failed).
         RunCancelledError: its run is cancelled (nothing is changed or enqueued).
     """
+    try:
+        sid = UUID(str(sub_sector_id))
+    except ValueError:
+        raise PayloadError(
+            "stock-ranking", f"not a sub-sector id: {shown(str(sub_sector_id))}"
+        ) from None
     rt = runtime or await get_runtime()
-    sid = UUID(str(sub_sector_id))
     async with rt.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT status, sector_analysis_id FROM sub_sector WHERE id = $1 FOR UPDATE", sid

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from pipeline.cli_args import shown
 from pipeline.db import migrate
 from pipeline.demo import drive_run, follow_run
 from pipeline.flow import PayloadError, start_sector_research, validate_payload
@@ -69,22 +70,23 @@ def _key(sector: str) -> str:
     return " ".join(sector.split()).casefold()
 
 
-def check_sectors(sectors: Sequence[str]) -> str | None:
-    """Why these sectors cannot be run (a duplicate, a bad name), or None when they can."""
+def check_sectors(sectors: Sequence[str], *, user_id: str = "u") -> str | None:
+    """Why these sectors cannot be run (a duplicate, a bad name, a bad user id), or None when
+    they can."""
     seen: dict[str, str] = {}
     for sector in sectors:
         first = seen.setdefault(_key(sector), sector)
         if first is not sector:
             same = "" if first == sector else f" (as {first!r})"
-            return f"sector {sector!r} is given twice{same}: give each sector once"
+            return f"sector {shown(sector)} is given twice{same}: give each sector once"
     for sector in sectors:
         try:
             validate_payload(
                 "sector-research",
-                {"sector_analysis_id": UUID(int=0), "user_id": "u", "sector_name": sector},
+                {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector},
             )
         except PayloadError as exc:
-            return f"sector {sector!r}: {exc}"
+            return f"sector {shown(sector)}: {exc}"
     return None
 
 
@@ -249,7 +251,7 @@ async def run_sectors(
 
     from pipeline.summary import print_summary
 
-    problem = check_sectors(sectors)
+    problem = check_sectors(sectors, user_id=user_id)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Per-queue settings can be overridden one field at a time, e.g.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -249,6 +250,17 @@ class Settings(BaseSettings):
     )
     webhook_max_backoff: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     webhook_concurrency: int = Field(default=10, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # the engine's rule for `Queue(prefix=)`: refused here, before any process starts
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,49}", value):
+            shown = value if len(value) <= 80 else f"{value[:80]}..."
+            raise ValueError(
+                f"prefix {shown!r} is invalid: use 1-50 letters, digits, '_', '.', '-'"
+            )
+        return value
 
     @field_validator("webhook_url", mode="before")
     @classmethod

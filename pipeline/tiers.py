@@ -41,7 +41,8 @@ RunFairness = tuple[str, int]
 def check_tier(tier: object) -> UserTier:
     """The tier if it is one of `UserTier`, else ValueError naming it and the choices."""
     if tier not in get_args(UserTier):
-        raise ValueError(f"user_tier {tier!r} is not one of {list(get_args(UserTier))}")
+        shown = repr(tier) if len(repr(tier)) <= 80 else f"{repr(tier)[:80]}..."
+        raise ValueError(f"user_tier {shown} is not one of {list(get_args(UserTier))}")
     return tier  # type: ignore[return-value]
 
 

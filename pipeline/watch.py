@@ -17,6 +17,7 @@ from uuid import UUID, uuid5
 from pydantic import BaseModel, Field
 
 from jobqueue import Job, Queue, Schedule
+from pipeline.budget import check_usd
 from pipeline.flow import start_sector_research, validate_payload
 from pipeline.runtime import Runtime
 
@@ -66,8 +67,10 @@ async def add_watch(
 
     Raises:
         PayloadError: a bad sector name or user id.
-        ConfigError: a bad cron expression or time zone (nothing written).
+        ConfigError: a bad cron expression, time zone or budget (nothing written).
     """
+    if budget_usd is not None:
+        budget_usd = check_usd(budget_usd, "budget_usd")
     probe = validate_payload(
         "sector-research",
         {"sector_analysis_id": UUID(int=0), "user_id": user_id, "sector_name": sector_name},

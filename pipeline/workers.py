@@ -15,8 +15,9 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from jobqueue import JobState, Worker
+from jobqueue import ConfigError, JobState, Worker
 from pipeline import tracing
+from pipeline.cli_args import USAGE_ERRORS, count, fail, port, shown
 from pipeline.metrics import MetricsServer, serve_metrics
 from pipeline.mirror import JobSnapshot, StatusMirror
 from pipeline.runtime import Runtime
@@ -45,7 +46,9 @@ class Workers:
     ) -> None:
         unknown = set(queues) - set(JOB_TYPES)
         if unknown:
-            raise ValueError(f"unknown queues {sorted(unknown)}; expected some of {JOB_TYPES}")
+            raise ConfigError(
+                f"unknown queues {shown(sorted(unknown))}; expected some of {JOB_TYPES}"
+            )
         self.rt = rt
         self.workers: list[Worker] = []
         for job_type in queues:
@@ -169,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=count,
         default=None,
         help="jobs at once per queue in this process (default: from settings)",
     )
@@ -181,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         default=None,
         help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
     )
@@ -226,12 +229,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m pipeline.workers`."""
     from pipeline.logs import configure_logging
 
-    args = _parser().parse_args(argv)
-    settings = get_settings()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(JOB_TYPES)) or ([] if queues else [args.queues])
+    if unknown:  # before anything connects
+        parser.error(f"--queues: unknown {shown(unknown)}; expected some of {list(JOB_TYPES)}")
+    if args.concurrency == 0:
+        parser.error("--concurrency must be >= 1, got 0")
+    try:
+        settings = get_settings()
+    except USAGE_ERRORS as exc:  # a bad environment variable: named, no traceback
+        return fail(f"bad settings: {exc}")
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = tracing.setup()  # only when the OTEL_* variables ask for an exporter
     try:
         return asyncio.run(_amain(args, settings))
+    except USAGE_ERRORS as exc:  # a bad URL, prefix or metrics address
+        return fail(str(exc))
+    except (OSError, OverflowError) as exc:  # a server unreachable, an address not bound
+        return fail(f"{type(exc).__name__}: {exc}", 1)
     finally:
         tracing.shutdown(provider)
 

@@ -31,6 +31,8 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
         out = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"{what} is not JSON-serializable: {exc}") from None
+    except RecursionError:  # nested deeper than the interpreter's recursion limit
+        raise InvalidJobError(f"{what} is nested too deeply to be JSON") from None
     size = len(out.encode())
     if size > limit:
         raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ._inputs import shown
 
 __all__ = [
     "QUEUE_NAME_RE",
@@ -34,7 +35,7 @@ def validate_queue_name(name: str) -> str:
     """Return `name` if it can be a queue name, else raise `ConfigError` naming it."""
     if not isinstance(name, str) or not QUEUE_NAME_RE.match(name):
         raise ConfigError(
-            f"queue name {name!r} is invalid: use 1-100 letters, digits, '_', '.', '-'"
+            f"queue name {shown(name)} is invalid: use 1-100 letters, digits, '_', '.', '-'"
         )
     return name
 
@@ -43,14 +44,18 @@ def validate_slot(slot: str) -> str:
     """Return `slot` if it can name a shared hash slot (the rules of a queue name), else raise
     `ConfigError` naming it."""
     if not isinstance(slot, str) or not QUEUE_NAME_RE.match(slot):
-        raise ConfigError(f"slot {slot!r} is invalid: use 1-100 letters, digits, '_', '.', '-'")
+        raise ConfigError(
+            f"slot {shown(slot)} is invalid: use 1-100 letters, digits, '_', '.', '-'"
+        )
     return slot
 
 
 def validate_prefix(prefix: str) -> str:
     """Return `prefix` if it can be a key prefix, else raise `ConfigError` naming it."""
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise ConfigError(f"prefix {prefix!r} is invalid: use 1-50 letters, digits, '_', '.', '-'")
+        raise ConfigError(
+            f"prefix {shown(prefix)} is invalid: use 1-50 letters, digits, '_', '.', '-'"
+        )
     return prefix
 
 

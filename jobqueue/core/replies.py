@@ -13,6 +13,7 @@ from ..errors import (
     LeaseLostError,
     QueueStateError,
 )
+from ._inputs import cut
 
 __all__ = [
     "CODE_ERRORS",
@@ -57,7 +58,8 @@ def raise_for_code(code: int, context: str = "") -> None:
     if code >= 0:
         return
     cls, message = CODE_ERRORS.get(code, (JobQueueError, f"script returned code {code}"))
-    raise cls(f"{message}: {context}" if context else message)
+    # the context names a job id given by the caller: cut, so a 10 KB id is not echoed whole
+    raise cls(f"{message}: {cut(context)}" if context else message)
 
 
 OutcomeKind = Literal["c", "f", "r", "d", "b", "h", "w"]

@@ -6,12 +6,12 @@ Pure values (no Redis): `QueueConfig(limiter=...)` carries them, the take script
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..core._inputs import finite, shown
 from ..core.keys import QUEUE_NAME_RE
 from ..errors import ConfigError
 
@@ -28,12 +28,12 @@ def _seconds(what: str, value: float, *, allow_zero: bool = False) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or not finite(value)
         or value < 0
         or (value == 0 and not allow_zero)
     ):
         raise ConfigError(
-            f"{what} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}"
+            f"{what} must be a finite number {'>=' if allow_zero else '>'} 0, got {shown(value)}"
         )
     return float(value)
 
@@ -161,7 +161,7 @@ def encode_cost(cost: Cost, *, what: str = "cost") -> str:
     """
     if not isinstance(cost, Mapping) or len(cost) > MAX_BUCKETS:
         raise ConfigError(
-            f"{what} must map at most {MAX_BUCKETS} bucket names to amounts, got {cost!r}"
+            f"{what} must map at most {MAX_BUCKETS} bucket names to amounts, got {shown(cost)}"
         )
     parts = []
     for name, amount in sorted(cost.items()):

@@ -14,42 +14,53 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..core._inputs import finite, shown
 from ..errors import ConfigError
 
 __all__ = ["SCHEDULER_ID_RE", "ScheduleSpec", "make_spec", "validate_scheduler_id"]
 
 SCHEDULER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _MIN_EVERY_MS = 1
+_MAX_EVERY = 10 * 365 * 86400.0  # seconds: a run time past that is a mistake
+_MAX_TZ_CHARS = 100
 
 
 def validate_scheduler_id(scheduler_id: str) -> str:
     """Return `scheduler_id` if valid, else raise `ConfigError` naming it."""
     if not isinstance(scheduler_id, str) or not SCHEDULER_ID_RE.match(scheduler_id):
         raise ConfigError(
-            f"scheduler id {scheduler_id!r} is invalid: use 1-100 letters, digits, '_', '.', '-'"
+            f"scheduler id {shown(scheduler_id)} is invalid: "
+            "use 1-100 letters, digits, '_', '.', '-'"
         )
     return scheduler_id
 
 
-@lru_cache(maxsize=256)
 def _zone(tz: str) -> ZoneInfo:
-    if not isinstance(tz, str) or not tz:
-        raise ConfigError(f"tz must be an IANA time zone name such as 'UTC', got {tz!r}")
+    # checked before the cache: an unhashable or huge value is refused, not cached
+    if not isinstance(tz, str) or not 0 < len(tz) <= _MAX_TZ_CHARS:
+        raise ConfigError(f"tz must be an IANA time zone name such as 'UTC', got {shown(tz)}")
+    return _load_zone(tz)
+
+
+@lru_cache(maxsize=256)
+def _load_zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"tz {tz!r} is not a known IANA time zone") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name no file can have
+        raise ConfigError(f"tz {shown(tz)} is not a known IANA time zone") from None
 
 
 def _check_cron(cron: str) -> str:
     from croniter import croniter
 
     if not isinstance(cron, str) or not cron.strip():
-        raise ConfigError(f"cron must be a cron expression such as '0 6 * * 1-5', got {cron!r}")
+        raise ConfigError(
+            f"cron must be a cron expression such as '0 6 * * 1-5', got {shown(cron)}"
+        )
     expr = " ".join(cron.split())
     if len(expr.split()) not in (5, 6) or not croniter.is_valid(expr):
         raise ConfigError(
-            f"cron {cron!r} is not a valid cron expression (5 fields, or 6 with seconds last)"
+            f"cron {shown(cron)} is not a valid cron expression (5 fields, or 6 with seconds last)"
         )
     return expr
 
@@ -74,10 +85,14 @@ class ScheduleSpec:
         return f"cron:{self.cron}@{self.tz}"
 
     def _cron_after(self, after_ms: int) -> int:
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
         start = datetime.fromtimestamp(after_ms / 1000, _zone(self.tz))
-        nxt: datetime = croniter(self.cron, start).get_next(datetime)
+        try:
+            nxt: datetime = croniter(self.cron, start).get_next(datetime)
+        except (CroniterBadDateError, ValueError, OverflowError):
+            # a valid expression that never matches (`0 0 30 2 *`: February 30)
+            raise ConfigError(f"cron {shown(self.cron)} has no run time after now") from None
         return math.floor(nxt.timestamp() * 1000)
 
     def first_run(self, now_ms: int) -> int:
@@ -112,16 +127,19 @@ def make_spec(every: float | None, cron: str | None, tz: str) -> ScheduleSpec:
     """
     if (every is None) == (cron is None):
         raise ConfigError(
-            f"give exactly one of every= and cron= (got every={every!r}, cron={cron!r})"
+            f"give exactly one of every= and cron= (got every={shown(every)}, cron={shown(cron)})"
         )
     _zone(tz)
     if every is not None:
         if (
             isinstance(every, bool)
             or not isinstance(every, int | float)
-            or not math.isfinite(every)
+            or not finite(every)
+            or every > _MAX_EVERY
         ):
-            raise ConfigError(f"every must be a finite number of seconds > 0, got {every!r}")
+            raise ConfigError(
+                f"every must be a finite number of seconds in (0, 10 years], got {shown(every)}"
+            )
         every_ms = round(every * 1000)
         if every_ms < _MIN_EVERY_MS:
             raise ConfigError(f"every must be at least 0.001 seconds, got {every!r}")

@@ -27,6 +27,7 @@ from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
 from ..schedules._loop import check_scheduler_interval
+from ._options import check_worker_options
 from ._procpool import make_runner
 from ._signals import install_stop_signals
 from .health import WorkerHealth
@@ -99,15 +100,10 @@ class Worker:
         on_stalled: Hook | None = None,
         on_error: Hook | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if shutdown_grace < 0:
-            raise ConfigError(f"shutdown_grace must be >= 0, got {shutdown_grace!r}")
-        first, most = reconnect_backoff
-        if not 0 < first <= most:
-            raise ConfigError(
-                f"reconnect_backoff must be 0 < first <= max, got {reconnect_backoff!r}"
-            )
+        check_worker_options(
+            handler=handler, concurrency=concurrency, name=name,
+            shutdown_grace=shutdown_grace, reconnect_backoff=reconnect_backoff,
+        )  # fmt: skip
         if handler is None:
             handler = getattr(queue, "tasks", None)
             if not handler:

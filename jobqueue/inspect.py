@@ -175,6 +175,18 @@ async def overview(
     return out
 
 
+def _masked(value: Any) -> Any:
+    """A JSON value with its secrets masked (`redact` of its JSON text), still JSON when the
+    masked text parses (else the masked text)."""
+    if value is None:
+        return None
+    masked = redact(json.dumps(value, ensure_ascii=False, default=str))
+    try:
+        return json.loads(masked)
+    except ValueError:
+        return masked
+
+
 def _job_dict(job: Job, logs: list[str]) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
@@ -190,14 +202,15 @@ def _job_dict(job: Job, logs: list[str]) -> dict[str, Any]:
         "progress": job.progress,
         "priority": job.priority,
         "error_type": job.error_type,
-        "error_message": job.error_message,
-        "result": job.result,
-        "data": job.data,
+        "error_message": redact(job.error_message) if job.error_message is not None else None,
+        # job data is user input: what it holds that looks like a secret is masked
+        "result": _masked(job.result),
+        "data": _masked(job.data),
         "parent": job.parent,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "log": logs,
+        "log": [redact(line) for line in logs],
     }
 
 

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_PASSWORD = "canary-redis-pw-7f3a"
 
 
-async def test_no_secret_in_logs_errors_or_rows(database_url: str) -> None:
+@pytest.mark.parametrize("log_format", ["json", "console"])
+async def test_no_secret_in_logs_errors_or_rows(database_url: str, log_format: str) -> None:
     server = RedisProcess(extra=["--requirepass", REDIS_PASSWORD]).start()
     fake = await FakeAnthropic().start()
     fake.enqueue(*["401"] * 20)  # the API's 401 message contains the key it was sent
@@ -44,7 +45,7 @@ async def test_no_secret_in_logs_errors_or_rows(database_url: str) -> None:
             "PIPELINE_PREFIX": "jqsecret",
             "ANTHROPIC_API_KEY": API_KEY,
             "ANTHROPIC_BASE_URL": fake.base_url,
-            "PIPELINE_LOG_FORMAT": "json",
+            "PIPELINE_LOG_FORMAT": log_format,
             "PIPELINE_LOG_LEVEL": "DEBUG",
             "PIPELINE_QUEUES__SECTOR_RESEARCH__ATTEMPTS": "1",
             "PYTHONPATH": str(ROOT),

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from ..core._aio import raise_if_cancelling
 from ..core.backoff import exponential_delay
 from ..core.codec import text as _s
-from ..core.connection import REDIS_ERRORS, dedicated_client
+from ..core.connection import REDIS_ERRORS, cluster_of, dedicated_client
 from ..core.keys import QueueKeys
 from .health import WorkerHealth
 from .running import RunningJobs
@@ -68,8 +68,14 @@ async def cancel_listener(
         # no silent retries: a lost connection surfaces here, so that we resubscribe and
         # re-read the cancels hash ourselves
         client = dedicated_client(redis, retries=False)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub: Any = None
         try:
+            cluster = cluster_of(client)
+            if cluster is not None:
+                # a cluster client's pub/sub looks the channel's slot up in its slot map,
+                # which a new client reads only at its first command
+                await cluster.initialize()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(keys.cancel_channel)
             await _recheck(redis, keys, running)
             raise_if_cancelling()
@@ -100,7 +106,8 @@ async def cancel_listener(
             raise_if_cancelling()
             await asyncio.sleep(delay)
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
             with contextlib.suppress(Exception):
                 await client.aclose()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from cluster_helpers import ROOT, spread_names, wait_for
 
 from jobqueue import Job, Queue, QueueConfig, Worker
@@ -84,4 +85,53 @@ async def test_inspect_and_the_status_mirror_on_a_cluster(
         for q in queues:
             await q.obliterate(force=True)
             await q.close()
+        await redis.aclose()
+
+
+async def test_a_running_job_is_cancelled_through_the_clusters_pub_sub(
+    cluster: ClusterServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's cancel listener subscribes on the cluster (a new cluster client reads its
+    slot map first: before, every subscription failed with redis-py's KeyError and cancels
+    waited for the next lease renewal), and a cancel reaches the handler."""
+    redis = connect(cluster.url)
+    q = Queue(QueueConfig("cancel-c", lease=60.0), redis=redis, prefix="cc")
+    started = asyncio.Event()
+
+    async def handler(job: Job) -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    worker = Worker(q, handler, concurrency=1, handle_signals=False)
+    task = asyncio.ensure_future(worker.run())
+    try:
+        job = await q.add("long", {})
+        await asyncio.wait_for(started.wait(), 60)
+
+        async def subscribed() -> bool:
+            total = 0
+            for node in cluster.nodes:
+                if node.running:
+                    client = aioredis.Redis(port=node.port)
+                    reply = await client.execute_command("PUBSUB", "NUMSUB", q.keys.cancel_channel)
+                    total += int(reply[1])
+                    await client.aclose()
+            return total >= 1
+
+        await wait_for(subscribed, "the cancel listener to subscribe")
+        assert await q.cancel(job.id) == "signalled"
+
+        async def cancelled() -> bool:
+            return await q.get_job_state(job.id) == "failed"
+
+        await wait_for(cancelled, "the job to end cancelled")
+        got = await q.get_job(job.id)
+        assert got is not None and got.error_type == "CANCELLED"
+        assert not [r for r in caplog.records if "cancel listener" in r.getMessage()]
+    finally:
+        await worker.close()
+        await asyncio.wait_for(task, 60)
+        await q.obliterate(force=True)
+        await q.close()
         await redis.aclose()

@@ -144,7 +144,7 @@ async def test_a_master_killed_mid_run_loses_no_job(
     names = spread_names(cluster, prefix)
     per_queue = 300
     configs = [
-        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1,
+        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1, "max_stalls": 1000,
          "keep_completed": [None, None], "heartbeat_interval": 0.5}
         for n in names
     ]  # fmt: skip

@@ -46,7 +46,7 @@ async def test_workers_follow_a_failover_without_losing_jobs(
     prefix = "sf"
     per_queue = 400
     configs = [
-        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1,
+        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1, "max_stalls": 1000,
          "keep_completed": [None, None], "heartbeat_interval": 0.5}
         for n in ("a", "b")
     ]  # fmt: skip

@@ -183,7 +183,9 @@ async def test_holds_of_a_crashed_attempt_stay_spent(make_queue: Any) -> None:
     reply = await q.scripts.take(1, limits(q, lease_ms=1))
     job = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token=reply.jobs[0].token, attempt=1)
     await job.reserve({"input_tokens": 300})
-    assert (await tokens(q))["input_tokens"] == pytest.approx(600, abs=1)
+    # the bucket refills meanwhile (a slow cluster run saw +3.8): the tolerance is that, far
+    # below the 100 and 300 this test tells apart
+    assert (await tokens(q))["input_tokens"] == pytest.approx(600, abs=25)
     # the lease expires (1 ms): the stall check hands the job back; its next attempt's settle
     # must not give back the dead attempt's hold (the provider may have counted that call)
     async with asyncio.timeout(HANG):
@@ -198,7 +200,7 @@ async def test_holds_of_a_crashed_attempt_stay_spent(make_queue: Any) -> None:
     again = Job(q, "j", {"n": "x"}, state=JobState.ACTIVE, token=reply.jobs[0].token, attempt=2)
     await again.settle({"input_tokens": 10})
     # first attempt: 100 reserved + 300 held (spent); second: 100 reserved, refunded, 10 used
-    assert (await tokens(q))["input_tokens"] == pytest.approx(590, abs=1)
+    assert (await tokens(q))["input_tokens"] == pytest.approx(590, abs=25)
 
 
 async def test_learned_limits_replace_the_configured_ones(make_queue: Any) -> None:

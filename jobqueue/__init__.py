@@ -41,7 +41,7 @@ from .limits.state import BreakerState, BucketState, LimiterState
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
 from .queue_limits import QueueLimits
-from .queue_ops import CancelOutcome
+from .queue_ops import CancelOutcome, TreeCancelResult
 from .retry import (
     Classification,
     ErrorTypeInfo,
@@ -111,6 +111,7 @@ __all__ = [
     "Schedule",
     "Task",
     "TaskRegistry",
+    "TreeCancelResult",
     "UnrecoverableError",
     "UnsafeRedisError",
     "WaitForChildren",

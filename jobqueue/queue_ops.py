@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_LOG_LINE_BYTES",
     "CancelOutcome",
     "QueueOpsMixin",
+    "TreeCancelResult",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,24 @@ def _truncate(line: str, limit: int = MAX_LOG_LINE_BYTES) -> str:
     if len(raw) <= limit:
         return line
     return raw[: limit - 3].decode(errors="ignore") + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class TreeCancelResult:
+    """What `Queue.cancel_tree` did.
+
+    Attributes:
+        outcome: for the job itself, as `Queue.cancel`: "removed", "signalled", "finished"
+            or "not_found".
+        removed: references `"<queue>:<id>"` of the jobs under it that were removed (they
+            had not started).
+        signalled: references of the jobs under it that were running and were signalled to
+            stop (each ends `failed` with error type `CANCELLED`).
+    """
+
+    outcome: CancelOutcome
+    removed: tuple[str, ...] = ()
+    signalled: tuple[str, ...] = ()
 
 
 class QueueOpsMixin:
@@ -116,21 +136,37 @@ class QueueOpsMixin:
             For the job itself: "removed", "signalled", "finished" (it had already ended:
             nothing changed) or "not_found".
         """
+        if children:
+            return (await self.cancel_tree(job_id, reason)).outcome
         job_ref(job_id)
         if not isinstance(reason, str):
             raise ConfigError(f"reason must be a str, got {shown(reason)}")
-        shown_id = cut(job_id, 200)  # logged: a 10 KB id given by mistake is not logged whole
-        if children:
-            done = await self.scripts.cancel_tree(job_id, reason or "cancelled")
-            outcome = _CANCEL_OUTCOMES[done.root]
-            log.info(
-                "queue %s: cancel of job %s and its children: %s (%d removed, %d signalled)",
-                self.name, shown_id, outcome, done.removed, done.signalled,
-            )  # fmt: skip
-            return outcome
         outcome = await self.scripts.cancel(job_id, reason or "cancelled")
-        log.info("queue %s: cancel of job %s: %s", self.name, shown_id, outcome)
+        log.info("queue %s: cancel of job %s: %s", self.name, cut(job_id, 200), outcome)
         return outcome
+
+    async def cancel_tree(self, job_id: str, reason: str = "cancelled") -> TreeCancelResult:
+        """Cancel a job and every job of its flow under it that has not ended, in one atomic
+        step (`cancel(job_id, children=True)`), and say which jobs of the tree it reached.
+
+        Args:
+            job_id: the job's id.
+            reason: recorded as the error message of the jobs cancelled.
+
+        Returns:
+            The job's own outcome and the references of the jobs under it removed and
+            signalled (a job that ended already is in neither).
+        """
+        job_ref(job_id)
+        if not isinstance(reason, str):
+            raise ConfigError(f"reason must be a str, got {shown(reason)}")
+        done = await self.scripts.cancel_tree(job_id, reason or "cancelled")
+        result = TreeCancelResult(_CANCEL_OUTCOMES[done.root], done.removed, done.signalled)
+        log.info(
+            "queue %s: cancel of job %s and its children: %s (%d removed, %d signalled)",
+            self.name, cut(job_id, 200), result.outcome, len(done.removed), len(done.signalled),
+        )  # fmt: skip  # the id is cut: a 10 KB id given by mistake is not logged whole
+        return result
 
     async def drain(self) -> int:
         """Remove every waiting (also prioritized or paused) and delayed job.

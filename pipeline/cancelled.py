@@ -146,23 +146,28 @@ async def withdraw_jobs(
         pool: The PostgreSQL pool.
         jobs: `(queue, job id)` pairs; unknown queues are skipped.
         reason: The cancelled jobs' error message.
-        children: cancel each job with every job of its flow under it (`Queue.cancel(...,
-            children=True)`); list parents first: the jobs a parent's cancel removed are then
-            `not_found`, and their rows are marked here too.
+        children: cancel each job with every job of its flow under it
+            (`Queue.cancel_tree`); list parents first: a job a parent's cancel removed or
+            signalled is reported so, and its own turn is skipped.
 
     Returns:
         What `Queue.cancel` did, by job id.
     """
     outcomes: dict[str, CancelOutcome] = {}
     pairs = [(queues[q], job_id) for q, job_id in dict.fromkeys(jobs) if q in queues]
-    # a job a parent's tree cancel removed is `not_found` by its own turn: it existed, so it
-    # is reported removed
-    existed = {j for q, j in pairs if await q.get_job_state(j) is not None} if children else set()
     for q, job_id in pairs:
         if job_id in outcomes:
             continue
-        outcome = await q.cancel(job_id, reason, children=children)
-        outcomes[job_id] = "removed" if outcome == "not_found" and job_id in existed else outcome
+        if not children:
+            outcomes[job_id] = await q.cancel(job_id, reason)
+            continue
+        tree = await q.cancel_tree(job_id, reason)
+        outcomes[job_id] = tree.outcome
+        # references are '<queue>:<id>' (a queue name has no ':')
+        for ref in tree.removed:
+            outcomes.setdefault(ref.partition(":")[2], "removed")
+        for ref in tree.signalled:
+            outcomes.setdefault(ref.partition(":")[2], "signalled")
     gone = [j for j, o in outcomes.items() if o in ("removed", "not_found")]
     async with pool.acquire() as conn:
         await cancel_job_rows(gone, reason, conn=conn)

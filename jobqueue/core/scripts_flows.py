@@ -37,11 +37,12 @@ class FlowNodeArgs(NamedTuple):
 
 
 class TreeCancel(NamedTuple):
-    """What `cancel_tree` did: the root's code (as `cancel`), jobs removed and signalled."""
+    """What `cancel_tree` did: the root's code (as `cancel`), and the references
+    `<queue>:<id>` of the jobs under it that were removed and signalled."""
 
     root: int
-    removed: int
-    signalled: int
+    removed: tuple[str, ...]
+    signalled: tuple[str, ...]
 
 
 class FlowScripts(ScriptRunner):
@@ -113,4 +114,6 @@ class FlowScripts(ScriptRunner):
         root, removed, signalled = await self._call(
             self.CANCEL_TREE, id=job_id, reason=reason, **self._queue
         )
-        return TreeCancel(int(root), int(removed), int(signalled))
+        return TreeCancel(
+            int(root), tuple(text(r) for r in removed), tuple(text(r) for r in signalled)
+        )

@@ -374,7 +374,11 @@ async def test_cancel_with_children_removes_the_tree_and_signals_running_jobs(
     await finish(low, [ok("d", low_tokens["d"], 1)])
     assert set(low_tokens) == {"s", "d"}
 
-    assert await top.cancel("r", "stop", children=True) == "removed"
+    tree = await top.cancel_tree("r", "stop")
+    assert tree.outcome == "removed"
+    # the jobs of the tree it reached, by reference; the two that had ended are in neither
+    assert sorted(tree.removed) == [f"{low.name}:m"]
+    assert sorted(tree.signalled) == sorted([f"{top.name}:l1", f"{low.name}:s"])
     assert await top.get_job("r") is None and await low.get_job("m") is None
     # running jobs are flagged for their workers (the renew and the pub/sub channel)
     assert await top.redis.hget(top.keys.cancels, "l1") == b"stop"

@@ -15,13 +15,14 @@ ARGV:
   reason   recorded as the error message of the jobs signalled
 EVENTS: removed cancelling failed waiting
 Returns: {root, removed, signalled}: root is 1 removed, 2 signalled, 3 already finished, 0 no
-such job (as `cancel`); then how many jobs of the tree were removed and signalled.
+such job (as `cancel`); then the references '<queue>:<id>' of the jobs under the root that
+were removed, and of those signalled (two arrays, in the order the tree was walked).
 ]]
 --@include common.lua
 --@include flows.lua
 
 local now = now_ms()
-local removed, signalled = 0, 0
+local removed, signalled = {}, {}
 
 local function child_id(ref)
   return string.sub(ref, string.find(ref, ':', 1, true) + 1)
@@ -35,7 +36,14 @@ local function cancel_children(base, id)
   local deps = redis.call('HGETALL', dkey)
   if #deps == 0 then return end
   redis.call('DEL', dkey)
-  for i = 1, #deps, 2 do cancel_node(deps[i + 1], child_id(deps[i])) end
+  for i = 1, #deps, 2 do
+    local code = cancel_node(deps[i + 1], child_id(deps[i]))
+    if code == 1 then
+      removed[#removed + 1] = deps[i]
+    elseif code == 2 then
+      signalled[#signalled + 1] = deps[i]
+    end
+  end
 end
 
 -- Cancel one job of the tree; returns what happened to it (the codes of the reply's root).
@@ -47,7 +55,6 @@ cancel_node = function(base, id)
     redis.call('HSET', q.cancels, id, A.reason)
     redis.call('PUBLISH', q.cancel_channel, cjson.encode({id = id, reason = A.reason}))
     emit(q.events, A.maxlen, 'ev', 'cancelling', 'id', id, 'reason', A.reason, 'ts', now)
-    signalled = signalled + 1
     cancel_children(base, id)
     return 2
   end
@@ -76,7 +83,6 @@ cancel_node = function(base, id)
   delete_job(base, q.priorities, id)
   emit(q.events, A.maxlen, 'ev', 'removed', 'id', id, 'prev', prev, 'reason', A.reason,
     'ts', now)
-  removed = removed + 1
   return 1
 end
 

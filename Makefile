@@ -67,8 +67,6 @@ bench-provider: bench-venv
 CHAOS_ARGS ?=
 chaos: $(STAMP)
 	$(BIN)/python tests/chaos/run_chaos.py $(CHAOS_ARGS)
-	@# the failover tests of the cluster and Sentinel under worker processes (not in `make test`)
-	JQ_TEST_FAILOVER=1 $(BIN)/python -m pytest -q tests/cluster -k "master_killed or follow_a_failover"
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache .test-repeat

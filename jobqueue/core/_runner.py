@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from ..errors import ConfigError, NotDurableError, QueueFullError
 from ._loader import load_script, script_names
+from .codec import text
 from .connection import cluster_of, describe_client, is_fakeredis
 from .fastconn import FastConnection
 from .fastroute import ClusterFastConnection, fast_connection
@@ -116,6 +118,8 @@ class ScriptRunner:
                 "durable mode on Redis Cluster needs the fast path (no TLS, JOBQUEUE_FASTCONN on)"
             )
         self._durable = durable
+        # durable mode: until when the master is known to lack replicas (0: not known)
+        self._short_until = 0.0
         self._shebang = not is_fakeredis(redis)
         self._where = describe_client(redis)  # password-free, for error messages
         # KEYS of each script, resolved once (keys of one job are resolved per call)
@@ -171,39 +175,105 @@ class ScriptRunner:
         self, name: str, sha: str, source: str, keys: list[str], args: Sequence[Any]
     ) -> Any:
         """The script, then `WAIT` on the same connection (it waits for this connection's
-        writes to reach the replicas)."""
+        writes to reach the replicas).
+
+        When a WAIT comes back short and the master has fewer replicas connected than asked
+        (its replica died, or was promoted at a failover and nothing replaced it yet), every
+        WAIT would last `timeout_ms` and block the connection, so every command behind it:
+        then changes are not waited for (each is short at once) until `INFO replication`,
+        asked again every `timeout_ms`, shows the replicas back."""
         assert self._durable is not None
         wanted, timeout_ms = self._durable
-        call = ("EVALSHA", sha, len(keys), *keys, *args)
+        if self._short_until and not await self._replicas_back(keys[0], wanted, timeout_ms):
+            reply, _ = await self._send_durable(None, sha, source, keys, args)
+            if name in _STRICT:  # the others were logged once, when the replicas went
+                self._short(name, 0, wanted, "(not waited for: the master lacks replicas)")
+            return reply
         wait = ("WAIT", wanted, timeout_ms)
+        reply, acked = await self._send_durable(wait, sha, source, keys, args)
+        if int(acked) < wanted:
+            connected = await self._connected_replicas(keys[0])
+            if connected < wanted:
+                known, self._short_until = self._short_until, time.monotonic() + timeout_ms / 1000
+                if not known:  # calls in flight together all come back short: say it once
+                    log.warning(
+                        "queue %s: the master has %d of %d replica(s) connected: changes are "
+                        "not waited for until they are back (a failover now could lose them)",
+                        self.keys.queue, connected, wanted,
+                    )  # fmt: skip
+            self._short(name, int(acked), wanted, f"within {timeout_ms} ms")
+        return reply
+
+    def _short(self, name: str, acked: int, wanted: int, how: str) -> None:
+        message = (
+            f"{name}: {acked} of {wanted} replica(s) acknowledged {how}; a failover now "
+            "could lose this change"
+        )
+        if name in _STRICT:
+            raise NotDurableError(message, acked=acked, wanted=wanted)
+        log.warning("queue %s: %s", self.keys.queue, message)
+
+    async def _replicas_back(self, key: str, wanted: int, timeout_ms: int) -> bool:
+        """While replicas are known missing: False until the next look is due, then whether
+        the master has them again."""
+        if time.monotonic() < self._short_until:
+            return False
+        if await self._connected_replicas(key) < wanted:
+            self._short_until = time.monotonic() + timeout_ms / 1000
+            return False
+        self._short_until = 0.0
+        log.info(
+            "queue %s: the master has its replica(s) again: changes are waited for", self.keys.queue
+        )
+        return True
+
+    async def _connected_replicas(self, key: str) -> int:
+        """`connected_slaves` of the master holding `key` (a large number when it cannot be
+        asked: then WAIT's own answer stands)."""
+        try:
+            if self._fast is not None:
+                info = await self._fast.execute_on(key, "INFO", "replication")
+            else:
+                info = await self._redis.execute_command("INFO", "replication")  # type: ignore[no-untyped-call]
+        except ResponseError:  # e.g. an ACL user without INFO
+            return 1 << 30
+        if isinstance(info, dict):  # redis-py parses INFO
+            return int(info.get("connected_slaves", 0))
+        for line in text(info).splitlines():
+            if line.startswith("connected_slaves:"):
+                return int(line.partition(":")[2])
+        return 1 << 30
+
+    async def _send_durable(
+        self,
+        wait: tuple[Any, ...] | None,
+        sha: str,
+        source: str,
+        keys: list[str],
+        args: Sequence[Any],
+    ) -> tuple[Any, Any]:
+        """EVALSHA, and `wait` after it on the same connection: (reply, WAIT's reply)."""
+        call = ("EVALSHA", sha, len(keys), *keys, *args)
+        commands = (call,) if wait is None else (call, wait)
         for attempt in (0, 1):
             if self._fast is not None:
-                reply, acked = await self._fast.execute_many(call, wait)
+                replies = await self._fast.execute_many(*commands)
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.execute_command(*call)
-                    pipe.execute_command(*wait)
-                    reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError) and attempt == 0:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], NoScriptError) and attempt == 0:
                 if self._fast is not None:
                     await self._fast.execute("SCRIPT", "LOAD", source)
                 else:
                     await self._redis.script_load(source)
                 continue
             break
-        if isinstance(reply, BaseException):
-            raise reply
-        if isinstance(acked, BaseException):
-            raise acked
-        if int(acked) < wanted:
-            message = (
-                f"{name}: {int(acked)} of {wanted} replica(s) acknowledged within "
-                f"{timeout_ms} ms; a failover now could lose this change"
-            )
-            if name in _STRICT:
-                raise NotDurableError(message, acked=int(acked), wanted=wanted)
-            log.warning("queue %s: %s", self.keys.queue, message)
-        return reply
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies[0], (replies[1] if wait is not None else None)
 
     async def _call(
         self,

@@ -380,6 +380,12 @@ class FastConnection:
         if proto is None or proto.closed or not proto.loop.is_running():
             await self._reconnect()
 
+    async def execute_on(self, key: Any, *args: Any) -> Any:
+        """Send a command without keys (`INFO`) to the server that holds `key`: here, the one
+        server (a cluster's connection picks the master of the key's slot)."""
+        del key
+        return await self.execute(*args)
+
     async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send commands back to back on the socket (no other caller's command between
         them: what `ASKING` and `WAIT` need) and return each reply or error, in order."""

@@ -220,6 +220,17 @@ class ClusterFastConnection:
             raise replies[0]
         return replies[0]
 
+    async def execute_on(self, key: Any, *args: Any) -> Any:
+        """Send a command without keys (`INFO`) to the master of `key`'s slot."""
+        if self._stale:
+            await self.refresh()
+        conn = self._conn(self._slots[_slot_of(key)] or self._any_master())
+        try:
+            return await conn.execute(*args)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            self._stale = True  # a failover may be under way: read the map first next time
+            raise
+
     async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Send commands back to back to the master of the first command's slot (they must
         all be in that slot), following redirections; each reply or error, in order."""

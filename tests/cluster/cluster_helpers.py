@@ -14,7 +14,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HANG", "ROOT", "DrainWorker", "spread_names", "wait_for"]
+from redis.exceptions import RedisError
+
+from jobqueue import Queue
+
+__all__ = [
+    "HANG",
+    "ROOT",
+    "DrainWorker",
+    "drain_configs",
+    "settle",
+    "spread_names",
+    "wait_for",
+]
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -88,3 +100,30 @@ def spread_names(cluster: Any, prefix: str, n: int = 3) -> list[str]:
         if len(names) == n:
             return names
     raise AssertionError("no spread of queue names found")
+
+
+def drain_configs(names: list[str]) -> list[dict[str, Any]]:
+    """The failover tests' queue configs for `DrainWorker` (JSON: lists, not tuples).
+
+    Durable mode (`durable_replicas=1`) makes each change wait for the replica, so no
+    acknowledged change dies with the master; many stalls are allowed (a job whose lease a
+    failover cost twice must not fail on `max_stalls`, which is policy, not a lost job)."""
+    return [
+        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1, "max_stalls": 1000,
+         "keep_completed": [None, None], "heartbeat_interval": 0.5}
+        for n in names
+    ]  # fmt: skip
+
+
+async def settle(queues: list[Queue], per_queue: int) -> None:
+    """Wait until every queue counts `per_queue` completed jobs and none active."""
+    for q in queues:
+
+        async def settled(q: Queue = q) -> bool:
+            try:
+                counts = await q.get_job_counts()
+            except RedisError:  # a command in flight when the connection moved
+                return False  # its next call finds the new master itself
+            return counts["completed"] == per_queue and counts["active"] == 0
+
+        await wait_for(settled, f"queue {q.name} to settle")

@@ -7,11 +7,10 @@ Every wait is on a state (deadlines only bound a hang)."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
-from cluster_helpers import DrainWorker, spread_names, wait_for
-from redis.exceptions import AskError, RedisError
+from cluster_helpers import DrainWorker, drain_configs, settle, spread_names, wait_for
+from redis.exceptions import AskError
 
 from jobqueue import NotDurableError, Queue, QueueConfig
 from jobqueue.core.connection import connect
@@ -133,11 +132,6 @@ async def test_durable_mode_waits_for_the_replica(cluster: ClusterServers) -> No
         await redis.aclose()
 
 
-@pytest.mark.skipif(
-    os.environ.get("JQ_TEST_FAILOVER") != "1",
-    reason="failover under worker processes: `make chaos` runs it (JQ_TEST_FAILOVER=1); in "
-    "`make test` the chaos suite's cluster-failover scenario covers a master killed mid-run",
-)
 async def test_a_master_killed_mid_run_loses_no_job(
     cluster: ClusterServers, drain_workers: list[DrainWorker]
 ) -> None:
@@ -149,11 +143,7 @@ async def test_a_master_killed_mid_run_loses_no_job(
     prefix = "fo"
     names = spread_names(cluster, prefix)
     per_queue = 300
-    configs = [
-        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1, "max_stalls": 1000,
-         "keep_completed": [None, None], "heartbeat_interval": 0.5}
-        for n in names
-    ]  # fmt: skip
+    configs = drain_configs(names)
     redis = connect(cluster.url)
     queues = [
         Queue(QueueConfig(**{**c, "keep_completed": (None, None)}), redis=redis, prefix=prefix)  # type: ignore[arg-type]
@@ -184,16 +174,7 @@ async def test_a_master_killed_mid_run_loses_no_job(
 
     await wait_for(all_done, "every job to complete after the failover")
     assert done() == expected  # none lost, none unknown
-    for q in queues:
-
-        async def settled(q: Queue = q) -> bool:
-            try:
-                counts = await q.get_job_counts()
-            except RedisError:  # a command in flight when the connection moved
-                return False  # its first call finds the new master itself
-            return counts["completed"] == per_queue and counts["active"] == 0
-
-        await wait_for(settled, f"queue {q.name} to settle")
+    await settle(queues, per_queue)
     for q in queues:
         await q.close()
     await redis.aclose()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 
 import pytest
-from cluster_helpers import DrainWorker, wait_for
+from cluster_helpers import DrainWorker, drain_configs, settle, wait_for
 from redis.exceptions import RedisError
 
 from jobqueue import Queue, QueueConfig
@@ -41,21 +40,12 @@ async def test_the_fast_path_finds_the_master_through_the_sentinels(
         await redis.aclose()
 
 
-@pytest.mark.skipif(
-    os.environ.get("JQ_TEST_FAILOVER") != "1",
-    reason="failover under worker processes: `make chaos` runs it (JQ_TEST_FAILOVER=1); in "
-    "`make test` the chaos suite's cluster-failover scenario covers a master killed mid-run",
-)
 async def test_workers_follow_a_failover_without_losing_jobs(
     sentinels: SentinelServers, drain_workers: list[DrainWorker]
 ) -> None:
     prefix = "sf"
     per_queue = 400
-    configs = [
-        {"name": n, "lease": 3.0, "drain_delay": 0.5, "durable_replicas": 1, "max_stalls": 1000,
-         "keep_completed": [None, None], "heartbeat_interval": 0.5}
-        for n in ("a", "b")
-    ]  # fmt: skip
+    configs = drain_configs(["a", "b"])
     redis = connect(sentinels.url)
     queues = [
         Queue(QueueConfig(n, keep_completed=(None, None)), redis=redis, prefix=prefix)
@@ -97,16 +87,8 @@ async def test_workers_follow_a_failover_without_losing_jobs(
 
     await wait_for(all_done, "every job to complete after the failover")
     assert done() == expected
+    await settle(queues, per_queue)
     for q in queues:
-
-        async def settled(q: Queue = q) -> bool:
-            try:
-                counts = await q.get_job_counts()
-            except RedisError:  # a command in flight when the connection moved
-                return False
-            return counts["completed"] == per_queue and counts["active"] == 0
-
-        await wait_for(settled, f"queue {q.name} to settle")
         fast = q.scripts.fast
         assert isinstance(fast, SentinelFastConnection)
 

@@ -1,5 +1,6 @@
 """A worker never ends on a Redis error: out of memory (during add and during finish), BUSY (a
-long script of another client), READONLY (the master demoted to a replica), a restart.
+long script of another client), READONLY (the master demoted to a replica), a restart,
+NOREPLICAS, MISCONF (a failed snapshot), LOADING (the data loading after a restart).
 
 Each test starts a Redis server of its own (a free loopback port, its own directory) and changes
 its config; the shared test server is never touched. The faults last until the worker has met
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from engine_helpers import HANG, wait_for
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from servers import RedisProcess, free_port
 
 from jobqueue import Job, Queue, QueueConfig, QueueFullError, Worker
@@ -37,7 +38,8 @@ def _binary() -> str | None:
 def server() -> Iterator[RedisProcess]:
     """A Redis of this test's own: with an append-only file fsynced at every write, so that a
     restart keeps every job."""
-    extra = ["--appendonly", "yes", "--appendfsync", "always", "--busy-reply-threshold", "50"]
+    extra = ["--appendonly", "yes", "--appendfsync", "always", "--busy-reply-threshold", "50",
+             "--enable-protected-configs", "local"]  # fmt: skip  # `dir` (MISCONF's test)
     proc = RedisProcess(_binary(), extra=extra).start()
     try:
         yield proc
@@ -270,6 +272,73 @@ async def test_writes_refused_for_missing_replicas(
         await run.met(ResponseError)
         assert any("NOREPLICAS" in str(e) for e in run.errors)
         await admin.config_set("min-replicas-to-write", 0)
+        await run.drained(jobs)
+        await run.close()
+    finally:
+        await queue.close()
+
+
+async def test_writes_refused_after_a_failed_snapshot(
+    server: RedisProcess, admin: aioredis.Redis, tmp_path: Any
+) -> None:
+    queue = await _queue(server, "misconf")
+    workdir = (await admin.config_get("dir"))["dir"]
+    try:
+        jobs = await _add(queue, 1000)
+        run = Run(queue)
+        await wait_for(lambda: _some(run), what="jobs to run")
+        # MISCONF: a snapshot that could not be written (its directory is gone) makes the
+        # server refuse every write while `save` points are set
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        await admin.config_set("save", "3600 1")
+        await admin.config_set("dir", str(gone))
+        gone.rmdir()
+        await admin.bgsave()
+
+        async def snapshot_failed() -> bool:
+            return (await admin.info("persistence"))["rdb_last_bgsave_status"] == "err"
+
+        await wait_for(snapshot_failed, what="the snapshot to fail")
+        await run.met(ResponseError)
+        assert any("MISCONF" in str(e) for e in run.errors)
+        assert run.worker.degraded is not None
+        # a snapshot that succeeds lifts it
+        await admin.config_set("dir", workdir)
+        await admin.bgsave()
+        await run.drained(jobs)
+
+        async def recovered() -> bool:
+            return run.worker.degraded is None
+
+        await wait_for(recovered, what="the degraded state to clear")
+        await run.close()
+    finally:
+        await queue.close()
+
+
+@pytest.fixture
+def slow_loading() -> Iterator[RedisProcess]:
+    """A Redis whose append-only file loads slowly after a restart (hidden test configs:
+    a delay per key loaded, and clients answered `LOADING` every KB of it)."""
+    extra = ["--appendonly", "yes", "--appendfsync", "always", "--key-load-delay", "500",
+             "--loading-process-events-interval-bytes", "1024"]  # fmt: skip
+    proc = RedisProcess(_binary(), extra=extra).start()
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+async def test_redis_loading_its_data_after_a_restart(slow_loading: RedisProcess) -> None:
+    queue = await _queue(slow_loading, "loading")
+    try:
+        jobs = await _add(queue, 2000)
+        run = Run(queue)
+        await wait_for(lambda: _some(run), what="jobs to run")
+        slow_loading.stop()  # SIGTERM: the append-only file keeps every write
+        slow_loading.start()  # its port opens at once; the data takes seconds to load
+        await run.met(BusyLoadingError)  # LOADING: every command refused meanwhile
         await run.drained(jobs)
         await run.close()
     finally:

@@ -18,12 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    DataError,
+    NoPermissionError,
+)
 
 from .core._aio import raise_if_cancelling
 from .core.backoff import exponential_delay
 from .core.codec import text as _s
-from .core.connection import CONNECTION_ERRORS, dedicated_client
+from .core.connection import REDIS_ERRORS, dedicated_client
 from .core.keys import QueueKeys
+from .core.redact import redact
 from .core.replies import JobRecord
 from .core.scripts import Scripts
 from .core.states import JobState
@@ -103,6 +110,10 @@ async def last_event_id(redis: Redis, stream: str) -> str:
     return _s(last[0][0]) if last else "0-0"
 
 
+# retrying these would only repeat them: the user must change a setting
+_CONFIGURATION_ERRORS = (AuthenticationError, AuthorizationError, NoPermissionError, DataError)
+
+
 class QueueEvents:
     """Async iterator over a queue's events, from a given stream id on.
 
@@ -110,8 +121,10 @@ class QueueEvents:
             async for event in events:
                 print(event.event, event.job_id)
 
-    Reads with XREAD BLOCK on a connection of its own. Connection errors are retried with
-    backoff from the last id seen, so nothing still in the stream is missed.
+    Reads with XREAD BLOCK on a connection of its own. Redis errors (a lost connection, a
+    restart, `LOADING`, `BUSY`, a cluster's `CLUSTERDOWN` or `TRYAGAIN` at a failover) are
+    logged and retried with backoff from the last id seen, so nothing still in the stream is
+    missed; errors of configuration (a wrong password, a user without the rights) are raised.
 
     Args:
         queue: the queue (anything with `redis` and `keys`).
@@ -192,15 +205,18 @@ class QueueEvents:
                 if self._closed and (task is None or not task.cancelling()):
                     return  # close() interrupted the read
                 raise
-            except CONNECTION_ERRORS as exc:
+            except _CONFIGURATION_ERRORS:
+                raise
+            except REDIS_ERRORS as exc:
                 if self._closed:
                     return
                 failures += 1
                 delay = exponential_delay(0.1, failures, cap=5.0, jitter=0.25)
                 log.warning(
-                    "events of %s: read failed (%s); retrying in %.1fs",
+                    "events of %s: read failed (%s: %s); retrying in %.1fs",
                     self._stream,
                     type(exc).__name__,
+                    redact(str(exc))[:200],
                     delay,
                 )
                 await asyncio.sleep(delay)

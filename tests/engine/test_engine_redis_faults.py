@@ -22,7 +22,7 @@ from engine_helpers import HANG, wait_for
 from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from servers import RedisProcess, free_port
 
-from jobqueue import Job, Queue, QueueConfig, QueueFullError, Worker
+from jobqueue import Job, Queue, QueueConfig, QueueEvents, QueueFullError, Worker
 from jobqueue.core.connection import CONNECTION_ERRORS
 from jobqueue.core.scripts import FASTCONN_ENV
 
@@ -342,4 +342,55 @@ async def test_redis_loading_its_data_after_a_restart(slow_loading: RedisProcess
         await run.drained(jobs)
         await run.close()
     finally:
+        await queue.close()
+
+
+async def test_queue_events_read_through_busy(
+    server: RedisProcess, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader of the event stream retries a Redis error (here `BUSY`: another client's long
+    script) from the last id it saw, and carries on once it is over."""
+    queue = await _queue(server, "events")
+    other = aioredis.Redis.from_url(server.url)
+    try:
+        seen: list[str] = []
+        spin = (
+            "local t = redis.call('TIME') local s = tonumber(t[1]) * 1e6 + tonumber(t[2]) "
+            "while true do local n = redis.call('TIME') "
+            "if tonumber(n[1]) * 1e6 + tonumber(n[2]) - s > 3e6 then return 1 end end"
+        )
+        spinning = asyncio.create_task(other.eval(spin, 0))
+
+        async def busy() -> bool:
+            try:
+                await admin.ping()
+            except ResponseError as exc:
+                return "BUSY" in str(exc)
+            return False
+
+        await wait_for(busy, what="the server to answer BUSY")
+        events = QueueEvents(queue, last_id="0", block=0.05)
+
+        async def read() -> None:
+            async for event in events:
+                seen.append(event.job_id)
+
+        reader = asyncio.create_task(read())  # its first read meets BUSY
+
+        async def retried() -> bool:
+            return any("BUSY" in r.getMessage() for r in caplog.records)
+
+        await wait_for(retried, what="the reader to meet BUSY and retry")
+        await spinning
+        job = await queue.add("n", {"i": 1})
+
+        async def delivered() -> bool:
+            return job.id in seen
+
+        await wait_for(delivered, what="the reader to see the job's event")
+        assert not reader.done()
+        await events.close()
+        await asyncio.wait_for(reader, HANG)
+    finally:
+        await other.aclose()
         await queue.close()

@@ -1,6 +1,7 @@
 """`python -m pipeline run`: one process that runs a whole sector to the end, with live
 progress per stage and a summary. The pieces of one run (its phases, its per-stage progress)
-are here; several sectors at once are `pipeline.run_many`."""
+are here; several sectors at once are `pipeline.run_many`. The measuring scripts
+(`pipeline.overhead`, `pipeline.fairness_figure`) run theirs on a `scratch_runtime`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pipeline.cancelled import RunCancelledError
@@ -17,7 +20,17 @@ from pipeline.flow import approve_subsector
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings
 
-__all__ = ["drive_run", "follow_run", "servers", "wait_value"]
+if TYPE_CHECKING:
+    from pipeline.workers import Workers
+
+__all__ = [
+    "ScratchRuntime",
+    "drive_run",
+    "follow_run",
+    "scratch_runtime",
+    "servers",
+    "wait_value",
+]
 
 _STAGE_ROWS = """
 SELECT job_type, count(*) AS total,
@@ -189,3 +202,48 @@ async def drive_run(
 async def _cancelled(rt: Runtime, run_id: UUID) -> bool:
     status = await rt.pool.fetchval("SELECT status FROM sector_analysis WHERE id = $1", run_id)
     return bool(status == "cancelled")
+
+
+@dataclass
+class ScratchRuntime:
+    """A runtime of `scratch_runtime`, and its in-process workers once started."""
+
+    rt: Runtime
+    workers: Workers | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def start_workers(self) -> None:
+        """Run the pipeline's workers in this event loop (they are closed at the end of the
+        `scratch_runtime` block)."""
+        from pipeline.workers import Workers
+
+        self.workers = Workers(self.rt)
+        self._task = asyncio.create_task(self.workers.run())
+
+    async def _close_workers(self) -> None:
+        if self.workers is not None and self._task is not None:
+            await self.workers.close()
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def scratch_runtime(
+    settings: Settings, prefix: str, **updates: Any
+) -> AsyncIterator[ScratchRuntime]:
+    """A runtime on `settings` under a fresh key prefix (`prefix` and eight random hex digits;
+    `updates` override other settings), its database migrated; its workers run in this process
+    once started (`ScratchRuntime.start_workers`). On exit: the workers are closed, the keys
+    of the prefix deleted and the runtime closed."""
+    from pipeline.db import migrate
+
+    key_prefix = f"{prefix}{uuid.uuid4().hex[:8]}"
+    rt = await Runtime.create(settings.model_copy(update={**updates, "prefix": key_prefix}))
+    scratch = ScratchRuntime(rt)
+    try:
+        await migrate(rt.pool)
+        yield scratch
+    finally:
+        await scratch._close_workers()
+        async for key in rt.redis.scan_iter(match=f"{key_prefix}:*", count=1000):
+            await rt.redis.delete(key)
+        await rt.close()

@@ -17,17 +17,14 @@ import argparse
 import asyncio
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from pipeline.db import migrate
-from pipeline.demo import drive_run
+from pipeline.demo import drive_run, scratch_runtime
 from pipeline.flow import start_sector_research
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
-from pipeline.workers import Workers
 
 __all__ = ["Figure", "main", "measure"]
 
@@ -82,66 +79,60 @@ async def measure(settings: Settings, *, runs_a: int, groups: bool, timeout: flo
     """Run the scenario once on `settings` (its prefix is replaced by a fresh one)."""
     from pipeline.ai.universe import universe
 
-    prefix = f"fair{uuid.uuid4().hex[:8]}"
-    rt = await Runtime.create(settings.model_copy(update={"prefix": prefix, "fair_groups": groups}))
-    workers: Workers | None = None
-    task: asyncio.Task[None] | None = None
     drivers: list[asyncio.Task[Any]] = []
-    try:
-        await migrate(rt.pool)
-        names = [s.name for s in universe().sectors]
-        # every job waits until all runs are started: the order of arrival is the scenario's
-        for queue in rt.queues.values():
-            await queue.pause()
-        a_runs = [
-            await start_sector_research(names[i % len(names)], "user-a", runtime=rt)
-            for i in range(runs_a)
-        ]
-        b_run = await start_sector_research(names[0], "user-b", runtime=rt)
-        workers = Workers(rt)
-        task = asyncio.create_task(workers.run())
-        t0 = time.monotonic()
-        for queue in rt.queues.values():
-            await queue.resume()
-        drivers = [
-            asyncio.create_task(drive_run(rt, r, auto_approve=True, timeout=timeout))
-            for r in [*a_runs, b_run]
-        ]
-        deadline = t0 + timeout
-        while True:
-            b_jobs = await _run_of_jobs(rt, b_run)
-            starts = await _events(rt, b"active")
-            first = next(
-                (i for i, (_, q, j) in enumerate(starts) if q == _ANALYSIS and j in b_jobs), None
+    async with scratch_runtime(settings, "fair", fair_groups=groups) as scratch:
+        rt = scratch.rt
+        try:
+            names = [s.name for s in universe().sectors]
+            # every job waits until all runs are started: the order of arrival is the scenario's
+            for queue in rt.queues.values():
+                await queue.pause()
+            a_runs = [
+                await start_sector_research(names[i % len(names)], "user-a", runtime=rt)
+                for i in range(runs_a)
+            ]
+            b_run = await start_sector_research(names[0], "user-b", runtime=rt)
+            scratch.start_workers()
+            t0 = time.monotonic()
+            for queue in rt.queues.values():
+                await queue.resume()
+            drivers = [
+                asyncio.create_task(drive_run(rt, r, auto_approve=True, timeout=timeout))
+                for r in [*a_runs, b_run]
+            ]
+            deadline = t0 + timeout
+            while True:
+                b_jobs = await _run_of_jobs(rt, b_run)
+                starts = await _events(rt, b"active")
+                first = next(
+                    (i for i, (_, q, j) in enumerate(starts) if q == _ANALYSIS and j in b_jobs),
+                    None,
+                )
+                if first is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"B's first analysis did not start within {timeout}s")
+                await asyncio.sleep(0.05)
+            seconds = time.monotonic() - t0
+            before = [(at, q, j) for at, q, j in starts[:first] if j not in b_jobs]
+            b_first = starts[first][2]
+            [added] = [at for at, q, j in await _events(rt, b"added") if j == b_first]
+            return Figure(
+                groups=groups,
+                jobs_of_a_before=len(before),
+                analyses_of_a_before=sum(q == _ANALYSIS for _, q, _ in before),
+                analyses_of_a_while_b_waited=sum(
+                    q == _ANALYSIS and at > added for at, q, _ in before
+                ),
+                seconds=seconds,
             )
-            if first is not None:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"B's first analysis did not start within {timeout}s")
-            await asyncio.sleep(0.05)
-        seconds = time.monotonic() - t0
-        before = [(at, q, j) for at, q, j in starts[:first] if j not in b_jobs]
-        b_first = starts[first][2]
-        [added] = [at for at, q, j in await _events(rt, b"added") if j == b_first]
-        return Figure(
-            groups=groups,
-            jobs_of_a_before=len(before),
-            analyses_of_a_before=sum(q == _ANALYSIS for _, q, _ in before),
-            analyses_of_a_while_b_waited=sum(q == _ANALYSIS and at > added for at, q, _ in before),
-            seconds=seconds,
-        )
-    finally:
-        for d in drivers:
-            d.cancel()
-        for d in drivers:
-            with contextlib.suppress(BaseException):
-                await d
-        if workers is not None and task is not None:
-            await workers.close()
-            await task
-        async for key in rt.redis.scan_iter(match=f"{prefix}:*", count=1000):
-            await rt.redis.delete(key)
-        await rt.close()
+        finally:
+            # the drivers end before the workers (closed by scratch_runtime)
+            for d in drivers:
+                d.cancel()
+            for d in drivers:
+                with contextlib.suppress(BaseException):
+                    await d
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,18 +24,15 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from pipeline.db import migrate
-from pipeline.demo import drive_run
+from pipeline.demo import drive_run, scratch_runtime
 from pipeline.flow import start_sector_research
 from pipeline.runtime import Runtime
 from pipeline.settings import JOB_TYPES, Settings, get_settings
-from pipeline.workers import Workers
 
 __all__ = ["Overhead", "main", "measure"]
 
@@ -120,19 +117,12 @@ async def measure(settings: Settings, *, runs: int, timeout: float) -> Overhead:
     rejection delay; a fresh key prefix) and measure them."""
     from pipeline.ai.universe import universe
 
-    prefix = f"ovh{uuid.uuid4().hex[:8]}"
-    rt = await Runtime.create(
-        settings.model_copy(
-            update={"prefix": prefix, "offline_latency": 0.0, "rejection_delay": 0.0}
-        )
-    )
-    workers: Workers | None = None
-    task: asyncio.Task[None] | None = None
     report = Overhead()
-    try:
-        await migrate(rt.pool)
-        workers = Workers(rt)
-        task = asyncio.create_task(workers.run())
+    async with scratch_runtime(
+        settings, "ovh", offline_latency=0.0, rejection_delay=0.0
+    ) as scratch:
+        rt = scratch.rt
+        scratch.start_workers()
         names = [s.name for s in universe().sectors]
         for i in range(runs):
             sec, usec = await rt.redis.time()
@@ -151,14 +141,7 @@ async def measure(settings: Settings, *, runs: int, timeout: float) -> Overhead:
             if None not in (added, done, approved, end):
                 report.runs.append((end - added) - (approved - done))  # type: ignore[operator]
             _fold(ev, ranking, report)
-        return report
-    finally:
-        if workers is not None and task is not None:
-            await workers.close()
-            await task
-        async for key in rt.redis.scan_iter(match=f"{prefix}:*", count=1000):
-            await rt.redis.delete(key)
-        await rt.close()
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

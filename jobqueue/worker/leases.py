@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..config import QueueConfig
 from ..core._aio import raise_if_cancelling
@@ -49,20 +49,14 @@ async def renew_loop(
         await asyncio.sleep(every)
         if not len(running):
             continue
-        try:
-            await renew_once(scripts, running, lease_ms=lease_ms)
-        except Exception as exc:
-            # never ends on one: the next renewal may still make it in time
-            if health is not None:
-                health.failed("lease renewal", exc, retry_in=every)
-            else:
-                log.debug("queue %s: lease renewal failed: %r", scripts.keys.queue, exc)
-        else:
-            if health is not None:
-                health.ok("lease renewal")
-        # a client not made by `connect` (given by the caller, fakeredis) may have dropped a
-        # cancel that came during the call: the close of the worker waits for this task
-        raise_if_cancelling()
+        # a failed renewal never ends the loop: the next one may still make it in time
+        await _round(
+            "lease renewal",
+            renew_once(scripts, running, lease_ms=lease_ms),
+            queue=scripts.keys.queue,
+            health=health,
+            retry_in=every,
+        )
 
 
 async def stall_loop(
@@ -88,33 +82,67 @@ async def stall_loop(
     retention = Retention(failed=kf, failed_ms=kfa)
     lock_ms = max(1, int(every * 1000 * 0.9))
     while True:
-        try:
-            reply = await scripts.recover(
-                owner=owner,
-                max_stalls=config.max_stalls,
-                lock_ms=lock_ms,
-                batch=1000,
-                retention=retention,
-            )
-            if reply is not None and (reply.requeued or reply.failed):
-                log.warning(
-                    "queue %s: %d stalled job(s) requeued, %d failed",
-                    scripts.keys.queue,
-                    len(reply.requeued),
-                    len(reply.failed),
-                )
-                if on_stalled is not None:
-                    for job_id in reply.requeued:
-                        on_stalled(job_id, "waiting")
-                    for job_id in reply.failed:
-                        on_stalled(job_id, "failed")
-        except Exception as exc:
-            if health is not None:
-                health.failed("stall check", exc, retry_in=every)
-            else:
-                log.debug("queue %s: stall check failed: %r", scripts.keys.queue, exc)
-        else:
-            if health is not None:
-                health.ok("stall check")
-        raise_if_cancelling()  # as in renew_loop
+        await _round(
+            "stall check",
+            _recover_once(scripts, config, owner, lock_ms, retention, on_stalled),
+            queue=scripts.keys.queue,
+            health=health,
+            retry_in=every,
+        )
         await asyncio.sleep(every)
+
+
+async def _recover_once(
+    scripts: Scripts,
+    config: QueueConfig,
+    owner: str,
+    lock_ms: int,
+    retention: Retention,
+    on_stalled: Callable[[str, str], None] | None,
+) -> None:
+    """One round of the stall check (see `stall_loop`)."""
+    reply = await scripts.recover(
+        owner=owner,
+        max_stalls=config.max_stalls,
+        lock_ms=lock_ms,
+        batch=1000,
+        retention=retention,
+    )
+    if reply is not None and (reply.requeued or reply.failed):
+        log.warning(
+            "queue %s: %d stalled job(s) requeued, %d failed",
+            scripts.keys.queue,
+            len(reply.requeued),
+            len(reply.failed),
+        )
+        if on_stalled is not None:
+            for job_id in reply.requeued:
+                on_stalled(job_id, "waiting")
+            for job_id in reply.failed:
+                on_stalled(job_id, "failed")
+
+
+async def _round(
+    what: str,
+    work: Awaitable[None],
+    *,
+    queue: str,
+    health: WorkerHealth | None,
+    retry_in: float,
+) -> None:
+    """Await one round of a worker's loop (`what`: "lease renewal", "stall check") and report
+    its outcome to `health` (without one, a failure is logged at debug level); an error never
+    ends the loop, the next round tries again."""
+    try:
+        await work
+    except Exception as exc:
+        if health is not None:
+            health.failed(what, exc, retry_in=retry_in)
+        else:
+            log.debug("queue %s: %s failed: %r", queue, what, exc)
+    else:
+        if health is not None:
+            health.ok(what)
+    # a client not made by `connect` (given by the caller, fakeredis) may have dropped a
+    # cancel that came during the call: the close of the worker waits for this task
+    raise_if_cancelling()

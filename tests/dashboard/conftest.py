@@ -3,10 +3,8 @@ dashboard app and an HTTP client on it (real Redis, no mock)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,47 +14,13 @@ from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dash_helpers import FAST_OPTIONS, FAST_QUEUE, TOKEN
+from dash_helpers import FAST_OPTIONS, TOKEN
 
-from jobqueue import Job, Queue, QueueConfig, Worker
+# fixtures shared with the other folders: importing them here is what registers them
+from loop_helpers import make_queue as make_queue
+from loop_helpers import run_worker as run_worker
+
 from jobqueue.dashboard import create_app
-
-
-@pytest.fixture
-async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Queue]]:
-    """Factory of queues under the test's prefix with tiny intervals."""
-    made: list[Queue] = []
-
-    def make(name: str = "q", **options: Any) -> Queue:
-        queue = Queue(
-            QueueConfig(name, **{**FAST_QUEUE, **options}), redis=redis_url, prefix=prefix
-        )
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        await queue.close()
-
-
-@pytest.fixture
-async def run_worker() -> AsyncIterator[Callable[..., Worker]]:
-    """Start a `Worker` in this event loop; closed (forced) at teardown."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    def start(queue: Queue, handler: Callable[[Job], Awaitable[Any]], **options: Any) -> Worker:
-        options.setdefault("handle_signals", False)
-        options.setdefault("shutdown_grace", 0.5)
-        worker = Worker(queue, handler, **options)
-        running.append((worker, asyncio.get_running_loop().create_task(worker.run())))
-        return worker
-
-    yield start
-    for worker, task in running:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(worker.close(force=True), 15)
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture

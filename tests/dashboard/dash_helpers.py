@@ -11,18 +11,12 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import loop_helpers
 import uvicorn
 
 from jobqueue.dashboard import DashboardOptions
 
 TOKEN = "test-token-0123456789"
-FAST_QUEUE = {
-    "lease": 30.0,
-    "stall_interval": 0.5,
-    "drain_delay": 0.2,
-    "heartbeat_interval": 1.0,
-    "backoff": 0.1,
-}
 FAST_OPTIONS = DashboardOptions(
     sse_block=0.2, sse_counts_interval=0.05, sse_max_seconds=60.0, queue_cache_seconds=0.0
 )
@@ -52,16 +46,8 @@ CHROMIUM_ARGS = [
 async def wait_for(
     check: Callable[[], Awaitable[Any]], timeout: float = HANG, what: str = "condition"
 ) -> Any:
-    """Re-evaluate `check` until it returns something truthy; fail after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    """`loop_helpers.wait_for` bounded by `HANG` unless told."""
+    return await loop_helpers.wait_for(check, timeout, what)
 
 
 @contextlib.asynccontextmanager

@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import FAST, ROOT, WORKER_SCRIPT, WorkerProcess, child_env
 
-from jobqueue import Job, Queue, QueueConfig, Worker
-
-
-@pytest.fixture
-async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Queue]]:
-    """Factory of queues under the test's prefix with tiny leases and intervals."""
-    made: list[Queue] = []
-
-    def make(name: str = "q", *, redis: str | None = None, **options: Any) -> Queue:
-        config = QueueConfig(name, **{**FAST, **options})
-        queue = Queue(config, redis=redis or redis_url, prefix=prefix)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        await queue.close()
-
-
-@pytest.fixture
-async def run_worker() -> AsyncIterator[Callable[..., Worker]]:
-    """Start a `Worker` in this event loop; it is closed (forced) at teardown."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    def start(queue: Queue, handler: Callable[[Job], Awaitable[Any]], **options: Any) -> Worker:
-        options.setdefault("handle_signals", False)
-        options.setdefault("shutdown_grace", 0.5)
-        worker = Worker(queue, handler, **options)
-        running.append((worker, asyncio.get_running_loop().create_task(worker.run())))
-        return worker
-
-    yield start
-    for worker, task in running:
-        try:
-            await asyncio.wait_for(worker.close(force=True), 15)
-        except TimeoutError:
-            # a helper loop lost its cancellation inside redis-py (asyncio.wait_for on Python
-            # 3.11, see jobqueue._aio): cancel again so that the test run can go on
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 15)
+# fixtures shared with the other folders: importing them here is what registers them
+from loop_helpers import make_queue as make_queue
+from loop_helpers import run_worker as run_worker
+from ops_helpers import ROOT, WORKER_SCRIPT, WorkerProcess, child_env
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Helpers of the operations tests: a bounded wait for conditions, worker processes and the
 inspect CLI run as subprocesses.
 
-Deadlines only bound a hang (`HANG`); a loaded machine must never reach them. Leases are long
-(30 s), so that no test's job is lost to a slow machine; tests of stalls live in tests/engine."""
+Deadlines only bound a hang (`HANG`); a loaded machine must never reach them. The queues'
+settings (long leases, tiny intervals) are `loop_helpers.FAST_QUEUE`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import loop_helpers
 
 from jobqueue import Queue
 
@@ -24,27 +25,12 @@ WORKER_SCRIPT = HERE / "worker_proc.py"
 
 HANG = 30.0
 
-FAST = {
-    "lease": 30.0,
-    "stall_interval": 0.5,
-    "drain_delay": 0.2,
-    "heartbeat_interval": 1.0,
-    "backoff": 0.1,
-}
-
 
 async def wait_for(
     check: Callable[[], Awaitable[Any]], timeout: float = HANG, what: str = "condition"
 ) -> Any:
-    """Re-evaluate `check` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """`loop_helpers.wait_for` bounded by `HANG` unless told."""
+    return await loop_helpers.wait_for(check, timeout, what)
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import loop_helpers
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
@@ -26,16 +27,8 @@ HANG = 180.0
 async def wait_for(
     check: Callable[[], Awaitable[Any]], *, timeout: float = HANG, what: str = "condition"
 ) -> Any:
-    """Re-evaluate `check` until it returns something truthy (returned); fail after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.02)  # paces the polling; decides nothing
+    """`loop_helpers.wait_for` bounded by `HANG` unless told."""
+    return await loop_helpers.wait_for(check, timeout, what)
 
 
 async def wait_row(pool: asyncpg.Pool, sql: str, *args: Any, timeout: float = HANG) -> Any:

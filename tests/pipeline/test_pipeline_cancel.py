@@ -11,7 +11,8 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -28,7 +29,7 @@ from pipeline_helpers import (
 )
 
 from jobqueue import ErrorType, classify_error
-from pipeline import CancelRefusedError, RunCancelledError, cancel_run
+from pipeline import CancelRefusedError, RunCancelledError, cancel_run, fanout, flow
 from pipeline.ai.guard import job_scope
 from pipeline.ai.offline import OfflineLLM
 from pipeline.flow import approve_subsector, enqueue, start_sector_research
@@ -384,38 +385,64 @@ async def test_nothing_is_enqueued_for_a_cancelled_run(runtime: Runtime) -> None
     assert not await get_jobs_by_related_id(str(run_id))
 
 
+@pytest.mark.parametrize(
+    ("module", "check", "stage", "tree"),
+    [
+        # a run's jobs: the enqueuer's own check after adding withdraws them
+        pytest.param(flow, "_cancelled", "stock-ranking", ["stock-ranking"], id="run"),
+        # a stock's flow: its own check after adding withdraws the whole tree
+        pytest.param(
+            fanout,
+            "cancelled_runs",
+            "stock-analysis",
+            ["format-insights", "judge-review", "stock-analysis"],
+            id="stock-flow",
+        ),
+    ],
+)
 async def test_jobs_added_while_the_cancel_swept_are_withdrawn(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    module: ModuleType,
+    check: str,
+    stage: str,
+    tree: list[str],
 ) -> None:
-    """The enqueuer's check before adding passed, then the cancel committed and swept before
-    the jobs were in their queue: its check after adding withdraws them."""
-    import pipeline.flow as flow
-
+    """The check before adding (`check` of `module`) passed, then the cancel committed and
+    swept before the jobs were in their queue: the check after adding withdraws them (every
+    job of `tree`, added as `stage`)."""
     sub, stocks = await make_stocks(runtime, 2)
     run_id = await runtime.pool.fetchval(
         "SELECT sector_analysis_id FROM sub_sector WHERE id=$1", sub
     )
-    real = flow._cancelled
+    real: Callable[..., Awaitable[set[str]]] = getattr(module, check)
     checks = 0
 
-    async def cancel_between(rt: Runtime, related: Any) -> set[str]:
+    async def cancel_between(*args: Any) -> set[str]:
         nonlocal checks
         checks += 1
         if checks == 1:  # the check before adding: passes, then the cancel lands
-            assert not await real(rt, related)
-            result = await cancel_run(run_id, runtime=rt)
+            assert not await real(*args)
+            result = await cancel_run(run_id, runtime=runtime)
             assert not result.removed and not result.signalled  # nothing to sweep yet
             return set()
-        return await real(rt, related)
+        return await real(*args)
 
-    monkeypatch.setattr(flow, "_cancelled", cancel_between)
-    items = [("stock-ranking", {"sub_sector_id": sub})]
+    monkeypatch.setattr(module, check, cancel_between)
+    payload, job_id = {
+        "stock-ranking": ({"sub_sector_id": sub}, f"stock-ranking:{sub}"),
+        "stock-analysis": ({"stock_id": stocks[0]}, f"stock-analysis:{stocks[0]}:1"),
+    }[stage]
     with pytest.raises(RunCancelledError):
-        await flow.enqueue_many(items, runtime=runtime)
+        await flow.enqueue_many([(stage, payload)], runtime=runtime)
     assert checks == 2
-    assert await runtime.queues["stock-ranking"].get_job(f"stock-ranking:{sub}") is None
+    assert await runtime.queues[stage].get_job(job_id) is None
+    for name, q in runtime.queues.items():
+        counts = await q.get_job_counts()
+        assert not any(counts.values()), (name, counts)
     rows = await get_jobs_by_related_id(str(run_id))
-    assert [(r.status, r.error_type) for r in rows] == [("cancelled", "CANCELLED")]
+    assert sorted(r.job_type for r in rows) == tree
+    assert {(r.status, r.error_type) for r in rows} == {("cancelled", "CANCELLED")}
     assert stocks
 
 

@@ -15,8 +15,6 @@ from pipeline_helpers import HANG, make_stocks, wait_row
 
 from jobqueue import JobState
 from pipeline.ai import register_fixture
-from pipeline.cancel import cancel_run
-from pipeline.cancelled import RunCancelledError
 from pipeline.flow import PayloadError, enqueue
 from pipeline.models import Verdict
 from pipeline.offline_fixtures import register_offline_fixtures
@@ -135,41 +133,6 @@ async def test_a_stock_enqueued_twice_is_one_tree(runtime: Runtime) -> None:
     assert counts["stock-analysis"]["waiting"] == 1
     assert counts["judge-review"]["waiting-children"] == 1
     assert counts["format-insights"]["waiting-children"] == 1
-
-
-async def test_a_stock_flow_added_while_the_cancel_swept_is_withdrawn(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same for a stock's flow: its own check after adding withdraws the whole tree."""
-    import pipeline.fanout as fanout
-
-    sub, stocks = await make_stocks(runtime, 2)
-    run_id = await runtime.pool.fetchval(
-        "SELECT sector_analysis_id FROM sub_sector WHERE id=$1", sub
-    )
-    real = fanout.cancelled_runs
-    checks = 0
-
-    async def cancel_between(pool: Any, runs: Any) -> set[str]:
-        nonlocal checks
-        checks += 1
-        if checks == 1:  # the check before adding: passes, then the cancel lands
-            assert not await real(pool, runs)
-            result = await cancel_run(run_id, runtime=runtime)
-            assert not result.removed and not result.signalled  # nothing to sweep yet
-            return set()
-        return await real(pool, runs)
-
-    monkeypatch.setattr(fanout, "cancelled_runs", cancel_between)
-    with pytest.raises(RunCancelledError):
-        await enqueue("stock-analysis", {"stock_id": stocks[0]}, runtime=runtime)
-    assert checks == 2
-    for name, q in runtime.queues.items():
-        counts = await q.get_job_counts()
-        assert not any(counts.values()), (name, counts)
-    rows = await get_jobs_by_related_id(str(run_id))
-    assert sorted(r.job_type for r in rows) == ["format-insights", "judge-review", "stock-analysis"]
-    assert {(r.status, r.error_type) for r in rows} == {("cancelled", "CANCELLED")}
 
 
 async def wait_for(read: Any, want: object) -> None:

@@ -115,7 +115,8 @@ class ScriptRunner:
         self._fast = fast_connection(redis) if use_fast else None
         if durable is not None and self._fast is None and cluster_of(redis) is not None:
             raise ConfigError(
-                "durable mode on Redis Cluster needs the fast path (no TLS, JOBQUEUE_FASTCONN on)"
+                "durable mode on Redis Cluster needs the fast path (JOBQUEUE_FASTCONN on, and no "
+                "TLS or credential setting it does not know)"
             )
         self._durable = durable
         # durable mode: until when the master is known to lack replicas (0: not known)

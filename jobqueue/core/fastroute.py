@@ -48,6 +48,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._tls import tls_context
 from .connection import cluster_of, sentinel_pool_of
 from .fastconn import DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, FastConnection
 from .fastsentinel import SentinelFastConnection
@@ -96,7 +97,9 @@ def _pairs(flat: Any) -> dict[str, Any]:
     return {_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
-def _shards_map(reply: Any) -> list[tuple[int, int, Addr]]:
+def _shards_map(reply: Any, *, tls: bool = False) -> list[tuple[int, int, Addr]]:
+    """Slot ranges and their masters from `CLUSTER SHARDS` (a TLS client takes each node's
+    `tls-port`: a node listening on both reports both)."""
     ranges: list[tuple[int, int, Addr]] = []
     for shard in reply:
         fields = _pairs(shard)
@@ -108,7 +111,8 @@ def _shards_map(reply: Any) -> list[tuple[int, int, Addr]]:
             host = _text(info.get("endpoint") or info.get("ip") or "")
             if host in ("", "?"):
                 host = _text(info.get("ip", ""))
-            port = int(info.get("port") or info.get("tls-port") or 0)
+            ports = ("tls-port", "port") if tls else ("port", "tls-port")
+            port = int(info.get(ports[0]) or info.get(ports[1]) or 0)
             healthy = _text(info.get("health", "online")) == "online"
             if host and port and (master is None or healthy):
                 master = (host, port)
@@ -181,7 +185,8 @@ class ClusterFastConnection:
             conn = self._conn(addr)
             try:
                 try:
-                    ranges = _shards_map(await conn.execute("CLUSTER", "SHARDS"))
+                    reply = await conn.execute("CLUSTER", "SHARDS")
+                    ranges = _shards_map(reply, tls=conn.tls is not None)
                 except ResponseError as exc:
                     if "unknown" not in str(exc).lower():
                         raise
@@ -341,7 +346,8 @@ def _fast_options(kwargs: dict[str, Any]) -> dict[str, Any] | None:
 def fast_connection(client: Any) -> FastConnection | ClusterFastConnection | None:
     """The fast path for a redis-py client: a `FastConnection` for a plain one, a
     `ClusterFastConnection` for a `RedisCluster`, a `SentinelFastConnection` for a client
-    made by `Sentinel.master_for`; None when it needs redis-py (TLS, credential providers,
+    made by `Sentinel.master_for`; None when it needs redis-py (TLS behind Sentinel, TLS
+    settings the fast path does not know, credential providers,
     fakeredis, connection classes we do not know)."""
     from redis.asyncio.connection import Connection, SSLConnection
 
@@ -349,13 +355,17 @@ def fast_connection(client: Any) -> FastConnection | ClusterFastConnection | Non
     if cluster is not None:
         kwargs = cluster.connection_kwargs
         conn_class = kwargs.get("connection_class", Connection)
-        if conn_class is not Connection or (
-            isinstance(conn_class, type) and issubclass(conn_class, SSLConnection)
-        ):
+        tls = None
+        if conn_class is SSLConnection:  # `rediss+cluster://`: the context redis-py would use
+            tls = tls_context({k: v for k, v in kwargs.items() if v is not None})
+            if tls is None:
+                return None
+        elif conn_class is not Connection:
             return None
         options = _fast_options(kwargs)
         if options is None:
             return None
+        options["tls"] = tls
         nodes = cluster.nodes_manager.startup_nodes.values()
         return ClusterFastConnection([(n.host, int(n.port)) for n in nodes], **options)
     pool = sentinel_pool_of(client)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from .server import RedisServer, free_port, valkey_binary, wait_port
 
@@ -76,27 +77,57 @@ class ClusterServers:
         node_timeout_ms: `cluster-node-timeout` (a killed master's replica takes over after
             about twice this).
         timeout: seconds to wait for the cluster to form.
+        tls: `(ca_cert, cert, key)` files: every node also listens with TLS on a port of its
+            own (`tls_port_of`), its cluster bus and replication speak TLS, and `url` is the
+            `rediss+cluster://` URL of the TLS ports; clients need no certificate. The plain
+            ports stay open for the fixture's own setup and checks.
     """
 
     def __init__(
-        self, binary: str | None = None, *, node_timeout_ms: int = 2000, timeout: float = 60.0
+        self,
+        binary: str | None = None,
+        *,
+        node_timeout_ms: int = 2000,
+        timeout: float = 60.0,
+        tls: tuple[str | Path, str | Path, str | Path] | None = None,
     ) -> None:
         self.binary = binary or server_binary()
         self.node_timeout_ms = node_timeout_ms
         self.timeout = timeout
+        self.tls = tls
         extra = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(node_timeout_ms),
         ]  # fmt: skip
-        self.nodes = [
-            RedisServer(self.binary, port=_cluster_port(), extra=list(extra)) for _ in range(6)
-        ]
+        self._tls_ports: dict[int, int] = {}
+        self.nodes: list[RedisServer] = []
+        for _ in range(6):
+            port = _cluster_port()
+            args = list(extra)
+            if tls is not None:
+                ca, cert, key = (str(f) for f in tls)
+                # with `tls-cluster`, the bus port is the TLS port + 10000
+                self._tls_ports[port] = tls_port = _cluster_port()
+                args += [
+                    "--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key,
+                    "--tls-ca-cert-file", ca, "--tls-auth-clients", "no",
+                    "--tls-cluster", "yes", "--tls-replication", "yes",
+                ]  # fmt: skip
+            self.nodes.append(RedisServer(self.binary, port=port, extra=args))
+
+    def tls_port_of(self, node: RedisServer) -> int:
+        """The TLS port of `node` (a cluster started with `tls`)."""
+        return self._tls_ports[node.port]
 
     @property
     def url(self) -> str:
-        """`redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...` of every node."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        """`redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...` of every node; with `tls`,
+        `rediss+cluster://` of their TLS ports, with `ssl_ca_certs` naming the CA."""
+        if self.tls is None:
+            return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        nodes = ",".join(f"127.0.0.1:{self.tls_port_of(n)}" for n in self.nodes)
+        return f"rediss+cluster://{nodes}?ssl_ca_certs={quote(str(self.tls[0]))}"
 
     def start(self) -> Self:
         """Start the six nodes, form the cluster, and wait until every range has a replica."""
@@ -118,7 +149,11 @@ class ClusterServers:
             for client, (start, end) in zip(clients[:3], _RANGES, strict=True):
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
             for client in clients[1:]:
-                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+                # the bus port is the client port + 10000: the TLS one's with `tls-cluster`
+                first = self.nodes[0].port
+                client.execute_command(
+                    "CLUSTER", "MEET", "127.0.0.1", self._tls_ports.get(first, first)
+                )
 
             def everyone_known() -> bool:
                 return all(

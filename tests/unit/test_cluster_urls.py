@@ -71,8 +71,17 @@ async def test_connect_makes_the_client_of_each_form() -> None:
         fast = fast_connection(sentinel)
         assert isinstance(fast, SentinelFastConnection) and fast.db == 2
         assert type(fast_connection(connect("redis://127.0.0.1:1/0"))) is FastConnection
-        # TLS stays on redis-py
-        assert fast_connection(connect("rediss+cluster://127.0.0.1:7000")) is None
+        # TLS: the fast path speaks it, with the context redis-py would use; a TLS setting it
+        # does not know leaves the connection to redis-py
+        tls = fast_connection(connect("rediss+cluster://127.0.0.1:7000"))
+        assert isinstance(tls, ClusterFastConnection)
+        assert tls._conn(("127.0.0.1", 7000)).tls is not None
+        from redis.asyncio.cluster import RedisCluster as Cluster
+
+        odd = Cluster(host="127.0.0.1", port=7000, ssl=True)
+        odd.connection_kwargs["ssl_unknown_option"] = 1
+        assert fast_connection(odd) is None
+        await odd.aclose()
     finally:
         await cluster.aclose()
         await sentinel.aclose()

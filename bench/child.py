@@ -222,10 +222,15 @@ def main(argv: list[str] | None = None) -> None:
         rec = Recorder(ctl, latency=bool(params.get("latency")))
         mod.work_sync(params["url"], int(params["concurrency"]), ctl, rec)
         _finish(ctl, rec.result())
+    # jobqueue's children run on the loop JOBQUEUE_LOOP names (asyncio by default, uvloop with
+    # the `speed` extra), as its worker entry points do; the peers on asyncio's own
+    run: Callable[[Any], Any] = asyncio.run
+    if peer == "jobqueue":
+        from jobqueue import run
     if role == "worker":
-        asyncio.run(_work_async(mod, params, ctl))
+        run(_work_async(mod, params, ctl))
     else:
-        asyncio.run(_produce(mod, role, params, ctl))
+        run(_produce(mod, role, params, ctl))
 
 
 if __name__ == "__main__":

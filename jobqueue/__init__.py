@@ -38,6 +38,7 @@ from .flows import Child, ChildFailure, OnFailure
 from .job import Job, get_current_job
 from .limits import Breaker, Bucket, Limiter
 from .limits.state import BreakerState, BucketState, LimiterState
+from .loop import run
 from .maintenance import cleanup_old_jobs, discover_queues
 from .queue import Queue
 from .queue_limits import QueueLimits
@@ -132,6 +133,7 @@ __all__ = [
     "register_error_rule",
     "register_error_type",
     "retry_after_seconds",
+    "run",
     "unregister_error_rule",
     "unregister_error_type",
     "with_retry",

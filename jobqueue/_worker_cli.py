@@ -34,6 +34,7 @@ from .core._inputs import cut, shown
 from .core.connection import describe_client
 from .core.redact import redact
 from .errors import ConfigError
+from .loop import loop_factory, run
 from .queue import Queue
 from .tasks import Task
 from .worker import ProcessIsolation, Worker
@@ -214,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        loop_factory()  # a bad JOBQUEUE_LOOP is a usage error, said before anything starts
         isolation = _isolation(args.isolation, args.max_tasks_per_child)
         queues = _select(_import(args.module), args.queues)
         for q in queues if isolation is not None else ():
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for q in queues:
         log.info("queue %s: tasks %s", q.name, ", ".join(sorted(q.tasks)))
-    return asyncio.run(
+    return run(
         _serve(queues, concurrency=args.concurrency, grace=args.shutdown_grace, isolation=isolation)
     )
 

@@ -15,7 +15,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-from jobqueue import ConfigError, JobState, Worker
+from jobqueue import ConfigError, JobState, Worker, run
 from pipeline import tracing
 from pipeline.cli_args import USAGE_ERRORS, count, fail, port, shown
 from pipeline.metrics import MetricsServer, serve_metrics
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     provider = tracing.setup()  # only when the OTEL_* variables ask for an exporter
     try:
-        return asyncio.run(_amain(args, settings))
+        return run(_amain(args, settings))
     except USAGE_ERRORS as exc:  # a bad URL, prefix or metrics address
         return fail(str(exc))
     except (OSError, OverflowError) as exc:  # a server unreachable, an address not bound

@@ -33,6 +33,7 @@ from ..core.codec import dumps
 from ..core.states import JobState
 from ..errors import ErrorType, InvalidJobError, JobQueueError
 from ..job import CURRENT_JOB, Job, JobQueue
+from ..loop import run
 from ..retry import classify_error
 from ._procwire import (
     ANSWER,
@@ -282,7 +283,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
-    asyncio.run(_serve(out_fd))
+    run(_serve(out_fd))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ script it prints the name of its `add` task (the tests compare `python -m` with 
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import redis.asyncio as aioredis
@@ -63,6 +64,13 @@ async def echo(value: object) -> object:
 def pid() -> int:
     """The process that runs it (a worker, or its child with --isolation process)."""
     return os.getpid()
+
+
+@other.task
+async def loop_name() -> str:
+    """The class of the event loop it runs on (JOBQUEUE_LOOP picks it)."""
+    loop = type(asyncio.get_running_loop())
+    return f"{loop.__module__}.{loop.__qualname__}"
 
 
 if __name__ == "__main__":

@@ -206,6 +206,40 @@ async def test_queues_option_runs_only_the_named_queues(
     assert "tasks-other" not in proc.output()
 
 
+@pytest.mark.parametrize(("loop", "expected"), [("asyncio", "asyncio."), ("uvloop", "uvloop.")])
+async def test_the_worker_runs_on_the_loop_jobqueue_loop_names(
+    start_cli: Callable[..., CliProcess],
+    queues: dict[str, Queue],
+    cli_env: dict[str, str],
+    loop: str,
+    expected: str,
+) -> None:
+    cli_env["JOBQUEUE_LOOP"] = loop
+    other = queues["tasks-other"]
+    proc = start_cli("worker", "sample_tasks", "--queues", "tasks-other")
+    job = await other.add("sample_tasks.loop_name", call())
+    assert (await job.wait_until_finished(timeout=DEADLINE)).startswith(expected)
+    echoed = await other.add("sample_tasks.echo", call({"k": 1}))
+    assert await echoed.wait_until_finished(timeout=DEADLINE) == {"k": 1}
+    proc.signal(signal.SIGTERM)
+    assert await proc.exit_code() == 0, proc.output()
+    # process isolation: the children run on the same loop
+    proc = start_cli("worker", "sample_tasks", "--queues", "tasks-other", "--isolation", "process")
+    job = await other.add("sample_tasks.loop_name", call())
+    assert (await job.wait_until_finished(timeout=DEADLINE)).startswith(expected)
+    proc.signal(signal.SIGTERM)
+    assert await proc.exit_code() == 0, proc.output()
+
+
+async def test_an_unknown_loop_is_a_usage_error(
+    start_cli: Callable[..., CliProcess], cli_env: dict[str, str]
+) -> None:
+    cli_env["JOBQUEUE_LOOP"] = "tokio"
+    proc = start_cli("worker", "sample_tasks")
+    assert await proc.exit_code() == 2
+    assert "error: JOBQUEUE_LOOP must be one of asyncio, uvloop, auto, got 'tokio'" in proc.output()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

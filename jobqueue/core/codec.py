@@ -14,6 +14,9 @@ from ..errors import InvalidJobError, PayloadTooLargeError
 
 __all__ = ["decode_envelope", "dumps", "text"]
 
+# one encoder for every call: `json.dumps` with non-default options builds a new one each time
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def text(value: Any) -> str:
     """A Redis reply value as str (replies are bytes, or str with decode_responses=True)."""
@@ -28,12 +31,13 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
         PayloadTooLargeError: its JSON is over `limit` bytes.
     """
     try:
-        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        out = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"{what} is not JSON-serializable: {exc}") from None
     except RecursionError:  # nested deeper than the interpreter's recursion limit
         raise InvalidJobError(f"{what} is nested too deeply to be JSON") from None
-    size = len(out.encode())
+    # `isascii` is a flag read in CPython: most payloads need no encoding to be measured
+    size = len(out) if out.isascii() else len(out.encode())
     if size > limit:
         raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")
     return out

@@ -46,7 +46,8 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
 def decode_envelope(raw: bytes | str) -> dict[str, Any]:
     """Parse a stored job envelope; raises InvalidJobError when it is not a JSON object."""
     try:
-        env = json.loads(raw)
+        # UTF-8 is all we write: decoded here, `json.loads` need not detect the encoding
+        env = json.loads(raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw)
     except ValueError as exc:
         raise InvalidJobError(f"stored job is not valid JSON: {exc}") from None
     if not isinstance(env, dict) or "n" not in env:

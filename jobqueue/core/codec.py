@@ -30,6 +30,8 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
         InvalidJobError: `value` is not JSON.
         PayloadTooLargeError: its JSON is over `limit` bytes.
     """
+    if value is None and limit >= 4:  # what most handlers return
+        return "null"
     try:
         out = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:

@@ -185,22 +185,32 @@ class Job:
         self._trace: Any = envelope.get("tp")
         self.deduplicated: str | None = None
         self.created_at = _ms_to_dt(envelope.get("ts"))
-        self.state = JobState(state)
+        self.state = state if type(state) is JobState else JobState(state)
         self.token = token
         self.attempt = attempt
         self.cancel_reason: str | None = None
-        rs = run_state or {}
+        self.parent: str | None = None
+        self.result: Any = None
+        self.error_message: str | None = None
+        self.error_type: str | None = None
+        if not run_state:  # a job just added: nothing has run yet (the enqueue hot path)
+            self.attempts_made = self.progress = self.step = 0
+            self.started_at = self.finished_at = None
+            return
+        rs = run_state
         self.attempts_made = int(rs.get("a", 0))
         self.progress = int(rs.get("p", 0))
         raw_result = rs.get("r")
-        self.result: Any = json.loads(raw_result) if raw_result not in (None, b"", "") else None
-        self.error_message: str | None = _s(rs["em"]) if rs.get("em") is not None else None
-        self.error_type: str | None = _s(rs["et"]) if rs.get("et") is not None else None
+        if raw_result not in (None, b"", ""):
+            self.result = json.loads(raw_result)
+        if rs.get("em") is not None:
+            self.error_message = _s(rs["em"])
+        if rs.get("et") is not None:
+            self.error_type = _s(rs["et"])
         self.started_at = _ms_to_dt(rs.get("ts"))
         self.finished_at = _ms_to_dt(rs.get("tf"))
         self.step = int(rs.get("ws", 0))
         parent_base, parent_id = rs.get("pb"), rs.get("pi")
-        self.parent: str | None = None
         if parent_base is not None and parent_id is not None:
             self.parent = f"{queue_of_base(_s(parent_base))}:{_s(parent_id)}"
 
@@ -217,15 +227,14 @@ class Job:
     @classmethod
     def from_taken(cls, queue: JobQueue, taken: TakenJob, env: dict[str, Any]) -> Job:
         """The running job a take handed a worker: its attempt, its step and its lease token."""
-        return cls(
-            queue,
-            taken.job_id,
-            env,
-            state=JobState.ACTIVE,
-            run_state={"a": taken.attempt - 1, "ws": taken.step},
-            token=taken.token,
+        # no run state to parse (the worker's hot path): the two fields a take gives are set
+        job = cls(
+            queue, taken.job_id, env, state=JobState.ACTIVE, token=taken.token,
             attempt=taken.attempt,
-        )
+        )  # fmt: skip
+        job.attempts_made = taken.attempt - 1
+        job.step = taken.step
+        return job
 
     def __repr__(self) -> str:
         return f"<Job {self._queue.name}:{self.id} {self.name} {self.state}>"

@@ -69,6 +69,18 @@ def _validate_group(group: str) -> str:
     return group
 
 
+_NAMES: dict[str, str] = {}  # a job name's JSON, by name (a queue has a few names)
+
+
+def _name_json(name: str) -> str:
+    encoded = _NAMES.get(name)
+    if encoded is None:
+        encoded = dumps(name, limit=1000, what="job name")
+        if len(_NAMES) < 1024:
+            _NAMES[name] = encoded
+    return encoded
+
+
 def _validate_name(name: str) -> str:
     if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
         raise InvalidJobError(f"job name {shown(name)} is invalid: 1-200 printable characters")
@@ -201,7 +213,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             raise InvalidJobError(
                 f"priority must be an int within +-{MAX_PRIORITY}, got {shown(priority)}"
             )
-        env = '{"n":' + dumps(name, limit=1000, what="job name") + ',"d":'
+        env = '{"n":' + _name_json(name) + ',"d":'
         env += dumps(data, limit=self.config.max_payload, what="job data")
         if attempts is not None:
             if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:

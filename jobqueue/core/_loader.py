@@ -20,7 +20,10 @@ The header is read here and turned into a prelude placed after it: `K` (keys by 
 0, in header order). So a script never indexes KEYS or ARGV itself, and its header cannot
 drift from what it reads; `jobqueue.core.scripts` declares the same names for each call and a
 test keeps both in step. `--@include name.lua` lines pull shared code from `lua/includes/`
-(each file once per script).
+(each file once per script). A `local function` of an include that the script never reaches is
+blanked out (its lines kept empty, so error messages keep their line numbers): Redis runs a
+script's whole body on every call, and each function defined is a closure made per call
+(~0.07 us each; the add script pulled in 43 of them, about 3 us of its ~10 us).
 
 The first line of each script is a `#!lua` shebang (with `flags=no-writes` for read-only
 scripts): Redis 7 reads script flags from it, and a script with one is refused before any
@@ -47,6 +50,8 @@ _LABEL_RE = re.compile(r"^(KEYS|ARGV|EVENTS|Returns):(.*)$")
 _GROUP_RE = re.compile(r"^\s+per (\w+):\s*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _KEY_RE = re.compile(r"^([a-z][a-z0-9_]*)(\(id\))?$")
+_FUNCTION_RE = re.compile(r"^local function ([A-Za-z_][A-Za-z0-9_]*)\(")
+_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +174,59 @@ def load_script(name: str, *, shebang: bool = True) -> LuaScript:
     end = _HEADER_RE.search(raw)
     assert end is not None
     # the shebang stays on the first line, the header after it, then the prelude
-    source = raw[: end.end()] + _prelude(header) + _expand(raw[end.end() :], set())
+    body = _prune(_expand(raw[end.end() :], set()))
+    source = raw[: end.end()] + _prelude(header) + body
     return LuaScript(name, header, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def _functions(lines: list[str]) -> dict[str, tuple[int, int]]:
+    """The top-level `local function` blocks: name -> (first line, last line), a block ending
+    at the first `end` in column 0. A block with another line in column 0 (not a comment) is
+    left out: the rule does not know where it ends, so it is never pruned."""
+    blocks: dict[str, tuple[int, int]] = {}
+    i = 0
+    while i < len(lines):
+        match = _FUNCTION_RE.match(lines[i])
+        if match is None:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j] != "end":
+            j += 1
+        inner = lines[i + 1 : j]
+        if j < len(lines) and all(not s or s[0] in " \t" or s.startswith("--") for s in inner):
+            if match.group(1) not in blocks:  # a second definition: keep both (never pruned)
+                blocks[match.group(1)] = (i, j)
+            else:
+                blocks[match.group(1)] = (-1, -1)
+        i = j + 1
+    return {name: span for name, span in blocks.items() if span[0] >= 0}
+
+
+def _prune(body: str) -> str:
+    """`body` with the lines of each `local function` that nothing reachable names made
+    empty. Reachable: every line outside those functions, then the functions those lines
+    name, and so on (a name in a comment counts too: it only keeps more)."""
+    lines = body.split("\n")
+    blocks = _functions(lines)
+    inside = {k for first, last in blocks.values() for k in range(first, last + 1)}
+    outside = (line for k, line in enumerate(lines) if k not in inside)
+    words = set(_WORD_RE.findall("\n".join(outside)))
+    kept: set[str] = set()
+    todo = [name for name in blocks if name in words]
+    while todo:
+        name = todo.pop()
+        if name in kept:
+            continue
+        kept.add(name)
+        first, last = blocks[name]
+        # the function's own name on its first line is not a use of it
+        text = "\n".join(lines[first + 1 : last + 1]) + _FUNCTION_RE.sub("", lines[first])
+        todo += [w for w in set(_WORD_RE.findall(text)) if w in blocks and w not in kept]
+    for name, (first, last) in blocks.items():
+        if name not in kept:
+            lines[first : last + 1] = [""] * (last - first + 1)
+    return "\n".join(lines)
 
 
 def _comment_out_shebang(source: str) -> str:

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from ..errors import ConfigError, NotDurableError, QueueFullError
-from ._loader import load_script, script_names
+from ._loader import LuaScript, load_script, script_names
 from .codec import text
 from .connection import cluster_of, describe_client, is_fakeredis
 from .fastconn import FastConnection
@@ -123,6 +123,7 @@ class ScriptRunner:
         self._short_until = 0.0
         self._shebang = not is_fakeredis(redis)
         self._where = describe_client(redis)  # password-free, for error messages
+        self._scripts: dict[str, LuaScript] = {}
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -149,7 +150,9 @@ class ScriptRunner:
             ) from None
 
     async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
-        script = load_script(name, shebang=self._shebang)
+        script = self._scripts.get(name)
+        if script is None:  # once per script: the cached loader's keyword call costs ~0.4 us
+            script = self._scripts[name] = load_script(name, shebang=self._shebang)
         if self._durable is not None and name not in _READ_ONLY:
             return await self._eval_durable(name, script.sha, script.source, keys, args)
         # a script that changes nothing runs as EVALSHA_RO (Redis 7): a user whose keys are

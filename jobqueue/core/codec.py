@@ -14,6 +14,9 @@ from ..errors import InvalidJobError, PayloadTooLargeError
 
 __all__ = ["decode_envelope", "dumps", "text"]
 
+# one encoder for every call: `json.dumps` with non-default options builds a new one each time
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def text(value: Any) -> str:
     """A Redis reply value as str (replies are bytes, or str with decode_responses=True)."""
@@ -27,13 +30,16 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
         InvalidJobError: `value` is not JSON.
         PayloadTooLargeError: its JSON is over `limit` bytes.
     """
+    if value is None and limit >= 4:  # what most handlers return
+        return "null"
     try:
-        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        out = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"{what} is not JSON-serializable: {exc}") from None
     except RecursionError:  # nested deeper than the interpreter's recursion limit
         raise InvalidJobError(f"{what} is nested too deeply to be JSON") from None
-    size = len(out.encode())
+    # `isascii` is a flag read in CPython: most payloads need no encoding to be measured
+    size = len(out) if out.isascii() else len(out.encode())
     if size > limit:
         raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")
     return out
@@ -42,7 +48,8 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
 def decode_envelope(raw: bytes | str) -> dict[str, Any]:
     """Parse a stored job envelope; raises InvalidJobError when it is not a JSON object."""
     try:
-        env = json.loads(raw)
+        # UTF-8 is all we write: decoded here, `json.loads` need not detect the encoding
+        env = json.loads(raw.decode("utf-8", "surrogatepass") if isinstance(raw, bytes) else raw)
     except ValueError as exc:
         raise InvalidJobError(f"stored job is not valid JSON: {exc}") from None
     if not isinstance(env, dict) or "n" not in env:

@@ -28,8 +28,15 @@ local out = {}
 local poked = false
 
 -- Write the job's envelope and make it ready or delayed; returns 'waiting' or 'delayed'.
-local function place(id, env, delay, priority, cost, group, seq)
-  redis.call('SET', job_key(A.base, id), string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
+-- `new`: only if no job has the id (SET NX: one command instead of EXISTS then SET); nil and
+-- nothing written when one has.
+local function place(id, env, delay, priority, cost, group, seq, new)
+  local body = string.sub(env, 1, -2) .. ',"ts":' .. now .. '}'
+  if not new then
+    redis.call('SET', job_key(A.base, id), body)
+  elseif not redis.call('SET', job_key(A.base, id), body, 'NX') then
+    return nil
+  end
   local cap, g = nil, nil
   if group ~= '' then
     cap, g = string.match(group, '^(%d+):(.*)$')
@@ -89,16 +96,18 @@ for i = 0, tonumber(A.n) - 1 do
       out[#out + 1] = holder
       out[#out + 1] = 2
     end
-  elseif redis.call('EXISTS', job_key(A.base, id)) == 1 then
-    out[#out + 1] = id
-    out[#out + 1] = 0
   else
-    local st = place(id, env, delay, priority, cost, group, seq)
-    if dedup ~= '' then dd_hold(A.base, K.priorities, dedup, id, now) end
-    emit(K.events, A.maxlen, 'ev', 'added', 'id', id, 'name', name, 'st', st, 'ts', now)
-    poked = true
-    out[#out + 1] = id
-    out[#out + 1] = 1
+    local st = place(id, env, delay, priority, cost, group, seq, true)
+    if not st then  -- a job with this id exists: left as it is
+      out[#out + 1] = id
+      out[#out + 1] = 0
+    else
+      if dedup ~= '' then dd_hold(A.base, K.priorities, dedup, id, now) end
+      emit(K.events, A.maxlen, 'ev', 'added', 'id', id, 'name', name, 'st', st, 'ts', now)
+      poked = true
+      out[#out + 1] = id
+      out[#out + 1] = 1
+    end
   end
 end
 if poked then poke(K.marker) end

@@ -16,6 +16,7 @@ import loop_helpers
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
+from pipeline.status import get_jobs_by_related_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,3 +157,14 @@ def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+async def settled_rows(run_id: UUID) -> list[Any]:
+    """Every job row of the run once none is waiting or active any more."""
+
+    async def settled() -> list[Any] | None:
+        rows = await get_jobs_by_related_id(str(run_id))
+        return rows if rows and all(r.finished for r in rows) else None
+
+    rows: list[Any] = await wait_for(settled, what=f"the job rows of run {run_id} to settle")
+    return rows

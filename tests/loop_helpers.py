@@ -42,21 +42,33 @@ async def wait_for(
         await asyncio.sleep(0.02)  # paces the polling; decides nothing
 
 
-@pytest.fixture
-async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Queue]]:
-    """Factory of queues under the test's prefix with `FAST_QUEUE` settings (keyword arguments
-    override them; `redis=` another server); closed at teardown."""
+@contextlib.asynccontextmanager
+async def queue_factory(
+    redis_url: str, prefix: str, settings: dict[str, Any], name: str = "q"
+) -> AsyncIterator[Callable[..., Queue]]:
+    """A factory of queues under `prefix` with `settings` (keyword arguments override them;
+    `redis=` another server; `name` the default queue name); every queue is closed on exit."""
     made: list[Queue] = []
 
-    def make(name: str = "q", *, redis: str | None = None, **options: Any) -> Queue:
-        config = QueueConfig(name, **{**FAST_QUEUE, **options})
+    def make(name: str = name, *, redis: str | None = None, **options: Any) -> Queue:
+        config = QueueConfig(name, **{**settings, **options})
         queue = Queue(config, redis=redis or redis_url, prefix=prefix)
         made.append(queue)
         return queue
 
-    yield make
-    for queue in made:
-        await queue.close()
+    try:
+        yield make
+    finally:
+        for queue in made:
+            await queue.close()
+
+
+@pytest.fixture
+async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Queue]]:
+    """Factory of queues under the test's prefix with `FAST_QUEUE` settings (keyword arguments
+    override them; `redis=` another server); closed at teardown."""
+    async with queue_factory(redis_url, prefix, FAST_QUEUE) as make:
+        yield make
 
 
 @pytest.fixture

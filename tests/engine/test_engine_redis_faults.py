@@ -100,6 +100,14 @@ class Run:
         assert {j.id for j in jobs} == set(self.runs)
         assert set(self.runs.values()) == {1}, self.runs.most_common(3)
 
+    async def recovered(self) -> None:
+        """Wait until the worker no longer says it is degraded (its heartbeat's state)."""
+
+        async def clear() -> bool:
+            return self.worker.degraded is None
+
+        await wait_for(clear, what="the degraded state to clear")
+
     async def close(self) -> None:
         assert not self.task.done(), "the worker ended on its own"
         await self.worker.close()
@@ -230,11 +238,7 @@ async def test_master_demoted_to_replica_then_promoted(
         await wait_for(says_degraded, what="the worker to say it is degraded")
         await admin.execute_command("REPLICAOF", "NO", "ONE")
         await run.drained(jobs)
-
-        async def recovered() -> bool:
-            return run.worker.degraded is None
-
-        await wait_for(recovered, what="the degraded state to clear")
+        await run.recovered()
         await run.close()
     finally:
         await queue.close()
@@ -307,11 +311,7 @@ async def test_writes_refused_after_a_failed_snapshot(
         await admin.config_set("dir", workdir)
         await admin.bgsave()
         await run.drained(jobs)
-
-        async def recovered() -> bool:
-            return run.worker.degraded is None
-
-        await wait_for(recovered, what="the degraded state to clear")
+        await run.recovered()
         await run.close()
     finally:
         await queue.close()

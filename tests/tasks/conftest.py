@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_helpers import queue_factory
 
-from jobqueue import Queue, QueueConfig, Worker
+from jobqueue import Queue, Worker
 
 # the engine tests' bounded `wait_for` (one copy of it)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
@@ -28,16 +29,8 @@ FAST: dict[str, Any] = {
 @pytest.fixture
 async def make_queue(redis_url: str, prefix: str) -> AsyncIterator[Callable[..., Queue]]:
     """Factory of queues under the test's prefix with short intervals; closed at teardown."""
-    made: list[Queue] = []
-
-    def make(name: str = "tq", **options: Any) -> Queue:
-        queue = Queue(QueueConfig(name, **{**FAST, **options}), redis=redis_url, prefix=prefix)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        await queue.close()
+    async with queue_factory(redis_url, prefix, FAST, name="tq") as make:
+        yield make
 
 
 @pytest.fixture

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     # the `speed` extra), as its worker entry points do; the peers on asyncio's own
     run: Callable[[Any], Any] = asyncio.run
     if peer == "jobqueue":
-        from jobqueue import run
+        run = importlib.import_module("jobqueue").run
     if role == "worker":
         run(_work_async(mod, params, ctl))
     else:

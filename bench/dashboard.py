@@ -9,9 +9,7 @@ median and the maximum per page as a Markdown table. Everything it made is remov
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import time
 import uuid
@@ -20,6 +18,8 @@ import httpx2
 
 from jobqueue import Job, Queue, QueueConfig, Worker
 from jobqueue.dashboard import create_app
+
+from .cli import parser
 
 TOKEN = "bench-dashboard-token"
 
@@ -85,11 +85,7 @@ async def measure(url: str, n_queues: int, n_jobs: int, requests: int) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__)
-    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--queues", type=int, default=20)
-    p.add_argument("--jobs", type=int, default=1000)
-    p.add_argument("--requests", type=int, default=21)
+    p = parser("python -m bench.dashboard", __doc__, queues=20, jobs=1000, requests=21)
     args = p.parse_args()
     print(asyncio.run(measure(args.redis, args.queues, args.jobs, args.requests)))
 

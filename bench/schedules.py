@@ -9,7 +9,6 @@ points spanned, jobs run more than once, runs per process, and how late each tic
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from jobqueue import JobState, Queue
+
+from .cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,11 +85,7 @@ async def measure(url: str, seconds: float, every: float, n: int) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.schedules", description=__doc__)
-    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--every", type=float, default=0.2)
-    p.add_argument("--workers", type=int, default=3)
+    p = parser("python -m bench.schedules", __doc__, seconds=10.0, every=0.2, workers=3)
     a = p.parse_args()
     print(asyncio.run(measure(a.redis, a.seconds, a.every, a.workers)))
 

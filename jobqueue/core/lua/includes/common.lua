@@ -57,7 +57,9 @@ end
 -- Delete every key of a job (and its priority, when `priorities` is given, with the
 -- deduplication key it still holds: its `#<id>` entry there, see dedup.lua).
 local function delete_job(base, priorities, id)
-  redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id),
+  redis.call('HDEL', jobs_key(base), id)
+  -- with the envelope's string key of a job written before the `jobs` hash (keys.lua)
+  redis.call('DEL', legacy_job_key(base, id), state_key(base, id), log_key(base, id),
     deps_key(base, id), results_key(base, id), failures_key(base, id))
   if priorities then
     dd_release(base, priorities, id)

@@ -60,7 +60,7 @@ async def measure(url: str, seconds: float, every: float, n: int) -> str:
             ids |= set(await q.get_job_ids(state, limit=100_000))
         ticks = []
         for job_id in ids:
-            raw = await side.get(q.keys.job(job_id))
+            raw = await side.hget(q.keys.jobs, job_id)
             if raw is not None and job_id.startswith("sched:beat:"):
                 ticks.append((int(job_id.rsplit(":", 1)[1]), int(json.loads(raw)["ts"])))
         ticks.sort()

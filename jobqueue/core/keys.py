@@ -2,9 +2,12 @@
 
 Every key of a queue lives under `<prefix>:{<queue>}:` (or, for a queue in a shared slot,
 `<prefix>:{<slot>}<queue>:`) so that all of them hash to one Redis Cluster slot and one Lua
-script may touch them all. A job is two keys at most: `j:<id>`, a
-string holding the JSON envelope written at enqueue (kept lean so a waiting job costs a few
-hundred bytes), and `s:<id>`, a small hash of its run state created when it is first taken.
+script may touch them all. A job is a field and a key at most: its JSON envelope written at
+enqueue, the field `<id>` of the queue's one hash `jobs` (kept lean so a waiting job costs a few
+hundred bytes: ~40 B less than a string key per job), and `s:<id>`, a small hash of its run
+state created when it is first taken. A job written before the `jobs` hash existed keeps its
+envelope in the string key `j:<id>` (`QueueKeys.legacy_job`) until it is removed: the scripts
+read it when the hash has no field for the id (`lua/includes/keys.lua`).
 """
 
 from __future__ import annotations
@@ -183,8 +186,14 @@ class QueueKeys:
         """Hash id -> cost of the jobs added with their own cost (`bucket=n,...`)."""
         return self.base + "costs"
 
-    def job(self, job_id: str) -> str:
-        """String key with the job's JSON envelope (name, data, options)."""
+    @property
+    def jobs(self) -> str:
+        """Hash job id -> the job's JSON envelope (name, data, options), written at enqueue."""
+        return self.base + "jobs"
+
+    def legacy_job(self, job_id: str) -> str:
+        """String key with the envelope of a job written before the `jobs` hash existed (read
+        only when `jobs` has no field for the id; deleted with the job)."""
         return f"{self.base}j:{job_id}"
 
     def state(self, job_id: str) -> str:

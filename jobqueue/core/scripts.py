@@ -91,7 +91,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
 
     ADD = spec(
         "add",
-        keys="id_counter wait prio delayed priorities marker events costs groups",
+        keys="id_counter wait prio delayed priorities marker events costs groups jobs",
         argv="base maxlen n",
         group="id name envelope delay_ms priority cost group dedup",
         events="added deduplicated",
@@ -107,7 +107,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
 
     TAKE = spec(
         "take",
-        keys=_TAKE_KEYS + _SHARED_KEYS,
+        keys=_TAKE_KEYS + _SHARED_KEYS + " jobs",
         argv=_TAKE_ARGV,
         events="active failed breaker waiting",
     )
@@ -133,7 +133,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
 
     FINISH = spec(
         "finish",
-        keys=_TAKE_KEYS + " completed cancels" + _SHARED_KEYS,
+        keys=_TAKE_KEYS + " completed cancels" + _SHARED_KEYS + " jobs",
         argv=_TAKE_ARGV + " keep_completed keep_completed_ms keep_failed keep_failed_ms m",
         group="id token kind payload error_type delay_ms limit",
         events="completed failed retrying returned active breaker waiting waiting-children",
@@ -188,6 +188,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
         "recover",
         keys=(
             "stall_lock active wait prio priorities id_counter failed cancels marker events groups"
+            " jobs"
         ),
         argv="base maxlen max_stalls lock_ms batch owner keep_failed keep_failed_ms",
         events="stalled failed waiting",
@@ -291,7 +292,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
 
     # -- reading ---------------------------------------------------------------------------
 
-    GETJOB = spec("getjob", keys="delayed meta", argv="base id")
+    GETJOB = spec("getjob", keys="delayed meta jobs", argv="base id")
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         """One job read atomically, or None."""

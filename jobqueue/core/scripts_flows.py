@@ -50,7 +50,7 @@ class FlowScripts(ScriptRunner):
 
     ADD_FLOW = spec(
         "add_flow",
-        keys="id_counter marker events",
+        keys="id_counter marker events jobs",
         argv="base maxlen n",
         group="qbase queue id name envelope delay_ms priority cost parent on_failure group",
         events="added",
@@ -72,7 +72,7 @@ class FlowScripts(ScriptRunner):
 
     ADD_CHILDREN = spec(
         "add_children",
-        keys="active cancels",
+        keys="active cancels jobs",
         argv="base maxlen job token n",
         group="qbase queue id name envelope delay_ms priority cost parent on_failure group",
         events="added",
@@ -104,7 +104,7 @@ class FlowScripts(ScriptRunner):
 
     CANCEL_TREE = spec(
         "cancel_tree",
-        keys="events cancels",
+        keys="events cancels jobs",
         argv="base maxlen id reason",
         events="removed cancelling failed waiting",
     )

@@ -15,6 +15,7 @@ __all__ = ["CANCEL_OUTCOMES", "OperationScripts"]
 
 _JOB_KEYS = (
     "wait prio priorities delayed active completed failed cancels events costs groups id_counter"
+    " jobs"
 )
 
 CANCEL_OUTCOMES: dict[int, CancelOutcome] = {
@@ -73,7 +74,7 @@ class OperationScripts(ScriptRunner):
 
     RETRY = spec(
         "retry",
-        keys="failed wait prio priorities id_counter marker events groups",
+        keys="failed wait prio priorities id_counter marker events groups jobs",
         argv="base maxlen batch upto_ms m",
         group="id",
         events="retrying",
@@ -97,7 +98,7 @@ class OperationScripts(ScriptRunner):
 
     PROMOTE = spec(
         "promote",
-        keys="delayed wait prio priorities id_counter marker events groups",
+        keys="delayed wait prio priorities id_counter marker events groups jobs",
         argv="base maxlen id",
         events="waiting",
     )
@@ -114,7 +115,7 @@ class OperationScripts(ScriptRunner):
 
     DRAIN = spec(
         "drain",
-        keys="wait prio priorities delayed cancels events costs groups id_counter",
+        keys="wait prio priorities delayed cancels events costs groups id_counter jobs",
         argv="base maxlen batch",
         events="removed failed waiting",
     )
@@ -126,7 +127,10 @@ class OperationScripts(ScriptRunner):
 
     CLEAN = spec(
         "clean",
-        keys="wait prio priorities delayed completed failed cancels events costs groups id_counter",
+        keys=(
+            "wait prio priorities delayed completed failed cancels events costs groups id_counter"
+            " jobs"
+        ),
         argv="base maxlen state grace_ms limit scan_cap",
         events="removed failed waiting",
     )
@@ -158,7 +162,7 @@ class OperationScripts(ScriptRunner):
         )
         raise_for_code(code, f"queue {self.keys.queue} (pass force=True to obliterate anyway)")
 
-    LOG = spec("log", keys="logs(id) job(id)", argv="line max_lines")
+    LOG = spec("log", keys="logs(id) jobs legacy_job(id)", argv="id line max_lines")
 
     async def log(self, job_id: str, line: str, *, max_lines: int) -> int:
         """Append a line to a job's log, keeping the newest `max_lines`; returns its length.
@@ -166,8 +170,9 @@ class OperationScripts(ScriptRunner):
         Raises:
             JobNotFoundError: no such job (nothing written).
         """
-        keys = [self.keys.logs(job_id), self.keys.job(job_id)]
-        n = int(await self._call(self.LOG, keys=keys, line=line, max_lines=max_lines))
+        k = self.keys
+        keys = [k.logs(job_id), k.jobs, k.legacy_job(job_id)]
+        n = int(await self._call(self.LOG, keys=keys, id=job_id, line=line, max_lines=max_lines))
         raise_for_code(n, f"job {job_id} of queue {self.keys.queue}")
         return n
 

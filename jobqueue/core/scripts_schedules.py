@@ -97,7 +97,7 @@ class ScheduleScripts(ScriptRunner):
 
     SCHEDULER_TICK = spec(
         "scheduler_tick",
-        keys="schedulers scheduler(id) wait prio priorities id_counter marker events costs",
+        keys="schedulers scheduler(id) wait prio priorities id_counter marker events costs jobs",
         argv="base maxlen id expected following",
         events="added",
     )
@@ -119,6 +119,7 @@ class ScheduleScripts(ScriptRunner):
             k.marker,
             k.events,
             k.costs,
+            k.jobs,
         ]
         code, nxt = await self._call(
             self.SCHEDULER_TICK,

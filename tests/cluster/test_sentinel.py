@@ -102,7 +102,7 @@ async def test_workers_follow_a_failover_without_losing_jobs(
         await wait_for(moved, f"queue {q.name}'s fast path to reach the new master")
         job = await q.add("after", {})
         on_new = connect(f"redis://127.0.0.1:{new}/0")
-        assert await on_new.exists(q.keys.job(job.id)) == 1
+        assert await on_new.hexists(q.keys.jobs, job.id)
         await on_new.aclose()
     for q in queues:
         await q.obliterate(force=True)

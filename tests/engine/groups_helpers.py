@@ -116,8 +116,8 @@ async def check_groups(q: Queue) -> dict[str, int]:
     ):  # fmt: skip
         for m in await r.zrange(key, 0, -1):
             put(text(m), name)
-    async for key in r.scan_iter(match=k.base + "j:*"):
-        job_id = text(key)[len(k.base) + 2 :]
+    for field in await r.hkeys(k.jobs):
+        job_id = text(field)
         assert len(places.get(job_id, [])) == 1, (job_id, places.get(job_id))
     counted: dict[str, int] = {}
     for where_list in places.values():

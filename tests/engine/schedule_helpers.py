@@ -26,7 +26,7 @@ async def ticks_of(queue: Queue, scheduler_id: str) -> list[Tick]:
         ids |= {i for i in await queue.get_job_ids(state, limit=10_000) if i.startswith(head)}
     out = []
     for job_id in ids:
-        raw = await queue.redis.get(queue.keys.job(job_id))
+        raw = await queue.redis.hget(queue.keys.jobs, job_id)
         if raw is not None:
             out.append(Tick(job_id, int(job_id[len(head) :]), int(json.loads(raw)["ts"])))
     return sorted(out, key=lambda t: t.tick_ms)

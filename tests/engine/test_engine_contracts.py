@@ -302,7 +302,8 @@ async def test_retention_by_count(make_queue: Any) -> None:
         await finish(q, [(jid, tok, "c", "null", "", 0, 0)])
     assert (await q.get_job_counts())["completed"] == 2
     assert await q.get_job("j0") is None
-    assert not await q.redis.exists(q.keys.job("j0"), q.keys.state("j0"))
+    assert not await q.redis.hexists(q.keys.jobs, "j0")
+    assert not await q.redis.exists(q.keys.state("j0"))
     assert await q.get_job("j4") is not None
 
 

@@ -270,10 +270,10 @@ def test_every_key_a_flow_touches_is_in_the_root_queues_slot() -> None:
     top, low = QueueKeys("jq", "top", slot="lim"), QueueKeys("jq", "low", slot="lim")
     names = ("wait", "prio", "priorities", "delayed", "active", "completed", "failed",
              "id_counter", "marker", "events", "cancels", "cancel_channel", "costs",
-             "waiting_children")  # fmt: skip
+             "waiting_children", "jobs")  # fmt: skip
     built = [getattr(k, n) for k in (top, low) for n in names]
     built += [f(k)("7") for k in (top, low) for f in (
-        lambda k: k.job, lambda k: k.state, lambda k: k.logs, lambda k: k.dependencies,
+        lambda k: k.legacy_job, lambda k: k.state, lambda k: k.logs, lambda k: k.dependencies,
         lambda k: k.children_results, lambda k: k.children_failures)]  # fmt: skip
     assert {_slot(key) for key in built} == {_slot(top.base)}
     assert keys_from_key("jq", low.meta) == low

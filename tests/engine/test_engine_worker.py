@@ -222,7 +222,7 @@ async def test_corrupt_job_fails_and_worker_keeps_going(running: Any) -> None:
     q = await running(handler)
     await q.pause()
     bad = await q.add("x", None)
-    await q.redis.set(q.keys.job(bad.id), b"\x80not json")
+    await q.redis.hset(q.keys.jobs, bad.id, b"\x80not json")
     good = await q.add("x", None)
     await q.resume()
     assert (await finished(q, bad.id)).state == JobState.FAILED

@@ -410,7 +410,9 @@ async def test_add_children_from_a_handler_refuses_bad_children(
         await queue.close()
     assert len(seen) == len(BAD_CHILDREN), seen
     assert all(size <= 1100 for _, size in seen), seen
-    jobs = [k async for k in redis_client.scan_iter(match=f"{prefix}:*:j:*")]
-    assert len(jobs) == 1, jobs  # the parent alone: no child written
+    jobs = [k async for k in redis_client.scan_iter(match=f"{prefix}:*:jobs")]
+    assert len(jobs) == 1, jobs
+    fields = await redis_client.hkeys(jobs[0])
+    assert fields == [job.id.encode()], fields  # the parent alone: no child written
     counts = await queue.get_job_counts()
     assert counts["waiting"] == counts["delayed"] == counts["waiting-children"] == 0, counts

@@ -69,7 +69,8 @@ def test_keys_share_one_hash_tag() -> None:
         k.limiter,
         k.limited,
         k.marker,
-        k.job("1"),
+        k.jobs,
+        k.legacy_job("1"),
         k.state("1"),
         k.logs("1"),
     ]

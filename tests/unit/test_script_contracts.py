@@ -65,7 +65,8 @@ def test_every_key_of_a_call_is_in_one_cluster_slot(name: str, slot: str | None)
         assert isinstance(built, str), key
         tags.add(_hash_tag(built))
     # and the job keys a script builds from A.base
-    tags |= {_hash_tag(keys.job("7")), _hash_tag(keys.state("7")), _hash_tag(keys.logs("7"))}
+    tags |= {_hash_tag(keys.jobs), _hash_tag(keys.legacy_job("7"))}
+    tags |= {_hash_tag(keys.state("7")), _hash_tag(keys.logs("7"))}
     # and the keys of a group and of a dedup key (includes/groups.lua, dedup.lua)
     tags |= {_hash_tag(keys.group_wait("user:42")), _hash_tag(keys.dedup("a{b}:c"))}
     assert tags == {slot or "q"}
@@ -102,8 +103,8 @@ def test_lua_key_names_match_queue_keys() -> None:
     runtime = lupa.LuaRuntime()
     include = (LUA_DIR / "includes" / "keys.lua").read_text()
     names = runtime.execute(
-        include + "\nreturn {job = job_key, state = state_key, logs = log_key, "
-        "group_wait = group_key, dedup = dedup_key}"
+        include + "\nreturn {legacy_job = legacy_job_key, state = state_key, logs = log_key, "
+        "group_wait = group_key, dedup = dedup_key, jobs = jobs_key}"
     )
     for prefix, queue, job_id in (
         ("jq", "emails", "42"),
@@ -111,8 +112,9 @@ def test_lua_key_names_match_queue_keys() -> None:
         ("x", "y", "z"),
     ):
         keys = QueueKeys(prefix, queue)
-        for what in ("job", "state", "logs", "group_wait", "dedup"):
+        for what in ("legacy_job", "state", "logs", "group_wait", "dedup"):
             assert names[what](keys.base, job_id) == getattr(keys, what)(job_id)
+        assert names["jobs"](keys.base) == keys.jobs
 
 
 def test_prelude_names_keys_and_arguments() -> None:
@@ -161,7 +163,39 @@ def test_lua_flow_key_names_match_queue_keys() -> None:
         assert lua["results"](keys.base, "7") == keys.children_results("7")
         assert lua["failures"](keys.base, "7") == keys.children_failures("7")
         table = dict(lua["queue"](keys.base).items())
-        assert len(table) == 16  # with `base` and `groups`
+        assert len(table) == 17  # with `base`, `groups` and `jobs`
         for name, key in table.items():
             assert key == getattr(keys, name), name
         assert queue_of_base(keys.base) == keys.queue
+
+
+def _reached(source: str) -> set[str]:
+    """The `local function`s a script's code reaches (comments left out, unlike the loader's
+    pruning, which keeps a function a comment names)."""
+    lines = [re.sub(r"--.*$", "", line) for line in source.split("\n")]
+    blocks: dict[str, str] = {}
+    inside: set[int] = set()
+    for i, line in enumerate(lines):
+        match = re.match(r"^local function (\w+)\(", line)
+        if match:
+            end = lines.index("end", i)
+            blocks[match.group(1)] = "\n".join(lines[i + 1 : end + 1])
+            inside.update(range(i, end + 1))
+    body = "\n".join(line for i, line in enumerate(lines) if i not in inside)
+    todo, seen = set(re.findall(r"\w+", body)) & set(blocks), set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        todo |= (set(re.findall(r"\w+", blocks[name])) & set(blocks)) - seen
+    return seen
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_a_script_that_touches_envelopes_declares_the_jobs_hash(name: str) -> None:
+    # the envelopes hash is built from A.base by the keys.lua helpers: a script that reaches
+    # one of them touches its own queue's hash, so names it in its KEYS (log.lua uses K.jobs)
+    script = load_script(name)
+    reached = _reached(script.source) & {"jobs_key", "legacy_job_key"}
+    touches = bool(reached) or "K.jobs" in script.source
+    assert touches == ("jobs" in script.header.keys)
+    assert "jobs_key" in _reached(load_script("take").source)

@@ -27,7 +27,7 @@ def _call_keys(keys: QueueKeys, script: str) -> list[str]:
     for name in SPECS[script].keys:
         value = getattr(keys, name.removesuffix("(id)"))
         out.append(value("7") if name.endswith("(id)") else value)
-    return [*out, keys.job("7"), keys.state("7"), keys.logs("7")]
+    return [*out, keys.jobs, keys.legacy_job("7"), keys.state("7"), keys.logs("7")]
 
 
 def test_a_limiter_named_after_its_slot_keeps_its_key_names() -> None:
@@ -67,7 +67,13 @@ def _every_key(keys: QueueKeys) -> set[str]:
     for name in names:
         value = getattr(keys, name.removesuffix("(id)"))
         out.add(value("7") if name.endswith("(id)") else value)
-    return out | {keys.job("7"), keys.state("7"), keys.logs("7"), keys.dependencies("7")}
+    return out | {
+        keys.jobs,
+        keys.legacy_job("7"),
+        keys.state("7"),
+        keys.logs("7"),
+        keys.dependencies("7"),
+    }
 
 
 def test_queues_and_limiters_of_one_slot_never_collide() -> None:

@@ -1,7 +1,7 @@
 #!lua
 --[[ add: store new jobs and make them ready (or delayed), deduplicating by job id and by
 dedup key (includes/dedup.lua); a grouped job waits in its group (includes/groups.lua).
-KEYS: id_counter wait prio delayed priorities marker events costs groups
+KEYS: id_counter wait prio delayed priorities marker events costs groups jobs
 ARGV:
   base      '<prefix>:{<queue>}:', the start of every key of the queue
   maxlen    cap of the event stream (0 = no events)
@@ -28,13 +28,14 @@ local out = {}
 local poked = false
 
 -- Write the job's envelope and make it ready or delayed; returns 'waiting' or 'delayed'.
--- `new`: only if no job has the id (SET NX: one command instead of EXISTS then SET); nil and
--- nothing written when one has.
+-- `new`: only if no job has the id (env_set_nx, keys.lua: 'given' when the caller gave the
+-- id, so a job of that id written before the `jobs` hash is looked for too, 'counter' when
+-- the queue's counter made it); nil and nothing written when one has.
 local function place(id, env, delay, priority, cost, group, seq, new)
   local body = string.sub(env, 1, -2) .. ',"ts":' .. now .. '}'
   if not new then
-    redis.call('SET', job_key(A.base, id), body)
-  elseif not redis.call('SET', job_key(A.base, id), body, 'NX') then
+    env_set(A.base, id, body)
+  elseif not env_set_nx(A.base, id, body, new == 'given') then
     return nil
   end
   local cap, g = nil, nil
@@ -73,7 +74,8 @@ for i = 0, tonumber(A.n) - 1 do
   local id, name, env, delay, priority, cost, group, dedup = argv_group(i)
   delay, priority = tonumber(delay), tonumber(priority)
   local seq = redis.call('INCR', K.id_counter)
-  if id == '' then id = tostring(seq) end
+  local new = 'given'
+  if id == '' then id, new = tostring(seq), 'counter' end
   local holder, pending = nil, false
   if dedup ~= '' then holder, pending = dd_holder(A.base, dedup, now) end
   if holder then
@@ -97,7 +99,7 @@ for i = 0, tonumber(A.n) - 1 do
       out[#out + 1] = 2
     end
   else
-    local st = place(id, env, delay, priority, cost, group, seq, true)
+    local st = place(id, env, delay, priority, cost, group, seq, new)
     if not st then  -- a job with this id exists: left as it is
       out[#out + 1] = id
       out[#out + 1] = 0

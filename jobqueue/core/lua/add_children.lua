@@ -7,7 +7,7 @@ Idempotent per child id: a direct child whose reference '<queue>:<id>' the job s
 or whose end it recorded (results, failures), or that exists linked to this job, is left as it
 is with everything under it (a retried handler adds nothing twice); any other existing id
 refuses the whole call.
-KEYS: active cancels
+KEYS: active cancels jobs
 ARGV:
   base        '<prefix>:{<queue>}:' of the running job's queue
   maxlen      cap of the event streams
@@ -68,7 +68,7 @@ for i = 1, n do
   elseif nd.id ~= '' then
     if nd.parent < 0 and known_child(nd) then
       skip[i] = true
-    elseif redis.call('EXISTS', job_key(nd.qbase, nd.id)) == 1 then
+    elseif env_exists(nd.qbase, nd.id) then
       return {-7, i - 1}
     end
   end

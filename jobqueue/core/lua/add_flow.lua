@@ -4,7 +4,7 @@ pending children in its dependencies hash, each leaf ready (or delayed). Nodes c
 first; a node's queue is any queue of the root's hash slot (the same queue, or one of the same
 shared limiter), named by its base. Dedup by the root's id: a root that exists already is
 returned and nothing is written; a child id that exists already refuses the whole flow.
-KEYS: id_counter marker events
+KEYS: id_counter marker events jobs
 ARGV:
   base        '<prefix>:{<queue>}:' of the root's queue
   maxlen      cap of the event streams
@@ -34,11 +34,11 @@ Returns: {1, id1, ..., idn} (event `added` per node, `st` waiting-children for p
 local n = tonumber(A.n)
 local nodes, kids = flow_read_nodes(n)
 -- every check before the first write: a refused flow leaves nothing behind
-if nodes[1].id ~= '' and redis.call('EXISTS', job_key(nodes[1].qbase, nodes[1].id)) == 1 then
+if nodes[1].id ~= '' and env_exists(nodes[1].qbase, nodes[1].id) then
   return {0, nodes[1].id}
 end
 for i = 2, n do
-  if nodes[i].id ~= '' and redis.call('EXISTS', job_key(nodes[i].qbase, nodes[i].id)) == 1 then
+  if nodes[i].id ~= '' and env_exists(nodes[i].qbase, nodes[i].id) then
     return {-7, i - 1}
   end
 end

@@ -3,7 +3,7 @@
 flagged in the cancels hash (renew.lua reports it to its worker) and announced on the cancel
 channel so that its worker stops the handler at once.
 KEYS: wait prio priorities delayed active completed failed cancels events costs groups
-  id_counter
+  id_counter jobs
 ARGV:
   base     '<prefix>:{<queue>}:'
   maxlen   cap of the event stream

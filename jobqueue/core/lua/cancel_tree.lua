@@ -7,7 +7,7 @@ dropped before its children are cancelled, so no child's end can release it; a p
 removed, so it never runs afterwards. Pending children are cancelled whatever their parent's
 state: children added while it ran (add_children.lua) are under a running, waiting or
 delayed parent too. The root's own flow parent hears of the root's end.
-KEYS: events cancels
+KEYS: events cancels jobs
 ARGV:
   base     '<prefix>:{<queue>}:' of the root's queue
   maxlen   cap of the event streams
@@ -49,7 +49,7 @@ end
 -- Cancel one job of the tree; returns what happened to it (the codes of the reply's root).
 cancel_node = function(base, id)
   local q = queue_keys(base)
-  if redis.call('EXISTS', job_key(base, id)) == 0 then return 0 end
+  if not env_exists(base, id) then return 0 end
   if redis.call('ZSCORE', q.active, id) then
     -- flagged first: its wait outcome, if it comes before the handler stops, fails it too
     redis.call('HSET', q.cancels, id, A.reason)

@@ -2,6 +2,7 @@
 --[[ clean: remove jobs of one state older than a grace period. Finished jobs are aged by their
 finish time, waiting and delayed ones by their creation time.
 KEYS: wait prio priorities delayed completed failed cancels events costs groups id_counter
+  jobs
 ARGV:
   base      '<prefix>:{<queue>}:'
   maxlen    cap of the event stream

@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 --[[ drain: remove waiting (including prioritized and paused) and delayed jobs, a batch per
 call. Active and finished jobs are kept.
-KEYS: wait prio priorities delayed cancels events costs groups id_counter
+KEYS: wait prio priorities delayed cancels events costs groups id_counter jobs
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream

@@ -13,6 +13,7 @@ a queue with a shared limiter a rate limit holds every queue of the limiter, and
 its breaker (a completion closes it, a 'b' deferral counts as a server-side failure).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
   failed groups completed cancels shared_limiter shared_hold breaker breaker_fails costs
+  jobs
 ARGV:
   base               '<prefix>:{<queue>}:'
   maxlen             cap of the event stream

@@ -1,6 +1,6 @@
 #!lua flags=no-writes
 --[[ getjob: read one job atomically.
-KEYS: delayed meta
+KEYS: delayed meta jobs
 ARGV:
   base  '<prefix>:{<queue>}:'
   id    the job
@@ -11,7 +11,7 @@ when the queue is paused).
 ]]
 --@include keys.lua
 
-local env = redis.call('GET', job_key(A.base, A.id))
+local env = env_get(A.base, A.id)
 if not env then return {} end
 local skey = state_key(A.base, A.id)
 local h = redis.call('HGETALL', skey)

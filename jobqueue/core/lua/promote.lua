@@ -1,6 +1,6 @@
 #!lua
 --[[ promote: make a delayed job ready to run now (an operator's "run it now").
-KEYS: delayed wait prio priorities id_counter marker events groups
+KEYS: delayed wait prio priorities id_counter marker events groups jobs
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream
@@ -12,7 +12,7 @@ not delayed).
 --@include common.lua
 
 local id = A.id
-if redis.call('EXISTS', job_key(A.base, id)) == 0 then return -1 end
+if not env_exists(A.base, id) then return -1 end
 -- ZREM is the test: a job that is not in `delayed` (due and promoted by a take meanwhile, or
 -- in any other state) is left as it is
 if redis.call('ZREM', K.delayed, id) == 0 then return -9 end

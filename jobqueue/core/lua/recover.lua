@@ -3,6 +3,7 @@
 the front of the queue, or to failed once they stalled more than max_stalls times (or were
 asked to cancel). One worker runs it per interval: the stall lock is taken with SET NX PX.
 KEYS: stall_lock active wait prio priorities id_counter failed cancels marker events groups
+  jobs
 ARGV:
   base            '<prefix>:{<queue>}:'
   maxlen          cap of the event stream

@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 --[[ remove: delete one job that is not running, with its run state and its log.
 KEYS: wait prio priorities delayed active completed failed cancels events costs groups
-  id_counter
+  id_counter jobs
 ARGV:
   base    '<prefix>:{<queue>}:'
   maxlen  cap of the event stream

@@ -1,6 +1,6 @@
 #!lua
 --[[ retry: move failed jobs back to waiting, attempts reset to 0 (the last error is kept).
-KEYS: failed wait prio priorities id_counter marker events groups
+KEYS: failed wait prio priorities id_counter marker events groups jobs
 ARGV:
   base      '<prefix>:{<queue>}:'
   maxlen    cap of the event stream
@@ -37,7 +37,7 @@ end
 if m > 0 then
   for i = 0, m - 1 do
     local id = argv_group(i)
-    if redis.call('EXISTS', job_key(A.base, id)) == 0 then
+    if not env_exists(A.base, id) then
       out[#out + 1] = -1
     elseif not redis.call('ZSCORE', K.failed, id) then
       out[#out + 1] = -6
@@ -52,7 +52,7 @@ else
   local ids = redis.call('ZRANGEBYSCORE', K.failed, '-inf', upto, 'LIMIT', 0, tonumber(A.batch))
   out[2] = #ids
   for i = 1, #ids do
-    if redis.call('EXISTS', job_key(A.base, ids[i])) == 1 then
+    if env_exists(A.base, ids[i]) then
       retry_one(ids[i])
     else
       redis.call('ZREM', K.failed, ids[i])

@@ -1,6 +1,6 @@
 #!lua
 --[[ scheduler_tick: add the job of one due tick and advance the scheduler, atomically.
-KEYS: schedulers scheduler(id) wait prio priorities id_counter marker events costs
+KEYS: schedulers scheduler(id) wait prio priorities id_counter marker events costs jobs
 ARGV:
   base      '<prefix>:{<queue>}:', the start of every key of the queue
   maxlen    cap of the event stream (0 = no events)
@@ -33,12 +33,11 @@ end
 if tonumber(A.following) <= expected then return {-2, h[1]} end
 -- the tick's job id is the scheduler and the tick time: one tick, one job, whoever adds it
 local id = 'sched:' .. A.id .. ':' .. A.expected
-local jkey = job_key(A.base, id)
 local code = 2
-if redis.call('EXISTS', jkey) == 0 then
+if not env_exists(A.base, id) then
   code = 1
   local env = h[2]
-  redis.call('SET', jkey, string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
+  env_set(A.base, id, string.sub(env, 1, -2) .. ',"ts":' .. now .. '}')
   local priority = tonumber(h[4] or '0')
   if priority ~= 0 then redis.call('HSET', K.priorities, id, priority) end
   if h[5] and h[5] ~= '' then redis.call('HSET', K.costs, id, h[5]) end

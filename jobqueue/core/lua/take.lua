@@ -2,7 +2,7 @@
 --[[ take: move up to n ready jobs to active, each with a lease and a fencing token (see
 includes/take.lua; workers use `finish`, which reports outcomes and takes in one call).
 KEYS: wait prio priorities delayed active meta limiter limited marker events id_counter
-  failed groups shared_limiter shared_hold breaker breaker_fails costs
+  failed groups shared_limiter shared_hold breaker breaker_fails costs jobs
 ARGV:
   base         '<prefix>:{<queue>}:'
   maxlen       cap of the event stream

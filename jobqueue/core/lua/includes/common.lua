@@ -54,43 +54,64 @@ local function push_ready(keys, id, front)
   end
 end
 
--- Delete every key of a job (and its priority, when `priorities` is given, with the
--- deduplication key it still holds: its `#<id>` entry there, see dedup.lua).
+-- Append to `keys` the keys of a job but its envelope (a field of `jobs`); with them the string
+-- key of the envelope of a job written before that hash (keys.lua).
+local function add_job_keys(keys, base, id)
+  local n = #keys
+  keys[n + 1] = legacy_job_key(base, id)
+  keys[n + 2] = state_key(base, id)
+  keys[n + 3] = log_key(base, id)
+  keys[n + 4] = deps_key(base, id)
+  keys[n + 5] = results_key(base, id)
+  keys[n + 6] = failures_key(base, id)
+end
+
+-- Drop a deleted job's priority, with the deduplication key it still holds (its `#<id>` entry
+-- there, see dedup.lua).
+local function release_job(base, priorities, id)
+  dd_release(base, priorities, id)
+  redis.call('HDEL', priorities, id, '#' .. id)
+end
+
+-- Delete every key of a job and its envelope (and its priority, when `priorities` is given).
 local function delete_job(base, priorities, id)
-  redis.call('DEL', job_key(base, id), state_key(base, id), log_key(base, id),
-    deps_key(base, id), results_key(base, id), failures_key(base, id))
-  if priorities then
-    dd_release(base, priorities, id)
-    redis.call('HDEL', priorities, id, '#' .. id)
-  end
+  redis.call('HDEL', jobs_key(base), id)
+  local keys = {}
+  add_job_keys(keys, base, id)
+  redis.call('DEL', unpack(keys))
+  if priorities then release_job(base, priorities, id) end
 end
 
 -- Keep at most `count` entries and none older than `age_ms` in a finished-jobs zset.
--- Bounded work per call; the rest is trimmed by later calls.
+-- Bounded work per call (at most 200 jobs); the rest is trimmed by later calls. The jobs it
+-- deletes go in one HDEL (their envelopes) and one DEL (their other keys).
 local function trim_finished(base, priorities, set_key, count, age_ms, now)
   count = tonumber(count)
   age_ms = tonumber(age_ms)
-  local removed = 0
-  -- most queues never use priorities: skip a per-job HDEL then
-  if redis.call('HLEN', priorities) == 0 then priorities = nil end
+  local gone = {}
   if count >= 0 then
     local excess = redis.call('ZCARD', set_key) - count
     if excess > 0 then
       if excess > 100 then excess = 100 end
       local old = redis.call('ZPOPMIN', set_key, excess)
-      for i = 1, #old, 2 do
-        delete_job(base, priorities, old[i])
-        removed = removed + 1
-      end
+      for i = 1, #old, 2 do gone[#gone + 1] = old[i] end
     end
   end
   if age_ms >= 0 then
     local old = redis.call('ZRANGEBYSCORE', set_key, '-inf', now - age_ms, 'LIMIT', 0, 100)
     for i = 1, #old do
       redis.call('ZREM', set_key, old[i])
-      delete_job(base, priorities, old[i])
-      removed = removed + 1
+      gone[#gone + 1] = old[i]
     end
   end
-  return removed
+  if #gone == 0 then return 0 end
+  redis.call('HDEL', jobs_key(base), unpack(gone))
+  local keys = {}
+  for i = 1, #gone do add_job_keys(keys, base, gone[i]) end
+  redis.call('DEL', unpack(keys))
+  -- most queues never use priorities: no per-job HDEL then
+  if redis.call('HLEN', priorities) > 0 then
+    for i = 1, #gone do release_job(base, priorities, gone[i]) end
+  end
+  return #gone
 end

@@ -26,7 +26,7 @@ local function dd_holder(base, dedup, now)
   local v = redis.call('GET', dedup_key(base, key))
   if not v then return nil end
   local holder, till = dd_value(v)
-  if redis.call('EXISTS', job_key(base, holder)) == 1
+  if env_exists(base, holder)
     and not redis.call('HGET', state_key(base, holder), 's') then
     return holder, true
   end

@@ -26,7 +26,7 @@ local function flow_store_node(nd, pbase, pid, has_kids, now)
   local seq = redis.call('INCR', q.id_counter)
   local id = nd.id
   if id == '' then id = tostring(seq) end
-  redis.call('SET', job_key(nd.qbase, id), string.sub(nd.env, 1, -2) .. ',"ts":' .. now .. '}')
+  env_set(nd.qbase, id, string.sub(nd.env, 1, -2) .. ',"ts":' .. now .. '}')
   if nd.group ~= '' then
     local cap, g = string.match(nd.group, '^(%d+):(.*)$')
     redis.call('HSET', q.priorities, id, nd.priority .. ':' .. cap .. ':' .. g)

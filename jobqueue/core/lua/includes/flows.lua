@@ -34,7 +34,7 @@ local function flow_fail_parent(pbase, pid, ref, msg, now)
   if redis.call('ZREM', q.waiting_children, pid) == 0 then
     -- a parent that added children while it ran (add_children.lua) is not waiting for them
     -- yet: the first such failure is kept ('cx') and fails it when it waits (flow_wait.lua)
-    if redis.call('EXISTS', job_key(pbase, pid)) == 1 then
+    if env_exists(pbase, pid) then
       redis.call('HSETNX', state_key(pbase, pid), 'cx', em)
     end
     return

@@ -6,7 +6,7 @@
 -- Where a job is: nil (no such job), 'active', 'completed', 'failed', 'waiting-children',
 -- 'delayed' or 'waiting'.
 local function job_state(id)
-  if redis.call('EXISTS', job_key(A.base, id)) == 0 then return nil end
+  if not env_exists(A.base, id) then return nil end
   if redis.call('ZSCORE', K.active, id) then return 'active' end
   local s = redis.call('HGET', state_key(A.base, id), 's')
   if s == 'completed' or s == 'failed' or s == 'waiting-children' then return s end
@@ -50,7 +50,7 @@ end
 
 -- Creation time (ms) of a job from its envelope; 0 when the envelope is gone.
 local function created_ms(id)
-  local env = redis.call('GET', job_key(A.base, id))
+  local env = env_get(A.base, id)
   if not env then return 0 end
   return tonumber(string.match(env, '"ts":(%d+)}$') or '0')
 end

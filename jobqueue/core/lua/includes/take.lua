@@ -275,7 +275,7 @@ local function take(n, now)
   local taken = 0
   for i = 1, #ids do
     local id = ids[i]
-    local env = redis.call('GET', job_key(A.base, id))
+    local env = env_get(A.base, id)
     if env then
       local skey = state_key(A.base, id)
       local st = redis.call('HMGET', skey, 'a', 'n', 'ws')

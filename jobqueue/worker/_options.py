@@ -20,6 +20,7 @@ def check_worker_options(
     *,
     handler: Any,
     concurrency: Any,
+    calls_in_flight: Any,
     name: Any,
     shutdown_grace: Any,
     reconnect_backoff: Any,
@@ -28,12 +29,18 @@ def check_worker_options(
 
     Raises:
         ConfigError: a handler that is neither callable nor a mapping of callables, a
-            concurrency that is not an int >= 1, a name that is not 1-200 printable
-            characters, a negative or non-finite grace, or a backoff that is not
+            concurrency or a calls_in_flight that is not an int >= 1, a name that is not
+            1-200 printable characters, a negative or non-finite grace, or a backoff that is not
             `(first, max)` with 0 < first <= max.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"concurrency must be an int >= 1, got {shown(concurrency)}")
+    if (
+        isinstance(calls_in_flight, bool)
+        or not isinstance(calls_in_flight, int)
+        or calls_in_flight < 1
+    ):
+        raise ConfigError(f"calls_in_flight must be an int >= 1, got {shown(calls_in_flight)}")
     if name is not None and (
         not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable()
     ):

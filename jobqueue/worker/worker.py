@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +19,9 @@ from typing import Any, ClassVar, Literal
 
 from .. import _tracing
 from ..core.backoff import exponential_delay
-from ..core.codec import decode_envelope, dumps
+from ..core.codec import dumps
 from ..core.connection import REDIS_ERRORS
-from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
+from ..core.replies import Outcome
 from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
 from ..job import CURRENT_JOB, Job
 from ..queue import Queue
@@ -30,6 +29,7 @@ from ..schedules._loop import check_scheduler_interval
 from ._options import check_worker_options
 from ._procpool import make_runner
 from ._signals import install_stop_signals
+from .calls import FinishCalls
 from .health import WorkerHealth
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
@@ -57,6 +57,11 @@ class Worker:
             on the queue with `@queue.task`.
         concurrency: jobs run at the same time by this worker (the queue's
             `QueueConfig.concurrency` caps all workers together).
+        calls_in_flight: finish/take calls (each reports outcomes and takes jobs) in flight
+            at once, each asking for at most `ceil(concurrency / calls_in_flight)` jobs: with
+            2, one call runs in Redis while the jobs of the other run here. Slots asked for
+            count as taken, so jobs are never taken ahead of a free slot. 1 = one call at a
+            time.
         name: shown in heartbeats and tokens (default `host:pid:random`).
         shutdown_grace: seconds in-flight jobs get to finish after SIGTERM or `close()`;
             then they are cancelled and handed back to the queue at once.
@@ -86,6 +91,7 @@ class Worker:
         handler: Handler | Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 1,
+        calls_in_flight: int = 2,
         name: str | None = None,
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
@@ -101,8 +107,8 @@ class Worker:
         on_error: Hook | None = None,
     ) -> None:
         check_worker_options(
-            handler=handler, concurrency=concurrency, name=name,
-            shutdown_grace=shutdown_grace, reconnect_backoff=reconnect_backoff,
+            handler=handler, concurrency=concurrency, calls_in_flight=calls_in_flight,
+            name=name, shutdown_grace=shutdown_grace, reconnect_backoff=reconnect_backoff,
         )  # fmt: skip
         if handler is None:
             handler = getattr(queue, "tasks", None)
@@ -122,14 +128,15 @@ class Worker:
         self._stats = WorkerStats(self.name, queue.name, concurrency)
         self._health = WorkerHealth(self._stats, log_every=error_log_every)
         hooks = WorkerHooks(on_active, on_progress, on_completed, on_failed, on_stalled, on_error)
+        self._calls = FinishCalls(
+            queue, HookRunner(hooks), self._stats, depth=calls_in_flight,
+            concurrency=concurrency, start=self._start, on_settled=self._poke,
+        )  # fmt: skip
         self._use_hooks(hooks)
         self._executor: ThreadPoolExecutor | None = None
         self._runner = make_runner(handler, self.config, self._executor_for, isolation)
         self._direct = self._runner.direct
         self._max_payload = self.config.max_payload
-        self._outcomes: list[Outcome] = []
-        # what the outcome hooks need of a reported outcome: its job and result or error
-        self._reported: dict[str, tuple[Job, Any]] = {}
         self._wake: asyncio.Future[None] | None = None
         self._stopping = False
         self._forced = False
@@ -139,8 +146,6 @@ class Worker:
         self._wakeup = Wakeup(queue)
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
-        self._limits = self.config.take_limits(self.name)
-        self._retention = Retention(*self.config.retention_ms)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -179,6 +184,7 @@ class Worker:
 
     def _use_hooks(self, hooks: WorkerHooks) -> None:
         self.hooks, self._hooks = hooks, HookRunner(hooks)
+        self._calls.hooks = self._hooks
         self._on_progress = self._hooks.progress_callback()
         self._outcome_hooks = hooks.any_outcome
 
@@ -285,38 +291,52 @@ class Worker:
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
+        calls = self._calls
         want_take = True
+        # a short take by a call sent before the latest wake-up does not undo that wake-up
+        woken_after = 0
         hint_ms = 0
         wake_at: float | None = None  # when a delayed job or a token is due, per the scripts
         blocker: asyncio.Task[bool] | None = None
         failures = 0
         try:
             while True:
-                if self._stopping and not self._running and not self._outcomes:
+                error: BaseException | None = None
+                succeeded = False
+                while calls.head_done():  # the calls that ended, in the order they were sent
+                    call = calls.pop()
+                    exc = call.task.exception()
+                    if exc is not None:
+                        calls.give_back(call)
+                        error = error or exc
+                        await calls.settle()  # the others too, before backing off once
+                        continue
+                    succeeded = True
+                    started, hint = call.task.result()
+                    if call.asked > 0:
+                        hint_ms = hint
+                        if call.seq > woken_after:
+                            want_take = started >= call.asked
+                            if not started:
+                                wake_at = loop.time() + hint_ms / 1000 if hint_ms > 0 else None
+                if error is not None:
+                    failures += 1
+                    await self._back_off(error, failures)
+                    continue
+                if succeeded and failures:  # the counter is shared by both: both are fine now
+                    failures = 0
+                    self._health.ok("take/finish")
+                    self._health.ok("wake-up")
+                if self._stopping and not self._running and not calls.outcomes and not calls:
                     break
                 free = 0 if self._stopping else self.concurrency - len(self._running)
-                if self._outcomes or (want_take and free > 0):
-                    batch, self._outcomes = self._outcomes, []
-                    try:
-                        jobs, hint_ms = await self._finish_and_take(batch, free)
-                    except Exception as exc:
-                        self._outcomes[:0] = batch
-                        failures += 1
-                        await self._back_off(exc, failures)
-                        continue
-                    if failures:  # the counter is shared by both: both are fine now
-                        failures = 0
-                        self._health.ok("take/finish")
-                        self._health.ok("wake-up")
-                    for job in jobs:
-                        self._start(job)
-                    want_take = bool(jobs) and len(jobs) >= free
-                    if free > 0 and not jobs:
-                        wake_at = loop.time() + hint_ms / 1000 if hint_ms > 0 else None
+                free -= calls.reserved
+                if not calls.full and (calls.outcomes or (want_take and free > 0)):
+                    calls.send(free)
                     continue
                 self._wake = loop.create_future()
                 waiters: list[asyncio.Future[Any]] = [self._wake]
-                if free > 0 and not self._stopping:
+                if free > 0 and not want_take and not self._stopping:
                     if blocker is None:
                         blocker = loop.create_task(self._wakeup.block(hint_ms))
                     waiters.append(blocker)
@@ -334,7 +354,7 @@ class Worker:
                     self._running.stop_all()  # again, for handlers that missed it
                 if not done and wake_at is not None:
                     wake_at = None
-                    want_take = True
+                    want_take, woken_after = True, calls.sent
                 if blocker is not None and blocker.done():
                     task, blocker = blocker, None
                     try:
@@ -345,8 +365,8 @@ class Worker:
                         popped = False
                     else:
                         self._health.ok("wake-up")
-                    want_take = True
-                    if popped and self.concurrency - len(self._running) <= 0:
+                    want_take, woken_after = True, calls.sent
+                    if popped and self.concurrency - len(self._running) - calls.reserved <= 0:
                         # we cannot use this wake-up: leave it for another worker
                         await self._wakeup.pass_on()
         finally:
@@ -354,6 +374,7 @@ class Worker:
                 blocker.cancel()
                 with contextlib.suppress(BaseException):
                     await blocker
+            await calls.aclose()
 
     async def _back_off(
         self, exc: BaseException, failures: int, *, loop: str = "take/finish"
@@ -363,18 +384,18 @@ class Worker:
         # logged rate-limited there: an outage is one line, not one per attempt
         self._health.failed(loop, exc, retry_in=delay)
         self._hooks.fire(self.hooks.on_error, exc)
-        if self._forced and not self._running and self._outcomes:
+        outcomes = self._calls.outcomes
+        if self._forced and not self._running and outcomes:
             # a forced stop (grace over, a second signal, close(force=True)) gives up on the
             # outcomes it could not send: their leases expire and the stall check runs them
             # again (at least once). Until then they are kept and sent again, with the same
             # tokens, so a completed handler is not run again for a lost reply.
             log.warning(
                 "worker %s: stopping; %d outcome(s) could not be recorded (%s): their jobs "
-                "run again after their lease", self.name, len(self._outcomes),
-                ", ".join(o.job_id for o in self._outcomes[:5]),
+                "run again after their lease", self.name, len(outcomes),
+                ", ".join(o.job_id for o in outcomes[:5]),
             )  # fmt: skip
-            self._outcomes.clear()
-            self._reported.clear()
+            self._calls.drop()
         await asyncio.sleep(delay)
 
     async def _until_connected(self) -> bool:
@@ -390,36 +411,6 @@ class Worker:
                 self._health.ok("connect")
                 return True
         return False
-
-    async def _finish_and_take(self, batch: list[Outcome], n: int) -> tuple[list[Job], int]:
-        reply = await self.queue.scripts.finish(
-            batch, take=n, limits=self._limits, retention=self._retention
-        )
-        reported = self._reported
-        for outcome, code in zip(batch, reply.codes, strict=True):
-            if code == LEASE_LOST:
-                log.warning(
-                    "job %s:%s: lease lost before its outcome was recorded (another worker "
-                    "may have run it); outcome dropped",
-                    self.queue.name,
-                    outcome.job_id,
-                )
-                reported.pop(outcome.job_id, None)
-            elif reported and (entry := reported.pop(outcome.job_id, None)) is not None:
-                self._hooks.outcome(outcome, code, *entry)
-        self._stats.last_take = time.time()
-        taken = reply.taken
-        return [job for t in taken.jobs if (job := self._job_of(t)) is not None], taken.wait_ms
-
-    def _job_of(self, taken: TakenJob) -> Job | None:
-        try:
-            env = decode_envelope(taken.envelope)
-        except InvalidJobError as exc:
-            # a corrupt job cannot run: fail it for good instead of looping on it
-            etype = ErrorType.VALIDATION_ERROR.value
-            self._outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
-            return None
-        return Job.from_taken(self.queue, taken, env)
 
     # -- running jobs ---------------------------------------------------------------------
 
@@ -468,9 +459,9 @@ class Worker:
             CURRENT_JOB.reset(token)
             self._running.release(job.id, asyncio.current_task())
             if outcome is not None:
-                self._outcomes.append(outcome)
+                self._calls.outcomes.append(outcome)
                 if self._outcome_hooks:
-                    self._reported[job.id] = (job, value)
+                    self._calls.reported[job.id] = (job, value)
             self._poke()
 
     def _failure_outcome(

@@ -1,0 +1,196 @@
+"""A worker's finish/take calls: each reports a batch of outcomes and takes jobs for the free
+slots in one script call (`Scripts.finish`).
+
+Up to `depth` calls are in flight at once (`Worker(calls_in_flight=)`), each asking for at
+most `ceil(concurrency / depth)` jobs, so that while the jobs one call brought run here, the
+next call runs in Redis (one call at a time makes the two take turns). The slots that calls in
+flight asked for count as taken: the jobs running plus those asked for never exceed the
+worker's concurrency, and nothing is taken ahead of a free slot (the queue's concurrency cap
+and the leases count a taken job as active).
+
+A call that fails gives its outcomes back, ahead of those not sent yet and after those of the
+calls sent before it, so each job's outcomes are sent again in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.codec import decode_envelope
+from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
+from ..errors import ErrorType, InvalidJobError
+from ..job import Job
+from ..queue import Queue
+from .hooks import HookRunner
+from .running import WorkerStats
+
+__all__ = ["Call", "FinishCalls"]
+
+log = logging.getLogger("jobqueue.worker.worker")
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One finish/take call sent.
+
+    Attributes:
+        seq: its number (1, 2, ...: the order the calls were sent in).
+        batch: the outcomes it reports.
+        asked: the jobs it asked for.
+        task: runs it; its result is (jobs started, the take's wait hint in ms).
+    """
+
+    seq: int
+    batch: list[Outcome]
+    asked: int
+    task: asyncio.Task[tuple[int, int]]
+
+
+class FinishCalls:
+    """The finish/take calls of one worker, and the outcomes waiting for the next one.
+
+    Args:
+        queue: the worker's queue.
+        hooks: fires the outcome hooks once an outcome is recorded.
+        stats: `last_take` is set by every call that succeeds.
+        depth: calls in flight at most.
+        concurrency: the worker's slots.
+        start: starts a job taken (called as soon as its call returns).
+        on_settled: called when a call ends, failed or not (wakes the worker's loop).
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        hooks: HookRunner,
+        stats: WorkerStats,
+        *,
+        depth: int,
+        concurrency: int,
+        start: Callable[[Job], None],
+        on_settled: Callable[[], None],
+    ) -> None:
+        self.queue = queue
+        self.hooks = hooks
+        self.depth = depth
+        self.share = -(-concurrency // depth)
+        """Most jobs one call asks for."""
+        self.outcomes: list[Outcome] = []
+        """Outcomes waiting for the next call."""
+        self.reported: dict[str, tuple[Job, Any]] = {}
+        """What the outcome hooks need of an outcome not yet recorded: its job and its result
+        or error (filled only when a hook is set)."""
+        self.reserved = 0
+        """Slots asked for by the calls in flight."""
+        self.sent = 0
+        """Calls sent so far (the `seq` of the latest)."""
+        self._calls: deque[Call] = deque()
+        self._restored = 0  # outcomes at the head of `outcomes` given back by failed calls
+        self._stats = stats
+        self._start = start
+        self._on_settled = on_settled
+        self._limits = queue.config.take_limits(stats.name)
+        self._retention = Retention(*queue.config.retention_ms)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    @property
+    def full(self) -> bool:
+        """As many calls in flight as allowed."""
+        return len(self._calls) >= self.depth
+
+    def send(self, free: int) -> None:
+        """Send a call with every outcome waiting, asking for up to `free` jobs (at most
+        `share`)."""
+        batch, self.outcomes = self.outcomes, []
+        self._restored = 0
+        take = min(free, self.share) if free > 0 else 0
+        self.sent += 1
+        self.reserved += take
+        task = asyncio.get_running_loop().create_task(self._run(batch, take))
+        self._calls.append(Call(self.sent, batch, take, task))
+        task.add_done_callback(lambda _: self._on_settled())
+
+    def head_done(self) -> bool:
+        """The oldest call in flight has ended."""
+        return bool(self._calls) and self._calls[0].task.done()
+
+    def pop(self) -> Call:
+        """Remove the oldest call (ended: see `head_done`)."""
+        return self._calls.popleft()
+
+    async def settle(self) -> None:
+        """Wait until every call in flight has ended (their tasks never raise here)."""
+        if self._calls:
+            await asyncio.wait([c.task for c in self._calls])
+
+    def give_back(self, call: Call) -> None:
+        """A failed call's outcomes wait for the next call again, after those of calls sent
+        before it that failed too and ahead of the ones made since."""
+        at = self._restored
+        self.outcomes[at:at] = call.batch
+        self._restored = at + len(call.batch)
+
+    def drop(self) -> None:
+        """Forget the outcomes waiting (a forced stop that cannot record them)."""
+        self.outcomes.clear()
+        self.reported.clear()
+        self._restored = 0
+
+    async def aclose(self) -> None:
+        """Cancel the calls still in flight (only when the worker's loop itself is cancelled:
+        it otherwise waits for them) and wait for them."""
+        calls, self._calls = list(self._calls), deque()
+        for call in calls:
+            call.task.cancel()
+        for call in calls:
+            try:
+                await call.task
+            except BaseException:
+                pass
+
+    async def _run(self, batch: list[Outcome], take: int) -> tuple[int, int]:
+        try:
+            reply = await self.queue.scripts.finish(
+                batch, take=take, limits=self._limits, retention=self._retention
+            )
+        finally:
+            self.reserved -= take
+        reported = self.reported
+        for outcome, code in zip(batch, reply.codes, strict=True):
+            if code == LEASE_LOST:
+                log.warning(
+                    "job %s:%s: lease lost before its outcome was recorded (another worker "
+                    "may have run it); outcome dropped",
+                    self.queue.name,
+                    outcome.job_id,
+                )
+                reported.pop(outcome.job_id, None)
+            elif reported and (entry := reported.pop(outcome.job_id, None)) is not None:
+                self.hooks.outcome(outcome, code, *entry)
+        self._stats.last_take = time.time()
+        taken = reply.taken
+        started = 0
+        for t in taken.jobs:
+            job = self._job_of(t)
+            if job is not None:
+                self._start(job)
+                started += 1
+        return started, taken.wait_ms
+
+    def _job_of(self, taken: TakenJob) -> Job | None:
+        try:
+            env = decode_envelope(taken.envelope)
+        except InvalidJobError as exc:
+            # a corrupt job cannot run: fail it for good instead of looping on it
+            etype = ErrorType.VALIDATION_ERROR.value
+            self.outcomes.append(Outcome(taken.job_id, taken.token, "f", str(exc), etype, -1, 1))
+            return None
+        return Job.from_taken(self.queue, taken, env)

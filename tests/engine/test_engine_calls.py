@@ -1,0 +1,152 @@
+"""`Worker(calls_in_flight=)`: several finish/take calls in flight at once, never more jobs
+running or asked for than the worker's concurrency.
+
+Calls in flight are counted by a wrapper on the worker's own call (`FinishCalls._run`), jobs
+running by the handler itself: no timing is involved."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from engine_helpers import HANG, wait_for
+
+from jobqueue import ConfigError, Job, Queue, QueueConfig, Worker
+
+pytestmark = pytest.mark.integration
+
+
+class Watch:
+    """Counts the calls of a worker in flight and the handlers running."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.peak_calls = 0
+        self.running = 0
+        self.peak_running = 0
+        self.asked: list[int] = []
+        self.held_or_asked: list[int] = []  # jobs running plus slots asked for, at each call
+        self.done = 0
+
+    def wrap(self, worker: Worker) -> None:
+        calls = worker._calls
+        run = calls._run
+
+        async def counted(batch: Any, take: int) -> tuple[int, int]:
+            self.calls += 1
+            self.peak_calls = max(self.peak_calls, self.calls)
+            self.asked.append(take)
+            self.held_or_asked.append(len(worker._running) + calls.reserved)
+            try:
+                return await run(batch, take)
+            finally:
+                self.calls -= 1
+
+        calls._run = counted  # type: ignore[method-assign]
+
+    async def handler(self, job: Job) -> None:
+        self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
+        try:
+            for _ in range(int(job.data) % 4):  # ends at different turns of the loop
+                await asyncio.sleep(0)
+        finally:
+            self.running -= 1
+            self.done += 1
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "depth", "peak"),
+    [(4, 1, 1), (4, 2, 2), (5, 2, 2), (10, 3, 3), (1, 2, 1)],
+    ids=["c4-one-call", "c4-two-calls", "c5-two-calls", "c10-three-calls", "c1-two-calls"],
+)
+async def test_calls_in_flight_overlap_without_exceeding_concurrency(
+    redis_url: str, prefix: str, concurrency: int, depth: int, peak: int
+) -> None:
+    q = Queue(
+        QueueConfig("calls", drain_delay=0.5, keep_completed=(1000, 3600)),
+        redis=redis_url,
+        prefix=prefix,
+    )
+    n = 300
+    await q.add_bulk([("x", i) for i in range(n)])
+    watch = Watch()
+    w = Worker(
+        q, watch.handler, concurrency=concurrency, calls_in_flight=depth, handle_signals=False
+    )
+    watch.wrap(w)
+    task = asyncio.create_task(w.run())
+    try:
+
+        async def drained() -> bool:
+            return watch.done >= n and (await q.get_job_counts())["completed"] == n
+
+        await wait_for(drained, what=f"{n} jobs")
+    finally:
+        await w.close()
+        await task
+        await q.close()
+    share = -(-concurrency // depth)
+    assert watch.peak_calls == peak  # the calls really overlap (and never more than asked)
+    assert watch.calls == 0  # none left in flight after close
+    assert 1 <= watch.peak_running <= concurrency
+    assert max(watch.asked) == share
+    assert max(watch.held_or_asked) <= concurrency
+    assert w.completed == n
+
+
+async def test_two_calls_in_flight_while_jobs_run(redis_url: str, prefix: str) -> None:
+    """With jobs held, a call goes out while another is in flight and jobs run: the calls
+    that finish the first jobs and take the next overlap with the running handlers."""
+    q = Queue(QueueConfig("calls2", drain_delay=0.5), redis=redis_url, prefix=prefix)
+    gates = [asyncio.Event() for _ in range(4)]
+    started: list[int] = []
+    await q.add_bulk([("x", i) for i in range(6)])
+
+    async def handler(job: Job) -> None:
+        started.append(int(job.data))
+        if int(job.data) < 4:
+            await gates[int(job.data)].wait()
+
+    watch = Watch()
+    w = Worker(q, handler, concurrency=4, calls_in_flight=2, handle_signals=False)
+    watch.wrap(w)
+    task = asyncio.create_task(w.run())
+    try:
+
+        async def four_running() -> bool:
+            return len(started) == 4
+
+        await wait_for(four_running, what="4 jobs running")
+        assert watch.peak_calls == 2 and w.running == 4
+        gates[0].set()  # one slot frees: a call reports it and takes job 4 ...
+
+        async def five_started() -> bool:
+            return len(started) >= 5
+
+        await wait_for(five_started, what="job 4 to start")
+        assert w.running <= 4  # ... into the freed slot only
+        for gate in gates[1:]:
+            gate.set()
+
+        async def all_done() -> bool:
+            return (await q.get_job_counts())["completed"] == 6
+
+        await wait_for(all_done, what="6 jobs")
+    finally:
+        await w.close()
+        await asyncio.wait_for(task, HANG)
+        await q.close()
+    assert sorted(started) == list(range(6))
+    assert max(watch.held_or_asked) <= 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
+def test_calls_in_flight_is_validated(bad: Any) -> None:
+    q = Queue(QueueConfig("v"), redis="redis://127.0.0.1:1/0")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"calls_in_flight must be an int >= 1, got {bad!r}")
+    ):
+        Worker(q, lambda job: None, calls_in_flight=bad)

@@ -299,6 +299,7 @@ class Worker:
         wake_at: float | None = None  # when a delayed job or a token is due, per the scripts
         blocker: asyncio.Task[bool] | None = None
         failures = 0
+        sent = False
         try:
             while True:
                 error: BaseException | None = None
@@ -332,8 +333,17 @@ class Worker:
                 free = 0 if self._stopping else self.concurrency - len(self._running)
                 free -= calls.reserved
                 if not calls.full and (calls.outcomes or (want_take and free > 0)):
+                    if sent:
+                        # two calls in one pass: let the first one's write go out before the
+                        # next is made, so that Redis reads them apart and their replies (and
+                        # with them the jobs they bring) come back apart
+                        sent = False
+                        await asyncio.sleep(0)
+                        continue
                     calls.send(free)
+                    sent = True
                     continue
+                sent = False
                 self._wake = loop.create_future()
                 waiters: list[asyncio.Future[Any]] = [self._wake]
                 if free > 0 and not want_take and not self._stopping:

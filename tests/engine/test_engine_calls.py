@@ -150,3 +150,82 @@ def test_calls_in_flight_is_validated(bad: Any) -> None:
         ConfigError, match=re.escape(f"calls_in_flight must be an int >= 1, got {bad!r}")
     ):
         Worker(q, lambda job: None, calls_in_flight=bad)
+
+
+async def test_two_failed_calls_give_their_outcomes_back_in_order(
+    redis_url: str, prefix: str
+) -> None:
+    """Jobs 0 and 1 end one after the other, and the two calls that report them fail while
+    both are in flight: the next call reports both outcomes again, job 0's first, and every
+    job runs once."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    q = Queue(
+        QueueConfig("calls3", drain_delay=0.5, keep_completed=(1000, 3600)),
+        redis=redis_url,
+        prefix=prefix,
+    )
+    n = 6
+    await q.add_bulk([("x", i) for i in range(n)])
+    gates = [asyncio.Event() for _ in range(4)]
+    ids: dict[int, str] = {}
+    runs: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ids[int(job.data)] = job.id
+        runs.append(int(job.data))
+        if int(job.data) < 4:
+            await gates[int(job.data)].wait()
+
+    w = Worker(q, handler, concurrency=4, handle_signals=False, reconnect_backoff=(0.01, 0.05))
+    finish = q.scripts.finish
+    batches: list[list[str]] = []  # the job ids reported by each call that reports some
+    both_in = asyncio.Event()
+
+    async def failing(outcomes: Any, **kw: Any) -> Any:
+        if outcomes:
+            batches.append([o.job_id for o in outcomes])
+            number = len(batches)
+            if number <= 2:
+                if number == 2:
+                    both_in.set()
+                await both_in.wait()  # the first waits for the second: both in flight
+                raise RedisConnectionError("injected")
+        return await finish(outcomes, **kw)
+
+    q.scripts.finish = failing  # type: ignore[method-assign]
+    task = asyncio.create_task(w.run())
+    try:
+
+        async def running(k: int) -> bool:
+            return len(runs) >= k
+
+        await wait_for(lambda: running(4), what="jobs 0-3 running")
+        gates[0].set()
+
+        async def first_held() -> bool:
+            return len(batches) >= 1
+
+        await wait_for(first_held, what="the call reporting job 0")
+        gates[1].set()
+
+        async def resent() -> bool:
+            return len(batches) >= 3
+
+        await wait_for(resent, what="the outcomes sent again")
+        gates[2].set()
+        gates[3].set()
+
+        async def drained() -> bool:
+            return (await q.get_job_counts())["completed"] == n
+
+        await wait_for(drained, what=f"{n} jobs")
+    finally:
+        for gate in gates:
+            gate.set()
+        await w.close()
+        await asyncio.wait_for(task, HANG)
+        await q.close()
+    assert batches[:2] == [[ids[0]], [ids[1]]]  # two calls in flight, each with one outcome
+    assert batches[2][:2] == [ids[0], ids[1]]  # sent again first, in the order they were made
+    assert sorted(runs) == list(range(n))  # no job ran twice: no outcome was lost

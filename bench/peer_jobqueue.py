@@ -3,12 +3,14 @@
 `Queue(QueueConfig("bench"), redis=url)`; `Worker(queue, handler, concurrency=C)`; events
 stream on (maxlen 10,000), completed jobs kept (last 100 for a day), lease 30 s. Bulk =
 `Queue.add_bulk` (one script call per batch). `JOBQUEUE_FASTCONN=0` in the environment
-runs the redis-py path instead of the fast connection.
+runs the redis-py path instead of the fast connection; `JOBQUEUE_BENCH_CALLS=N` sets the
+worker's `calls_in_flight` (default: the Worker's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from jobqueue import Job, Queue, QueueConfig, Worker
@@ -69,7 +71,10 @@ async def work(url: str, concurrency: int, ctl: Control, rec: Recorder) -> None:
     async def handler(job: Job) -> None:
         hit(job.data["t"])
 
-    worker = Worker(queue, handler, concurrency=concurrency, handle_signals=False)
+    options: dict[str, Any] = {}
+    if calls := os.environ.get("JOBQUEUE_BENCH_CALLS"):
+        options["calls_in_flight"] = int(calls)
+    worker = Worker(queue, handler, concurrency=concurrency, handle_signals=False, **options)
     await ctl.ready()
     task = asyncio.get_running_loop().create_task(worker.run())
     await ctl.until_stop()

@@ -18,6 +18,12 @@ from jobqueue import ConfigError, Job, Queue, QueueConfig, Worker
 pytestmark = pytest.mark.integration
 
 
+def _queue(name: str, redis_url: str, prefix: str) -> Queue:
+    """A queue that keeps every completed job (the tests count them) and wakes often."""
+    config = QueueConfig(name, drain_delay=0.5, keep_completed=(1000, 3600))
+    return Queue(config, redis=redis_url, prefix=prefix)
+
+
 class Watch:
     """Counts the calls of a worker in flight and the handlers running."""
 
@@ -65,11 +71,7 @@ class Watch:
 async def test_calls_in_flight_overlap_without_exceeding_concurrency(
     redis_url: str, prefix: str, concurrency: int, depth: int, peak: int
 ) -> None:
-    q = Queue(
-        QueueConfig("calls", drain_delay=0.5, keep_completed=(1000, 3600)),
-        redis=redis_url,
-        prefix=prefix,
-    )
+    q = _queue("calls", redis_url, prefix)
     n = 300
     await q.add_bulk([("x", i) for i in range(n)])
     watch = Watch()
@@ -160,11 +162,7 @@ async def test_two_failed_calls_give_their_outcomes_back_in_order(
     job runs once."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    q = Queue(
-        QueueConfig("calls3", drain_delay=0.5, keep_completed=(1000, 3600)),
-        redis=redis_url,
-        prefix=prefix,
-    )
+    q = _queue("calls3", redis_url, prefix)
     n = 6
     await q.add_bulk([("x", i) for i in range(n)])
     gates = [asyncio.Event() for _ in range(4)]

@@ -1,5 +1,5 @@
-"""`python -m bench.profile [--concurrency 10] [--calls 2] [--jobs 30000] [--top 15]`: where one
-worker's time goes while it drains no-op jobs, by cProfile.
+"""`python -m bench.profile_worker [--concurrency 10] [--calls 2] [--jobs 30000] [--top 15]`:
+where one worker's time goes while it drains no-op jobs, by cProfile.
 
 Starts a private redis-server, fills a queue with `--jobs` jobs (the benchmark's 200 B pad),
 then drains it with one `Worker(concurrency=, calls_in_flight=)` in this process under cProfile
@@ -53,7 +53,9 @@ async def profile(url: str, concurrency: int, calls: int, jobs: int, top: int) -
 
 
 def main() -> None:
-    p = parser("python -m bench.profile", __doc__, concurrency=10, calls=2, jobs=30000, top=15)
+    p = parser(
+        "python -m bench.profile_worker", __doc__, concurrency=10, calls=2, jobs=30000, top=15
+    )
     args = p.parse_args()
     with PrivateRedis() as server:
         print(asyncio.run(profile(server.url, args.concurrency, args.calls, args.jobs, args.top)))

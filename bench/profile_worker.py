@@ -54,8 +54,9 @@ async def profile(url: str, concurrency: int, calls: int, jobs: int, top: int) -
 
 def main() -> None:
     p = parser(
-        "python -m bench.profile_worker", __doc__, concurrency=10, calls=2, jobs=30000, top=15
-    )
+        "python -m bench.profile_worker", __doc__, redis=False,
+        concurrency=10, calls=2, jobs=30000, top=15,
+    )  # fmt: skip
     args = p.parse_args()
     with PrivateRedis() as server:
         print(asyncio.run(profile(server.url, args.concurrency, args.calls, args.jobs, args.top)))

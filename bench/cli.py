@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 
-__all__ = ["parser"]
+__all__ = ["main", "parser"]
 
 
 def parser(
@@ -20,3 +22,12 @@ def parser(
     for name, default in numbers.items():
         p.add_argument(f"--{name}", type=type(default), default=default)
     return p
+
+
+def main(
+    prog: str, doc: str | None, measure: Callable[..., Awaitable[str]], **numbers: float
+) -> None:
+    """Parse `--redis` and the `numbers` options (see `parser`), run `measure(redis, *numbers)`
+    with them in that order, and print the table it returns."""
+    args = parser(prog, doc, **numbers).parse_args()
+    print(asyncio.run(measure(args.redis, *(getattr(args, name) for name in numbers))))

@@ -19,7 +19,7 @@ import httpx2
 from jobqueue import Job, Queue, QueueConfig, Worker
 from jobqueue.dashboard import create_app
 
-from .cli import parser
+from . import cli
 
 TOKEN = "bench-dashboard-token"
 
@@ -85,9 +85,7 @@ async def measure(url: str, n_queues: int, n_jobs: int, requests: int) -> str:
 
 
 def main() -> None:
-    p = parser("python -m bench.dashboard", __doc__, queues=20, jobs=1000, requests=21)
-    args = p.parse_args()
-    print(asyncio.run(measure(args.redis, args.queues, args.jobs, args.requests)))
+    cli.main("python -m bench.dashboard", __doc__, measure, queues=20, jobs=1000, requests=21)
 
 
 if __name__ == "__main__":

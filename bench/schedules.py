@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from jobqueue import JobState, Queue
 
-from .cli import parser
+from . import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,9 +85,7 @@ async def measure(url: str, seconds: float, every: float, n: int) -> str:
 
 
 def main() -> None:
-    p = parser("python -m bench.schedules", __doc__, seconds=10.0, every=0.2, workers=3)
-    a = p.parse_args()
-    print(asyncio.run(measure(a.redis, a.seconds, a.every, a.workers)))
+    cli.main("python -m bench.schedules", __doc__, measure, seconds=10.0, every=0.2, workers=3)
 
 
 if __name__ == "__main__":

@@ -330,8 +330,7 @@ class Worker:
                     self._health.ok("wake-up")
                 if self._stopping and not self._running and not calls.outcomes and not calls:
                     break
-                free = 0 if self._stopping else self.concurrency - len(self._running)
-                free -= calls.reserved
+                free = 0 if self._stopping else self._free_slots()
                 if not calls.full and (calls.outcomes or (want_take and free > 0)):
                     if sent:
                         # two calls in one pass: let the first one's write go out before the
@@ -376,7 +375,7 @@ class Worker:
                     else:
                         self._health.ok("wake-up")
                     want_take, woken_after = True, calls.sent
-                    if popped and self.concurrency - len(self._running) - calls.reserved <= 0:
+                    if popped and self._free_slots() <= 0:
                         # we cannot use this wake-up: leave it for another worker
                         await self._wakeup.pass_on()
         finally:
@@ -385,6 +384,10 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await blocker
             await calls.aclose()
+
+    def _free_slots(self) -> int:
+        """Slots neither running a job nor asked for by a call in flight."""
+        return self.concurrency - len(self._running) - self._calls.reserved
 
     async def _back_off(
         self, exc: BaseException, failures: int, *, loop: str = "take/finish"

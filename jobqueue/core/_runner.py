@@ -24,7 +24,7 @@ from .fastconn import FastConnection
 from .fastroute import ClusterFastConnection, fast_connection
 from .keys import QueueKeys
 
-__all__ = ["FASTCONN_ENV", "ScriptRunner", "ScriptSpec", "fastconn_enabled", "spec"]
+__all__ = ["FASTCONN_ENV", "BlockFirst", "ScriptRunner", "ScriptSpec", "fastconn_enabled", "spec"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,23 @@ def spec(name: str, *, keys: str, argv: str = "", group: str = "", events: str =
         name, tuple(keys.split()), tuple(argv.split()), tuple(group.split()),
         frozenset(events.split()),
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFirst:
+    """A `BZPOPMIN` sent right ahead of a script on the same connection: Redis reads the
+    script only when the block ends (a member popped, or the timeout), and runs it at once,
+    so that a woken worker's take costs no round trip of its own.
+
+    Attributes:
+        conn: the blocking connection (a worker's wake-up connection, never a shared one).
+        keys: the zsets to block on (all in the script's hash slot).
+        timeout: seconds to block at most.
+    """
+
+    conn: FastConnection | ClusterFastConnection
+    keys: tuple[str, ...]
+    timeout: float
 
 
 class ScriptRunner:
@@ -174,6 +191,30 @@ class ScriptRunner:
             return await self._redis.execute_command(  # type: ignore[no-untyped-call]
                 command, script.sha, len(keys), *keys, *args
             )
+
+    async def _eval_behind(
+        self, block: BlockFirst, name: str, keys: list[str], args: Sequence[Any]
+    ) -> Any:
+        """`block`'s BZPOPMIN, then the script, written together on `block.conn`."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = load_script(name, shebang=self._shebang)
+        conn = block.conn
+        wait = ("BZPOPMIN", *block.keys, block.timeout)
+        if self._durable is not None:
+            # its WAIT goes on the script's own connection, after it: no pipelining then
+            await conn.execute(*wait)
+            return await self._eval(name, keys, args)
+        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        popped, reply = await conn.execute_many(wait, call)
+        if isinstance(popped, BaseException):
+            raise popped
+        if isinstance(reply, NoScriptError):  # a restarted server: load it, run it alone
+            await conn.execute("SCRIPT", "LOAD", script.source)
+            return await conn.execute(*call)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     async def _eval_durable(
         self, name: str, sha: str, source: str, keys: list[str], args: Sequence[Any]

@@ -299,6 +299,12 @@ class QueueKeys:
         """Zset with one member: poked to wake a worker blocked in BZPOPMIN."""
         return self.base + "marker"
 
+    def wake(self, worker: str) -> str:
+        """Zset a worker blocked in `BZPOPMIN` on the marker also blocks on: it adds a member
+        itself (from another connection) to end its own block at once, when it stops or learns
+        of a due time while blocked. Expires soon after; only that worker blocks on it."""
+        return f"{self.base}wake:{worker}"
+
     @property
     def events(self) -> str:
         """Stream of every state change, appended by the script that makes it."""

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import JobQueueError
-from ._runner import FASTCONN_ENV, ScriptSpec, fastconn_enabled, spec
+from ._runner import FASTCONN_ENV, BlockFirst, ScriptSpec, fastconn_enabled, spec
 from .codec import text
 from .replies import (
     AddedJob,
@@ -44,7 +44,7 @@ from .scripts_flows import FlowScripts
 from .scripts_ops import OperationScripts
 from .scripts_schedules import ScheduleScripts
 
-__all__ = ["FASTCONN_ENV", "SPECS", "ScriptSpec", "Scripts", "fastconn_enabled"]
+__all__ = ["FASTCONN_ENV", "SPECS", "BlockFirst", "ScriptSpec", "Scripts", "fastconn_enabled"]
 
 _TAKE_KEYS = (
     "wait prio priorities delayed active meta limiter limited marker events id_counter failed"
@@ -126,9 +126,16 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
             "breaker": limits.breaker,
         }
 
-    async def take(self, n: int, limits: TakeLimits) -> TakeReply:
-        """Lease up to `n` ready jobs to `limits.worker`."""
-        reply = await self._call(self.TAKE, take=n, **self._limits(limits), **self._queue)
+    async def take(
+        self, n: int, limits: TakeLimits, *, behind: BlockFirst | None = None
+    ) -> TakeReply:
+        """Lease up to `n` ready jobs to `limits.worker`; with `behind`, on its connection right
+        after its `BZPOPMIN` ends (woken or timed out), with no round trip between."""
+        args = self.TAKE.pack({"take": n, **self._limits(limits), **self._queue})
+        if behind is None:
+            reply = await self._eval("take", self._keys["take"], args)
+        else:
+            reply = await self._eval_behind(behind, "take", self._keys["take"], args)
         return _decode_take(reply)
 
     FINISH = spec(

@@ -18,12 +18,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.codec import decode_envelope
-from ..core.replies import LEASE_LOST, Outcome, Retention, TakenJob
+from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob, TakeReply
 from ..errors import ErrorType, InvalidJobError
 from ..job import Job
 from ..queue import Queue
@@ -176,14 +176,44 @@ class FinishCalls:
             elif reported and (entry := reported.pop(outcome.job_id, None)) is not None:
                 self.hooks.outcome(outcome, code, *entry)
         self._stats.last_take = time.time()
-        taken = reply.taken
+        return self._start_taken(reply.taken, self._start), reply.taken.wait_ms
+
+    def send_behind(
+        self,
+        free: int,
+        take: Callable[[int, TakeLimits], Awaitable[TakeReply]],
+        start: Callable[[Job], None],
+    ) -> tuple[int, asyncio.Task[tuple[int, int]]]:
+        """Take up to `free` jobs (at most `share`) with `take` (the wake-up's, behind its
+        block: `Wakeup.take`), outside the calls in flight; the slots count as asked for
+        until it ends. Returns the slots asked for and the task, whose result is as a call's
+        (jobs started, the wait hint); `start` starts each job taken."""
+        asked = min(free, self.share)
+        self.reserved += asked
+        task = asyncio.get_running_loop().create_task(self._run_behind(asked, take, start))
+        return asked, task
+
+    async def _run_behind(
+        self,
+        asked: int,
+        take: Callable[[int, TakeLimits], Awaitable[TakeReply]],
+        start: Callable[[Job], None],
+    ) -> tuple[int, int]:
+        try:
+            reply = await take(asked, self._limits)
+        finally:
+            self.reserved -= asked
+        self._stats.last_take = time.time()
+        return self._start_taken(reply, start), reply.wait_ms
+
+    def _start_taken(self, taken: TakeReply, start: Callable[[Job], None]) -> int:
         started = 0
         for t in taken.jobs:
             job = self._job_of(t)
             if job is not None:
-                self._start(job)
+                start(job)
                 started += 1
-        return started, taken.wait_ms
+        return started
 
     def _job_of(self, taken: TakenJob) -> Job | None:
         try:

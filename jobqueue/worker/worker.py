@@ -36,7 +36,7 @@ from .isolation import ProcessIsolation
 from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
 from .upkeep import start_upkeep
-from .wakeup import Wakeup
+from .wakeup import IdleWait, Wakeup
 
 __all__ = ["Handler", "Worker"]
 
@@ -143,7 +143,7 @@ class Worker:
         self._done = asyncio.Event()
         self._started = False
         self._signals = 0
-        self._wakeup = Wakeup(queue)
+        self._wakeup = Wakeup(queue, self.name)
         self._delays = self.config.effective_retry_delays
         self._rng = random.Random()
 
@@ -297,7 +297,7 @@ class Worker:
         woken_after = 0
         hint_ms = 0
         wake_at: float | None = None  # when a delayed job or a token is due, per the scripts
-        blocker: asyncio.Task[bool] | None = None
+        idle_wait: IdleWait | None = None  # a block, or (fast path) one with a take behind it
         failures = 0
         sent = False
         try:
@@ -328,8 +328,11 @@ class Worker:
                     failures = 0
                     self._health.ok("take/finish")
                     self._health.ok("wake-up")
-                if self._stopping and not self._running and not calls.outcomes and not calls:
-                    break
+                ended = self._stopping and not self._running and not calls.outcomes and not calls
+                if ended and (idle_wait is None or not idle_wait.asked or self._forced):
+                    break  # (forced: what a take behind took comes back after its lease)
+                if self._stopping and idle_wait is not None:
+                    await idle_wait.interrupt()  # its take runs now; what it takes goes back
                 free = 0 if self._stopping else self._free_slots()
                 if not calls.full and (calls.outcomes or (want_take and free > 0)):
                     if sent:
@@ -345,12 +348,13 @@ class Worker:
                 sent = False
                 self._wake = loop.create_future()
                 waiters: list[asyncio.Future[Any]] = [self._wake]
-                if free > 0 and not want_take and not self._stopping:
-                    if blocker is None:
-                        blocker = loop.create_task(self._wakeup.block(hint_ms))
-                    waiters.append(blocker)
+                idle = free > 0 and not want_take and not self._stopping
+                if idle and idle_wait is None:
+                    idle_wait = self._wakeup.wait(free, hint_ms, calls, self._start_new)
+                if idle_wait is not None and (idle or idle_wait.asked):
+                    waiters.append(idle_wait.task)
                 timeout = None
-                if wake_at is not None and free > 0:
+                if wake_at is not None and (free > 0 or (idle_wait and idle_wait.asked)):
                     # a block started earlier may outlast the newest hint: wake on time anyway
                     timeout = max(0.0, wake_at - loop.time())
                 if self._forced:
@@ -364,25 +368,32 @@ class Worker:
                 if not done and wake_at is not None:
                     wake_at = None
                     want_take, woken_after = True, calls.sent
-                if blocker is not None and blocker.done():
-                    task, blocker = blocker, None
+                    if idle_wait is not None:  # its take holds the slots: run it now
+                        await idle_wait.interrupt()
+                if idle_wait is not None and idle_wait.task.done():
+                    over, idle_wait = idle_wait, None
                     try:
-                        popped = task.result()
+                        result = over.task.result()
                     except Exception as exc:
                         failures += 1
                         await self._back_off(exc, failures, loop="wake-up")
-                        popped = False
+                        result = None
                     else:
                         self._health.ok("wake-up")
                     want_take, woken_after = True, calls.sent
-                    if popped and self._free_slots() <= 0:
+                    if isinstance(result, tuple):  # the take behind the block ran, after it
+                        started, hint_ms = result
+                        want_take = started >= over.asked
+                        if not started:
+                            wake_at = loop.time() + hint_ms / 1000 if hint_ms > 0 else None
+                    elif result and self._free_slots() <= 0:
                         # we cannot use this wake-up: leave it for another worker
                         await self._wakeup.pass_on()
         finally:
-            if blocker is not None:
-                blocker.cancel()
+            if idle_wait is not None:
+                idle_wait.task.cancel()
                 with contextlib.suppress(BaseException):
-                    await blocker
+                    await idle_wait.task
             await calls.aclose()
 
     def _free_slots(self) -> int:
@@ -426,6 +437,12 @@ class Worker:
         return False
 
     # -- running jobs ---------------------------------------------------------------------
+
+    def _start_new(self, job: Job) -> None:
+        if self._stopping:  # taken behind the block as the worker stopped: back at once
+            self._calls.outcomes.append(handed_back(job))
+        else:
+            self._start(job)
 
     def _start(self, job: Job) -> None:
         job._on_progress = self._on_progress
@@ -478,19 +495,8 @@ class Worker:
             self._poke()
 
     def _failure_outcome(
-        self,
-        job: Job,
-        exc: BaseException | None,
-        final_type: ErrorType | None = None,
-        message: str = "",
+        self, job: Job, exc: BaseException | None, final: ErrorType | None = None, msg: str = ""
     ) -> Outcome:
         self._stats.failed += 1
-        return logged_failure(
-            self.config,
-            job,
-            exc,
-            final_type=final_type,
-            message=message,
-            delays=self._delays,
-            rng=self._rng,
-        )
+        cfg, delays, rng = self.config, self._delays, self._rng
+        return logged_failure(cfg, job, exc, final_type=final, message=msg, delays=delays, rng=rng)

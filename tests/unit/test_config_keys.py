@@ -71,6 +71,7 @@ def test_keys_share_one_hash_tag() -> None:
         k.marker,
         k.jobs,
         k.legacy_job("1"),
+        k.wake("host:1:ab"),
         k.state("1"),
         k.logs("1"),
     ]

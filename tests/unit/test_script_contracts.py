@@ -66,6 +66,7 @@ def test_every_key_of_a_call_is_in_one_cluster_slot(name: str, slot: str | None)
         tags.add(_hash_tag(built))
     # and the job keys a script builds from A.base
     tags |= {_hash_tag(keys.jobs), _hash_tag(keys.legacy_job("7"))}
+    tags |= {_hash_tag(keys.wake("host:1:ab"))}  # blocked on with the marker, take behind
     tags |= {_hash_tag(keys.state("7")), _hash_tag(keys.logs("7"))}
     # and the keys of a group and of a dedup key (includes/groups.lua, dedup.lua)
     tags |= {_hash_tag(keys.group_wait("user:42")), _hash_tag(keys.dedup("a{b}:c"))}

@@ -43,6 +43,11 @@ local function ready_count()
   return redis.call('LLEN', K.wait) + redis.call('ZCARD', K.prio)
 end
 
+-- Ready jobs in the FIFO list and in the priority zset, apart.
+local function ready_counts()
+  return redis.call('LLEN', K.wait), redis.call('ZCARD', K.prio)
+end
+
 -- The next `cap` ready ids in take order (priority > 0, the FIFO list, priority < 0), left
 -- in place, with where each one is: 'z' (the priority zset) or 'l' (the list).
 local function peek_ready(cap)
@@ -152,13 +157,16 @@ local function limiter_pick(cap, now)
 end
 
 -- Pop the next `cap` ready members in take order: priority > 0 first (negative scores),
--- then the FIFO list, then priority < 0. Members may be group tokens (groups.lua).
-local function pop_ready(cap)
+-- then the FIFO list, then priority < 0. Members may be group tokens (groups.lua). `prio`:
+-- how many the priority zset holds (0: it is not looked at).
+local function pop_ready(cap, prio)
   local ids = {}
-  local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
-  for i = 1, #high do
-    redis.call('ZREM', K.prio, high[i])
-    ids[#ids + 1] = high[i]
+  if prio > 0 then
+    local high = redis.call('ZRANGEBYSCORE', K.prio, '-inf', '(0', 'LIMIT', 0, cap)
+    for i = 1, #high do
+      redis.call('ZREM', K.prio, high[i])
+      ids[#ids + 1] = high[i]
+    end
   end
   if #ids < cap then
     local popped = redis.call('LPOP', K.wait, cap - #ids)
@@ -166,7 +174,7 @@ local function pop_ready(cap)
       for i = 1, #popped do ids[#ids + 1] = popped[i] end
     end
   end
-  if #ids < cap then
+  if #ids < cap and prio > 0 then
     local low = redis.call('ZRANGE', K.prio, 0, cap - #ids - 1)
     for i = 1, #low do
       redis.call('ZREM', K.prio, low[i])
@@ -213,24 +221,23 @@ local function take(n, now)
   local rate_max = tonumber(A.rate_max)
   local rate_per = tonumber(A.rate_per_ms)
   promote_due(now)
-  local delayed_hint = next_delayed_ms(now)
 
   if redis.call('HEXISTS', K.meta, 'paused') == 1 then
     return {0}
   end
   local limited = redis.call('PTTL', K.limited)
   if limited > 0 then
-    return {min_hint(limited, delayed_hint)}
+    return {min_hint(limited, next_delayed_ms(now))}
   end
-  local ready = ready_count()
-  if ready == 0 then
-    return {delayed_hint}
+  local listed, prio = ready_counts()
+  if listed + prio == 0 then
+    return {next_delayed_ms(now)}
   end
 
   local cap = n
-  local active_now = redis.call('ZCARD', K.active)
-  if concurrency > 0 and concurrency - active_now < cap then
-    cap = concurrency - active_now
+  if concurrency > 0 then
+    local active_now = redis.call('ZCARD', K.active)
+    if concurrency - active_now < cap then cap = concurrency - active_now end
   end
 
   local tokens = nil
@@ -250,7 +257,7 @@ local function take(n, now)
   end
 
   if cap <= 0 then
-    local hint = delayed_hint
+    local hint = next_delayed_ms(now)
     if n > 0 and tokens ~= nil and tokens < 1 then
       -- refill time of the next whole token
       hint = min_hint(math.ceil((1 - tokens) * rate_per / rate_max), hint)
@@ -266,7 +273,7 @@ local function take(n, now)
     if tokens and tokens ~= '0' then
       ids, grouped = take_grouped(cap)
     else
-      ids = pop_ready(cap) -- no group has jobs ready: the plain path
+      ids = pop_ready(cap, prio) -- no group has jobs ready: the plain path
     end
   end
 
@@ -307,7 +314,7 @@ local function take(n, now)
     redis.call('HSET', K.limiter, 't', tokens - taken, 'ts', now)
   end
   if #out == 1 then
-    out[1] = min_hint(limiter_wait, delayed_hint)
+    out[1] = min_hint(limiter_wait, next_delayed_ms(now))
   end
   -- more work left and room for it: wake another worker
   if taken == n and ready_count() > 0 then

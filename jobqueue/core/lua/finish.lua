@@ -58,6 +58,7 @@ local any_cancels = redis.call('HLEN', K.cancels) > 0
 local m = tonumber(A.m)
 local codes = {}
 local done_ok, done_failed = false, false
+local completed = {} -- (time, id) pairs of the jobs completed, for one ZADD
 -- the outcome's job is a flow child (its state hash links a parent): read with its token
 local in_flow = false
 
@@ -103,7 +104,8 @@ for i = 0, m - 1 do
       made = made + 1
       -- the emptied token fences this attempt off like a deleted one, in the same command
       redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
-      redis.call('ZADD', K.completed, now, id)
+      completed[#completed + 1] = now
+      completed[#completed + 1] = id
       emit(K.events, A.maxlen, 'ev', 'completed', 'id', id, 'a', made, 'ts', now)
       if in_flow then flow_child_ended(A.base, id, true, payload, '', '', now) end
       done_ok = true
@@ -163,6 +165,7 @@ for i = 0, m - 1 do
   end
 end
 
+zadd_pairs(K.completed, completed)
 if done_ok then
   trim_finished(A.base, K.priorities, K.completed, A.keep_completed, A.keep_completed_ms, now)
 end

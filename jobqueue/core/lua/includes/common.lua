@@ -19,6 +19,14 @@ local function poke(marker_key)
   redis.call('ZADD', marker_key, 0, '0')
 end
 
+-- ZADD a flat {score1, member1, score2, member2, ...} to `key`: one command per batch of jobs
+-- instead of one per job (at most 500 pairs a command: `unpack` has a stack limit).
+local function zadd_pairs(key, pairs)
+  for i = 1, #pairs, 1000 do
+    redis.call('ZADD', key, unpack(pairs, i, math.min(i + 999, #pairs)))
+  end
+end
+
 -- Score of a delayed job: due time in ms, then a sequence so equal due times stay FIFO.
 -- 2^43 ms (year 2248) * 1024 stays exact in a double.
 local function delayed_score(due, seq)

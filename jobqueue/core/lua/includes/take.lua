@@ -280,6 +280,7 @@ local function take(n, now)
   local out = {-1}
   local deadline = now + tonumber(A.lease_ms)
   local taken = 0
+  local leases = {} -- (deadline, id) pairs of the jobs taken, for one ZADD
   for i = 1, #ids do
     local id = ids[i]
     local env = env_get(A.base, id)
@@ -298,7 +299,8 @@ local function take(n, now)
         redis.call('HDEL', skey, 'ls', 'lx')
         redis.call('HDEL', K.costs, id)
       end
-      redis.call('ZADD', K.active, deadline, id)
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
       emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now)
       out[#out + 1] = id
       out[#out + 1] = env
@@ -310,6 +312,7 @@ local function take(n, now)
       grp_left(grouped[id]) -- counted as started by its group, but it is gone
     end
   end
+  zadd_pairs(K.active, leases)
   if tokens ~= nil and taken > 0 then
     redis.call('HSET', K.limiter, 't', tokens - taken, 'ts', now)
   end

@@ -151,24 +151,36 @@ class _Protocol(asyncio.Protocol):
 
     def send(self, data: bytes) -> asyncio.Future[Any]:
         """Queue one packed command; its reply resolves the returned future."""
+        self._write(data)
+        return self._expect(1)[0]
+
+    def send_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Queue packed commands in one write (a `BZPOPMIN` and the script behind it reach
+        Redis together); one future per command, in order."""
+        self._write(b"".join(packed))
+        return self._expect(len(packed))
+
+    def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
             raise RedisConnectionError("connection to redis is closed")
-        fut = self.loop.create_future()
-        pending = self._pending
         if self._buf:
             self._buf.append(data)
-        elif not pending:
+        elif not self._pending:
             # idle connection: write now, the lowest latency for a lone command
             self.transport.write(data)
         else:
             # commands in flight: more may follow in this loop iteration, send them together
             self._buf.append(data)
             self.loop.call_soon(self._flush)
+
+    def _expect(self, count: int) -> list[asyncio.Future[Any]]:
+        """Futures for the replies of `count` commands just written."""
         deadline = self.loop.time() + self.timeout
-        pending.append((fut, deadline))
+        futures = [self.loop.create_future() for _ in range(count)]
+        self._pending.extend((fut, deadline) for fut in futures)
         if self._timer is None:
             self._timer = self.loop.call_at(deadline, self._on_timer)
-        return fut
+        return futures
 
     def _flush(self) -> None:
         if self._buf and self.transport is not None and not self.closed:
@@ -397,7 +409,7 @@ class FastConnection:
         proto = self._proto
         if proto is None or proto.closed or not proto.loop.is_running():
             proto = await self._reconnect()
-        futures = [proto.send(data) for data in packed]
+        futures = proto.send_many(packed)
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def _reconnect(self) -> _Protocol:

@@ -192,11 +192,13 @@ class TakeReply:
 
 @dataclass(frozen=True, slots=True)
 class FinishReply:
-    """Per outcome 1 (the job ended), 2 (it will run again) or `LEASE_LOST` (refused), and the
-    jobs taken in the same call."""
+    """Per outcome 1 (the job ended), 2 (it will run again) or `LEASE_LOST` (refused), the
+    jobs taken in the same call, and how many jobs are active on the queue after it (this
+    worker's and every other's)."""
 
     codes: list[int]
     taken: TakeReply
+    active: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,8 +177,8 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
         args[_FINISH_M] = len(outcomes)
         for outcome in outcomes:
             args.extend(outcome)
-        codes, reply = await self._eval("finish", self._keys["finish"], args)
-        return FinishReply([int(c) for c in codes], _decode_take(reply))
+        codes, reply, active = await self._eval("finish", self._keys["finish"], args)
+        return FinishReply([int(c) for c in codes], _decode_take(reply), int(active))
 
     RENEW = spec("renew", keys="active cancels", argv="base lease_ms m", group="id token")
 

@@ -29,18 +29,20 @@ def check_worker_options(
 
     Raises:
         ConfigError: a handler that is neither callable nor a mapping of callables, a
-            concurrency or a calls_in_flight that is not an int >= 1, a name that is not
+            concurrency or a calls_in_flight that is not "auto" or an int >= 1, a name that is not
             1-200 printable characters, a negative or non-finite grace, or a backoff that is not
             `(first, max)` with 0 < first <= max.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"concurrency must be an int >= 1, got {shown(concurrency)}")
-    if (
+    if calls_in_flight != "auto" and (
         isinstance(calls_in_flight, bool)
         or not isinstance(calls_in_flight, int)
         or calls_in_flight < 1
     ):
-        raise ConfigError(f"calls_in_flight must be an int >= 1, got {shown(calls_in_flight)}")
+        raise ConfigError(
+            f'calls_in_flight must be "auto" or an int >= 1, got {shown(calls_in_flight)}'
+        )
     if name is not None and (
         not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable()
     ):

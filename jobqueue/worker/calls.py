@@ -8,6 +8,13 @@ flight asked for count as taken: the jobs running plus those asked for never exc
 worker's concurrency, and nothing is taken ahead of a free slot (the queue's concurrency cap
 and the leases count a taken job as active).
 
+With `depth="auto"` (the Worker's default) a worker alone on its queue keeps two calls in
+flight, and one call when other workers drain the queue too: those overlap its calls already,
+and a call that carries all the free slots costs Redis less per job than two that split them
+(two processes at c10 on one Redis: 38k jobs/s with two calls each, 60k with one). It learns of
+the others from the active count `finish` returns: more jobs active than this worker can hold
+means someone else holds some; `shared_hold` seconds without that sign bring two calls back.
+
 A call that fails gives its outcomes back, ahead of those not sent yet and after those of the
 calls sent before it, so each job's outcomes are sent again in the order they were made.
 """
@@ -20,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..core.codec import decode_envelope
 from ..core.replies import LEASE_LOST, Outcome, Retention, TakeLimits, TakenJob, TakeReply
@@ -59,7 +66,8 @@ class FinishCalls:
         queue: the worker's queue.
         hooks: fires the outcome hooks once an outcome is recorded.
         stats: `last_take` is set by every call that succeeds.
-        depth: calls in flight at most.
+        depth: calls in flight at most, or "auto" (2 alone on the queue, 1 beside other
+            workers).
         concurrency: the worker's slots.
         start: starts a job taken (called as soon as its call returns).
         on_settled: called when a call ends, failed or not (wakes the worker's loop).
@@ -71,16 +79,24 @@ class FinishCalls:
         hooks: HookRunner,
         stats: WorkerStats,
         *,
-        depth: int,
+        depth: int | Literal["auto"],
         concurrency: int,
         start: Callable[[Job], None],
         on_settled: Callable[[], None],
     ) -> None:
         self.queue = queue
         self.hooks = hooks
-        self.depth = depth
-        self.share = -(-concurrency // depth)
+        self.concurrency = concurrency
+        self.auto = depth == "auto"
+        self.depth = 0
+        """Calls in flight at most, now."""
+        self.share = 0
         """Most jobs one call asks for."""
+        self._set_depth(2 if depth == "auto" else depth)
+        self.shared_hold = 1.0
+        """With `auto`: seconds without a sign of other workers before two calls come back
+        (`Worker.SHARED_HOLD`)."""
+        self._shared_until = 0.0
         self.outcomes: list[Outcome] = []
         """Outcomes waiting for the next call."""
         self.reported: dict[str, tuple[Job, Any]] = {}
@@ -98,6 +114,28 @@ class FinishCalls:
         self._limits = queue.config.take_limits(stats.name)
         self._retention = Retention(*queue.config.retention_ms)
 
+    def _set_depth(self, depth: int) -> None:
+        self.depth = depth
+        self.share = -(-self.concurrency // depth)
+
+    def _adapt(self, call_seq: int, active: int) -> None:
+        """One call or two, from the queue's active count after call `call_seq`."""
+        # this worker's own jobs active when the call ran: at most its slots, plus the jobs
+        # whose outcomes Redis had not recorded yet (in later calls, or not sent)
+        later = sum(len(c.batch) for c in self._calls if c.seq > call_seq)
+        mine = self.concurrency + later + len(self.outcomes)
+        now = time.monotonic()
+        if active > mine:
+            self._shared_until = now + self.shared_hold
+            if self.depth != 1:
+                log.debug(
+                    "queue %s: other workers drain it too: one call in flight", self.queue.name
+                )
+                self._set_depth(1)
+        elif self.depth != 2 and now >= self._shared_until:
+            log.debug("queue %s: no other worker drains it: two calls", self.queue.name)
+            self._set_depth(2)
+
     def __len__(self) -> int:
         return len(self._calls)
 
@@ -114,7 +152,7 @@ class FinishCalls:
         take = min(free, self.share) if free > 0 else 0
         self.sent += 1
         self.reserved += take
-        task = asyncio.get_running_loop().create_task(self._run(batch, take))
+        task = asyncio.get_running_loop().create_task(self._run(self.sent, batch, take))
         self._calls.append(Call(self.sent, batch, take, task))
         task.add_done_callback(lambda _: self._on_settled())
 
@@ -156,7 +194,7 @@ class FinishCalls:
             except BaseException:
                 pass
 
-    async def _run(self, batch: list[Outcome], take: int) -> tuple[int, int]:
+    async def _run(self, seq: int, batch: list[Outcome], take: int) -> tuple[int, int]:
         try:
             reply = await self.queue.scripts.finish(
                 batch, take=take, limits=self._limits, retention=self._retention
@@ -176,6 +214,8 @@ class FinishCalls:
             elif reported and (entry := reported.pop(outcome.job_id, None)) is not None:
                 self.hooks.outcome(outcome, code, *entry)
         self._stats.last_take = time.time()
+        if self.auto:
+            self._adapt(seq, reply.active)
         return self._start_taken(reply.taken, self._start), reply.taken.wait_ms
 
     def send_behind(

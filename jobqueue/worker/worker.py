@@ -17,15 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
-from .. import _tracing
 from ..core.backoff import exponential_delay
-from ..core.codec import dumps
 from ..core.connection import REDIS_ERRORS
-from ..core.replies import Outcome
-from ..errors import ConfigError, ErrorType, InvalidJobError, WaitForChildren
-from ..job import CURRENT_JOB, Job
+from ..errors import ConfigError
+from ..job import Job
 from ..queue import Queue
 from ..schedules._loop import check_scheduler_interval
+from ._execution import JobExecution
 from ._options import check_worker_options
 from ._procpool import make_runner
 from ._signals import install_stop_signals
@@ -33,7 +31,6 @@ from .calls import FinishCalls
 from .health import WorkerHealth
 from .hooks import Hook, HookRunner, WorkerHooks
 from .isolation import ProcessIsolation
-from .outcomes import completed, handed_back, logged_failure, waiting_for_children
 from .running import RunningJobs, WorkerStats
 from .upkeep import start_upkeep
 from .wakeup import IdleWait, Wakeup
@@ -46,7 +43,7 @@ Handler = Callable[[Job], Awaitable[Any] | Any]
 """`async def handler(job) -> JSON value`, or a plain `def` (run in the worker's thread pool)."""
 
 
-class Worker:
+class Worker(JobExecution):
     """Runs the jobs of one queue.
 
     Args:
@@ -61,7 +58,9 @@ class Worker:
             at once, each asking for at most `ceil(concurrency / calls_in_flight)` jobs: with
             2, one call runs in Redis while the jobs of the other run here. Slots asked for
             count as taken, so jobs are never taken ahead of a free slot. 1 = one call at a
-            time.
+            time. "auto" (default): 2 while this worker is alone on the queue, 1 while other
+            workers drain it too (their calls overlap its own already, and one call for all
+            the free slots costs Redis less per job); see `calls_in_flight_now`.
         name: shown in heartbeats and tokens (default `host:pid:random`).
         shutdown_grace: seconds in-flight jobs get to finish after SIGTERM or `close()`;
             then they are cancelled and handed back to the queue at once.
@@ -85,13 +84,18 @@ class Worker:
     """Seconds between cancellations of handlers still running after a forced stop (set it on
     an instance or a subclass to change it)."""
 
+    SHARED_HOLD: ClassVar[float] = 1.0
+    """With `calls_in_flight="auto"`: seconds without a sign of other workers on the queue
+    before a worker keeps two calls in flight again (on an instance before `run()`, or a
+    subclass)."""
+
     def __init__(
         self,
         queue: Queue,
         handler: Handler | Mapping[str, Handler] | None = None,
         *,
         concurrency: int = 1,
-        calls_in_flight: int = 2,
+        calls_in_flight: int | Literal["auto"] = "auto",
         name: str | None = None,
         shutdown_grace: float = 25.0,
         handle_signals: bool = True,
@@ -163,6 +167,12 @@ class Worker:
     def failed(self) -> int:
         """Attempts of this worker that failed."""
         return self._stats.failed
+
+    @property
+    def calls_in_flight_now(self) -> int:
+        """Finish/take calls this worker keeps in flight at most now (with "auto": 2 alone on
+        the queue, 1 beside other workers)."""
+        return self._calls.depth
 
     @property
     def degraded(self) -> str | None:
@@ -292,6 +302,7 @@ class Worker:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         calls = self._calls
+        calls.shared_hold = self.SHARED_HOLD
         want_take = True
         # a short take by a call sent before the latest wake-up does not undo that wake-up
         woken_after = 0
@@ -435,68 +446,3 @@ class Worker:
                 self._health.ok("connect")
                 return True
         return False
-
-    # -- running jobs ---------------------------------------------------------------------
-
-    def _start_new(self, job: Job) -> None:
-        if self._stopping:  # taken behind the block as the worker stopped: back at once
-            self._calls.outcomes.append(handed_back(job))
-        else:
-            self._start(job)
-
-    def _start(self, job: Job) -> None:
-        job._on_progress = self._on_progress
-        task = asyncio.get_running_loop().create_task(self._execute(job))
-        self._running.add(job, task, self._poke)
-        if self.hooks.on_active is not None:
-            self._hooks.fire(self.hooks.on_active, job)
-
-    async def _execute(self, job: Job) -> None:
-        outcome: Outcome | None = None
-        value: Any = None
-        token = CURRENT_JOB.set(job)
-        span = _tracing.process_start(job)  # None unless tracing is on
-        try:
-            direct = self._direct
-            # one async handler and no timeout: called here, a coroutine frame less per job
-            result = await (direct(job) if direct is not None else self._runner.run(job))
-            payload = dumps(result, limit=self._max_payload, what="job result")
-            outcome, value = completed(job, payload), result
-            self._stats.completed += 1
-        except asyncio.CancelledError as exc:
-            if job.id in self._running.lost:
-                outcome = None  # the lease is gone: another worker owns the job now
-            elif job.cancel_reason is not None:
-                outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
-                value = exc
-            else:
-                outcome = handed_back(job)
-        except WaitForChildren:
-            outcome = waiting_for_children(job)  # no attempt spent, no outcome hook
-        except InvalidJobError as exc:
-            outcome = self._failure_outcome(job, None, ErrorType.VALIDATION_ERROR, str(exc))
-            value = exc
-        except Exception as exc:
-            if job.cancel_reason is not None:
-                # asked to cancel while it ran (e.g. `add_children` refused): not retried
-                outcome = self._failure_outcome(job, None, ErrorType.CANCELLED, job.cancel_reason)
-            else:
-                outcome = self._failure_outcome(job, exc)
-            value = exc
-        finally:
-            if span is not None:
-                _tracing.process_end(span, job, outcome, value)
-            CURRENT_JOB.reset(token)
-            self._running.release(job.id, asyncio.current_task())
-            if outcome is not None:
-                self._calls.outcomes.append(outcome)
-                if self._outcome_hooks:
-                    self._calls.reported[job.id] = (job, value)
-            self._poke()
-
-    def _failure_outcome(
-        self, job: Job, exc: BaseException | None, final: ErrorType | None = None, msg: str = ""
-    ) -> Outcome:
-        self._stats.failed += 1
-        cfg, delays, rng = self.config, self._delays, self._rng
-        return logged_failure(cfg, job, exc, final_type=final, message=msg, delays=delays, rng=rng)

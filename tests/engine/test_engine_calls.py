@@ -40,13 +40,13 @@ class Watch:
         calls = worker._calls
         run = calls._run
 
-        async def counted(batch: Any, take: int) -> tuple[int, int]:
+        async def counted(seq: int, batch: Any, take: int) -> tuple[int, int]:
             self.calls += 1
             self.peak_calls = max(self.peak_calls, self.calls)
             self.asked.append(take)
             self.held_or_asked.append(len(worker._running) + calls.reserved)
             try:
-                return await run(batch, take)
+                return await run(seq, batch, take)
             finally:
                 self.calls -= 1
 
@@ -145,13 +145,94 @@ async def test_two_calls_in_flight_while_jobs_run(redis_url: str, prefix: str) -
     assert max(watch.held_or_asked) <= 4
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", "Auto", None])
 def test_calls_in_flight_is_validated(bad: Any) -> None:
     q = Queue(QueueConfig("v"), redis="redis://127.0.0.1:1/0")
-    with pytest.raises(
-        ConfigError, match=re.escape(f"calls_in_flight must be an int >= 1, got {bad!r}")
-    ):
+    message = f'calls_in_flight must be "auto" or an int >= 1, got {bad!r}'
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Worker(q, lambda job: None, calls_in_flight=bad)
+
+
+class QuickWorker(Worker):
+    SHARED_HOLD = 0.05  # back to two calls soon after the other worker stops
+
+
+async def test_auto_keeps_one_call_beside_another_worker_and_two_alone(
+    redis_url: str, prefix: str
+) -> None:
+    """Worker A holds 10 jobs; worker B ("auto", the default) drains beside it with one call
+    in flight, and with two once A's jobs ended. A worker with a fixed depth keeps it."""
+    q = _queue("auto", redis_url, prefix)
+    gate = asyncio.Event()
+    held: list[str] = []
+
+    async def hold(job: Job) -> None:
+        held.append(job.id)
+        await gate.wait()
+
+    async def quick(job: Job) -> None:
+        return None
+
+    await q.add_bulk([("x", i) for i in range(10)])
+    a = Worker(q, hold, concurrency=10, calls_in_flight=1, handle_signals=False)
+    a_task = asyncio.create_task(a.run())
+    b = QuickWorker(q, quick, concurrency=2, handle_signals=False)
+    fixed = Worker(q, quick, concurrency=2, calls_in_flight=2, handle_signals=False)
+    tasks: list[asyncio.Task[None]] = []
+    depths: list[int] = []
+    try:
+
+        async def a_holds_ten() -> bool:
+            return len(held) == 10
+
+        await wait_for(a_holds_ten, what="worker A to hold 10 jobs")
+        assert b.calls_in_flight_now == 2  # alone so far (as far as it knows)
+        wrap_depths(b, depths)
+        tasks = [asyncio.create_task(w.run()) for w in (b, fixed)]
+        await q.add_bulk([("x", i) for i in range(400)])
+
+        async def one_call() -> bool:
+            return b.calls_in_flight_now == 1
+
+        await wait_for(one_call, what="B to see worker A's jobs")
+        assert b.calls_in_flight_now == 1, depths
+        assert fixed.calls_in_flight_now == 2
+        gate.set()  # A's jobs end; A, B and the fixed one drain the rest, then only B works
+        await a.close()
+        await fixed.close()
+
+        async def drained() -> bool:
+            return (await q.get_job_counts())["completed"] == 410
+
+        await wait_for(drained, what="410 jobs")
+
+        async def two_calls() -> bool:
+            if (await q.get_job_counts())["waiting"] == 0:  # keep B busy until it switches
+                await q.add_bulk([("x", i) for i in range(200)])
+            return b.calls_in_flight_now == 2
+
+        await wait_for(two_calls, what="B alone to keep two calls in flight again")
+    finally:
+        gate.set()
+        for w in (a, b, fixed):
+            await w.close()
+        await asyncio.wait_for(a_task, HANG)
+        for t in tasks:
+            await asyncio.wait_for(t, HANG)
+        await q.close()
+    assert depths[0] == 1 and 2 in depths  # one call beside A, two alone after
+
+
+def wrap_depths(worker: Worker, depths: list[int]) -> None:
+    """Record every change of the worker's depth."""
+    calls = worker._calls
+    set_depth = calls._set_depth
+
+    def recorded(depth: int) -> None:
+        depths.append(depth)
+        set_depth(depth)
+
+    calls._set_depth = recorded  # type: ignore[method-assign]
 
 
 async def test_two_failed_calls_give_their_outcomes_back_in_order(

@@ -42,8 +42,10 @@ ARGV:
   delay_ms           f: retry delay, < 0 = not retryable; r, d, b: deferral
   limit              f: max attempts in all; r, d: max deferrals; b: unused
 EVENTS: completed failed retrying returned active breaker waiting waiting-children
-Returns: {codes, take_reply}: codes[i] is 1 (recorded, the job finished), 2 (recorded, it
-will run again), or -2 (lease lost: refused, nothing written for it); take_reply as `take`.
+Returns: {codes, take_reply, active}: codes[i] is 1 (recorded, the job finished), 2 (recorded,
+it will run again), or -2 (lease lost: refused, nothing written for it); take_reply as `take`;
+active: the jobs active now on the queue, this worker's and others' (a worker whose
+`calls_in_flight` is "auto" learns from it that other workers are draining the queue).
 ]]
 --@include common.lua
 --@include limiter.lua
@@ -179,4 +181,4 @@ if tonumber(A.take) == 0 and m > 0 and ready_count() > 0 then
   local c = tonumber(A.concurrency)
   if c <= 0 or redis.call('ZCARD', K.active) < c then poke(K.marker) end
 end
-return {codes, reply}
+return {codes, reply, redis.call('ZCARD', K.active)}

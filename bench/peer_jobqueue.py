@@ -3,8 +3,8 @@
 `Queue(QueueConfig("bench"), redis=url)`; `Worker(queue, handler, concurrency=C)`; events
 stream on (maxlen 10,000), completed jobs kept (last 100 for a day), lease 30 s. Bulk =
 `Queue.add_bulk` (one script call per batch). `JOBQUEUE_FASTCONN=0` in the environment
-runs the redis-py path instead of the fast connection; `JOBQUEUE_BENCH_CALLS=N` sets the
-worker's `calls_in_flight` (default: the Worker's).
+runs the redis-py path instead of the fast connection; `JOBQUEUE_BENCH_CALLS=N|auto` sets
+the worker's `calls_in_flight` (default: the Worker's, auto).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ async def work(url: str, concurrency: int, ctl: Control, rec: Recorder) -> None:
 
     options: dict[str, Any] = {}
     if calls := os.environ.get("JOBQUEUE_BENCH_CALLS"):
-        options["calls_in_flight"] = int(calls)
+        options["calls_in_flight"] = calls if calls == "auto" else int(calls)
     worker = Worker(queue, handler, concurrency=concurrency, handle_signals=False, **options)
     await ctl.ready()
     task = asyncio.get_running_loop().create_task(worker.run())

@@ -23,8 +23,8 @@ SELECT and CLIENT SETNAME at connect. It does not do TLS, credential providers o
 automatic command retries: `FastConnection.from_client` returns None for such clients and the
 caller stays on redis-py. Cluster and Sentinel clients get one from
 `jobqueue.core.fastroute.fast_connection` (one of these per master, routed by hash slot; or one
-that asks the sentinels for the master). Blocking commands do not belong here (one
-blocked command would hold up every command behind it).
+that asks the sentinels for the master). A blocking command holds up every command behind
+it: only a connection of its own may block (the worker's wake-up, whose take waits behind it).
 """
 
 from __future__ import annotations
@@ -152,13 +152,24 @@ class _Protocol(asyncio.Protocol):
     def send(self, data: bytes) -> asyncio.Future[Any]:
         """Queue one packed command; its reply resolves the returned future."""
         self._write(data)
-        return self._expect(1)[0]
+        # one future, inline: every command of the hot path comes through here
+        fut = self.loop.create_future()
+        deadline = self.loop.time() + self.timeout
+        self._pending.append((fut, deadline))
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        return fut
 
     def send_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
         """Queue packed commands in one write (a `BZPOPMIN` and the script behind it reach
         Redis together); one future per command, in order."""
         self._write(b"".join(packed))
-        return self._expect(len(packed))
+        deadline = self.loop.time() + self.timeout
+        futures = [self.loop.create_future() for _ in packed]
+        self._pending.extend((fut, deadline) for fut in futures)
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        return futures
 
     def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -172,15 +183,6 @@ class _Protocol(asyncio.Protocol):
             # commands in flight: more may follow in this loop iteration, send them together
             self._buf.append(data)
             self.loop.call_soon(self._flush)
-
-    def _expect(self, count: int) -> list[asyncio.Future[Any]]:
-        """Futures for the replies of `count` commands just written."""
-        deadline = self.loop.time() + self.timeout
-        futures = [self.loop.create_future() for _ in range(count)]
-        self._pending.extend((fut, deadline) for fut in futures)
-        if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-        return futures
 
     def _flush(self) -> None:
         if self._buf and self.transport is not None and not self.closed:

@@ -74,6 +74,13 @@ if CLUSTER:
         return str(cluster_servers.url)  # type: ignore[attr-defined]
 
 
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[RedisProcess]:
+    """A server of the module's own: MONITOR and CLIENT LIST see its tests' clients only."""
+    with RedisProcess() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def valkey_url() -> Iterator[str]:
     server = RedisProcess().start()

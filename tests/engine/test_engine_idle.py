@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from engine_helpers import HANG, CommandMonitor, Window, wait_for
@@ -26,28 +26,18 @@ pytestmark = pytest.mark.integration
 IDLE = 2.0  # seconds of idleness watched
 
 
-@pytest.fixture(scope="module")
-def quiet_server() -> Iterator[RedisProcess]:
-    """A server of our own: MONITOR sees the test's clients only."""
-    server = RedisProcess().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
-async def monitor(quiet_server: RedisProcess) -> AsyncIterator[CommandMonitor]:
-    async with CommandMonitor(quiet_server.url) as m:
+async def monitor(own_server: RedisProcess) -> AsyncIterator[CommandMonitor]:
+    async with CommandMonitor(own_server.url) as m:
         yield m
 
 
 @pytest.fixture
-async def queue(quiet_server: RedisProcess, prefix: str) -> AsyncIterator[Queue]:
+async def queue(own_server: RedisProcess, prefix: str) -> AsyncIterator[Queue]:
     config = QueueConfig(
         "idle", lease=30.0, drain_delay=0.5, stall_interval=0.5, heartbeat_interval=0.5
     )
-    q = Queue(config, redis=quiet_server.url, prefix=prefix)
+    q = Queue(config, redis=own_server.url, prefix=prefix)
     yield q
     await q.close()
 

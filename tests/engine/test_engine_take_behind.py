@@ -10,9 +10,10 @@ once through the worker's own wake key, and what its take brings then goes back 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -27,15 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.not_cluster("CLIENT LIST of o
 LONG = 60.0  # drain_delay: a block that ends on its own would outlast every wait below
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[RedisProcess]:
-    server = RedisProcess().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
 async def admin(own_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(own_server.url, decode_responses=True)
@@ -45,12 +37,6 @@ async def admin(own_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
 
 def _queue(url: str, prefix: str, **options: object) -> Queue:
     return Queue(QueueConfig("behind", drain_delay=LONG, **options), redis=url, prefix=prefix)  # type: ignore[arg-type]
-
-
-async def _blocked(admin: aioredis.Redis) -> list[dict[str, str]]:
-    """The clients blocked in BZPOPMIN now."""
-    clients = await admin.client_list()
-    return [c for c in clients if c.get("cmd") == "bzpopmin" and "b" in c.get("flags", "")]
 
 
 class Started:
@@ -64,6 +50,42 @@ class Started:
         return "ok"
 
 
+async def _blocked(admin: aioredis.Redis) -> list[dict[str, str]]:
+    """The clients blocked in BZPOPMIN now."""
+    clients = await admin.client_list()
+    return [c for c in clients if c.get("cmd") == "bzpopmin" and "b" in c.get("flags", "")]
+
+
+async def until_blocked(admin: aioredis.Redis) -> None:
+    """Wait until one client (the worker's wake-up connection) blocks on the marker."""
+
+    async def blocked() -> bool:
+        return len(await _blocked(admin)) == 1
+
+    await wait_for(blocked, what="the worker to block on the marker")
+
+
+async def until_state(q: Queue, job_id: str, state: str) -> None:
+    async def reached() -> bool:
+        return (await q.get_job_state(job_id)) == state
+
+    await wait_for(reached, what=f"job {job_id} to be {state}")
+
+
+@contextlib.asynccontextmanager
+async def running(q: Queue, started: Started) -> AsyncIterator[Worker]:
+    """A worker of the queue (concurrency 2) running in this process until the block ends."""
+    w = Worker(q, started.handler, concurrency=2, handle_signals=False)
+    task = asyncio.create_task(w.run())
+    try:
+        yield w
+    finally:
+        started.release.set()
+        await w.close()
+        await asyncio.wait_for(task, HANG)
+        await q.close()
+
+
 async def test_the_take_waits_behind_the_block_and_runs_when_a_job_comes(
     own_server: RedisProcess, admin: aioredis.Redis, prefix: str
 ) -> None:
@@ -74,63 +96,16 @@ async def test_the_take_waits_behind_the_block_and_runs_when_a_job_comes(
     await q.scripts.load_all()  # a NOSCRIPT behind the block would need the stopped worker
     proc = WorkerProcess(own_server.url, prefix, {"name": "behind", "drain_delay": LONG})
     try:
-
-        async def blocked() -> bool:
-            return len(await _blocked(admin)) == 1
-
-        await wait_for(blocked, what="the worker to block on the marker")
+        await until_blocked(admin)
         os.kill(proc.pid, signal.SIGSTOP)
         try:
             job = await q.add("x", {"n": 1})
-
-            async def taken() -> bool:
-                return (await q.get_job_state(job.id)) == "active"
-
-            await wait_for(taken, what="the take behind the block to take the job")
+            await until_state(q, job.id, "active")  # taken by the take behind the block
         finally:
             os.kill(proc.pid, signal.SIGCONT)
-
-        async def done() -> bool:
-            return (await q.get_job_state(job.id)) == "completed"
-
-        await wait_for(done, what="the job to complete")
+        await until_state(q, job.id, "completed")
     finally:
         proc.close()
-        await q.close()
-
-
-async def test_the_take_behind_is_the_first_script_after_the_add(
-    own_server: RedisProcess, admin: aioredis.Redis, prefix: str
-) -> None:
-    """What Redis runs after the add that wakes the worker is the `take` written behind the
-    block (a `finish` would be a take sent once the wake-up came back)."""
-    q = _queue(own_server.url, prefix)
-    started = Started()
-    started.release.set()
-    w = Worker(q, started.handler, concurrency=4, handle_signals=False)
-    task = asyncio.create_task(w.run())
-    try:
-
-        async def blocked() -> bool:
-            return len(await _blocked(admin)) == 1
-
-        await wait_for(blocked, what="the worker to block on the marker")
-        take_sha = load_script("take").sha
-        async with CommandMonitor(own_server.url) as monitor, monitor.window() as window:
-            job = await q.add("x", {"n": 1})
-
-            async def done() -> bool:
-                return (await q.get_job_state(job.id)) == "completed"
-
-            await wait_for(done, what="the job to complete")
-        scripts = [c[1] for c in window.commands if c[0].upper() == "EVALSHA"]
-        add_sha = load_script("add").sha
-        at = len(scripts) - 1 - scripts[::-1].index(add_sha)  # the add that ran (after NOSCRIPT)
-        assert scripts[at + 1] == take_sha, window.commands
-        assert started.jobs == [job.id]
-    finally:
-        await w.close()
-        await task
         await q.close()
 
 
@@ -138,19 +113,12 @@ async def test_a_stop_while_blocked_ends_the_block_at_once(
     own_server: RedisProcess, admin: aioredis.Redis, prefix: str
 ) -> None:
     q = _queue(own_server.url, prefix)
-    w = Worker(q, Started().handler, concurrency=2, handle_signals=False)
-    task = asyncio.create_task(w.run())
-
-    async def blocked() -> bool:
-        return len(await _blocked(admin)) == 1
-
-    await wait_for(blocked, what="the worker to block on the marker")
-    # the block would last LONG seconds on its own: close() ends it through the wake key
-    await asyncio.wait_for(w.close(), LONG / 3)
-    await task
-    assert await _blocked(admin) == []
-    assert await admin.exists(q.keys.wake(w.name)) == 0  # the block popped the poke
-    await q.close()
+    async with running(q, Started()) as w:
+        await until_blocked(admin)
+        # the block would last LONG seconds on its own: close() ends it through the wake key
+        await asyncio.wait_for(w.close(), LONG / 3)
+        assert await _blocked(admin) == []
+        assert await admin.exists(q.keys.wake(w.name)) == 0  # the block popped the poke
 
 
 async def test_jobs_the_take_brings_as_the_worker_stops_go_back_at_once(
@@ -158,24 +126,14 @@ async def test_jobs_the_take_brings_as_the_worker_stops_go_back_at_once(
 ) -> None:
     q = _queue(own_server.url, prefix)
     started = Started()
-    w = Worker(q, started.handler, concurrency=2, handle_signals=False)
-    task = asyncio.create_task(w.run())
-    try:
-
-        async def blocked() -> bool:
-            return len(await _blocked(admin)) == 1
-
-        await wait_for(blocked, what="the worker to block on the marker")
+    async with running(q, started) as w:
+        await until_blocked(admin)
         # a ready job the block was not told of (as if its poke had gone to another worker)
         await q.pause()
         job = await q.add("x", {"n": 2})
         await admin.hdel(q.keys.meta, "paused")
-        await wait_for(blocked, what="the worker to block again")
+        await until_blocked(admin)
         await asyncio.wait_for(w.close(), LONG / 3)
-        await task
-    finally:
-        started.release.set()
-        await q.close()
     # the take behind the ended block took it; the stopping worker handed it back, unrun
     assert started.jobs == []
     q2 = _queue(own_server.url, prefix)
@@ -194,55 +152,46 @@ async def test_a_flushed_script_cache_is_reloaded_behind_the_block(
     q = _queue(own_server.url, prefix)
     started = Started()
     started.release.set()
-    w = Worker(q, started.handler, concurrency=2, handle_signals=False)
-    task = asyncio.create_task(w.run())
-    try:
-
-        async def blocked() -> bool:
-            return len(await _blocked(admin)) == 1
-
-        await wait_for(blocked, what="the worker to block on the marker")
+    async with running(q, started):
+        await until_blocked(admin)
         await admin.script_flush()  # as a restarted server: the take waiting is unknown now
         job = await q.add("x", {"n": 3})
-
-        async def done() -> bool:
-            return (await q.get_job_state(job.id)) == "completed"
-
-        await wait_for(done, what="the job to complete after NOSCRIPT")
+        await until_state(q, job.id, "completed")
         assert started.jobs == [job.id]
-    finally:
-        await w.close()
-        await task
-        await q.close()
 
 
-@pytest.mark.skipif(os.environ.get("JOBQUEUE_FASTCONN") == "0", reason="the fast path is off")
-async def test_the_redis_py_path_blocks_alone(
-    own_server: RedisProcess, admin: aioredis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "redis-py-path"])
+async def test_the_script_that_runs_after_the_add_that_wakes_the_worker(
+    own_server: RedisProcess,
+    admin: aioredis.Redis,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fast: bool,
 ) -> None:
-    monkeypatch.setenv("JOBQUEUE_FASTCONN", "0")
+    """On the fast path Redis runs the `take` written behind the block right after the add
+    that wakes the worker; on the redis-py path the block is alone and a `finish` (a take
+    sent once the wake-up came back) takes the job."""
+    if not fast:
+        monkeypatch.setenv("JOBQUEUE_FASTCONN", "0")
+    elif os.environ.get("JOBQUEUE_FASTCONN") == "0":
+        pytest.skip("the fast path is off")
     q = _queue(own_server.url, prefix)
-    assert q.scripts.fast is None
+    assert (q.scripts.fast is not None) is fast
     started = Started()
     started.release.set()
-    w = Worker(q, started.handler, concurrency=2, handle_signals=False)
-    task = asyncio.create_task(w.run())
-    try:
-
-        async def blocked() -> bool:
-            return len(await _blocked(admin)) == 1
-
-        await wait_for(blocked, what="the worker to block on the marker")
-        take_sha = load_script("take").sha
+    async with running(q, started):
+        await until_blocked(admin)
         async with CommandMonitor(own_server.url) as monitor, monitor.window() as window:
-            job = await q.add("x", {"n": 4})
-
-            async def done() -> bool:
-                return (await q.get_job_state(job.id)) == "completed"
-
-            await wait_for(done, what="the job to complete")
-        assert window.count("EVALSHA", take_sha) == 0  # a `finish` took it, after the block
-    finally:
-        await w.close()
-        await task
-        await q.close()
+            job = await q.add("x", {"n": 1})
+            await until_state(q, job.id, "completed")
+        add_sha = load_script("add").sha
+        takes = {load_script("take").sha, load_script("finish").sha}
+        # the add and the scripts that take (not a heartbeat's or a stall check's, which may
+        # fall in between on a slow machine)
+        scripts = [
+            c[1] for c in window.commands if c[0].upper() == "EVALSHA" and c[1] in {add_sha, *takes}
+        ]
+        at = len(scripts) - 1 - scripts[::-1].index(add_sha)  # the add that ran (after NOSCRIPT)
+        after = {True: "take", False: "finish"}[fast]
+        assert scripts[at + 1] == load_script(after).sha, window.commands
+        assert started.jobs == [job.id]

@@ -11,7 +11,7 @@ and the leases count a taken job as active).
 With `depth="auto"` (the Worker's default) a worker alone on its queue keeps two calls in
 flight, and one call when other workers drain the queue too: those overlap its calls already,
 and a call that carries all the free slots costs Redis less per job than two that split them
-(two processes at c10 on one Redis: 38k jobs/s with two calls each, 60k with one). It learns of
+(two processes at c10 on one Redis: 38k jobs/s with two calls each, 53k with one). It learns of
 the others from the active count `finish` returns: more jobs active than this worker can hold
 means someone else holds some; `shared_hold` seconds without that sign bring two calls back.
 

@@ -4,8 +4,8 @@ redis-py spends ~40-55 µs of client CPU per round trip (connection pool checkou
 packing in Python, a stream reader, one socket per concurrent command). The engine's hot
 paths are all `EVALSHA` calls, so `Scripts.run` sends them through this connection instead:
 
-- one `asyncio.Protocol` with a `hiredis.Reader`: replies are parsed in C as bytes arrive and
-  handed to the waiting futures in FIFO order;
+- one `asyncio.Protocol` (`_resp.RespProtocol`) with a `hiredis.Reader`: replies are parsed
+  in C as bytes arrive and handed to the waiting futures in FIFO order;
 - multiplexed: any number of commands in flight on one socket (the server answers in order);
 - writes coalesced: a command goes out at once when the connection is idle, else it joins a
   buffer flushed once per event-loop iteration (one `send` for many commands);
@@ -30,17 +30,17 @@ it: only a connection of its own may block (the worker's wake-up, whose take wai
 from __future__ import annotations
 
 import asyncio
-import collections
 import socket
 import ssl
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, InvalidResponse, ResponseError
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._resp import RespProtocol
 from ._tls import tls_context
 from .connection import CancelSafeConnection
 
@@ -51,181 +51,6 @@ DEFAULT_COMMAND_TIMEOUT = 30.0
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to connect (and authenticate) when the client sets no connect timeout."""
-
-_NOT_ENOUGH = object()
-
-
-def _fallback_parse_error(response: str) -> Exception:
-    from redis.exceptions import BusyLoadingError, NoScriptError
-
-    if response.startswith("NOSCRIPT "):
-        return NoScriptError(response[9:])
-    if response.startswith("LOADING "):
-        return BusyLoadingError(response[8:])
-    return ResponseError(response)
-
-
-def _redis_py_parse_error() -> Callable[[str], Exception]:
-    """redis-py's own table from error prefixes to exception classes (a private API: fall
-    back to the few prefixes the engine depends on when it moves)."""
-    try:
-        from redis._parsers.base import BaseParser
-
-        parse: Callable[[str], Exception] = BaseParser.parse_error
-        if isinstance(parse("NOSCRIPT x"), ResponseError):
-            return parse
-    except Exception:  # pragma: no cover - another redis-py layout
-        pass
-    return _fallback_parse_error  # pragma: no cover
-
-
-_parse_error = _redis_py_parse_error()
-
-
-class _ReplyError(ResponseError):
-    """An error reply as parsed by hiredis (nested ones stay this, like redis-py's)."""
-
-
-def _to_error(reply: _ReplyError) -> Exception:
-    return _parse_error(str(reply.args[0]) if reply.args else "")
-
-
-class _Protocol(asyncio.Protocol):
-    """One socket: writes commands, parses replies, resolves futures in order."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, reader_kwargs: Any) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self._reader = hiredis.Reader(
-            protocolError=InvalidResponse,
-            replyError=_ReplyError,
-            notEnoughData=_NOT_ENOUGH,
-            **reader_kwargs,
-        )
-        # (future, deadline) per command written or buffered, in send order
-        self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
-        self._buf: list[bytes] = []
-        self._timer: asyncio.TimerHandle | None = None
-
-    # -- asyncio callbacks -----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # a stream transport: asyncio's, or uvloop's (which derives from none of asyncio's
-        # transport classes, so no isinstance check)
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.feed(data)
-        pending = self._pending
-        while True:
-            try:
-                reply = reader.gets()
-            except InvalidResponse as exc:
-                self._abort(RedisConnectionError(f"protocol error from redis: {exc}"))
-                return
-            if reply is _NOT_ENOUGH:
-                return
-            if not pending:
-                self._abort(RedisConnectionError("redis sent a reply nobody asked for"))
-                return
-            fut = pending.popleft()[0]
-            if fut.done():  # its caller was cancelled; the reply is dropped, order is kept
-                continue
-            if type(reply) is _ReplyError:
-                fut.set_exception(_to_error(reply))
-            else:
-                fut.set_result(reply)
-
-    def eof_received(self) -> bool:
-        return False  # close the transport: connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        reason = f": {exc}" if exc else ""
-        self._fail_all(RedisConnectionError(f"connection to redis lost{reason}"))
-
-    # -- sending ---------------------------------------------------------------------------
-
-    def send(self, data: bytes) -> asyncio.Future[Any]:
-        """Queue one packed command; its reply resolves the returned future."""
-        self._write(data)
-        # one future, inline: every command of the hot path comes through here
-        fut = self.loop.create_future()
-        deadline = self.loop.time() + self.timeout
-        self._pending.append((fut, deadline))
-        if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-        return fut
-
-    def send_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
-        """Queue packed commands in one write (a `BZPOPMIN` and the script behind it reach
-        Redis together); one future per command, in order."""
-        self._write(b"".join(packed))
-        deadline = self.loop.time() + self.timeout
-        futures = [self.loop.create_future() for _ in packed]
-        self._pending.extend((fut, deadline) for fut in futures)
-        if self._timer is None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-        return futures
-
-    def _write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise RedisConnectionError("connection to redis is closed")
-        if self._buf:
-            self._buf.append(data)
-        elif not self._pending:
-            # idle connection: write now, the lowest latency for a lone command
-            self.transport.write(data)
-        else:
-            # commands in flight: more may follow in this loop iteration, send them together
-            self._buf.append(data)
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        if self._buf and self.transport is not None and not self.closed:
-            data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
-            self._buf.clear()
-            self.transport.write(data)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if not self._pending or self.closed:
-            return
-        deadline = self._pending[0][1]
-        if self.loop.time() >= deadline:
-            self._abort(RedisTimeoutError(f"no reply from redis within {self.timeout:g}s"))
-        else:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    # -- closing ---------------------------------------------------------------------------
-
-    def _fail_all(self, exc: Exception) -> None:
-        self._buf.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pending, self._pending = self._pending, collections.deque()
-        if self.loop.is_closed():
-            return  # nobody can await these any more (and their callbacks cannot run)
-        for fut, _ in pending:
-            if not fut.done():
-                fut.set_exception(exc)
-
-    def _abort(self, exc: Exception) -> None:
-        self.closed = True
-        self._fail_all(exc)
-        if self.transport is not None:
-            try:
-                self.transport.abort()
-            except RuntimeError:  # its loop is closed already
-                pass
-
-    def close(self) -> None:
-        """Close the socket; commands in flight fail with ConnectionError."""
-        self._abort(RedisConnectionError("connection closed by the client"))
 
 
 class FastConnection:
@@ -281,8 +106,8 @@ class FastConnection:
         self._reader_kwargs: dict[str, str] = (
             {"encoding": encoding, "errors": encoding_errors} if decode_responses else {}
         )
-        self._proto: _Protocol | None = None
-        self._connecting: asyncio.Task[_Protocol] | None = None
+        self._proto: RespProtocol | None = None
+        self._connecting: asyncio.Task[RespProtocol] | None = None
 
     def __repr__(self) -> str:
         where = f"unix://{self.path}" if self.path else f"{self.host}:{self.port}"
@@ -414,7 +239,7 @@ class FastConnection:
         futures = proto.send_many(packed)
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
-    async def _reconnect(self) -> _Protocol:
+    async def _reconnect(self) -> RespProtocol:
         loop = asyncio.get_running_loop()
         old = self._proto
         if old is not None and not old.closed and old.loop is not loop:
@@ -433,18 +258,18 @@ class FastConnection:
                 raise RedisConnectionError("connection closed while connecting") from None
             raise
 
-    def _connected(self, task: asyncio.Task[_Protocol]) -> None:
+    def _connected(self, task: asyncio.Task[RespProtocol]) -> None:
         if self._connecting is task:
             self._connecting = None
         if not task.cancelled() and task.exception() is None:
             self._proto = task.result()
 
-    async def _open(self) -> _Protocol:
+    async def _open(self) -> RespProtocol:
         loop = asyncio.get_running_loop()
         where = f"unix socket {self.path}" if self.path else f"{self.host}:{self.port}"
 
-        def factory() -> _Protocol:
-            return _Protocol(loop, self.command_timeout, self._reader_kwargs)
+        def factory() -> RespProtocol:
+            return RespProtocol(loop, self.command_timeout, self._reader_kwargs)
 
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -470,7 +295,7 @@ class FastConnection:
             raise RedisConnectionError(f"error connecting to redis at {where}: {exc}") from exc
         return proto
 
-    async def _handshake(self, proto: _Protocol) -> None:
+    async def _handshake(self, proto: RespProtocol) -> None:
         commands: list[tuple[Any, ...]] = []
         if self.password is not None:
             if self.username:

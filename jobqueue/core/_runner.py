@@ -166,10 +166,14 @@ class ScriptRunner:
                 f"noeviction): {name} refused, nothing written; retry later"
             ) from None
 
-    async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+    def _script(self, name: str) -> LuaScript:
         script = self._scripts.get(name)
         if script is None:  # once per script: the cached loader's keyword call costs ~0.4 us
             script = self._scripts[name] = load_script(name, shebang=self._shebang)
+        return script
+
+    async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        script = self._script(name)
         if self._durable is not None and name not in _READ_ONLY:
             return await self._eval_durable(name, script.sha, script.source, keys, args)
         # a script that changes nothing runs as EVALSHA_RO (Redis 7): a user whose keys are
@@ -196,9 +200,7 @@ class ScriptRunner:
         self, block: BlockFirst, name: str, keys: list[str], args: Sequence[Any]
     ) -> Any:
         """`block`'s BZPOPMIN, then the script, written together on `block.conn`."""
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = load_script(name, shebang=self._shebang)
+        script = self._script(name)
         conn = block.conn
         wait = ("BZPOPMIN", *block.keys, block.timeout)
         if self._durable is not None:

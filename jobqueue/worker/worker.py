@@ -392,7 +392,7 @@ class Worker(JobExecution):
                     else:
                         self._health.ok("wake-up")
                     want_take, woken_after = True, calls.sent
-                    if isinstance(result, tuple):  # the take behind the block ran, after it
+                    if over.asked and result is not None:  # the take behind the block ran
                         started, hint_ms = result
                         want_take = started >= over.asked
                         if not started:

@@ -39,13 +39,14 @@ local function min_hint(a, b)
   return b
 end
 
-local function ready_count()
-  return redis.call('LLEN', K.wait) + redis.call('ZCARD', K.prio)
-end
-
 -- Ready jobs in the FIFO list and in the priority zset, apart.
 local function ready_counts()
   return redis.call('LLEN', K.wait), redis.call('ZCARD', K.prio)
+end
+
+local function ready_count()
+  local listed, prio = ready_counts()
+  return listed + prio
 end
 
 -- The next `cap` ready ids in take order (priority > 0, the FIFO list, priority < 0), left
@@ -266,6 +267,7 @@ local function take(n, now)
   end
 
   local ids, costs, limiter_wait, grouped = {}, nil, 0, nil
+  local left = nil -- ready jobs left after the plain path popped its own (known without a read)
   if A.limiter ~= '' then
     ids, costs, limiter_wait, grouped = limiter_pick(cap, now)
   else
@@ -274,6 +276,7 @@ local function take(n, now)
       ids, grouped = take_grouped(cap)
     else
       ids = pop_ready(cap, prio) -- no group has jobs ready: the plain path
+      left = listed + prio - #ids
     end
   end
 
@@ -320,7 +323,7 @@ local function take(n, now)
     out[1] = min_hint(limiter_wait, next_delayed_ms(now))
   end
   -- more work left and room for it: wake another worker
-  if taken == n and ready_count() > 0 then
+  if taken == n and (left or ready_count()) > 0 then
     local room = concurrency <= 0 or redis.call('ZCARD', K.active) < concurrency
     if room and (tokens == nil or tokens - taken >= 1) then
       poke(K.marker)

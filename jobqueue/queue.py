@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -41,6 +42,8 @@ _SPEC_KEYS = frozenset(
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 _checked_servers: set[str] = set()
+_NUMBERS = (int, float)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 MAX_DELAY = MAX_SECONDS
 """Longest delay `Queue.add` accepts, in seconds (ten years): a longer one is a mistake (a
@@ -73,18 +76,15 @@ _NAMES: dict[str, str] = {}  # a job name's JSON, by name (a queue has a few nam
 
 
 def _name_json(name: str) -> str:
-    encoded = _NAMES.get(name)
+    """The JSON of a valid job name (the valid names met are cached), else InvalidJobError."""
+    encoded = _NAMES.get(name) if type(name) is str else None
     if encoded is None:
+        if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
+            raise InvalidJobError(f"job name {shown(name)} is invalid: 1-200 printable characters")
         encoded = dumps(name, limit=1000, what="job name")
         if len(_NAMES) < 1024:
             _NAMES[name] = encoded
     return encoded
-
-
-def _validate_name(name: str) -> str:
-    if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
-        raise InvalidJobError(f"job name {shown(name)} is invalid: 1-200 printable characters")
-    return name
 
 
 class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixin):
@@ -192,7 +192,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         group_concurrency: int | None = None,
         dedup: Dedup | None = None,
     ) -> NewJob:
-        _validate_name(name)
+        name_json = _name_json(name)
         if job_id is not None:
             _validate_job_id(job_id)
         if (
@@ -213,7 +213,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             raise InvalidJobError(
                 f"priority must be an int within +-{MAX_PRIORITY}, got {shown(priority)}"
             )
-        env = '{"n":' + _name_json(name) + ',"d":'
+        env = '{"n":' + name_json + ',"d":'
         env += dumps(data, limit=self.config.max_payload, what="job data")
         if attempts is not None:
             if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -285,10 +285,37 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             InvalidJobError: a bad name, id, data, delay, priority, attempts, cost, group or
                 dedup (nothing written).
         """
+        if (
+            job_id is None
+            and attempts is None
+            and cost is None
+            and group is None
+            and group_concurrency is None
+            and dedup is None
+            and type(delay) in _NUMBERS
+            and delay == 0
+            and type(priority) is int
+            and priority == 0
+            and not _tracing.enabled()
+        ):
+            return await self._add_plain(name, data)
         new = self._encode(
             name, data, job_id, delay, priority, attempts, cost, group, group_concurrency, dedup
         )
         return (await self._add_many([new]))[0]
+
+    async def _add_plain(self, name: str, data: Any) -> Job:
+        """`add` with only a name and data (most adds): nothing else to check or encode, and
+        the job returned is built from what was given, its data a copy as JSON makes it."""
+        data_json = dumps(data, limit=self.config.max_payload, what="job data")
+        env = '{"n":' + _name_json(name) + ',"d":' + data_json + "}"
+        new = NewJob("", name, env, 0, 0)
+        ((job_id, code),) = await self.scripts.add((new,))
+        if code != "created":  # a counter id is never taken: only a hand-made key could be
+            return (await self._jobs_for([new], [(job_id, code)]))[0]
+        # an immutable scalar is its own copy; anything else is read back from its JSON
+        copy = data if type(data) in _SCALARS else json.loads(data_json)
+        return Job(self, job_id, {"n": name, "d": copy})
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
         """Add many jobs in one round trip (one atomic script call).
@@ -346,7 +373,12 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         return await self._add_encoded(encoded)
 
     async def _add_encoded(self, encoded: Sequence[NewJob]) -> list[Job]:
-        added = await self.scripts.add(encoded)
+        return await self._jobs_for(encoded, await self.scripts.add(encoded))
+
+    async def _jobs_for(
+        self, encoded: Sequence[NewJob], added: Sequence[tuple[str, str]]
+    ) -> list[Job]:
+        """The jobs `add` returns for what the script did with each one."""
         jobs: list[Job] = []
         for new, (job_id, code) in zip(encoded, added, strict=True):
             if code == "created":

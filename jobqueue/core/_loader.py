@@ -52,6 +52,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _KEY_RE = re.compile(r"^([a-z][a-z0-9_]*)(\(id\))?$")
 _FUNCTION_RE = re.compile(r"^local function ([A-Za-z_][A-Za-z0-9_]*)\(")
 _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LONG_BRACKET_RE = re.compile(r"\[(=*)\[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +207,13 @@ def _functions(lines: list[str]) -> dict[str, tuple[int, int]]:
 def _prune(body: str) -> str:
     """`body` with the lines of each `local function` that nothing reachable names made
     empty. Reachable: every line outside those functions, then the functions those lines
-    name, and so on (a name in a comment counts too: it only keeps more)."""
+    name, and so on. A name in a comment is no use (comments name helpers to explain them; each
+    closure kept is made again on every call); a name in a string counts (it only keeps more)."""
     lines = body.split("\n")
+    code = _without_comments(body).split("\n")  # line for line the same as `lines`
     blocks = _functions(lines)
     inside = {k for first, last in blocks.values() for k in range(first, last + 1)}
-    outside = (line for k, line in enumerate(lines) if k not in inside)
+    outside = (line for k, line in enumerate(code) if k not in inside)
     words = set(_WORD_RE.findall("\n".join(outside)))
     kept: set[str] = set()
     todo = [name for name in blocks if name in words]
@@ -221,12 +224,49 @@ def _prune(body: str) -> str:
         kept.add(name)
         first, last = blocks[name]
         # the function's own name on its first line is not a use of it
-        text = "\n".join(lines[first + 1 : last + 1]) + _FUNCTION_RE.sub("", lines[first])
+        text = "\n".join(code[first + 1 : last + 1]) + _FUNCTION_RE.sub("", code[first])
         todo += [w for w in set(_WORD_RE.findall(text)) if w in blocks and w not in kept]
     for name, (first, last) in blocks.items():
         if name not in kept:
             lines[first : last + 1] = [""] * (last - first + 1)
     return "\n".join(lines)
+
+
+def _without_comments(source: str) -> str:
+    """`source` with its Lua comments (`-- ...` and `--[[ ... ]]`, `--[==[ ... ]==]`) blanked
+    and its newlines kept, so that its lines match the original's; strings are kept as they
+    are (a `--` inside one is not a comment)."""
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        c = source[i]
+        if c in "'\"":  # a short string, up to its unescaped closing quote or the line's end
+            j = i + 1
+            while j < n and source[j] != c and source[j] != "\n":
+                j += 2 if source[j] == "\\" else 1
+            out.append(source[i : j + 1])
+            i = j + 1
+        elif source.startswith("--", i):
+            long = _LONG_BRACKET_RE.match(source, i + 2)
+            if long:  # a block comment: to its closing bracket of the same level
+                close = source.find("]" + long.group(1) + "]", long.end())
+                end = n if close < 0 else close + len(long.group(0))
+            else:
+                end = source.find("\n", i)
+                end = n if end < 0 else end
+            out.append(re.sub(r"[^\n]", " ", source[i:end]))
+            i = end
+        else:
+            long = _LONG_BRACKET_RE.match(source, i)
+            if long:  # a long string: kept whole
+                close = source.find("]" + long.group(1) + "]", long.end())
+                end = n if close < 0 else close + len(long.group(0))
+                out.append(source[i:end])
+                i = end
+            else:
+                out.append(c)
+                i += 1
+    return "".join(out)
 
 
 def _comment_out_shebang(source: str) -> str:

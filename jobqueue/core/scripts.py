@@ -86,6 +86,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     arguments."""
 
     _finish_head: tuple[TakeLimits, Retention, list[Any]] | None = None
+    _add_head: list[Any] | None = None
 
     # -- adding and running jobs -----------------------------------------------------------
 
@@ -100,6 +101,12 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
         """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
         a duplicate by dedup key is dropped or replaces its waiting holder."""
+        if len(jobs) == 1:  # `Queue.add`: the fixed ARGV packed by name once, not per job
+            head = self._add_head
+            if head is None:
+                head = self._add_head = self.ADD.pack({"n": 1, **self._queue})
+            reply = await self._eval("add", self._keys["add"], [*head, *jobs[0]])
+            return [AddedJob.from_reply(text(reply[0]), int(reply[1]))]
         reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
         return [
             AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)

@@ -6,6 +6,7 @@ delay is shown not to end early, never to end within a short time."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import pytest
@@ -110,6 +111,54 @@ async def test_add_get_and_counts(make_queue: Any) -> None:
         "paused": 0,
         "waiting-children": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("data", "stored"),
+    [
+        ({"a": [1, (2, 3)], "b": None}, {"a": [1, [2, 3]], "b": None}),
+        ((1, "x"), [1, "x"]),
+        ("text", "text"),
+        (7, 7),
+        (2.5, 2.5),
+        (True, True),
+        (None, None),
+    ],
+)
+async def test_a_job_added_has_the_data_the_handler_will_read(
+    make_queue: Any, data: Any, stored: Any
+) -> None:
+    # a name and data only (most adds) and the same with an option (the general path): the job
+    # returned holds its data as JSON gives it back, a copy of what was given
+    q = make_queue()
+    data = copy.deepcopy(data)  # the parameter is shared by the backends: changed below
+    plain = await q.add("x", data)
+    general = await q.add("x", data, attempts=2)
+    for job in (plain, general):
+        assert job.data == stored and type(job.data) is type(stored)
+        assert job.state == JobState.WAITING and job.name == "x" and job.attempts_made == 0
+        got = await q.get_job(job.id)
+        assert got is not None and got.data == stored
+    if isinstance(data, dict):
+        data["b"] = "changed later"
+        assert plain.data["b"] is None
+    assert (plain.max_attempts, general.max_attempts) == (q.config.attempts, 2)
+
+
+async def test_a_plain_add_validates_as_any_add(make_queue: Any) -> None:
+    q = make_queue()
+    for bad in ("", "a\nb", 3, ["x"], "n" * 201):
+        with pytest.raises(InvalidJobError, match="job name"):
+            await q.add(bad, {})
+    with pytest.raises(InvalidJobError, match="delay"):
+        await q.add("x", {}, delay=False)
+    with pytest.raises(InvalidJobError, match="priority"):
+        await q.add("x", {}, priority=False)
+    with pytest.raises(InvalidJobError, match="not JSON"):
+        await q.add("x", {"t": {1, 2}})
+    assert await q.get_job_counts() == dict.fromkeys(
+        ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"), 0
+    )
 
 
 async def test_dedup_by_job_id(make_queue: Any) -> None:

@@ -125,6 +125,34 @@ async def test_a_cancelled_caller_does_not_shift_the_replies(
     assert await conn.execute("GET", f"{prefix}:a") == b"A"
 
 
+async def test_commands_sent_together_give_each_reply_or_error_in_order(
+    fast: tuple[FastConnection, str],
+) -> None:
+    conn, prefix = fast
+    await conn.execute("SET", f"{prefix}:s", "text")
+    got = await conn.execute_many(
+        ("GET", f"{prefix}:s"), ("INCR", f"{prefix}:s"), ("ECHO", "after")
+    )
+    assert got[0] == b"text" and got[2] == b"after"
+    assert isinstance(got[1], ResponseError) and "not an integer" in str(got[1])
+
+
+async def test_a_cancelled_batch_does_not_shift_the_replies(
+    fast: tuple[FastConnection, str],
+) -> None:
+    # the batch waits on a block: cancelled meanwhile, the replies it still had to come are
+    # dropped as they arrive, and the next caller gets its own
+    conn, prefix = fast
+    batch = asyncio.ensure_future(
+        conn.execute_many(("BZPOPMIN", f"{prefix}:z", 0.2), ("ECHO", "behind"))
+    )
+    await asyncio.sleep(0)  # written: the block holds the connection
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert await conn.execute("ECHO", "next") == b"next"
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 

@@ -36,6 +36,29 @@ def test_unreached_functions_are_blanked_and_lines_kept() -> None:
     assert "self_only" not in out
 
 
+def test_a_name_in_a_comment_keeps_nothing_a_name_in_a_string_does() -> None:
+    source = (
+        "local function in_comment(x)\n  return x\nend\n"
+        "local function in_string(x)\n  return x\nend\n"
+        "local function in_block(x)\n  return x\nend\n"
+        "--[[ in_block ]] local s = 'a -- in_string' -- in_comment\nreturn s"
+    )
+    out = _loader._prune(source)
+    assert _DEF.findall(out) == ["in_string"]
+    assert out.count("\n") == source.count("\n")
+
+
+def test_comments_are_blanked_line_for_line() -> None:
+    source = "a = 1 -- x\nb = \"c--d\" --[==[ e\nf ]] ]==] g = [[ h -- i ]]\nj = 'k\\'--l' -- m"
+    out = _loader._without_comments(source)
+    assert out.split("\n") == [
+        "a = 1     ",
+        'b = "c--d"' + " " * 9,
+        " " * 10 + "g = [[ h -- i ]]",
+        "j = 'k\\'--l'     ",
+    ]
+
+
 def test_a_block_the_rule_cannot_delimit_is_kept() -> None:
     source = "local function odd(x)\nx = 1\nend\nreturn 1"
     assert _loader._prune(source) == source
@@ -57,5 +80,16 @@ def test_no_function_a_script_names_is_blanked(name: str) -> None:
     pairs = list(zip(full.split("\n"), pruned.split("\n"), strict=True))
     assert all(new in (old, "") for old, new in pairs)
     removed = set(_DEF.findall(full)) - set(_DEF.findall(pruned))
-    code = "\n".join(line for line in pruned.splitlines() if not line.lstrip().startswith("--"))
+    # every use in code, by a rule of its own: a line's text before a `--` outside quotes
+    code = "\n".join(_before_comment(line) for line in pruned.splitlines())
     assert not removed & set(_WORD.findall(code))
+
+
+def _before_comment(line: str) -> str:
+    if line.startswith("#!"):
+        return ""
+    for at in (m.start() for m in re.finditer("--", line)):
+        before = line[:at].replace("\\\\", "").replace("\\'", "").replace('\\"', "")
+        if before.count("'") % 2 == 0 and before.count('"') % 2 == 0:
+            return line[:at]
+    return line

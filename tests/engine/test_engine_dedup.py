@@ -43,6 +43,28 @@ async def test_a_duplicate_of_a_waiting_job_is_dropped(make_queue: Any) -> None:
     assert (await q.get_job_counts())["waiting"] == 3
 
 
+async def test_a_batch_leaves_the_fifo_list_as_jobs_added_in_turn_would(make_queue: Any) -> None:
+    # the list is pushed once per batch: a replace in the batch still takes its holder out of
+    # it first (no id twice), and a group's token keeps its place between the batch's jobs
+    q = make_queue()
+    jobs = await q.add_bulk(
+        [
+            {"name": "x", "data": 1},
+            {"name": "x", "data": 2, "dedup": Dedup("k", replace=True)},
+            {"name": "x", "data": 3},
+            {"name": "x", "data": 4, "dedup": Dedup("k", replace=True)},
+            {"name": "x", "data": 5, "group": "G"},
+            {"name": "x", "data": 6},
+        ]
+    )
+    one, two, three, again, _, six = (j.id for j in jobs)
+    assert again == two and jobs[3].deduplicated == "replaced"
+    listed = [v.decode() for v in await q.redis.lrange(q.keys.wait, 0, -1)]
+    assert listed == [one, three, two, "!G", six]
+    ids = [int(j.id) for j in jobs if j.id != two]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
 async def test_a_delayed_job_holds_its_key_and_a_started_one_does_not(make_queue: Any) -> None:
     q = make_queue()
     first = await q.add("x", 1, delay=60, dedup=Dedup("k"))

@@ -26,6 +26,28 @@ envelope, priority, group and delay are the new ones, its delay counted from now
 local now = now_ms()
 local out = {}
 local poked = false
+local n = tonumber(A.n)
+
+-- The ids that go to the end of the FIFO list, pushed in one RPUSH (`flush`) at the end, or
+-- before a job that may touch the list otherwise (a dedup replace takes its holder out of it,
+-- a group's token joins it): the list ends as if each had been pushed in turn.
+local pushes = {}
+local function flush()
+  for i = 1, #pushes, 1000 do  -- `unpack` has a stack limit
+    redis.call('RPUSH', K.wait, unpack(pushes, i, math.min(i + 999, #pushes)))
+  end
+  pushes = {}
+end
+
+-- The batch's numbers from the counter (ids, FIFO order in scores): one INCRBY for them all,
+-- unless a job is grouped: a group's token takes its own number as it is placed, between
+-- the jobs around it, so there each job takes its number in turn.
+local next_seq = nil
+for i = 0, n - 1 do
+  local _, _, _, _, _, _, group = argv_group(i)
+  if group ~= '' then next_seq = false; break end
+end
+if next_seq == nil then next_seq = redis.call('INCRBY', K.id_counter, n) - n + 1 end
 
 -- Write the job's envelope and make it ready or delayed; returns 'waiting' or 'delayed'.
 -- `new`: only if no job has the id (env_set_nx, keys.lua: 'given' when the caller gave the
@@ -52,7 +74,7 @@ local function place(id, env, delay, priority, cost, group, seq, new)
   elseif g then
     grp_push(id, priority, tonumber(cap), g, seq)
   elseif priority == 0 then
-    redis.call('RPUSH', K.wait, id)
+    pushes[#pushes + 1] = id
   else
     redis.call('ZADD', K.prio, prio_score(priority, seq), id)
   end
@@ -70,10 +92,16 @@ local function unplace(id)
   end
 end
 
-for i = 0, tonumber(A.n) - 1 do
+for i = 0, n - 1 do
   local id, name, env, delay, priority, cost, group, dedup = argv_group(i)
   delay, priority = tonumber(delay), tonumber(priority)
-  local seq = redis.call('INCR', K.id_counter)
+  local seq
+  if next_seq then
+    seq, next_seq = next_seq, next_seq + 1
+  else
+    seq = redis.call('INCR', K.id_counter)
+  end
+  if dedup ~= '' or group ~= '' then flush() end
   local new = 'given'
   if id == '' then id, new = tostring(seq), 'counter' end
   local holder, pending = nil, false
@@ -112,5 +140,6 @@ for i = 0, tonumber(A.n) - 1 do
     end
   end
 end
+flush()
 if poked then poke(K.marker) end
 return out

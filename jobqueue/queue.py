@@ -307,8 +307,9 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
     async def _add_plain(self, name: str, data: Any) -> Job:
         """`add` with only a name and data (most adds): nothing else to check or encode, and
         the job returned is built from what was given, its data a copy as JSON makes it."""
+        name_json = _name_json(name)  # first, as `_encode` checks it: the same error first
         data_json = dumps(data, limit=self.config.max_payload, what="job data")
-        env = '{"n":' + _name_json(name) + ',"d":' + data_json + "}"
+        env = '{"n":' + name_json + ',"d":' + data_json + "}"
         new = NewJob("", name, env, 0, 0)
         ((job_id, code),) = await self.scripts.add((new,))
         if code != "created":  # a counter id is never taken: only a hand-made key could be

@@ -156,6 +156,8 @@ async def test_a_plain_add_validates_as_any_add(make_queue: Any) -> None:
         await q.add("x", {}, priority=False)
     with pytest.raises(InvalidJobError, match="not JSON"):
         await q.add("x", {"t": {1, 2}})
+    with pytest.raises(InvalidJobError, match="job name"):  # the name is checked first
+        await q.add("", {"t": {1, 2}})
     assert await q.get_job_counts() == dict.fromkeys(
         ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"), 0
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -13,7 +11,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from . import _tracing
-from .config import MAX_PRIORITY, MAX_SECONDS, QueueConfig
+from ._encode import MAX_DELAY as MAX_DELAY
+from ._encode import encode_job, name_json
+from .config import QueueConfig
 from .core._inputs import cut, job_ref, shown
 from .core.codec import decode_envelope, dumps
 from .core.connection import check_server, connect, describe_client
@@ -39,52 +39,14 @@ _SPEC_KEYS = frozenset(
     {"name", "data", "job_id", "delay", "priority", "attempts", "cost", "group",
      "group_concurrency", "dedup"}
 )  # fmt: skip
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-_GROUP_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 _checked_servers: set[str] = set()
 _NUMBERS = (int, float)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-
-MAX_DELAY = MAX_SECONDS
-"""Longest delay `Queue.add` accepts, in seconds (ten years): a longer one is a mistake (a
-timestamp given as a delay, ms given as seconds), refused before it reaches a score."""
 
 JobSpec = Mapping[str, Any]
 """One job for `Queue.add_bulk`: keys `name`, `data`, and optionally `job_id`, `delay`,
 `priority`, `attempts`, `cost`, `group`, `group_concurrency`, `dedup` (the keyword arguments
 of `Queue.add`)."""
-
-
-def _validate_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id) or job_id.isdigit():
-        raise InvalidJobError(
-            f"job_id {shown(job_id)} is invalid: use 1-200 letters, digits, '_', '.', ':', '-', "
-            "not only digits (those are the queue's own ids)"
-        )
-    return job_id
-
-
-def _validate_group(group: str) -> str:
-    if not isinstance(group, str) or not _GROUP_RE.match(group):
-        raise InvalidJobError(
-            f"group {shown(group)} is invalid: use 1-100 letters, digits, '_', '.', ':', '-'"
-        )
-    return group
-
-
-_NAMES: dict[str, str] = {}  # a job name's JSON, by name (a queue has a few names)
-
-
-def _name_json(name: str) -> str:
-    """The JSON of a valid job name (the valid names met are cached), else InvalidJobError."""
-    encoded = _NAMES.get(name) if type(name) is str else None
-    if encoded is None:
-        if not isinstance(name, str) or not 0 < len(name) <= 200 or not name.isprintable():
-            raise InvalidJobError(f"job name {shown(name)} is invalid: 1-200 printable characters")
-        encoded = dumps(name, limit=1000, what="job name")
-        if len(_NAMES) < 1024:
-            _NAMES[name] = encoded
-    return encoded
 
 
 class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixin):
@@ -179,70 +141,10 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
 
     # -- adding ---------------------------------------------------------------------------
 
-    def _encode(
-        self,
-        name: str,
-        data: Any,
-        job_id: str | None,
-        delay: float,
-        priority: int,
-        attempts: int | None,
-        cost: Mapping[str, float] | None = None,
-        group: str | None = None,
-        group_concurrency: int | None = None,
-        dedup: Dedup | None = None,
-    ) -> NewJob:
-        name_json = _name_json(name)
-        if job_id is not None:
-            _validate_job_id(job_id)
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not 0 <= delay <= MAX_DELAY  # before isfinite: a huge int does not fit a float
-            or not math.isfinite(delay)
-        ):
-            raise InvalidJobError(
-                f"delay must be a finite number of seconds within [0, {MAX_DELAY:g}], "
-                f"got {shown(delay)}"
-            )
-        if (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not (-MAX_PRIORITY <= priority <= MAX_PRIORITY)
-        ):
-            raise InvalidJobError(
-                f"priority must be an int within +-{MAX_PRIORITY}, got {shown(priority)}"
-            )
-        env = '{"n":' + name_json + ',"d":'
-        env += dumps(data, limit=self.config.max_payload, what="job data")
-        if attempts is not None:
-            if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-                raise InvalidJobError(f"attempts must be an int >= 1, got {shown(attempts)}")
-            env += f',"at":{attempts}'
-        if priority:
-            env += f',"p":{priority}'
-        encoded_group = ""
-        if group is not None:
-            env += f',"g":"{_validate_group(group)}"'
-            cap = self.config.group_concurrency if group_concurrency is None else group_concurrency
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-                raise InvalidJobError(f"group_concurrency must be an int >= 1, got {shown(cap)}")
-            encoded_group = f"{cap or 0}:{group}"
-        elif group_concurrency is not None:
-            raise InvalidJobError(f"group_concurrency {shown(group_concurrency)} needs a group")
-        if dedup is not None and not isinstance(dedup, Dedup):
-            raise InvalidJobError(f"dedup must be a Dedup, got {shown(dedup)}")
-        env += "}"
-        encoded_cost = ""
-        if cost is not None:
-            try:
-                encoded_cost = self.config.check_cost(cost, what="job cost")
-            except ConfigError as exc:
-                raise InvalidJobError(str(exc)) from None
-        return NewJob(
-            job_id or "", name, env, int(delay * 1000), priority, encoded_cost, encoded_group,
-            dedup.encode() if dedup else "",
-        )  # fmt: skip
+    def _encode(self, name: str, data: Any, *options: Any) -> NewJob:
+        """`encode_job` with this queue's config (what the flows and schedulers add goes
+        through it too)."""
+        return encode_job(self.config, name, data, *options)
 
     async def add(
         self,
@@ -299,17 +201,18 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             and not _tracing.enabled()
         ):
             return await self._add_plain(name, data)
-        new = self._encode(
-            name, data, job_id, delay, priority, attempts, cost, group, group_concurrency, dedup
-        )
+        new = encode_job(
+            self.config, name, data, job_id, delay, priority, attempts, cost, group,
+            group_concurrency, dedup,
+        )  # fmt: skip
         return (await self._add_many([new]))[0]
 
     async def _add_plain(self, name: str, data: Any) -> Job:
         """`add` with only a name and data (most adds): nothing else to check or encode, and
         the job returned is built from what was given, its data a copy as JSON makes it."""
-        name_json = _name_json(name)  # first, as `_encode` checks it: the same error first
+        encoded_name = name_json(name)  # first, as `encode_job` checks it: the same error first
         data_json = dumps(data, limit=self.config.max_payload, what="job data")
-        env = '{"n":' + name_json + ',"d":' + data_json + "}"
+        env = '{"n":' + encoded_name + ',"d":' + data_json + "}"
         new = NewJob("", name, env, 0, 0)
         ((job_id, code),) = await self.scripts.add((new,))
         if code != "created":  # a counter id is never taken: only a hand-made key could be
@@ -333,7 +236,7 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
                 if len(spec) != 2:
                     raise InvalidJobError(f"a job pair must be (name, data), got {shown(spec)}")
                 name, data = spec
-                encoded.append(self._encode(name, data, None, 0.0, 0, None))
+                encoded.append(encode_job(self.config, name, data, None, 0.0, 0, None))
             else:
                 if not isinstance(spec, Mapping):
                     raise InvalidJobError(
@@ -346,7 +249,8 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
                         f"{shown(sorted(map(str, unknown)))}, or no name"
                     )
                 encoded.append(
-                    self._encode(
+                    encode_job(
+                        self.config,
                         spec["name"],
                         spec.get("data"),
                         spec.get("job_id"),

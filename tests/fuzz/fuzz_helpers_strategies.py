@@ -7,7 +7,7 @@ from typing import Any
 from fuzz_helpers import NOT_STR, ODD_TEXT
 from hypothesis import strategies as st
 
-from jobqueue.queue import _JOB_ID_RE
+from jobqueue._encode import _JOB_ID_RE
 
 
 def _valid_id(value: Any) -> bool:

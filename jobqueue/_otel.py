@@ -50,7 +50,7 @@ def _tracer() -> trace.Tracer:
 
 
 def _inject(envelope: str, tp: str) -> str:
-    # the envelope is a JSON object made by `Queue._encode`: its last character closes it
+    # the envelope is a JSON object made by `_encode.encode_job`: its last character closes it
     return envelope[:-1] + ',"tp":' + tp + "}"
 
 

@@ -141,11 +141,6 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
 
     # -- adding ---------------------------------------------------------------------------
 
-    def _encode(self, name: str, data: Any, *options: Any) -> NewJob:
-        """`encode_job` with this queue's config (what the flows and schedulers add goes
-        through it too)."""
-        return encode_job(self.config, name, data, *options)
-
     async def add(
         self,
         name: str,

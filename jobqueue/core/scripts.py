@@ -106,8 +106,8 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
             if head is None:
                 head = self._add_head = self.ADD.pack({"n": 1, **self._queue})
             reply = await self._eval("add", self._keys["add"], [*head, *jobs[0]])
-            return [AddedJob.from_reply(text(reply[0]), int(reply[1]))]
-        reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
+        else:
+            reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
         return [
             AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
         ]

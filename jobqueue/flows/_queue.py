@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _tracing
+from .._encode import encode_job
+from ..config import QueueConfig
 from ..core.codec import decode_envelope
 from ..core.keys import QueueKeys, validate_queue_name
-from ..core.replies import NewJob
 from ..core.scripts import Scripts
 from ..core.scripts_flows import FlowNodeArgs
 from ..core.states import JobState
@@ -38,6 +39,7 @@ class QueueFlowsMixin:
     """`add_flow` of `Queue`."""
 
     # provided by Queue
+    config: QueueConfig
     keys: QueueKeys
     prefix: str
     scripts: Scripts
@@ -46,19 +48,6 @@ class QueueFlowsMixin:
 
         @property
         def name(self) -> str: ...
-
-        def _encode(
-            self,
-            name: str,
-            data: Any,
-            job_id: str | None,
-            delay: float,
-            priority: int,
-            attempts: int | None,
-            cost: Mapping[str, float] | None = None,
-            group: str | None = None,
-            group_concurrency: int | None = None,
-        ) -> NewJob: ...
 
         async def get_job(self, job_id: str) -> Job | None: ...
 
@@ -107,9 +96,10 @@ class QueueFlowsMixin:
         """
         if isinstance(children, Child) or not isinstance(children, Sequence) or not children:
             raise InvalidJobError(f"children must be a non-empty list of Child, got {children!r}")
-        root = self._encode(
-            name, data, job_id, 0.0, priority, attempts, cost, group, group_concurrency
-        )
+        root = encode_job(
+            self.config, name, data, job_id, 0.0, priority, attempts, cost, group,
+            group_concurrency,
+        )  # fmt: skip
         nodes = [
             FlowNodeArgs(
                 self.keys.base, self.name, root.job_id, root.name, root.envelope, 0,
@@ -189,9 +179,9 @@ class QueueFlowsMixin:
                 raise InvalidJobError(
                     f"child {child.name!r}: a child with children cannot have a delay"
                 )
-            keys, encoder = self._child_queue(child)
-            new = encoder._encode(
-                child.name, child.data, child.job_id, child.delay, child.priority,
+            keys, config = self._child_queue(child)
+            new = encode_job(
+                config, child.name, child.data, child.job_id, child.delay, child.priority,
                 child.attempts, child.cost, child.group, child.group_concurrency,
             )  # fmt: skip
             if child.job_id is not None:
@@ -211,13 +201,14 @@ class QueueFlowsMixin:
             if kids:
                 self._flatten(kids, len(nodes) - 1, nodes, seen)
 
-    def _child_queue(self, child: Child) -> tuple[QueueKeys, QueueFlowsMixin]:
-        """The child's queue keys, and the queue whose settings validate its job."""
+    def _child_queue(self, child: Child) -> tuple[QueueKeys, QueueConfig]:
+        """The child's queue keys, and the settings that validate its job (its queue's, or this
+        queue's for a queue given by name)."""
         target = child.queue
         if isinstance(target, str):
             validate_queue_name(target)
             if target == self.name:
-                return self.keys, self
+                return self.keys, self.config
             if self.keys.slot is None:
                 raise CrossSlotFlowError(
                     f"child queue {target!r}: the flow's queue {self.name!r} has no shared "
@@ -225,7 +216,7 @@ class QueueFlowsMixin:
                     "one slot)"
                 )
             # a name: the queue of that name in this queue's slot (only its base is used here)
-            return QueueKeys(self.prefix, target, self.keys.slot), self
+            return QueueKeys(self.prefix, target, self.keys.slot), self.config
         keys = getattr(target, "keys", None)
         if not isinstance(target, QueueFlowsMixin) or not isinstance(keys, QueueKeys):
             raise ConfigError(f"a child's queue must be a Queue or a queue name, got {target!r}")
@@ -241,7 +232,7 @@ class QueueFlowsMixin:
                 "share one slot (the same queue, queues on one shared limiter, or queues given "
                 "one QueueConfig.slot)"
             )
-        return keys, target
+        return keys, target.config
 
 
 def _derived_id(candidate: str) -> str:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
 
+from .._encode import encode_job
 from ..config import QueueConfig
 from ..core.codec import decode_envelope
 from ..core.codec import text as _s
 from ..core.connection import server_time
 from ..core.keys import QueueKeys
-from ..core.replies import NewJob
 from ..core.scripts import Scripts
 from ..errors import InvalidJobError
 from ._model import Schedule, ms_to_datetime
@@ -32,8 +32,6 @@ class QueueSchedulesMixin:
     keys: QueueKeys
     config: QueueConfig
     scripts: Scripts
-
-    _encode: Callable[..., NewJob]  # Queue's: validates and encodes one job
 
     async def upsert_scheduler(
         self,
@@ -89,7 +87,7 @@ class QueueSchedulesMixin:
         """
         validate_scheduler_id(scheduler_id)
         spec = make_spec(every, cron, tz)
-        job = self._encode(name, data, None, 0.0, priority, attempts, cost)
+        job = encode_job(self.config, name, data, None, 0.0, priority, attempts, cost)
         next_ms = None
         if spec.cron is not None:
             seconds, micros = await server_time(self.redis, key=self.keys.meta)

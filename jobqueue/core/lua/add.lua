@@ -33,9 +33,7 @@ local n = tonumber(A.n)
 -- a group's token joins it): the list ends as if each had been pushed in turn.
 local pushes = {}
 local function flush()
-  for i = 1, #pushes, 1000 do  -- `unpack` has a stack limit
-    redis.call('RPUSH', K.wait, unpack(pushes, i, math.min(i + 999, #pushes)))
-  end
+  call_batched('RPUSH', K.wait, pushes)
   pushes = {}
 end
 

@@ -167,7 +167,7 @@ for i = 0, m - 1 do
   end
 end
 
-zadd_pairs(K.completed, completed)
+call_batched('ZADD', K.completed, completed)
 if done_ok then
   trim_finished(A.base, K.priorities, K.completed, A.keep_completed, A.keep_completed_ms, now)
 end

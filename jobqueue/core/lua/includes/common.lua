@@ -19,11 +19,12 @@ local function poke(marker_key)
   redis.call('ZADD', marker_key, 0, '0')
 end
 
--- ZADD a flat {score1, member1, score2, member2, ...} to `key`: one command per batch of jobs
--- instead of one per job (at most 500 pairs a command: `unpack` has a stack limit).
-local function zadd_pairs(key, pairs)
-  for i = 1, #pairs, 1000 do
-    redis.call('ZADD', key, unpack(pairs, i, math.min(i + 999, #pairs)))
+-- `command key a1 a2 ...` with the flat list `args` (ids for RPUSH; score, member pairs for
+-- ZADD): one command per batch of jobs instead of one per job, in commands of at most 1000
+-- arguments (`unpack` has a stack limit; an even count keeps pairs whole). Nothing when empty.
+local function call_batched(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
   end
 end
 

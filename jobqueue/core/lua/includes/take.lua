@@ -315,7 +315,7 @@ local function take(n, now)
       grp_left(grouped[id]) -- counted as started by its group, but it is gone
     end
   end
-  zadd_pairs(K.active, leases)
+  call_batched('ZADD', K.active, leases)
   if tokens ~= nil and taken > 0 then
     redis.call('HSET', K.limiter, 't', tokens - taken, 'ts', now)
   end

@@ -208,10 +208,9 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
         encoded_name = name_json(name)  # first, as `encode_job` checks it: the same error first
         data_json = dumps(data, limit=self.config.max_payload, what="job data")
         env = '{"n":' + encoded_name + ',"d":' + data_json + "}"
-        new = NewJob("", name, env, 0, 0)
-        ((job_id, code),) = await self.scripts.add((new,))
+        job_id, code = await self.scripts.add_plain(name, env)
         if code != "created":  # a counter id is never taken: only a hand-made key could be
-            return (await self._jobs_for([new], [(job_id, code)]))[0]
+            return (await self._jobs_for([NewJob("", name, env, 0, 0)], [(job_id, code)]))[0]
         # an immutable scalar is its own copy; anything else is read back from its JSON
         copy = data if type(data) in _SCALARS else json.loads(data_json)
         return Job(self, job_id, {"n": name, "d": copy})

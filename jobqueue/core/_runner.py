@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # scripts that change nothing (their shebang says `no-writes`): no WAIT after them
 _READ_ONLY = frozenset({"counts", "getjob", "scheduler_due"})
 # a short WAIT after these raises (the producer can add again); after the others it is logged
-_STRICT = frozenset({"add", "add_flow"})
+_STRICT = frozenset({"add", "add_plain", "add_flow"})
 
 FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 """Environment variable: `0` (or `false`, `no`, `off`) runs every script through redis-py."""
@@ -40,6 +40,19 @@ FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 def fastconn_enabled() -> bool:
     """Whether the environment allows the fast connection (default: yes)."""
     return os.environ.get(FASTCONN_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _resp_bulk(value: str | bytes) -> bytes:
+    """One RESP bulk string (text as UTF-8)."""
+    data = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _resp_head(args: Sequence[str | bytes | int], more: int) -> bytes:
+    """A RESP command of `args` then `more` arguments packed by the caller (`_resp_bulk`)."""
+    parts = [b"*%d\r\n" % (len(args) + more)]
+    parts += [_resp_bulk(arg if isinstance(arg, str | bytes) else str(arg)) for arg in args]
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +154,8 @@ class ScriptRunner:
         self._shebang = not is_fakeredis(redis)
         self._where = describe_client(redis)  # password-free, for error messages
         self._scripts: dict[str, LuaScript] = {}
+        # `_eval_tail`: each script's command up to its per-call arguments, packed once
+        self._packed: dict[str, bytes] = {}
         # KEYS of each script, resolved once (keys of one job are resolved per call)
         self._keys = {
             spec.name: [getattr(keys, k) for k in spec.keys]
@@ -159,12 +174,41 @@ class ScriptRunner:
         try:
             return await self._evalsha(name, keys, args)
         except OutOfMemoryError:
-            # the one place an OOM refusal becomes ours: a `#!lua` script without
-            # `allow-oom` is refused before it runs, so nothing of it was written
-            raise QueueFullError(
-                f"redis {self._where} is out of memory (maxmemory reached, policy "
-                f"noeviction): {name} refused, nothing written; retry later"
-            ) from None
+            raise self._full(name) from None
+
+    def _full(self, name: str) -> QueueFullError:
+        # what an OOM refusal becomes (`_eval`, `_eval_tail`): a `#!lua` script without
+        # `allow-oom` is refused before it runs, so nothing of it was written
+        return QueueFullError(
+            f"redis {self._where} is out of memory (maxmemory reached, policy "
+            f"noeviction): {name} refused, nothing written; retry later"
+        )
+
+    async def _eval_tail(self, name: str, head: Sequence[Any], tail: Sequence[str]) -> Any:
+        """`name`'s script with its KEYS, then ARGV `head` (the same at every call) and `tail`.
+
+        On a plain fast connection (no cluster, no sentinel, no durable WAIT) the command up to
+        `tail` is packed once and each call packs only `tail`: the hottest call, a plain
+        `Queue.add`, packs 2 of its 12 arguments (~3 µs of client CPU a call less than
+        packing them all). Everywhere else it is `_eval`.
+        """
+        fast = self._fast
+        if type(fast) is not FastConnection or self._durable is not None:
+            return await self._eval(name, self._keys[name], [*head, *tail])
+        prefix = self._packed.get(name)
+        if prefix is None:
+            keys, sha = self._keys[name], self._script(name).sha
+            prefix = _resp_head(["EVALSHA", sha, len(keys), *keys, *head], len(tail))
+            self._packed[name] = prefix
+        data = b"".join([prefix, *map(_resp_bulk, tail)])
+        try:
+            try:
+                return await fast.execute_packed(data)
+            except NoScriptError:
+                await fast.execute("SCRIPT", "LOAD", self._script(name).source)
+                return await fast.execute_packed(data)
+        except OutOfMemoryError:
+            raise self._full(name) from None
 
     def _script(self, name: str) -> LuaScript:
         script = self._scripts.get(name)

@@ -214,6 +214,14 @@ class FastConnection:
             proto = await self._reconnect()
         return await proto.send(data)
 
+    async def execute_packed(self, data: bytes) -> Any:
+        """Send one command already packed as RESP and return its reply: for a caller that
+        packs the part of a command that never changes once (`ScriptRunner._eval_tail`)."""
+        proto = self._proto
+        if proto is None or proto.closed or not proto.loop.is_running():
+            proto = await self._reconnect()
+        return await proto.send(data)
+
     async def connect(self) -> None:
         """Open the socket now unless it is open (raises as a command would)."""
         proto = self._proto

@@ -112,6 +112,20 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
             AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
         ]
 
+    ADD_PLAIN = spec(
+        "add_plain",
+        keys="id_counter wait marker events jobs",
+        argv="base maxlen name envelope",
+        events="added",
+    )
+
+    async def add_plain(self, name: str, envelope: str) -> AddedJob:
+        """Store one new job with only a name and data (`envelope` is its JSON), ready at the
+        end of the FIFO list; code `exists` when a job of the counter's next id exists."""
+        head = (self.keys.base, self.events_maxlen)
+        job_id, code = await self._eval_tail("add_plain", head, (name, envelope))
+        return AddedJob.from_reply(text(job_id), int(code))
+
     TAKE = spec(
         "take",
         keys=_TAKE_KEYS + _SHARED_KEYS + " jobs",

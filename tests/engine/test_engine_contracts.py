@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -161,6 +162,44 @@ async def test_a_plain_add_validates_as_any_add(make_queue: Any) -> None:
     assert await q.get_job_counts() == dict.fromkeys(
         ("waiting", "active", "delayed", "completed", "failed", "paused", "waiting-children"), 0
     )
+
+
+async def test_a_plain_add_writes_what_the_general_add_writes(make_queue: Any) -> None:
+    # `add` with a name and data only runs add_plain.lua (its command packed once but for the
+    # name and data, on the fast path), the same job in a batch runs add.lua: both leave the
+    # same envelope, list entry and event
+    q = make_queue()
+    name, data = "café ✓", {"é": "ü", "n": [1, 2.5, None]}
+    plain = await q.add(name, data)
+    (general,) = await q.add_bulk([(name, data)])
+    assert int(general.id) == int(plain.id) + 1
+    assert await q.redis.lrange(q.keys.wait, 0, -1) == [plain.id.encode(), general.id.encode()]
+    stored = [await q.redis.hget(q.keys.jobs, job.id) for job in (plain, general)]
+    bodies = [json.loads(body) for body in stored]
+    assert all(isinstance(body.pop("ts"), int) for body in bodies)
+    assert bodies[0] == bodies[1] == {"n": name, "d": data}
+    added = [e for e in await events(q) if e["ev"] == "added"]
+    assert [e.pop("id") for e in added] == [plain.id, general.id]
+    assert all(e.pop("ts") for e in added)
+    assert added == [{"ev": "added", "name": name, "st": "waiting"}] * 2
+    for job in (plain, general):
+        got = await q.get_job(job.id)
+        assert got is not None and (got.name, got.data) == (name, data)
+
+
+async def test_a_plain_add_on_a_hand_written_id_writes_nothing(make_queue: Any) -> None:
+    # the counter's ids cannot be given (digits only are refused), so only a key written by
+    # hand can hold the next one: the add returns that job and writes nothing of its own
+    q = make_queue()
+    first = await q.add("x", 1)
+    taken = str(int(first.id) + 1)
+    await q.redis.hset(q.keys.jobs, taken, json.dumps({"n": "by-hand", "d": 0, "ts": 1}))
+    stream = await q.redis.xlen(q.keys.events)
+    job = await q.add("x", 2)
+    assert (job.id, job.name, job.data) == (taken, "by-hand", 0)
+    assert await q.redis.lrange(q.keys.wait, 0, -1) == [first.id.encode()]
+    assert await q.redis.xlen(q.keys.events) == stream
+    assert (await q.add("x", 3)).id == str(int(taken) + 1)
 
 
 async def test_dedup_by_job_id(make_queue: Any) -> None:

@@ -184,7 +184,7 @@ async def test_the_script_that_runs_after_the_add_that_wakes_the_worker(
         async with CommandMonitor(own_server.url) as monitor, monitor.window() as window:
             job = await q.add("x", {"n": 1})
             await until_state(q, job.id, "completed")
-        add_sha = load_script("add").sha
+        add_sha = load_script("add_plain").sha  # `add` with a name and data only
         takes = {load_script("take").sha, load_script("finish").sha}
         # the add and the scripts that take (not a heartbeat's or a stall check's, which may
         # fall in between on a slow machine)

@@ -387,9 +387,13 @@ async def test_scripts_reload_after_noscript(
         job = await q.add("x", {"n": 1})
         await q.scripts.counts()
         await q.redis.script_flush()
+        # a plain add's command is packed once (`_eval_tail`): reloaded and sent again whole
+        again = await q.add("x", {"n": 2})
+        assert (await q.get_job(again.id)) is not None
+        assert await q.redis.script_exists(load_script("add_plain").sha) == [True]
         assert await q.redis.script_exists(load_script("counts").sha) == [False]
         counts = await q.get_job_counts()  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
-        assert counts["waiting"] == 1
+        assert counts["waiting"] == 2
         assert await q.redis.script_exists(load_script("counts").sha) == [True]
         assert (await q.get_job(job.id)) is not None
         await q.redis.script_flush()

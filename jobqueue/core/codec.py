@@ -39,7 +39,10 @@ def dumps(value: Any, *, limit: int, what: str) -> str:
     except RecursionError:  # nested deeper than the interpreter's recursion limit
         raise InvalidJobError(f"{what} is nested too deeply to be JSON") from None
     # `isascii` is a flag read in CPython: most payloads need no encoding to be measured
-    size = len(out) if out.isascii() else len(out.encode())
+    try:
+        size = len(out) if out.isascii() else len(out.encode())
+    except UnicodeEncodeError:  # a lone surrogate ('\udc80'): no UTF-8 text can carry it
+        raise InvalidJobError(f"{what} is not valid Unicode text (a lone surrogate)") from None
     if size > limit:
         raise PayloadTooLargeError(f"{what} is {size} bytes of JSON, over the limit of {limit}")
     return out

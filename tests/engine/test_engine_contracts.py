@@ -486,7 +486,10 @@ async def test_bad_options_write_nothing(
     assert await q.redis.keys(q.keys.base + "*") == []
 
 
-@pytest.mark.parametrize("data", [float("nan"), {1, 2}, object(), {"x": float("inf")}])
+@pytest.mark.parametrize(
+    "data",
+    [float("nan"), {1, 2}, object(), {"x": float("inf")}, "lone \udc80", {"\ud800": 1}],
+)
 async def test_bad_data_writes_nothing(make_queue: Any, data: Any) -> None:
     q = make_queue()
     with pytest.raises(InvalidJobError):

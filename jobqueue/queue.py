@@ -43,6 +43,21 @@ _checked_servers: set[str] = set()
 _NUMBERS = (int, float)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
+
+def _json_copy(data: Any, data_json: str) -> Any:
+    """`data` as its JSON `data_json` gives it back, a copy: an immutable scalar is its own,
+    a flat dict of scalars a shallow copy (the same keys, values and types as the JSON's),
+    anything else parsed from the JSON."""
+    if type(data) in _SCALARS:
+        return data
+    if type(data) is dict:
+        for key, value in data.items():
+            if type(key) is not str or type(value) not in _SCALARS:
+                return json.loads(data_json)
+        return data.copy()
+    return json.loads(data_json)
+
+
 JobSpec = Mapping[str, Any]
 """One job for `Queue.add_bulk`: keys `name`, `data`, and optionally `job_id`, `delay`,
 `priority`, `attempts`, `cost`, `group`, `group_concurrency`, `dedup` (the keyword arguments
@@ -195,25 +210,20 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             and priority == 0
             and not _tracing.enabled()
         ):
-            return await self._add_plain(name, data)
+            # most adds: nothing else to check or encode, and the job returned is built from
+            # what was given (here, not in a method of its own: one coroutine less a call)
+            encoded_name = name_json(name)  # first, as `encode_job` checks it: same error first
+            data_json = dumps(data, limit=self.config.max_payload, what="job data")
+            env = '{"n":' + encoded_name + ',"d":' + data_json + "}"
+            job_id, code = await self.scripts.add_plain(name, env)
+            if code != "created":  # a counter id is never taken: only a hand-made key could be
+                return (await self._jobs_for([NewJob("", name, env, 0, 0)], [(job_id, code)]))[0]
+            return Job(self, job_id, {"n": name, "d": _json_copy(data, data_json)})
         new = encode_job(
             self.config, name, data, job_id, delay, priority, attempts, cost, group,
             group_concurrency, dedup,
         )  # fmt: skip
         return (await self._add_many([new]))[0]
-
-    async def _add_plain(self, name: str, data: Any) -> Job:
-        """`add` with only a name and data (most adds): nothing else to check or encode, and
-        the job returned is built from what was given, its data a copy as JSON makes it."""
-        encoded_name = name_json(name)  # first, as `encode_job` checks it: the same error first
-        data_json = dumps(data, limit=self.config.max_payload, what="job data")
-        env = '{"n":' + encoded_name + ',"d":' + data_json + "}"
-        job_id, code = await self.scripts.add_plain(name, env)
-        if code != "created":  # a counter id is never taken: only a hand-made key could be
-            return (await self._jobs_for([NewJob("", name, env, 0, 0)], [(job_id, code)]))[0]
-        # an immutable scalar is its own copy; anything else is read back from its JSON
-        copy = data if type(data) in _SCALARS else json.loads(data_json)
-        return Job(self, job_id, {"n": name, "d": copy})
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]]) -> list[Job]:
         """Add many jobs in one round trip (one atomic script call).

@@ -203,10 +203,10 @@ class ScriptRunner:
         data = b"".join([prefix, *map(_resp_bulk, tail)])
         try:
             try:
-                return await fast.execute_packed(data)
+                return await fast.send_packed(data)
             except NoScriptError:
                 await fast.execute("SCRIPT", "LOAD", self._script(name).source)
-                return await fast.execute_packed(data)
+                return await fast.send_packed(data)
         except OutOfMemoryError:
             raise self._full(name) from None
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import hiredis
@@ -214,12 +214,18 @@ class FastConnection:
             proto = await self._reconnect()
         return await proto.send(data)
 
-    async def execute_packed(self, data: bytes) -> Any:
-        """Send one command already packed as RESP and return its reply: for a caller that
-        packs the part of a command that never changes once (`ScriptRunner._eval_tail`)."""
+    def send_packed(self, data: bytes) -> Awaitable[Any]:
+        """Send one command already packed as RESP; its reply is the awaitable's. For a caller
+        that packs the part of a command that never changes once (`ScriptRunner._eval_tail`).
+        On an open socket the command is written now and the awaitable is its reply's future
+        (no coroutine between: the hot path of `Queue.add`); else it connects first."""
         proto = self._proto
         if proto is None or proto.closed or not proto.loop.is_running():
-            proto = await self._reconnect()
+            return self._send_packed_later(data)
+        return proto.send(data)
+
+    async def _send_packed_later(self, data: bytes) -> Any:
+        proto = await self._reconnect()
         return await proto.send(data)
 
     async def connect(self) -> None:

@@ -118,6 +118,13 @@ async def test_add_get_and_counts(make_queue: Any) -> None:
     ("data", "stored"),
     [
         ({"a": [1, (2, 3)], "b": None}, {"a": [1, [2, 3]], "b": None}),
+        # flat: copied as it is, not parsed back (the same keys, values and types)
+        (
+            {"a": 1, "b": None, "c": 2.5, "d": "é", "e": True},
+            {"a": 1, "b": None, "c": 2.5, "d": "é", "e": True},
+        ),
+        ({1: "a", "b": None}, {"1": "a", "b": None}),
+        ({"a": 1, "b": None, "t": (1,)}, {"a": 1, "b": None, "t": [1]}),
         ((1, "x"), [1, "x"]),
         ("text", "text"),
         (7, 7),
@@ -137,6 +144,8 @@ async def test_a_job_added_has_the_data_the_handler_will_read(
     general = await q.add("x", data, attempts=2)
     for job in (plain, general):
         assert job.data == stored and type(job.data) is type(stored)
+        if isinstance(stored, dict):
+            assert [type(v) for v in job.data.values()] == [type(v) for v in stored.values()]
         assert job.state == JobState.WAITING and job.name == "x" and job.attempts_made == 0
         got = await q.get_job(job.id)
         assert got is not None and got.data == stored

@@ -15,12 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole suite, and beside it the engine's tests on an embedded Valkey (when the suite runs
+# on a given Redis) and on a local Redis Cluster (3 masters, 3 replicas) the tests start.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	@# the engine's tests once more on an embedded Valkey when the suite ran on a given Redis
-	if [ -n "$$TEST_REDIS_URL" ]; then TEST_REDIS_URL= $(BIN)/python -m pytest -q tests/engine; fi
-	@# and on a local Redis Cluster (3 masters, 3 replicas) the tests start themselves
-	JQ_TEST_CLUSTER=1 $(BIN)/python -m pytest -q tests/engine
+	bash tests/run_suites.sh $(BIN)/python $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)

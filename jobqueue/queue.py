@@ -215,10 +215,12 @@ class Queue(QueueOpsMixin, QueueLimitsMixin, QueueFlowsMixin, QueueSchedulesMixi
             encoded_name = name_json(name)  # first, as `encode_job` checks it: same error first
             data_json = dumps(data, limit=self.config.max_payload, what="job data")
             env = '{"n":' + encoded_name + ',"d":' + data_json + "}"
-            job_id, code = await self.scripts.add_plain(name, env)
+            reply = self.scripts.add_plain(name, env)  # sent: the Job is made while Redis runs
+            job = Job(self, "", {"n": name, "d": _json_copy(data, data_json)})
+            job.id, code = await reply
             if code != "created":  # a counter id is never taken: only a hand-made key could be
-                return (await self._jobs_for([NewJob("", name, env, 0, 0)], [(job_id, code)]))[0]
-            return Job(self, job_id, {"n": name, "d": _json_copy(data, data_json)})
+                return (await self._jobs_for([NewJob("", name, env, 0, 0)], [(job.id, code)]))[0]
+            return job
         new = encode_job(
             self.config, name, data, job_id, delay, priority, attempts, cost, group,
             group_concurrency, dedup,

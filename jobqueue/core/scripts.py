@@ -19,7 +19,7 @@ shebang line, which fakeredis's Lua cannot parse (`_loader.load_script(name, she
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from ..errors import JobQueueError
@@ -80,6 +80,10 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
     return TakeReply(jobs, int(reply[0]))
 
 
+def _decode_added_one(reply: Sequence[Any]) -> AddedJob:
+    return AddedJob.from_reply(text(reply[0]), int(reply[1]))
+
+
 class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     """The scripts of one queue, one typed method each (the operations ones come from
     `OperationScripts`, the schedulers' from `ScheduleScripts`); see `ScriptRunner` for the
@@ -119,12 +123,14 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
         events="added",
     )
 
-    async def add_plain(self, name: str, envelope: str) -> AddedJob:
+    def add_plain(self, name: str, envelope: str) -> Awaitable[AddedJob]:
         """Store one new job with only a name and data (`envelope` is its JSON), ready at the
-        end of the FIFO list; code `exists` when a job of the counter's next id exists."""
+        end of the FIFO list; code `exists` when a job of the counter's next id exists.
+
+        On the fast path the command is sent before this returns (see `_send_tail`): await
+        the result once the caller's own work is done."""
         head = (self.keys.base, self.events_maxlen)
-        job_id, code = await self._eval_tail("add_plain", head, (name, envelope))
-        return AddedJob.from_reply(text(job_id), int(code))
+        return self._send_tail("add_plain", head, (name, envelope), _decode_added_one)
 
     TAKE = spec(
         "take",

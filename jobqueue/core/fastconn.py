@@ -216,7 +216,7 @@ class FastConnection:
 
     def send_packed(self, data: bytes) -> Awaitable[Any]:
         """Send one command already packed as RESP; its reply is the awaitable's. For a caller
-        that packs the part of a command that never changes once (`ScriptRunner._eval_tail`).
+        that packs the part of a command that never changes once (`ScriptRunner._send_tail`).
         On an open socket the command is written now and the awaitable is its reply's future
         (no coroutine between: the hot path of `Queue.add`); else it connects first."""
         proto = self._proto

@@ -105,7 +105,7 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
         """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
         a duplicate by dedup key is dropped or replaces its waiting holder."""
-        if len(jobs) == 1:  # `Queue.add`: the fixed ARGV packed by name once, not per job
+        if len(jobs) == 1:  # `Queue.add` with options: the fixed ARGV packed once, not per job
             head = self._add_head
             if head is None:
                 head = self._add_head = self.ADD.pack({"n": 1, **self._queue})

@@ -387,7 +387,7 @@ async def test_scripts_reload_after_noscript(
         job = await q.add("x", {"n": 1})
         await q.scripts.counts()
         await q.redis.script_flush()
-        # a plain add's command is packed once (`_eval_tail`): reloaded and sent again whole
+        # a plain add's command is packed once (`_send_tail`): reloaded and sent again whole
         again = await q.add("x", {"n": 2})
         assert (await q.get_job(again.id)) is not None
         assert await q.redis.script_exists(load_script("add_plain").sha) == [True]

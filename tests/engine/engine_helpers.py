@@ -40,6 +40,12 @@ async def wait_for(
         await asyncio.sleep(0.02)
 
 
+async def stream_events(q: Any) -> list[dict[str, str]]:
+    """The entries of a queue's event stream, oldest first, as text fields."""
+    entries = await q.redis.xrange(q.keys.events)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
 async def redis_ms(client: aioredis.Redis) -> int:
     """The Redis server's clock in ms (the clock every script uses)."""
     seconds, micros = await client.time()

@@ -6,17 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engine_helpers import redis_ms, wait_redis_clock
+from engine_helpers import redis_ms, stream_events, wait_redis_clock
 from groups_helpers import check_groups, finish, take
 
 from jobqueue import Dedup, InvalidJobError, JobState
 
 pytestmark = pytest.mark.integration
-
-
-async def _events(q: Any) -> list[dict[str, str]]:
-    entries = await q.redis.xrange(q.keys.events)
-    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in entries]
 
 
 async def test_a_duplicate_of_a_waiting_job_is_dropped(make_queue: Any) -> None:
@@ -29,7 +24,7 @@ async def test_a_duplicate_of_a_waiting_job_is_dropped(make_queue: Any) -> None:
     other = await q.add("refresh", {"v": 3}, dedup=Dedup("user-2"))
     assert other.id != first.id and other.deduplicated is None
     assert (await q.get_job_counts())["waiting"] == 2
-    assert [e["id"] for e in await _events(q) if e["ev"] == "deduplicated"] == [first.id]
+    assert [e["id"] for e in await stream_events(q) if e["ev"] == "deduplicated"] == [first.id]
     # in a bulk add too, also against a job of the same batch
     bulk = await q.add_bulk(
         [
@@ -130,7 +125,7 @@ async def test_replace_debounces_a_waiting_job(make_queue: Any) -> None:
     assert fresh.id != first.id and fresh.deduplicated is None
     got = await q.get_job(first.id)
     assert got is not None and got.data == {"v": 3}
-    added = [e for e in await _events(q) if e["ev"] == "added" and e["id"] == first.id]
+    added = [e for e in await stream_events(q) if e["ev"] == "added" and e["id"] == first.id]
     assert [e.get("replaced") for e in added] == [None, "1", "1"]
 
 

@@ -80,8 +80,13 @@ def _decode_take(reply: Sequence[Any]) -> TakeReply:
     return TakeReply(jobs, int(reply[0]))
 
 
+def _decode_added(reply: Sequence[Any]) -> list[AddedJob]:
+    """add.lua's and add_plain.lua's reply: `{id1, code1, id2, code2, ...}`."""
+    return [AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
 def _decode_added_one(reply: Sequence[Any]) -> AddedJob:
-    return AddedJob.from_reply(text(reply[0]), int(reply[1]))
+    return _decode_added(reply)[0]
 
 
 class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
@@ -90,7 +95,6 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     arguments."""
 
     _finish_head: tuple[TakeLimits, Retention, list[Any]] | None = None
-    _add_head: list[Any] | None = None
 
     # -- adding and running jobs -----------------------------------------------------------
 
@@ -105,16 +109,11 @@ class Scripts(OperationScripts, FlowScripts, ScheduleScripts):
     async def add(self, jobs: Sequence[NewJob]) -> list[AddedJob]:
         """Store new jobs, ready or delayed; a job whose id exists already is left as it is,
         a duplicate by dedup key is dropped or replaces its waiting holder."""
-        if len(jobs) == 1:  # `Queue.add` with options: the fixed ARGV packed once, not per job
-            head = self._add_head
-            if head is None:
-                head = self._add_head = self.ADD.pack({"n": 1, **self._queue})
-            reply = await self._eval("add", self._keys["add"], [*head, *jobs[0]])
-        else:
-            reply = await self._call(self.ADD, jobs, n=len(jobs), **self._queue)
-        return [
-            AddedJob.from_reply(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)
-        ]
+        if len(jobs) == 1:  # `Queue.add` with options: packed once but for the job's fields
+            head = (self.keys.base, self.events_maxlen, 1)
+            fields = tuple(map(str, jobs[0]))
+            return [await self._send_tail("add", head, fields, _decode_added_one)]
+        return _decode_added(await self._call(self.ADD, jobs, n=len(jobs), **self._queue))
 
     ADD_PLAIN = spec(
         "add_plain",

@@ -206,13 +206,7 @@ class FastConnection:
             data = hiredis.pack_command(args)
         except TypeError as exc:
             raise DataError(f"invalid command argument: {exc}") from None
-        proto = self._proto
-        # `loop.is_running()` instead of comparing with `asyncio.get_running_loop()`, which
-        # makes a getpid() system call: a connection made on a loop that has stopped (closed,
-        # or another `asyncio.run`) is replaced
-        if proto is None or proto.closed or not proto.loop.is_running():
-            proto = await self._reconnect()
-        return await proto.send(data)
+        return await self.send_packed(data)
 
     def send_packed(self, data: bytes) -> Awaitable[Any]:
         """Send one command already packed as RESP; its reply is the awaitable's. For a caller
@@ -220,6 +214,9 @@ class FastConnection:
         On an open socket the command is written now and the awaitable is its reply's future
         (no coroutine between: the hot path of `Queue.add`); else it connects first."""
         proto = self._proto
+        # `loop.is_running()` instead of comparing with `asyncio.get_running_loop()`, which
+        # makes a getpid() system call: a connection made on a loop that has stopped (closed,
+        # or another `asyncio.run`) is replaced
         if proto is None or proto.closed or not proto.loop.is_running():
             return self._send_packed_later(data)
         return proto.send(data)

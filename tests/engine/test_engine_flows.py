@@ -12,8 +12,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from engine_helpers import wait_for
-from test_engine_contracts import events, finish, recover_until, take
+from engine_helpers import stream_events, wait_for
+from test_engine_contracts import finish, recover_until, take
 
 from jobqueue import (
     Child,
@@ -68,7 +68,7 @@ async def test_parent_waits_for_its_children_then_runs_with_their_results(
     counts = await q.get_job_counts()
     assert counts["waiting-children"] == 1 and counts["waiting"] == 2
     assert await q.get_job_ids(JobState.WAITING_CHILDREN) == ["p"]
-    added = [(e["id"], e["st"]) for e in await events(q) if e["ev"] == "added"]
+    added = [(e["id"], e["st"]) for e in await stream_events(q) if e["ev"] == "added"]
     assert added == [("p", "waiting-children"), ("c1", "waiting"), ("c2", "waiting")]
 
     assert await parent.pending_children() == ["flow:c1", "flow:c2"]
@@ -82,7 +82,7 @@ async def test_parent_waits_for_its_children_then_runs_with_their_results(
     assert await state(q, "p") == JobState.WAITING
     assert await parent.pending_children() == []
     assert (await q.get_job_counts())["waiting-children"] == 0
-    assert [e["id"] for e in await events(q) if e["ev"] == "waiting"] == ["p"]
+    assert [e["id"] for e in await stream_events(q) if e["ev"] == "waiting"] == ["p"]
 
     tokens = await take_all(q)
     assert list(tokens) == ["p"]
@@ -311,7 +311,7 @@ async def test_a_late_or_repeated_end_is_counted_once(make_queue: Any) -> None:
     tokens = await take_all(q)
     assert await finish(q, [ok("a", tokens["a"], 1)]) == [1]
     assert await state(q, "p") == JobState.FAILED
-    assert [e["id"] for e in await events(q) if e["ev"] == "failed"].count("p") == 1
+    assert [e["id"] for e in await stream_events(q) if e["ev"] == "failed"].count("p") == 1
 
 
 async def test_removing_or_cancelling_a_waiting_child_ends_it_for_its_parent(
@@ -383,7 +383,9 @@ async def test_cancel_with_children_removes_the_tree_and_signals_running_jobs(
     # running jobs are flagged for their workers (the renew and the pub/sub channel)
     assert await top.redis.hget(top.keys.cancels, "l1") == b"stop"
     assert await low.redis.hget(low.keys.cancels, "s") == b"stop"
-    cancelling = [e["id"] for q in (top, low) for e in await events(q) if e["ev"] == "cancelling"]
+    cancelling = [
+        e["id"] for q in (top, low) for e in await stream_events(q) if e["ev"] == "cancelling"
+    ]
     assert sorted(cancelling) == ["l1", "s"]
     for q in (top, low):
         assert (await q.get_job_counts())["waiting-children"] == 0

@@ -14,8 +14,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from engine_helpers import redis_ms, wait_for, wait_redis_clock
-from test_engine_contracts import events, finish, limits, recover, recover_until
+from engine_helpers import redis_ms, stream_events, wait_for, wait_redis_clock
+from test_engine_contracts import finish, limits, recover, recover_until
 
 from jobqueue import (
     Child,
@@ -91,7 +91,7 @@ async def test_a_job_adds_children_waits_and_runs_again_with_their_results(
     assert await state(q, "p") == JobState.WAITING_CHILDREN
     counts = await q.get_job_counts()
     assert (counts["waiting-children"], counts["waiting"], counts["active"]) == (1, 2, 0)
-    evs = await events(q)
+    evs = await stream_events(q)
     assert count(evs, "waiting-children", "p") == 1
 
     kids = await take(q)
@@ -126,7 +126,7 @@ async def test_children_that_end_before_the_wait_outcome_wake_the_parent_once(
     ending = ["c0", "c1"][: 2 - pending]
     await finish(q, [ok(i, kids[i].token or "", i) for i in ending])
     assert await state(q, "p") == JobState.ACTIVE
-    assert count(await events(q), "waiting", "p") == 0
+    assert count(await stream_events(q), "waiting", "p") == 0
 
     assert await finish(q, [wait("p", p.token or "")]) == [2]
     if pending:
@@ -134,14 +134,14 @@ async def test_children_that_end_before_the_wait_outcome_wake_the_parent_once(
         assert await take(q) == {}
         await finish(q, [ok("c1", kids["c1"].token or "", "c1")])
     assert await state(q, "p") == JobState.WAITING
-    evs = await events(q)
+    evs = await stream_events(q)
     assert count(evs, "waiting", "p") == 1
     again = await take(q)
     assert list(again) == ["p"] and again["p"].step == 1
     assert await again["p"].children_results() == {"dyn:c0": "c0", "dyn:c1": "c1"}
     assert await take(q) == {}  # not ready twice
     assert await finish(q, [ok("p", again["p"].token or "", 1)]) == [1]
-    assert count(await events(q), "active", "p") == 2  # ran exactly once more
+    assert count(await stream_events(q), "active", "p") == 2  # ran exactly once more
 
 
 async def test_a_late_worker_can_neither_add_children_nor_move_the_parent(
@@ -184,11 +184,11 @@ async def test_a_retried_handler_adds_nothing_twice(make_queue: Any) -> None:
     assert await finish(q, [ok("a", kids["a"].token or "", "A")]) == [1]
     # the attempt fails after adding children; the retry adds them again: nothing new
     assert await finish(q, [fail("p", p.token or "", retry_ms=0)]) == [2]
-    added = count(await events(q), "added")
+    added = count(await stream_events(q), "added")
     retried = (await take(q))["p"]
     assert retried.step == 0
     assert await retried.add_children(children) == first
-    assert count(await events(q), "added") == added
+    assert count(await stream_events(q), "added") == added
     leaf = await q.get_job("dyn:p:0.1.0")
     assert leaf is not None and leaf.parent == "dyn:dyn:p:0.1"
     # an id of a job that is not its child refuses the whole call: nothing written
@@ -199,7 +199,7 @@ async def test_a_retried_handler_adds_nothing_twice(make_queue: Any) -> None:
     assert await q.get_job("new") is None
     with pytest.raises(InvalidJobError):
         await retried.add_children([])
-    assert count(await events(q), "added") == added + 1  # only "taken"
+    assert count(await stream_events(q), "added") == added + 1  # only "taken"
 
 
 async def test_children_on_another_queue_of_the_slot_and_nested(make_queue: Any) -> None:

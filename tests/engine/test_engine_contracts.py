@@ -142,6 +142,35 @@ async def test_lost_lease_is_fenced(make_queue: Any) -> None:
     assert done is not None and done.state == JobState.COMPLETED and done.result == "ok"
 
 
+async def test_batch_is_fenced_per_outcome(make_queue: Any) -> None:
+    """One finish call checks every outcome on its own (the batch reads `active` at once): a
+    job reported twice is recorded once, a foreign token and a job no longer active are
+    refused, and only the recorded jobs leave `active`."""
+    q = make_queue()
+    for name in ("a", "b", "c", "d"):
+        await q.add("x", None, job_id=name)
+    _, jobs = await take(q, 4)
+    tok = {jid: t for jid, t, _ in jobs}
+    await q.redis.zrem(q.keys.active, "d")  # its token still matches, but it is not active
+    codes = await finish(
+        q,
+        [
+            ("a", tok["a"], "c", "1", "", 0, 0),
+            ("a", tok["a"], "c", "2", "", 0, 0),
+            ("b", "w9:1", "c", "3", "", 0, 0),
+            ("c", tok["c"], "f", "boom", "E", 0, 3),
+            ("d", tok["d"], "c", "4", "", 0, 0),
+        ],
+    )
+    assert codes == [1, -2, -2, 2, -2]
+    assert await q.redis.zrange(q.keys.active, 0, -1) == [b"b"]
+    done = await q.get_job("a")
+    assert done is not None and done.state == JobState.COMPLETED and done.result == 1
+    assert await q.get_job_state("b") == JobState.ACTIVE
+    assert await q.get_job_state("c") in (JobState.DELAYED, JobState.WAITING)
+    assert await q.get_job_state("d") == JobState.ACTIVE  # nothing written for it
+
+
 async def test_stalled_too_often_fails(make_queue: Any) -> None:
     q = make_queue()
     job = await q.add("x", None)

@@ -55,6 +55,7 @@ active: the jobs active now on the queue, this worker's and others' (a worker wh
 --@include take.lua
 
 local now = now_ms()
+local now_s = tostring(now) -- given to redis.call as text: printf'd once, not per job
 local shared = A.limiter ~= ''
 local any_cancels = redis.call('HLEN', K.cancels) > 0
 local m = tonumber(A.m)
@@ -82,17 +83,31 @@ local function retry_later(id, skey, made, etype, msg, delay)
     'st', 'delayed', 'delay', delay, 'ts', now)
 end
 
+-- Fencing: only the holder of the current token may finish, and only an active job, once.
+-- Whether each job is active is read for the whole batch in one ZMSCORE, and the holders'
+-- jobs leave `active` in one ZREM after the loop (nothing in the loop reads `active`): two
+-- commands a call, not a ZREM per outcome.
+local ids = {}
+for i = 0, m - 1 do ids[i + 1] = (argv_group(i)) end
+local live = {}
+for i = 1, m, 1000 do
+  local part = redis.call('ZMSCORE', K.active, unpack(ids, i, math.min(i + 999, m)))
+  for j = 1, #part do live[i + j - 1] = part[j] end
+end
+local held = {} -- ids of the outcomes recorded, out of `active` after the loop
+local seen = {} -- and the same as a set: a second outcome of one job in a batch is refused
+
 for i = 0, m - 1 do
   local id, token, kind, payload, etype, delay, limit = argv_group(i)
-  delay, limit = tonumber(delay), tonumber(limit)
+  if kind ~= 'c' then delay, limit = tonumber(delay), tonumber(limit) end
   local skey = state_key(A.base, id)
   local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb', 'g')
   in_flow = st[4] ~= false
-  -- fencing: only the holder of the current token may finish, and only an active job
-  -- (ZREM runs only for the holder; its count says whether the job was still active)
-  if st[1] ~= token or redis.call('ZREM', K.active, id) == 0 then
+  if st[1] ~= token or not live[i + 1] or seen[id] then
     codes[#codes + 1] = -2
   else
+    seen[id] = true
+    held[#held + 1] = id
     -- a cancel flagged while it ran (a job waiting for children must not come back)
     local why = any_cancels and redis.call('HGET', K.cancels, id)
     if why then redis.call('HDEL', K.cancels, id) end
@@ -105,10 +120,11 @@ for i = 0, m - 1 do
       if shared then brk_close(now) end
       made = made + 1
       -- the emptied token fences this attempt off like a deleted one, in the same command
-      redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now, 'a', made, 'k', '')
-      completed[#completed + 1] = now
+      local made_s = tostring(made)
+      redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now_s, 'a', made_s, 'k', '')
+      completed[#completed + 1] = now_s
       completed[#completed + 1] = id
-      emit(K.events, A.maxlen, 'ev', 'completed', 'id', id, 'a', made, 'ts', now)
+      emit(K.events, A.maxlen, 'ev', 'completed', 'id', id, 'a', made_s, 'ts', now_s)
       if in_flow then flow_child_ended(A.base, id, true, payload, '', '', now) end
       done_ok = true
       codes[#codes + 1] = 1
@@ -167,6 +183,7 @@ for i = 0, m - 1 do
   end
 end
 
+call_batched('ZREM', K.active, held)
 call_batched('ZADD', K.completed, completed)
 if done_ok then
   trim_finished(A.base, K.priorities, K.completed, A.keep_completed, A.keep_completed_ms, now)

@@ -8,8 +8,9 @@ local function now_ms()
 end
 
 -- Append one event to the queue's stream, capped by approximate length (0 = events off).
+-- (`maxlen` is A.maxlen, the decimal text Python passes: compared as text, not parsed each time)
 local function emit(events_key, maxlen, ...)
-  if tonumber(maxlen) > 0 then
+  if maxlen ~= '0' then
     redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', ...)
   end
 end

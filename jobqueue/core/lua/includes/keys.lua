@@ -24,6 +24,20 @@ local function env_get(base, id)
   return redis.call('GET', legacy_job_key(base, id))
 end
 
+-- The envelopes of the jobs `ids` in order (false for no such job): one HMGET for a batch
+-- (in commands of at most 1000 fields, as common.lua's call_batched), not an HGET each.
+local function envs_get(base, ids)
+  local out, key = {}, jobs_key(base)
+  for i = 1, #ids, 1000 do
+    local part = redis.call('HMGET', key, unpack(ids, i, math.min(i + 999, #ids)))
+    for j = 1, #part do
+      local n = i + j - 1
+      out[n] = part[j] or redis.call('GET', legacy_job_key(base, ids[n]))
+    end
+  end
+  return out
+end
+
 local function env_exists(base, id)
   return redis.call('HEXISTS', jobs_key(base), id) == 1
     or redis.call('EXISTS', legacy_job_key(base, id)) == 1

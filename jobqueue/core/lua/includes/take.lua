@@ -281,19 +281,23 @@ local function take(n, now)
   end
 
   local out = {-1}
-  local deadline = now + tonumber(A.lease_ms)
+  -- numbers given to redis.call are formatted by printf each time: these once a call
+  local now_s = tostring(now)
+  local deadline = tostring(now + tonumber(A.lease_ms))
   local taken = 0
   local leases = {} -- (deadline, id) pairs of the jobs taken, for one ZADD
+  local envs = envs_get(A.base, ids)
   for i = 1, #ids do
     local id = ids[i]
-    local env = env_get(A.base, id)
+    local env = envs[i]
     if env then
       local skey = state_key(A.base, id)
       local st = redis.call('HMGET', skey, 'a', 'n', 'ws')
-      local made = tonumber(st[1] or '0')
-      local starts = tonumber(st[2] or '0') + 1
+      local made_s = st[1] or '0'
+      local made = tonumber(made_s)
+      local starts = tostring(tonumber(st[2] or '0') + 1)
       local token = A.worker .. ':' .. starts
-      redis.call('HSET', skey, 'a', made, 'n', starts, 'k', token, 's', 'active', 'ts', now)
+      redis.call('HSET', skey, 'a', made_s, 'n', starts, 'k', token, 's', 'active', 'ts', now_s)
       if grouped and grouped[id] then redis.call('HSET', skey, 'g', grouped[id]) end
       if costs then
         -- the reservation a settle refunds (the cost stays with the job for its retries)
@@ -304,7 +308,7 @@ local function take(n, now)
       end
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
-      emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now)
+      emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now_s)
       out[#out + 1] = id
       out[#out + 1] = env
       out[#out + 1] = token

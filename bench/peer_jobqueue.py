@@ -21,7 +21,7 @@ __all__ = ["CONFIG", "HAS_BULK", "LABEL", "note", "producer", "work"]
 
 LABEL = "jobqueue"
 HAS_BULK = True
-CONFIG = "defaults (events on, keep_completed (100, 1 day), lease 30 s)"
+CONFIG = "defaults (events on, keep_completed (1000, 1 day), lease 30 s)"
 QUEUE = "bench"
 
 _path = "?"

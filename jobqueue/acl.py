@@ -4,7 +4,9 @@
 the status mirror): reads and writes of the prefix's keys and channels, the engine's scripts
 by SHA (`EVALSHA` and `SCRIPT LOAD`, no `EVAL` of arbitrary code), `TIME`, `INFO` (the
 start-up safety check) and pub/sub; no `KEYS`, `FLUSH*`, `CONFIG`, `DEBUG`, `FUNCTION`,
-`SCRIPT FLUSH|KILL` or any other dangerous command, no key outside the prefix.
+`SCRIPT FLUSH|KILL` or any other dangerous command, no key outside the prefix. Without
+`FUNCTION` (whoever may load a library may replace another application's) the scripts run by
+`EVALSHA`, not as the engine's function library (`jobqueue.core._library`).
 
 `readonly_acl(prefix)` is for tools that only look (`python -m jobqueue.inspect`, the
 dashboard in `--read-only` mode, `/metrics`): the prefix's keys readable only (`%R~`), so a

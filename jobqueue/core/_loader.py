@@ -128,17 +128,20 @@ def parse_header(name: str, text: str) -> Header:
     return Header(keys, tuple(argv), tuple(group), group_of, events)
 
 
-def _prelude(header: Header) -> str:
+def _prelude(header: Header, *, assign: bool = False) -> str:
+    """`K`, `A` and `argv_group` from the header; `assign`: set the ones a Functions library
+    declares once (`jobqueue.core._library`) instead of declaring them."""
+    local = "" if assign else "local "
     lines = ["-- made from the header by jobqueue.core._loader"]
     keys = ", ".join(f"{k.split('(')[0]} = KEYS[{i}]" for i, k in enumerate(header.keys, 1))
-    lines.append(f"local K = {{{keys}}}")
+    lines.append(f"{local}K = {{{keys}}}")
     args = ", ".join(f"{a} = ARGV[{i}]" for i, a in enumerate(header.argv, 1))
-    lines.append(f"local A = {{{args}}}")
+    lines.append(f"{local}A = {{{args}}}")
     if header.group:
         fixed, size = len(header.argv), len(header.group)
         values = ", ".join(f"ARGV[o + {i}]" for i in range(1, size + 1))
         lines += [
-            "local function argv_group(i)",
+            "argv_group = function(i)" if assign else "local function argv_group(i)",
             f"  local o = {fixed} + i * {size}",
             f"  return {values}",
             "end",

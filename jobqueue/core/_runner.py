@@ -9,22 +9,31 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from ..errors import ConfigError, NotDurableError, QueueFullError
+from ._library import LuaLibrary, ensure_library, library_was_missing, load_library
 from ._loader import LuaScript, load_script, script_names
+from ._specs import BlockFirst, ScriptSpec, resp_bulk, resp_head, spec
 from .codec import text
 from .connection import cluster_of, describe_client, is_fakeredis
 from .fastconn import FastConnection
 from .fastroute import ClusterFastConnection, fast_connection
 from .keys import QueueKeys
 
-__all__ = ["FASTCONN_ENV", "BlockFirst", "ScriptRunner", "ScriptSpec", "fastconn_enabled", "spec"]
+__all__ = [
+    "FASTCONN_ENV",
+    "FUNCTIONS_ENV",
+    "BlockFirst",
+    "ScriptRunner",
+    "ScriptSpec",
+    "fastconn_enabled",
+    "spec",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,80 +48,27 @@ FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 """Environment variable: `0` (or `false`, `no`, `off`) runs every script through redis-py."""
 
 
+FUNCTIONS_ENV = "JOBQUEUE_FUNCTIONS"
+"""Environment variable: `0` (or `false`, `no`, `off`) runs the scripts by EVALSHA, never as
+the function library; `1` (`true`, `yes`, `on`) tries the library for a named ACL user too.
+Unset: the library for the default user, EVALSHA for a named one (`jobqueue.acl.worker_acl`
+grants no FUNCTION: asking would leave a denial in the ACL log)."""
+
+
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _functions_wanted(fast: FastConnection) -> bool:
+    value = os.environ.get(FUNCTIONS_ENV, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    return value in ("1", "true", "yes", "on") or not fast.username
+
+
 def fastconn_enabled() -> bool:
     """Whether the environment allows the fast connection (default: yes)."""
-    return os.environ.get(FASTCONN_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _resp_bulk(value: str | bytes) -> bytes:
-    """One RESP bulk string (text as UTF-8)."""
-    data = value.encode() if isinstance(value, str) else value
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def _resp_head(args: Sequence[str | bytes | int], more: int) -> bytes:
-    """A RESP command of `args` then `more` arguments packed by the caller (`_resp_bulk`)."""
-    parts = [b"*%d\r\n" % (len(args) + more)]
-    parts += [_resp_bulk(arg if isinstance(arg, str | bytes) else str(arg)) for arg in args]
-    return b"".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptSpec:
-    """What a method declares of its script: the names its header must list.
-
-    Attributes:
-        name: the script (`lua/<name>.lua`).
-        keys: `QueueKeys` names (`name(id)` for a key of one job), in KEYS order.
-        argv: the fixed ARGV names, in order.
-        group: the names of the ARGV group repeated per item, in order.
-        events: the events the script may emit.
-    """
-
-    name: str
-    keys: tuple[str, ...]
-    argv: tuple[str, ...]
-    group: tuple[str, ...]
-    events: frozenset[str]
-    _argset: frozenset[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_argset", frozenset(self.argv))
-
-    def index(self, arg: str) -> int:
-        """The position of a fixed ARGV name."""
-        return self.argv.index(arg)
-
-    def pack(self, values: Mapping[str, Any]) -> list[Any]:
-        """The fixed ARGV in header order, from values by name (every name exactly once)."""
-        if values.keys() != self._argset:
-            raise TypeError(f"{self.name}.lua takes ARGV {list(self.argv)}, got {sorted(values)}")
-        return [values[a] for a in self.argv]
-
-
-def spec(name: str, *, keys: str, argv: str = "", group: str = "", events: str = "") -> ScriptSpec:
-    """A `ScriptSpec` from space-separated names."""
-    return ScriptSpec(
-        name, tuple(keys.split()), tuple(argv.split()), tuple(group.split()),
-        frozenset(events.split()),
-    )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class BlockFirst:
-    """A `BZPOPMIN` sent right ahead of a script on the same connection: Redis reads the
-    script only when the block ends (a member popped, or the timeout), and runs it at once,
-    so that a woken worker's take costs no round trip of its own.
-
-    Attributes:
-        conn: the blocking connection (a worker's wake-up connection, never a shared one).
-        keys: the zsets to block on (all in the script's hash slot).
-        timeout: seconds to block at most.
-    """
-
-    conn: FastConnection | ClusterFastConnection
-    keys: tuple[str, ...]
-    timeout: float
+    return _env_on(FASTCONN_ENV)
 
 
 class ScriptRunner:
@@ -129,6 +85,10 @@ class ScriptRunner:
             master the sentinels name (`jobqueue.core.fastroute`).
         durable: `(replicas, timeout_ms)`: after every script that writes, `WAIT replicas
             timeout_ms` on the same connection (durable mode, `QueueConfig.durable_replicas`).
+        functions: run the scripts as a Functions library (`FCALL`, `jobqueue.core._library`)
+            on a plain fast connection (no cluster, no sentinel, no durable mode) whose server
+            has functions (default: as `JOBQUEUE_FUNCTIONS` says, see `FUNCTIONS_ENV`); False
+            keeps `EVALSHA` everywhere.
     """
 
     def __init__(
@@ -139,6 +99,7 @@ class ScriptRunner:
         events_maxlen: int = 10_000,
         fastconn: bool | None = None,
         durable: tuple[int, int] | None = None,
+        functions: bool | None = None,
     ) -> None:
         self._redis = redis
         self.keys = keys
@@ -154,6 +115,13 @@ class ScriptRunner:
         # durable mode: until when the master is known to lack replicas (0: not known)
         self._short_until = 0.0
         self._shebang = not is_fakeredis(redis)
+        fast = self._fast
+        plain = type(fast) is FastConnection and durable is None and self._shebang
+        if functions is None:
+            functions = type(fast) is FastConnection and _functions_wanted(fast)
+        self._lib: LuaLibrary | None = load_library() if plain and functions else None
+        # whether the library runs on the server: None until the first call finds out
+        self._fn: bool | None = None if self._lib is not None else False
         self._where = describe_client(redis)  # password-free, for error messages
         self._scripts: dict[str, LuaScript] = {}
         # `_send_tail`: each script's command up to its per-call arguments, packed once
@@ -201,14 +169,15 @@ class ScriptRunner:
         the awaitable is `_eval`'s (sent when awaited).
         """
         fast = self._fast
-        if type(fast) is not FastConnection or self._durable is not None:
+        if type(fast) is not FastConnection or self._durable is not None or self._fn is None:
+            # (`_fn` None: the first call through `_eval` finds out whether functions run)
             return self._eval_decoded(name, [*head, *tail], decode)
         prefix = self._packed.get(name)
         if prefix is None:
-            keys, sha = self._keys[name], self._script(name).sha
-            prefix = _resp_head(["EVALSHA", sha, len(keys), *keys, *head], len(tail))
+            keys = self._keys[name]
+            prefix = resp_head([*self._target(name), len(keys), *keys, *head], len(tail))
             self._packed[name] = prefix
-        data = b"".join([prefix, *map(_resp_bulk, tail)])
+        data = b"".join([prefix, *map(resp_bulk, tail)])
         return self._tail_reply(name, fast, data, fast.send_packed(data), decode)
 
     async def _tail_reply(
@@ -219,12 +188,19 @@ class ScriptRunner:
         reply: Awaitable[Any],
         decode: Callable[[Any], T],
     ) -> T:
-        """`_send_tail`'s reply: loaded and sent again on NOSCRIPT, an OOM refusal ours."""
+        """`_send_tail`'s reply: loaded and sent again on NOSCRIPT (or a missing library), an
+        OOM refusal ours."""
         try:
             try:
                 return decode(await reply)
             except NoScriptError:
                 await fast.execute("SCRIPT", "LOAD", self._script(name).source)
+                return decode(await fast.send_packed(data))
+            except OutOfMemoryError:
+                raise
+            except ResponseError:
+                if not (self._fn and await self._reloaded()):
+                    raise
                 return decode(await fast.send_packed(data))
         except OutOfMemoryError:
             raise self._full(name) from None
@@ -238,7 +214,45 @@ class ScriptRunner:
             script = self._scripts[name] = load_script(name, shebang=self._shebang)
         return script
 
+    def _target(self, name: str) -> tuple[str, str]:
+        """The command and its first argument that run `name`: its function (once the library
+        is known to run on the server) or its SHA1."""
+        if self._fn:
+            assert self._lib is not None
+            read_only = name in self._lib.read_only
+            return ("FCALL_RO" if read_only else "FCALL"), self._lib.functions[name]
+        return "EVALSHA", self._script(name).sha
+
+    async def _functions(self) -> bool:
+        """Whether the scripts run as functions here; the first call loads the library."""
+        if self._fn is None:
+            assert self._lib is not None
+            assert type(self._fast) is FastConnection
+            self._fn = await ensure_library(self._fast, self._lib, self._where)
+        return bool(self._fn)
+
+    async def _reloaded(self) -> bool:
+        """After an `FCALL` failed: whether the library was missing and is loaded now."""
+        assert self._lib is not None
+        assert type(self._fast) is FastConnection
+        return await library_was_missing(self._fast, self._lib)
+
+    async def _fcall(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        fast = self._fast
+        assert type(fast) is FastConnection
+        call = (*self._target(name), len(keys), *keys, *args)
+        try:
+            return await fast.execute(*call)
+        except OutOfMemoryError:
+            raise
+        except ResponseError:
+            if not await self._reloaded():
+                raise
+            return await fast.execute(*call)
+
     async def _evalsha(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        if self._fn is not False and await self._functions():
+            return await self._fcall(name, keys, args)
         script = self._script(name)
         if self._durable is not None and name not in _READ_ONLY:
             return await self._eval_durable(name, script.sha, script.source, keys, args)
@@ -273,13 +287,22 @@ class ScriptRunner:
             # its WAIT goes on the script's own connection, after it: no pipelining then
             await conn.execute(*wait)
             return await self._eval(name, keys, args)
-        call = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        if self._fn is not False:
+            await self._functions()
+        call = (*self._target(name), len(keys), *keys, *args)
         popped, reply = await conn.execute_many(wait, call)
         if isinstance(popped, BaseException):
             raise popped
         if isinstance(reply, NoScriptError):  # a restarted server: load it, run it alone
             await conn.execute("SCRIPT", "LOAD", script.source)
             return await conn.execute(*call)
+        if (
+            self._fn
+            and isinstance(reply, ResponseError)
+            and not isinstance(reply, OutOfMemoryError)
+            and await self._reloaded()
+        ):
+            return await conn.execute(*call)  # the library was missing: nothing of it ran
         if isinstance(reply, BaseException):
             raise reply
         return reply
@@ -403,7 +426,13 @@ class ScriptRunner:
         return await self._eval(spec.name, self._keys[spec.name] if keys is None else keys, args)
 
     async def load_all(self) -> None:
-        """Load every script up front (saves the first NOSCRIPT round trip)."""
+        """Load every script up front (saves the first NOSCRIPT round trip), and the function
+        library where it runs."""
+        if self._fn is not False:
+            # known loaded or not: look again (the server may have lost it)
+            self._fn = None
+            self._packed.clear()
+            await self._functions()
         for name in script_names():
             source = load_script(name, shebang=self._shebang).source
             if self._fast is not None:

@@ -20,6 +20,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from jobqueue.core._library import load_library
+from jobqueue.core._loader import load_script, script_names
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -175,6 +178,30 @@ class Window:
 
     def names(self) -> Counter[str]:
         return Counter(c[0].upper() for c in self.commands)
+
+    def scripts(self) -> list[str]:
+        """The scripts run, in order, by EVALSHA (their SHA1) or FCALL (their function)."""
+        return [name for c in self.commands if (name := script_run(c)) is not None]
+
+    def runs(self, script: str) -> int:
+        """How many times `script` ran, either way."""
+        return self.scripts().count(script)
+
+
+def script_run(command: list[str]) -> str | None:
+    """The script a monitored command runs (EVALSHA or FCALL, read-only or not), or None."""
+    if len(command) < 2:
+        return None
+    name = command[0].upper()
+    if name in ("EVALSHA", "EVALSHA_RO"):
+        return _BY_SHA.get(command[1])
+    if name in ("FCALL", "FCALL_RO"):
+        return _BY_FUNCTION.get(command[1])
+    return None
+
+
+_BY_SHA = {load_script(n, shebang=s).sha: n for n in script_names() for s in (True, False)}
+_BY_FUNCTION = {f: n for n, f in load_library().functions.items()}
 
 
 class CommandMonitor:

@@ -18,7 +18,6 @@ from engine_helpers import HANG, CommandMonitor, Window, wait_for
 from servers import RedisProcess
 
 from jobqueue import Job, Queue, QueueConfig, QueueEvents, Worker
-from jobqueue.core._loader import load_script
 from jobqueue.events import DEFAULT_BLOCK as WAIT_BLOCK
 
 pytestmark = pytest.mark.integration
@@ -48,7 +47,7 @@ def at_most(window: Window, interval: float) -> float:
 
 
 def evalsha(window: Window, script: str) -> int:
-    return window.count("EVALSHA", load_script(script).sha)
+    return window.runs(script)  # by EVALSHA or as a function
 
 
 async def idle_for(seconds: float) -> None:

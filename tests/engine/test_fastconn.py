@@ -380,7 +380,9 @@ async def test_decode_responses_is_honoured(any_redis: tuple[str, str]) -> None:
 async def test_scripts_reload_after_noscript(
     private_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """By EVALSHA (the function library's reload is in test_engine_functions.py)."""
     monkeypatch.delenv("JOBQUEUE_FASTCONN", raising=False)
+    monkeypatch.setenv("JOBQUEUE_FUNCTIONS", "0")
     q = Queue(QueueConfig("fc"), redis=private_server.url, prefix="jqfc")
     try:
         assert q.scripts.fast is not None

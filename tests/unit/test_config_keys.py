@@ -34,7 +34,7 @@ def test_config_defaults_and_derived_values() -> None:
     assert cfg.stall_check_every == 15.0
     assert cfg.effective_retry_delays[ErrorType.NETWORK_ERROR] == 0.01
     assert cfg.effective_retry_delays[ErrorType.UNKNOWN] == 2.0
-    assert cfg.retention_ms == (100, 86_400_000, 200, 604_800_000)
+    assert cfg.retention_ms == (1000, 86_400_000, 200, 604_800_000)
     assert QueueConfig("q", keep_completed=(None, None)).retention_ms[:2] == (-1, -1)
     with pytest.raises(TypeError):
         QueueConfig("q", 5)  # type: ignore[misc]  # options are keyword-only

@@ -7,7 +7,9 @@ the script's header), its ARGV (by name), the decoding of its reply into the typ
 method's declared names equal to its script's header.
 
 Scripts run by EVALSHA and are loaded again when the server answers NOSCRIPT (after a restart
-or SCRIPT FLUSH). EVALSHA goes through a `FastConnection` (one multiplexed hiredis socket, see
+or SCRIPT FLUSH); on a plain fast connection as Redis's default user they run as one function
+library instead (`FCALL`, loaded again when the server lost it: `jobqueue.core._library`,
+`JOBQUEUE_FUNCTIONS`). The calls go through a `FastConnection` (one multiplexed hiredis socket, see
 `jobqueue.core.fastconn`) made from the redis-py client's connection settings: a fraction of
 redis-py's client CPU per round trip. Opt out with `Scripts(..., fastconn=False)` or
 `JOBQUEUE_FASTCONN=0`; clients the fast path cannot copy (TLS, Sentinel, Cluster, credential

@@ -110,10 +110,11 @@ def load_library() -> LuaLibrary:
     )
 
 
-async def ensure_library(fast: FastConnection, library: LuaLibrary, where: str) -> bool | None:
+async def ensure_library(fast: FastConnection, library: LuaLibrary, where: str) -> bool:
     """Load `library` on `fast`'s server unless it is there: True when its functions can run,
-    False when the server runs none (before Redis 7, or an ACL user without `FUNCTION`: the
-    caller keeps `EVALSHA`), None when it cannot tell yet (out of memory: ask again later)."""
+    False when they cannot (a server without functions, a user without `FUNCTION`, a server
+    out of memory that refuses the load): the caller keeps `EVALSHA` then, which needs no
+    load that memory could refuse, until it asks again (`ScriptRunner.load_all`)."""
     try:
         if not await fast.execute("FUNCTION", "LIST", "LIBRARYNAME", library.name):
             try:
@@ -123,12 +124,11 @@ async def ensure_library(fast: FastConnection, library: LuaLibrary, where: str) 
                 if not await fast.execute("FUNCTION", "LIST", "LIBRARYNAME", library.name):
                     raise
         return True
-    except OutOfMemoryError:
-        return None
     except ResponseError as exc:
-        # an ACL user without FUNCTION (`jobqueue.acl.worker_acl`) is a choice: said once, at
-        # info; anything else (an old server, a library Redis refuses) is a warning
-        level = logging.INFO if isinstance(exc, NoPermissionError) else logging.WARNING
+        # a user without FUNCTION or a full server: said at info; anything else (an old
+        # server, a library Redis refuses) is a warning
+        quiet = isinstance(exc, NoPermissionError | OutOfMemoryError)
+        level = logging.INFO if quiet else logging.WARNING
         log.log(
             level, "redis %s: the scripts' function library cannot be loaded (%s: %s); they "
             "run by EVALSHA", where, type(exc).__name__, exc,

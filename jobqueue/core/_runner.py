@@ -427,9 +427,10 @@ class ScriptRunner:
 
     async def load_all(self) -> None:
         """Load every script up front (saves the first NOSCRIPT round trip), and the function
-        library where it runs."""
-        if self._fn is not False:
-            # known loaded or not: look again (the server may have lost it)
+        library where it may run."""
+        if self._lib is not None:
+            # whatever was found before: look again (the server may have lost it, or have
+            # room for it now)
             self._fn = None
             self._packed.clear()
             await self._functions()

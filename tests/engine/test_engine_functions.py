@@ -168,3 +168,23 @@ async def test_a_named_user_may_ask_for_the_library(
         await q.scripts.aclose()
         await q.close()
         await admin.execute_command("ACL", "DELUSER", "full")
+
+
+async def test_a_full_server_keeps_evalsha(own_server: RedisProcess, admin: aioredis.Redis) -> None:
+    """A server out of memory refuses `FUNCTION LOAD`: the scripts run by EVALSHA (no load for
+    memory to refuse at every call), and `load_all` tries the library again once there is
+    room."""
+    await admin.function_flush()
+    q = Queue(QueueConfig("full", drain_delay=0.2), redis=own_server.url, prefix=unique("jqfn"))
+    await admin.config_set("maxmemory", 1)
+    try:
+        assert (await q.get_job_counts())["waiting"] == 0  # a read-only script, by EVALSHA_RO
+        assert q.scripts._fn is False
+        assert not await admin.function_list(library=LIBRARY.name)
+    finally:
+        await admin.config_set("maxmemory", 0)
+    await q.scripts.load_all()
+    assert q.scripts._fn is True
+    assert await completed(q, await drain_one(q))
+    await q.scripts.aclose()
+    await q.close()

@@ -129,12 +129,21 @@ async def test_the_workers_process_serves_tokens_cost_and_job_metrics(
     await approve_subsector(sub, runtime=runtime)
     await wait_row(runtime.pool, "SELECT status = 'completed' FROM sub_sector WHERE id=$1", sub)
 
-    async def all_counted() -> Samples | None:
-        s = await scrape(port)
-        done = total(s, "jobqueue_jobs_completed_total", queue="format-insights")
-        return s if done >= 2 else None
+    stages = ("sector-research", "stock-ranking", "stock-analysis", "format-insights")
 
-    s = await wait_for(all_counted, what="the format-insights jobs counted")
+    async def all_counted() -> Samples | None:
+        # a hook counts a completion once Redis recorded it, after the handler's own rows:
+        # the ranking (a flow parent) completes last, after its trees' format-insights jobs
+        s = await scrape(port)
+        done = {q: total(s, "jobqueue_jobs_completed_total", queue=q) for q in stages}
+        timed = [
+            total(s, f"jobqueue_job_{m}_seconds_count", queue=q)
+            for q in stages
+            for m in ("run", "wait")
+        ]
+        return s if done["format-insights"] >= 2 and min([*done.values(), *timed]) >= 1 else None
+
+    s = await wait_for(all_counted, what="every stage's completions counted")
     calls = await runtime.pool.fetchval(
         "SELECT count(*) FROM llm_usage u JOIN sub_sector ss ON u.related_id = ss.id::text "
         "OR u.related_id = ss.sector_analysis_id::text WHERE ss.id = $1",
@@ -147,7 +156,7 @@ async def test_the_workers_process_serves_tokens_cost_and_job_metrics(
     assert total(s, "pipeline_llm_tokens_total", kind="input") > 0
     assert total(s, "pipeline_llm_tokens_total", kind="output") > 0
     assert total(s, "pipeline_llm_cost_usd_total") > 0  # priced as the configured models
-    for stage in ("sector-research", "stock-ranking", "stock-analysis", "format-insights"):
+    for stage in stages:  # (the wait above returned once each was counted: restated)
         assert total(s, "jobqueue_jobs_completed_total", queue=stage) >= 1, stage
         assert total(s, "jobqueue_job_run_seconds_count", queue=stage) >= 1, stage
         assert total(s, "jobqueue_job_wait_seconds_count", queue=stage) >= 1, stage

@@ -50,25 +50,21 @@ FASTCONN_ENV = "JOBQUEUE_FASTCONN"
 
 FUNCTIONS_ENV = "JOBQUEUE_FUNCTIONS"
 """Environment variable: `0` (or `false`, `no`, `off`) runs the scripts by EVALSHA, never as
-the function library; `1` (`true`, `yes`, `on`) tries the library for a named ACL user too.
+the function library; any other value tries the library for a named ACL user too.
 Unset: the library for the default user, EVALSHA for a named one (`jobqueue.acl.worker_acl`
 grants no FUNCTION: asking would leave a denial in the ACL log)."""
 
 
-def _env_on(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _functions_wanted(fast: FastConnection) -> bool:
-    value = os.environ.get(FUNCTIONS_ENV, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return False
-    return value in ("1", "true", "yes", "on") or not fast.username
+def _env_flag(name: str) -> bool | None:
+    """A yes/no environment variable: False for `0`/`false`/`no`/`off`, True for any other
+    value, None when unset or empty."""
+    value = os.environ.get(name, "").strip().lower()
+    return None if not value else value not in ("0", "false", "no", "off")
 
 
 def fastconn_enabled() -> bool:
     """Whether the environment allows the fast connection (default: yes)."""
-    return _env_on(FASTCONN_ENV)
+    return _env_flag(FASTCONN_ENV) is not False
 
 
 class ScriptRunner:
@@ -118,7 +114,10 @@ class ScriptRunner:
         fast = self._fast
         plain = type(fast) is FastConnection and durable is None and self._shebang
         if functions is None:
-            functions = type(fast) is FastConnection and _functions_wanted(fast)
+            wanted = _env_flag(FUNCTIONS_ENV)
+            functions = type(fast) is FastConnection and (
+                wanted if wanted is not None else not fast.username
+            )
         self._lib: LuaLibrary | None = load_library() if plain and functions else None
         # whether the library runs on the server: None until the first call finds out
         self._fn: bool | None = None if self._lib is not None else False
@@ -196,10 +195,8 @@ class ScriptRunner:
             except NoScriptError:
                 await fast.execute("SCRIPT", "LOAD", self._script(name).source)
                 return decode(await fast.send_packed(data))
-            except OutOfMemoryError:
-                raise
-            except ResponseError:
-                if not (self._fn and await self._reloaded()):
+            except ResponseError as exc:
+                if not await self._lost_library(exc):
                     raise
                 return decode(await fast.send_packed(data))
         except OutOfMemoryError:
@@ -231,8 +228,14 @@ class ScriptRunner:
             self._fn = await ensure_library(self._fast, self._lib, self._where)
         return bool(self._fn)
 
-    async def _reloaded(self) -> bool:
-        """After an `FCALL` failed: whether the library was missing and is loaded now."""
+    async def _lost_library(self, exc: BaseException) -> bool:
+        """After a call failed with `exc`: whether it was an `FCALL` whose library the server
+        had lost, loaded again now (nothing of the call ran: send it again). An OOM refusal or
+        a script's own error: False."""
+        if not self._fn or not isinstance(exc, ResponseError):
+            return False
+        if isinstance(exc, OutOfMemoryError):
+            return False
         assert self._lib is not None
         assert type(self._fast) is FastConnection
         return await library_was_missing(self._fast, self._lib)
@@ -243,10 +246,8 @@ class ScriptRunner:
         call = (*self._target(name), len(keys), *keys, *args)
         try:
             return await fast.execute(*call)
-        except OutOfMemoryError:
-            raise
-        except ResponseError:
-            if not await self._reloaded():
+        except ResponseError as exc:
+            if not await self._lost_library(exc):
                 raise
             return await fast.execute(*call)
 
@@ -296,12 +297,7 @@ class ScriptRunner:
         if isinstance(reply, NoScriptError):  # a restarted server: load it, run it alone
             await conn.execute("SCRIPT", "LOAD", script.source)
             return await conn.execute(*call)
-        if (
-            self._fn
-            and isinstance(reply, ResponseError)
-            and not isinstance(reply, OutOfMemoryError)
-            and await self._reloaded()
-        ):
+        if isinstance(reply, ResponseError) and await self._lost_library(reply):
             return await conn.execute(*call)  # the library was missing: nothing of it ran
         if isinstance(reply, BaseException):
             raise reply

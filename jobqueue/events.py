@@ -165,8 +165,12 @@ class QueueEvents:
     async def close(self) -> None:
         """Stop iterating (a pending read is interrupted) and close the connection."""
         self._closed = True
-        if self._pending is not None:
-            self._pending.cancel()
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+            # let it take its cancellation: a task cancelled before its first step and never
+            # run again leaves its read's coroutine "never awaited" when the loop ends
+            await asyncio.wait({pending})
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

@@ -101,8 +101,8 @@ for i = 0, m - 1 do
   local id, token, kind, payload, etype, delay, limit = argv_group(i)
   if kind ~= 'c' then delay, limit = tonumber(delay), tonumber(limit) end
   local skey = state_key(A.base, id)
-  local st = redis.call('HMGET', skey, 'k', 'a', 'rl', 'pb', 'g')
-  in_flow = st[4] ~= false
+  local st = redis.call('HMGET', skey, 'k', 'a', 'pb', 'g')
+  in_flow = st[3] ~= false
   if st[1] ~= token or not live[i + 1] or seen[id] then
     codes[#codes + 1] = -2
   else
@@ -111,8 +111,8 @@ for i = 0, m - 1 do
     -- a cancel flagged while it ran (a job waiting for children must not come back)
     local why = any_cancels and redis.call('HGET', K.cancels, id)
     if why then redis.call('HDEL', K.cancels, id) end
-    if st[5] then grp_left(st[5]) end -- a slot of its group is free
-    local made = tonumber(st[2] or '0')
+    if st[4] then grp_left(st[4]) end -- a slot of its group is free
+    local made = count_number(st[2] or '0')
     if kind == 'b' then
       payload = payload .. brk_failure(id, now)
     end
@@ -120,7 +120,7 @@ for i = 0, m - 1 do
       if shared then brk_close(now) end
       made = made + 1
       -- the emptied token fences this attempt off like a deleted one, in the same command
-      local made_s = tostring(made)
+      local made_s = count_text(made)
       redis.call('HSET', skey, 's', 'completed', 'r', payload, 'tf', now_s, 'a', made_s, 'k', '')
       completed[#completed + 1] = now_s
       completed[#completed + 1] = id

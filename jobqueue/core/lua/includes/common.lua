@@ -7,6 +7,32 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Counts (attempts, starts) cross between Redis's text and Lua's numbers several times a job,
+-- and each crossing is a printf (`tostring`, or a number given to `redis.call`) or a strtod
+-- (`tonumber`). These memos make each small count's crossing once: once a library load when
+-- the scripts run as the function library, once a call by EVALSHA. Bounded: counts below 256.
+local count_texts, count_numbers = {}, {}
+
+-- The decimal text of the count `n` (a whole number).
+local function count_text(n)
+  local s = count_texts[n]
+  if s == nil then
+    s = tostring(n)
+    if n >= 0 and n < 256 then count_texts[n] = s end
+  end
+  return s
+end
+
+-- The number in the text `s` (a decimal count), or nil when `s` is not a number.
+local function count_number(s)
+  local n = count_numbers[s]
+  if n == nil then
+    n = tonumber(s)
+    if n and n >= 0 and n < 256 then count_numbers[s] = n end
+  end
+  return n
+end
+
 -- Append one event to the queue's stream, capped by approximate length (0 = events off).
 -- (`maxlen` is A.maxlen, the decimal text Python passes: compared as text, not parsed each time)
 local function emit(events_key, maxlen, ...)
@@ -103,8 +129,10 @@ local function trim_finished(base, priorities, set_key, count, age_ms, now)
     local excess = redis.call('ZCARD', set_key) - count
     if excess > 0 then
       if excess > 100 then excess = 100 end
-      local old = redis.call('ZPOPMIN', set_key, excess)
-      for i = 1, #old, 2 do gone[#gone + 1] = old[i] end
+      -- not ZPOPMIN: it replies with each score, which Redis formats with printf (a few
+      -- thousand instructions a job on the worker's hot path) only for this loop to drop it
+      gone = redis.call('ZRANGE', set_key, 0, excess - 1)
+      redis.call('ZREMRANGEBYRANK', set_key, 0, excess - 1)
     end
   end
   if age_ms >= 0 then

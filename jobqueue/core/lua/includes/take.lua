@@ -293,11 +293,12 @@ local function take(n, now)
     if env then
       local skey = state_key(A.base, id)
       local st = redis.call('HMGET', skey, 'a', 'n', 'ws')
-      local made_s = st[1] or '0'
-      local made = tonumber(made_s)
-      local starts = tostring(tonumber(st[2] or '0') + 1)
+      local made = count_number(st[1] or '0')
+      local attempt_s = count_text(made + 1)
+      local starts = count_text(count_number(st[2] or '0') + 1)
       local token = A.worker .. ':' .. starts
-      redis.call('HSET', skey, 'a', made_s, 'n', starts, 'k', token, 's', 'active', 'ts', now_s)
+      -- (no `a`: it is unchanged here, and a job never attempted has none: 0 to its readers)
+      redis.call('HSET', skey, 'n', starts, 'k', token, 's', 'active', 'ts', now_s)
       if grouped and grouped[id] then redis.call('HSET', skey, 'g', grouped[id]) end
       if costs then
         -- the reservation a settle refunds (the cost stays with the job for its retries)
@@ -308,12 +309,12 @@ local function take(n, now)
       end
       leases[#leases + 1] = deadline
       leases[#leases + 1] = id
-      emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', made + 1, 'ts', now_s)
+      emit(K.events, A.maxlen, 'ev', 'active', 'id', id, 'a', attempt_s, 'ts', now_s)
       out[#out + 1] = id
       out[#out + 1] = env
       out[#out + 1] = token
       out[#out + 1] = made + 1
-      out[#out + 1] = tonumber(st[3] or '0')
+      out[#out + 1] = count_number(st[3] or '0')
       taken = taken + 1
     elseif grouped and grouped[id] then
       grp_left(grouped[id]) -- counted as started by its group, but it is gone

@@ -1,10 +1,11 @@
 """jobqueue: this project's engine, with its default settings.
 
 `Queue(QueueConfig("bench"), redis=url)`; `Worker(queue, handler, concurrency=C)`; events
-stream on (maxlen 10,000), completed jobs kept (last 100 for a day), lease 30 s. Bulk =
+stream on (maxlen 10,000), completed jobs kept (last 1,000 for a day), lease 30 s. Bulk =
 `Queue.add_bulk` (one script call per batch). `JOBQUEUE_FASTCONN=0` in the environment
 runs the redis-py path instead of the fast connection; `JOBQUEUE_BENCH_CALLS=N|auto` sets
-the worker's `calls_in_flight` (default: the Worker's, auto).
+the worker's `calls_in_flight` (default: the Worker's, auto); `JOBQUEUE_BENCH_EVENTS_MAXLEN=N`
+the queue's `events_maxlen` (0: no event stream; the `jqnoevents` variant).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ QUEUE = "bench"
 _path = "?"
 
 
+def _config() -> QueueConfig:
+    maxlen = os.environ.get("JOBQUEUE_BENCH_EVENTS_MAXLEN")
+    if maxlen is None:
+        return QueueConfig(QUEUE)
+    return QueueConfig(QUEUE, events_maxlen=int(maxlen))
+
+
 def _seen(queue: Queue) -> None:
     global _path
     _path = "fastconn" if queue.scripts.fast is not None else "redis-py"
@@ -39,7 +47,7 @@ def note() -> str:
 
 class _Producer:
     def __init__(self, url: str) -> None:
-        self.queue = Queue(QueueConfig(QUEUE), redis=url)
+        self.queue = Queue(_config(), redis=url)
 
     async def connect(self) -> None:
         await self.queue.connect()
@@ -62,7 +70,7 @@ def producer(url: str) -> _Producer:
 
 async def work(url: str, concurrency: int, ctl: Control, rec: Recorder) -> None:
     """Run a worker from GO until STOP."""
-    queue = Queue(QueueConfig(QUEUE), redis=url)
+    queue = Queue(_config(), redis=url)
     await queue.connect()
     await queue.redis.ping()
     _seen(queue)

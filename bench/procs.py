@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     # jobqueue with every script sent through redis-py: the engine before the fast connection
     "jqredispy": ("jobqueue", {"JOBQUEUE_FASTCONN": "0"}),
+    # jobqueue with no event stream (QueueConfig(events_maxlen=0)): what events cost
+    "jqnoevents": ("jobqueue", {"JOBQUEUE_BENCH_EVENTS_MAXLEN": "0"}),
 }
 
 

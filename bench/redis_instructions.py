@@ -1,5 +1,5 @@
-"""`python -m bench.redis_instructions [--take 1,5,25] [--jobs 2000] [--keep 1000]`: the CPU
-instructions Redis runs per drained job, counted by valgrind's callgrind.
+"""`python -m bench.redis_instructions [--take 1,5,25] [--jobs 2000] [--keep 1000]
+[--events-maxlen N]`: the CPU instructions Redis runs per drained job, counted by callgrind.
 
 A worker's hot path is one `finish` call per batch: it records the outcomes of the jobs that
 ran and takes the next ones. This runs that call alone, in a loop (`--take` jobs a call, each
@@ -70,8 +70,11 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
-async def _per_job(server: CallgrindRedis, take: int, jobs: int, keep: int) -> float:
-    queue = Queue(QueueConfig("instr", keep_completed=(keep, None)), redis=server.url)
+async def _per_job(
+    server: CallgrindRedis, take: int, jobs: int, keep: int, events_maxlen: int
+) -> float:
+    config = QueueConfig("instr", keep_completed=(keep, None), events_maxlen=events_maxlen)
+    queue = Queue(config, redis=server.url)
     await queue.connect()
     try:
         await queue.scripts.load_all()
@@ -110,6 +113,12 @@ def main() -> None:
     p.add_argument("--take", default="1,5,25", help="jobs a call, comma list (default 1,5,25)")
     p.add_argument("--jobs", type=int, default=2000, help="jobs counted per run (default 2000)")
     p.add_argument("--keep", type=int, default=1000, help="completed jobs kept (default 1000)")
+    p.add_argument(
+        "--events-maxlen",
+        type=int,
+        default=QueueConfig("x").events_maxlen,
+        help="the queue's events_maxlen (default: QueueConfig's; 0 = no event stream)",
+    )
     args = p.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind (apt-get install valgrind)")
@@ -121,12 +130,19 @@ def main() -> None:
                 counts = []
                 for functions in ("1", "0"):
                     os.environ["JOBQUEUE_FUNCTIONS"] = functions
-                    counts.append(asyncio.run(_per_job(server, take, args.jobs, args.keep)))
+                    counts.append(
+                        asyncio.run(
+                            _per_job(server, take, args.jobs, args.keep, args.events_maxlen)
+                        )
+                    )
                 fcall, evalsha = counts
                 rows.append(f"| {take} | {fcall:,.0f} | {evalsha:,.0f} | {evalsha / fcall:.2f} |")
         finally:
             server.stop()
-    print(f"Redis instructions per job (callgrind; {args.jobs} jobs, keep_completed={args.keep})")
+    print(
+        f"Redis instructions per job (callgrind; {args.jobs} jobs, keep_completed={args.keep}, "
+        f"events_maxlen={args.events_maxlen})"
+    )
     print("\n".join(rows))
 
 

@@ -12,6 +12,7 @@ __all__ = ["LABELS", "TARGETS", "render", "summarize"]
 LABELS = {
     "jobqueue": "jobqueue",
     "jqredispy": "jobqueue via redis-py",
+    "jqnoevents": "jobqueue, no events",
     "node": "BullMQ node",
     "arq": "arq (poll 10ms)",
     "saq": "saq",

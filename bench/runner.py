@@ -22,18 +22,20 @@ from .server import PrivateRedis
 __all__ = ["FULL_SIZES", "QUICK_SIZES", "main", "parse_args"]
 
 PEERS = ("jobqueue", "node", "arq", "saq", "bullmq", "rq")
-# opt-in with --only: jobqueue with EVALSHA through redis-py (JOBQUEUE_FASTCONN=0)
-OPTIONAL = ("jqredispy",)
+# opt-in with --only: jobqueue with EVALSHA through redis-py (JOBQUEUE_FASTCONN=0), and
+# jobqueue with no event stream (events_maxlen=0)
+OPTIONAL = ("jqredispy", "jqnoevents")
 MODULES = {
     "jobqueue": "jobqueue",
     "jqredispy": "jobqueue",
+    "jqnoevents": "jobqueue",
     "arq": "arq",
     "saq": "saq",
     "bullmq": "bullmq",
     "rq": "rq",
 }
 # the Python peers drain at a few thousand jobs/s: their drains use `drain_py` jobs
-FAST = {"jobqueue", "jqredispy", "node"}
+FAST = {"jobqueue", "jqredispy", "jqnoevents", "node"}
 FULL_SIZES = {
     "drain": 100_000,
     "drain_py": 10_000,
@@ -78,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="comma list of peers and/or scenarios, e.g. 'node,drain_c50,enqueue' "
         f"(peers: {', '.join(PEERS + OPTIONAL)}; scenarios: {', '.join(SCENARIOS)}); "
-        "jobqueue always runs; jqredispy (opt-in) is jobqueue with JOBQUEUE_FASTCONN=0",
+        "jobqueue always runs; opt-in: jqredispy is jobqueue with JOBQUEUE_FASTCONN=0, "
+        "jqnoevents jobqueue with QueueConfig(events_maxlen=0)",
     )
     p.add_argument(
         "-n",

@@ -12,8 +12,10 @@ file in both forms; `ScriptRunner` (`jobqueue.core._runner`) chooses per connect
 The library's name carries a digest of its source (`jobqueue_<digest>`), and so does each
 function's (`jobqueue_<digest>_<script>`): workers of two versions on one server each call
 their own. Nothing per call is kept between calls at the top level: `K`, `A` and `argv_group`
-are set at the start of every call, and the includes hold no other state (checked here: two
-includes defining one name would silently shadow each other, so that raises).
+are set at the start of every call, and the includes hold no other state but the memos of
+`common.lua`'s `count_text`/`count_number` (the text of a small number and back: the same
+answer whatever call asks, kept for the library's life instead of one call's). Two includes
+defining one name would silently shadow each other: that raises here.
 """
 
 from __future__ import annotations

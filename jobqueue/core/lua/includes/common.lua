@@ -10,7 +10,8 @@ end
 -- Counts (attempts, starts) cross between Redis's text and Lua's numbers several times a job,
 -- and each crossing is a printf (`tostring`, or a number given to `redis.call`) or a strtod
 -- (`tonumber`). These memos make each small count's crossing once: once a library load when
--- the scripts run as the function library, once a call by EVALSHA. Bounded: counts below 256.
+-- the scripts run as the function library, once a call by EVALSHA. Bounded: counts below 256,
+-- texts of at most 3 characters.
 local count_texts, count_numbers = {}, {}
 
 -- The decimal text of the count `n` (a whole number).
@@ -28,7 +29,7 @@ local function count_number(s)
   local n = count_numbers[s]
   if n == nil then
     n = tonumber(s)
-    if n and n >= 0 and n < 256 then count_numbers[s] = n end
+    if n and n >= 0 and n < 256 and #s <= 3 then count_numbers[s] = n end
   end
   return n
 end

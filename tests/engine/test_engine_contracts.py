@@ -171,6 +171,36 @@ async def test_batch_is_fenced_per_outcome(make_queue: Any) -> None:
     assert await q.get_job_state("d") == JobState.ACTIVE  # nothing written for it
 
 
+async def test_counts_past_the_memos(make_queue: Any) -> None:
+    """Attempt and start counts read and written as text (memoised below 256, by at most 3
+    characters): the same numbers on both sides of the memos' bound, and a job never
+    attempted has no `a` while it runs (0 attempts made)."""
+    q = make_queue()
+    for name, made, starts in (("low", "254", "254"), ("high", "300", "999"), ("odd", "007", "0")):
+        await q.add("x", None, job_id=name, attempts=1000)
+        await q.redis.hset(q.keys.state(name), mapping={"a": made, "n": starts})
+    await q.add("x", None, job_id="new")
+    _, jobs = await take(q, 4)
+    got = {jid: (tok, attempt) for jid, tok, attempt in jobs}
+    assert got == {
+        "low": ("w1:255", 255),
+        "high": ("w1:1000", 301),
+        "odd": ("w1:1", 8),
+        "new": ("w1:1", 1),
+    }
+    assert await q.redis.hget(q.keys.state("new"), "a") is None
+    running = await q.get_job("new")
+    assert running is not None and running.attempts_made == 0
+    active = {e["id"]: e["a"] for e in await stream_events(q) if e["ev"] == "active"}
+    assert active == {"low": "255", "high": "301", "odd": "8", "new": "1"}
+    codes = await finish(q, [(jid, tok, "c", "null", "", 0, 0) for jid, (tok, _) in got.items()])
+    assert codes == [1, 1, 1, 1]
+    for jid, made in (("low", 255), ("high", 301), ("odd", 8), ("new", 1)):
+        done = await q.get_job(jid)
+        assert done is not None and done.state == JobState.COMPLETED
+        assert done.attempts_made == made
+
+
 async def test_stalled_too_often_fails(make_queue: Any) -> None:
     q = make_queue()
     job = await q.add("x", None)
